@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= development.ini
+PYTEST_ARGS ?=
+
+.PHONY: run test initdb e2e screenshots benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.run-deps: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,postgresql]'
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[testing,postgresql]'
+	touch $@
+
+initdb: $(VENV)/.run-deps
+	$(BIN)/appserver $(CONFIG) initdb --demo
+
+run: initdb
+	$(BIN)/pserve $(CONFIG) --reload
+
+test: $(VENV)/.test-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+e2e: $(VENV)/.test-deps
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+screenshots: $(VENV)/.test-deps
+	APPSERVER_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
+
+benchmark: $(VENV)/.test-deps
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite

@@ -1,0 +1,23 @@
+"""Every URL. REST routes live under ``appserver.rest_prefix`` (default ``/rest``) and accept
+``latest`` wherever Jira accepts it."""
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+
+def includeme(config: Configurator) -> None:
+    rest = config.registry.appserver_settings.rest_prefix
+
+    # HTML pages
+    config.add_route("home", "/")
+    config.add_route("login", "/login")
+    config.add_route("logout", "/logout")
+    config.add_route("account", "/account")
+
+    # REST: authentication (Jira's /rest/auth/1/session)
+    config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")
+
+    # REST: the Jira API subset
+    config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")
+    config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
+    config.add_route("rest.user", rest + "/api/{version:2|latest}/user")

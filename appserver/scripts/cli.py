@@ -1,0 +1,166 @@
+"""``appserver CONFIG_URI COMMAND``: set up the database and manage accounts and sessions."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import transaction
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from pyramid.paster import bootstrap, setup_logging
+from sqlalchemy.orm import Session
+
+from ..demo import ensure_user, seed_demo
+from ..models import User
+from ..models.user import USERNAME_MAX_LENGTH
+from ..security.login import find_user
+from ..security.passwords import PasswordTooLong
+
+
+class CommandError(Exception):
+    """A problem with the command's input: printed without a traceback, exit status 1."""
+
+
+def read_password(stdin=None, prompt: Callable[[str], str] = getpass.getpass) -> str:
+    """From standard input when it is not a terminal (scripts), else prompted twice."""
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        password = stdin.readline().rstrip("\r\n")
+    else:
+        password = prompt("Password: ")
+        if prompt("Password (again): ") != password:
+            raise CommandError("the passwords do not match")
+    if not password:
+        raise CommandError("the password must not be empty")
+    return password
+
+
+def migrate(config_uri: str) -> None:
+    path = config_uri.split("#", 1)[0]
+    alembic_config = AlembicConfig(path)
+    command.upgrade(alembic_config, "head")
+
+
+@contextmanager
+def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
+    with bootstrap(config_uri) as env:
+        request = env["request"]
+        with request.tm:
+            yield env
+
+
+def cmd_initdb(args: argparse.Namespace) -> None:
+    migrate(args.config_uri)
+    print("database migrated to the latest revision")
+    if args.demo:
+        with app_env(args.config_uri) as env:
+            for line in seed_demo(env["request"]):
+                print(line)
+
+
+def _create_user(request, args: argparse.Namespace, password: str) -> User:
+    username = args.username.strip()
+    if not username or len(username) > USERNAME_MAX_LENGTH or any(ord(c) < 32 for c in username):
+        raise CommandError(f"invalid username {args.username!r}")
+    user, created = ensure_user(
+        request, username, password, args.display_name or username, args.email or "", args.admin
+    )
+    if not created:
+        raise CommandError(f"user {username!r} already exists")
+    return user
+
+
+def _existing_user(request, username: str) -> User:
+    user = find_user(request, username)
+    if user is None:
+        raise CommandError(f"no user named {username!r}")
+    return user
+
+
+def cmd_create_user(args: argparse.Namespace) -> None:
+    password = read_password()
+    with app_env(args.config_uri) as env:
+        user = _create_user(env["request"], args, password)
+        print(f"created user {user.username!r}{' (administrator)' if user.admin else ''}")
+
+
+def cmd_set_password(args: argparse.Namespace) -> None:
+    password = read_password()
+    with app_env(args.config_uri) as env:
+        request = env["request"]
+        user = _existing_user(request, args.username)
+        user.password_hash = request.passwords.hash(password)
+        user.password_changed_at = request.now
+        revoked = request.session_store.revoke_user_sessions(user.id)
+        print(f"password changed for {user.username!r}; {revoked} session(s) revoked")
+
+
+def cmd_revoke_sessions(args: argparse.Namespace) -> None:
+    with app_env(args.config_uri) as env:
+        request = env["request"]
+        user = _existing_user(request, args.username)
+        revoked = request.session_store.revoke_user_sessions(user.id)
+        print(f"{revoked} session(s) of {user.username!r} revoked")
+
+
+def cmd_purge_sessions(args: argparse.Namespace) -> None:
+    total = 0
+    with bootstrap(args.config_uri) as env:
+        request = env["request"]
+        batch = args.batch_size or request.appserver_settings.purge_batch_size
+        while True:
+            with request.tm:
+                deleted = request.session_store.purge_batch(batch)
+            total += deleted
+            if deleted < batch:
+                break
+    print(f"{total} expired or revoked session(s) purged")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appserver", description=__doc__)
+    parser.add_argument("config_uri", help="the ini file, e.g. development.ini")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    initdb = commands.add_parser("initdb", help="migrate the database to the latest revision")
+    initdb.add_argument("--demo", action="store_true", help="add the demo users and data (idempotent)")
+    initdb.set_defaults(func=cmd_initdb)
+
+    create = commands.add_parser("create-user", help="create a user (password from stdin or a prompt)")
+    create.add_argument("username")
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--display-name")
+    create.add_argument("--email")
+    create.set_defaults(func=cmd_create_user)
+
+    setpw = commands.add_parser("set-password", help="set a user's password; revokes their sessions")
+    setpw.add_argument("username")
+    setpw.set_defaults(func=cmd_set_password)
+
+    revoke = commands.add_parser("revoke-sessions", help="log a user out everywhere")
+    revoke.add_argument("username")
+    revoke.set_defaults(func=cmd_revoke_sessions)
+
+    purge = commands.add_parser("purge-sessions", help="delete expired and revoked sessions in batches")
+    purge.add_argument("--batch-size", type=int, default=None)
+    purge.set_defaults(func=cmd_purge_sessions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.config_uri.split("#", 1)[0])
+    try:
+        args.func(args)
+    except (CommandError, PasswordTooLong) as error:
+        print(f"appserver: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Authentication and authorization: the security policy, sessions, passwords, CSRF and the
+tweens that apply the seed's rules. Views only ever see ``request.user`` and permissions."""
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.tweens import EXCVIEW
+
+from ..models import User
+from .identity import Authentication
+from .policy import AppSecurityPolicy
+from .sessions import SessionStore
+
+
+def _authentication(request: Request) -> Authentication:
+    return request.registry.security_policy.authentication(request)
+
+
+def _user(request: Request) -> User | None:
+    return request.authentication.user
+
+
+def _session_store(request: Request) -> SessionStore:
+    settings = request.appserver_settings
+    return SessionStore(
+        request.dbsession,
+        request.now,
+        idle_timeout=settings.idle_timeout,
+        max_age=settings.max_age,
+        touch_interval=settings.touch_interval,
+    )
+
+
+def includeme(config: Configurator) -> None:
+    from .csrf import SessionBoundCSRFStoragePolicy
+
+    config.include(".passwords")
+    policy = AppSecurityPolicy()
+    config.registry.security_policy = policy
+    config.set_security_policy(policy)
+    config.set_csrf_storage_policy(SessionBoundCSRFStoragePolicy(config.registry.appserver_settings))
+    config.set_default_csrf_options(require_csrf=True, token="csrf_token", header="X-CSRF-Token")
+
+    config.add_request_method(_authentication, "authentication", property=True)
+    config.add_request_method(_user, "user", property=True)
+    config.add_request_method(_session_store, "session_store", reify=True)
+
+    tm = "pyramid_tm.tm_tween_factory"
+    config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
+    config.add_tween(
+        "appserver.security.tweens.os_authtype_tween_factory",
+        under="appserver.security.tweens.authentication_tween_factory",
+        over=EXCVIEW,
+    )
+    config.add_tween(
+        "appserver.security.tweens.rest_cookie_rule_tween_factory",
+        under="appserver.security.tweens.os_authtype_tween_factory",
+        over=EXCVIEW,
+    )

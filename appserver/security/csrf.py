@@ -1,0 +1,49 @@
+"""CSRF tokens bound to the login session.
+
+A logged-in user's token is an HMAC of the session (keyed by ``appserver.secret``), so it
+changes with every login and needs no storage. Anonymous visitors (the login form: login
+CSRF) get Pyramid's double-submit cookie token.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from pyramid.csrf import CookieCSRFStoragePolicy
+from pyramid.interfaces import ICSRFStoragePolicy
+from pyramid.request import Request
+from zope.interface import implementer
+
+from ..settings import AppSettings
+
+
+@implementer(ICSRFStoragePolicy)
+class SessionBoundCSRFStoragePolicy:
+    def __init__(self, settings: AppSettings) -> None:
+        self._key = settings.secret.encode("utf-8")
+        self._anonymous = CookieCSRFStoragePolicy(
+            cookie_name="__Host-csrf" if settings.secure_cookies else "csrf",
+            secure=settings.secure_cookies,
+            httponly=True,
+            samesite="Lax",
+            path="/",
+        )
+
+    def _bound(self, request: Request) -> str | None:
+        identity = request.authentication.identity
+        if identity is None or identity.session is None:
+            return None
+        message = b"csrf:" + identity.session.token_hash.encode("ascii")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def new_csrf_token(self, request: Request) -> str:
+        return self._bound(request) or self._anonymous.new_csrf_token(request)
+
+    def get_csrf_token(self, request: Request) -> str:
+        return self._bound(request) or self._anonymous.get_csrf_token(request)
+
+    def check_csrf_token(self, request: Request, supplied_token: str) -> bool:
+        expected = self._bound(request)
+        if expected is None:
+            return self._anonymous.check_csrf_token(request, supplied_token)
+        return hmac.compare_digest(expected.encode("ascii"), (supplied_token or "").encode("utf-8"))

@@ -1,0 +1,70 @@
+"""What a request presented, and what came of it.
+
+The security policy computes one :class:`Authentication` per request. The tweens read it to
+apply the seed's rules (a stale cookie under ``/rest`` is a 401, failed Basic credentials are
+a 401, ``os_authType`` demands a kind of credential), views read ``request.user``.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ..models import User, UserSession
+from .sessions import CookieState, IssuedSession
+
+
+class BasicState(enum.Enum):
+    ABSENT = "absent"
+    VALID = "valid"
+    WRONG = "wrong"  # unknown user, wrong password or inactive account: one answer for all
+    MALFORMED = "malformed"  # undecodable, no colon, or a scheme we do not accept
+    DENIED = "denied"  # too many failures: the password was not checked
+
+    @property
+    def failed(self) -> bool:
+        return self in (BasicState.WRONG, BasicState.MALFORMED)
+
+
+class Source(enum.Enum):
+    SESSION = "session"
+    BASIC = "basic"
+    REMEMBER = "remember"
+    LOGIN = "login"  # logged in by this very request
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: User
+    source: Source
+    session: UserSession | None = None
+
+    @property
+    def cookie_based(self) -> bool:
+        return self.source in (Source.SESSION, Source.REMEMBER, Source.LOGIN)
+
+
+@dataclass
+class Authentication:
+    identity: Identity | None = None
+    cookie: CookieState = CookieState.ABSENT
+    basic: BasicState = BasicState.ABSENT
+    #: The session row the cookie named, whatever its state: login revokes it (no fixation).
+    presented_session: UserSession | None = None
+    #: Seconds until a locked account may try again (with BasicState.DENIED).
+    retry_after: int | None = None
+    #: Set-Cookie headers the response must carry (stale-cookie deletion, re-issued cookies),
+    #: keyed by cookie name; applied by the authentication tween.
+    cookies: dict[str, str] = field(default_factory=dict)
+    #: True when computing this wrote to the database (touch, counters, re-issue): the tween
+    #: commits those writes before the view runs, so a failing view cannot undo them.
+    wrote: bool = False
+    #: The session this request issued by logging in (the REST login returns its token).
+    issued: IssuedSession | None = None
+
+    @property
+    def user(self) -> User | None:
+        return self.identity.user if self.identity else None
+
+    @property
+    def stale_cookie(self) -> bool:
+        return self.cookie.stale

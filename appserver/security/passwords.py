@@ -1,0 +1,79 @@
+"""The password service: the only code that hashes or verifies a password.
+
+argon2id by default (OWASP's minimum: 19 MiB, t=2, p=1); older schemes verify and are
+upgraded on the next successful login. Hashing is CPU- and memory-bound, so at most
+``appserver.password.max_concurrent_hashes`` run at once per process.
+"""
+from __future__ import annotations
+
+import threading
+
+from passlib.context import CryptContext
+from pyramid.config import Configurator
+from pyramid.request import Request
+
+
+class PasswordTooLong(ValueError):
+    pass
+
+
+def make_context() -> CryptContext:
+    return CryptContext(
+        schemes=["argon2", "pbkdf2_sha256"],
+        default="argon2",
+        deprecated="auto",
+        argon2__type="ID",
+        argon2__memory_cost=19 * 1024,
+        argon2__time_cost=2,
+        argon2__parallelism=1,
+    )
+
+
+class PasswordService:
+    def __init__(self, max_bytes: int = 1024, max_concurrent: int = 4) -> None:
+        self.context = make_context()
+        self.max_bytes = max_bytes
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        #: How many hash computations ran (verifications, dummies and new hashes): tests use it
+        #: to prove that a locked account's password is not even checked.
+        self.hash_count = 0
+
+    def too_long(self, password: str) -> bool:
+        return len(password.encode("utf-8", "surrogatepass")) > self.max_bytes
+
+    def hash(self, password: str) -> str:
+        if self.too_long(password):
+            raise PasswordTooLong(f"passwords are limited to {self.max_bytes} bytes")
+        with self._slots:
+            self.hash_count += 1
+            return self.context.hash(password)
+
+    def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        """Check ``password``; the second item is a replacement hash when the scheme is old."""
+        if self.too_long(password):
+            self.dummy_verify()
+            return False, None
+        with self._slots:
+            self.hash_count += 1
+            try:
+                return self.context.verify_and_update(password, password_hash)
+            except (ValueError, TypeError):
+                # An unparseable stored hash never logs anybody in.
+                return False, None
+
+    def dummy_verify(self) -> None:
+        """Spend the time of one verification, so unknown usernames cost what known ones do."""
+        with self._slots:
+            self.hash_count += 1
+            self.context.dummy_verify()
+
+
+def includeme(config: Configurator) -> None:
+    settings = config.registry.appserver_settings
+    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes)
+    config.registry.passwords = service
+
+    def passwords(request: Request) -> PasswordService:
+        return request.registry.passwords
+
+    config.add_request_method(passwords, reify=True)

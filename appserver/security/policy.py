@@ -1,0 +1,146 @@
+"""The security policy: one small source per kind of credential, asked in order.
+
+Explicit credentials (the ``Authorization`` header) come first, then the session cookie,
+then the remember-me cookie. The result, with the source that produced it, is computed once
+per request and cached (Pyramid does not cache ``request.identity`` itself).
+"""
+from __future__ import annotations
+
+from pyramid.authorization import ACLHelper, Authenticated, Everyone
+from pyramid.request import Request, RequestLocalCache
+from pyramid.security import Allowed, Denied
+
+from ..models import User
+from .basic import parse_authorization
+from .cookies import delete_cookie, set_cookie
+from .identity import Authentication, BasicState, Identity, Source
+from .login import Outcome, check_password
+from .sessions import CookieState, IssuedSession, SessionStore
+
+ADMIN = "role:admin"
+
+
+def user_principal(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class BasicAuthSource:
+    """HTTP Basic: checked on every request that sends it; never creates a session row."""
+
+    def authenticate(self, request: Request, auth: Authentication) -> None:
+        credentials = parse_authorization(request.headers.get("Authorization"))
+        if credentials is None:
+            return
+        if credentials.malformed:
+            auth.basic = BasicState.MALFORMED
+            return
+        attempt = check_password(request, credentials.username, credentials.password)
+        auth.wrote = True  # a failure count, a reset or a hash upgrade may have been written
+        if attempt.outcome is Outcome.OK:
+            auth.basic = BasicState.VALID
+            auth.identity = Identity(attempt.user, Source.BASIC)
+        elif attempt.outcome is Outcome.DENIED:
+            auth.basic = BasicState.DENIED
+            auth.retry_after = attempt.retry_after
+        else:
+            auth.basic = BasicState.WRONG
+
+
+class SessionCookieSource:
+    """The server-side session named by the session cookie."""
+
+    def authenticate(self, request: Request, auth: Authentication) -> None:
+        settings = request.appserver_settings
+        token = request.cookies.get(settings.session_cookie)
+        if token is None:
+            return
+        lookup = request.session_store.lookup(token)
+        auth.cookie = lookup.state
+        auth.presented_session = lookup.session
+        auth.wrote = auth.wrote or lookup.touched
+        if lookup.state is CookieState.LIVE:
+            if auth.basic is BasicState.ABSENT:
+                auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
+        else:
+            auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
+
+    def issue(self, request: Request, user: User, auth: Authentication) -> tuple[IssuedSession, str]:
+        store: SessionStore = request.session_store
+        if auth.presented_session is not None:
+            store.revoke(auth.presented_session)
+        issued = store.issue(
+            user,
+            user_agent=request.user_agent or "",
+            remote_addr=request.client_addr or "",
+        )
+        settings = request.appserver_settings
+        return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
+
+    def end(self, request: Request, auth: Authentication) -> str:
+        if auth.presented_session is not None:
+            request.session_store.revoke(auth.presented_session)
+        settings = request.appserver_settings
+        return delete_cookie(settings, settings.session_cookie)
+
+
+class AppSecurityPolicy:
+    """Pyramid 2 ``ISecurityPolicy`` combining the sources above, with ACL permissions."""
+
+    def __init__(self) -> None:
+        self.basic = BasicAuthSource()
+        self.session = SessionCookieSource()
+        self._cache = RequestLocalCache(self._authenticate)
+        self._acl = ACLHelper()
+
+    def _authenticate(self, request: Request) -> Authentication:
+        auth = Authentication()
+        self.basic.authenticate(request, auth)
+        self.session.authenticate(request, auth)
+        return auth
+
+    def authentication(self, request: Request) -> Authentication:
+        return self._cache.get_or_create(request)
+
+    # ISecurityPolicy
+
+    def identity(self, request: Request) -> Identity | None:
+        return self.authentication(request).identity
+
+    def authenticated_userid(self, request: Request) -> str | None:
+        identity = self.identity(request)
+        return str(identity.user.id) if identity else None
+
+    def principals(self, request: Request) -> list[str]:
+        principals = [Everyone]
+        identity = self.identity(request)
+        if identity is not None:
+            principals += [Authenticated, user_principal(identity.user.id)]
+            if identity.user.admin:
+                principals.append(ADMIN)
+        return principals
+
+    def permits(self, request: Request, context: object, permission: str) -> Allowed | Denied:
+        return self._acl.permits(context, self.principals(request), permission)
+
+    def remember(self, request: Request, userid: int, user: User | None = None, **kw) -> list:
+        """Issue a new session for the user (revoking the presented one): the login step."""
+        user = user if user is not None else request.dbsession.get(User, int(userid))
+        previous = self.authentication(request)
+        issued, header = self.session.issue(request, user, previous)
+        self._cache.set(
+            request,
+            Authentication(
+                identity=Identity(user, Source.LOGIN, issued.session),
+                cookie=CookieState.LIVE,
+                presented_session=issued.session,
+                wrote=True,
+                issued=issued,
+            ),
+        )
+        return [("Set-Cookie", header)]
+
+    def forget(self, request: Request, **kw) -> list:
+        """Revoke the session on the server and delete the cookie: the logout step."""
+        header = self.session.end(request, self.authentication(request))
+        self._cache.set(request, Authentication(wrote=True))
+        return [("Set-Cookie", header)]

@@ -1,0 +1,31 @@
+"""``os_destination``: where to go after login. Only same-site relative paths are honoured."""
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_DESTINATION = "/"
+
+
+def safe_destination(candidate: str | None, default: str = DEFAULT_DESTINATION) -> str:
+    """Return ``candidate`` if it is a path on this site, else ``default``.
+
+    Browsers treat ``\\`` like ``/`` and drop tabs and newlines, so ``/\\evil.example``,
+    ``/\\t/evil.example`` and their percent-encoded forms are all off-site.
+    """
+    if not candidate or len(candidate) > 2048:
+        return default
+    probe = candidate
+    for _ in range(3):  # catch double-encoded forms too
+        decoded = unquote(probe)
+        if decoded == probe:
+            break
+        probe = decoded
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in probe):
+        return default
+    normalised = probe.replace("\\", "/")
+    if not normalised.startswith("/") or normalised.startswith("//"):
+        return default
+    parts = urlsplit(normalised)
+    if parts.scheme or parts.netloc:
+        return default
+    return candidate

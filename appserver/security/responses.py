@@ -1,0 +1,66 @@
+"""The answers of authentication: 401 with a challenge, 403 when denied, 503 when the
+database is down. Every 401 carries a ``WWW-Authenticate`` (RFC 7235); only a client that
+used Basic or asked for it gets a Basic challenge, so a browser never pops a password dialog
+for a page's own script."""
+from __future__ import annotations
+
+from pyramid.request import Request
+from pyramid.response import Response
+
+from ..errors import error_response
+from .basic import basic_challenge
+
+RETRY_AFTER_SECONDS = 30
+
+
+def session_challenge(request: Request) -> str:
+    settings = request.appserver_settings
+    login = request.route_url("rest.session", version="1")
+    realm = settings.basic_realm.replace('"', "")
+    return f'Session realm="{realm}", login-url="{login}"'
+
+
+def challenge_for(request: Request, *, basic: bool) -> str:
+    if basic:
+        return basic_challenge(request.appserver_settings.basic_realm)
+    return session_challenge(request)
+
+
+def unauthorized_response(request: Request, message: str, *, basic: bool) -> Response:
+    destination = request.path_qs
+    return error_response(
+        request,
+        401,
+        [message],
+        headers=[("WWW-Authenticate", challenge_for(request, basic=basic))],
+        actions=[("Log in", request.route_path("login", _query={"os_destination": destination}))],
+    )
+
+
+def denied_response(request: Request, retry_after: int) -> Response:
+    login_url = request.route_url("login")
+    return error_response(
+        request,
+        403,
+        [
+            "Login denied: too many failed login attempts for this account. "
+            f"Try again in {retry_after} seconds."
+        ],
+        headers=[
+            ("X-Seraph-LoginReason", "AUTHENTICATION_DENIED"),
+            ("X-Authentication-Denied-Reason", f"TOO_MANY_FAILED_LOGINS; login-url={login_url}"),
+            ("Retry-After", str(retry_after)),
+        ],
+        actions=[("Log in", request.route_path("login"))],
+    )
+
+
+def unavailable_response(request: Request) -> Response:
+    return error_response(
+        request,
+        503,
+        ["The service cannot check credentials right now: its database is unavailable. "
+         "Try again shortly."],
+        headers=[("Retry-After", str(RETRY_AFTER_SECONDS))],
+        actions=[("Try again", request.path_qs)],
+    )

@@ -1,0 +1,163 @@
+"""Server-side sessions: issue, look up, touch, revoke, purge.
+
+Strict by design: a token the server did not issue is never adopted and never creates a
+row; only its SHA-256 is stored; a revoked row can never be revived.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..models import User, UserSession
+from .tokens import hash_token, is_well_formed, new_token
+
+
+class CookieState(enum.Enum):
+    """What became of the session cookie a request presented."""
+
+    ABSENT = "absent"
+    LIVE = "live"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+    MALFORMED = "malformed"
+
+    @property
+    def stale(self) -> bool:
+        """Presented, but maps to no live session: rule 1's trigger."""
+        return self not in (CookieState.ABSENT, CookieState.LIVE)
+
+
+@dataclass(frozen=True)
+class SessionLookup:
+    state: CookieState
+    session: UserSession | None = None
+    user: User | None = None
+    touched: bool = False  # this lookup wrote last_seen_at
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    token: str
+    session: UserSession
+
+
+class SessionStore:
+    def __init__(
+        self,
+        dbsession: Session,
+        now: datetime,
+        *,
+        idle_timeout: int,
+        max_age: int,
+        touch_interval: int,
+    ) -> None:
+        self.db = dbsession
+        self.now = now
+        self.idle = timedelta(seconds=idle_timeout)
+        self.max_age = timedelta(seconds=max_age)
+        self.touch_interval = timedelta(seconds=touch_interval)
+
+    def issue(self, user: User, *, user_agent: str = "", remote_addr: str = "") -> IssuedSession:
+        token = new_token()
+        row = UserSession(
+            token_hash=hash_token(token),
+            user_id=user.id,
+            created_at=self.now,
+            last_seen_at=self.now,
+            expires_at=self.now + self.max_age,
+            user_agent=user_agent[:512],
+            remote_addr=remote_addr[:64],
+        )
+        row.user = user
+        self.db.add(row)
+        self.db.flush()
+        return IssuedSession(token, row)
+
+    def lookup(self, token: str) -> SessionLookup:
+        """One SELECT (session joined with its user), plus an UPDATE once per touch interval."""
+        if not is_well_formed(token):
+            return SessionLookup(CookieState.MALFORMED)
+        found = self.db.execute(
+            select(UserSession, User)
+            .join(User, UserSession.user_id == User.id)
+            .where(UserSession.token_hash == hash_token(token))
+        ).one_or_none()
+        if found is None:
+            return SessionLookup(CookieState.UNKNOWN)
+        session, user = found
+        if session.revoked_at is not None or not user.active:
+            return SessionLookup(CookieState.REVOKED, session, user)
+        if self.now >= session.expires_at or self.now >= session.last_seen_at + self.idle:
+            return SessionLookup(CookieState.EXPIRED, session, user)
+        touched = False
+        if self.now - session.last_seen_at >= self.touch_interval:
+            if not self._touch(session):
+                return SessionLookup(CookieState.REVOKED, session, user)
+            touched = True
+        return SessionLookup(CookieState.LIVE, session, user, touched)
+
+    def _touch(self, session: UserSession) -> bool:
+        # The WHERE clause is what stops a request in flight from reviving a revoked session.
+        result = self.db.execute(
+            update(UserSession)
+            .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+            .values(last_seen_at=self.now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return False
+        self.db.expire(session, ["last_seen_at"])
+        session.__dict__["last_seen_at"] = self.now  # no extra SELECT to reload it
+        return True
+
+    def revoke(self, session: UserSession) -> None:
+        self.db.execute(
+            update(UserSession)
+            .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        )
+        session.__dict__["revoked_at"] = session.revoked_at or self.now
+
+    def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
+        """Revoke every live session of a user (except ``keep``); returns how many."""
+        statement = update(UserSession).where(
+            UserSession.user_id == user_id, UserSession.revoked_at.is_(None)
+        )
+        if keep is not None:
+            statement = statement.where(UserSession.id != keep.id)
+        result = self.db.execute(
+            statement.values(revoked_at=self.now).execution_options(synchronize_session=False)
+        )
+        return result.rowcount
+
+    def active_sessions(self, user_id: int) -> list[UserSession]:
+        rows = self.db.scalars(
+            select(UserSession)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > self.now,
+                UserSession.last_seen_at > self.now - self.idle,
+            )
+            .order_by(UserSession.last_seen_at.desc())
+        )
+        return list(rows)
+
+    def purge_batch(self, batch_size: int = 1000) -> int:
+        """Delete up to ``batch_size`` expired or revoked rows; the caller commits each batch
+        so one purge never holds a long lock. Live sessions are never touched."""
+        dead = or_(
+            UserSession.revoked_at.is_not(None),
+            UserSession.expires_at <= self.now,
+            UserSession.last_seen_at <= self.now - self.idle,
+        )
+        ids = list(self.db.scalars(select(UserSession.id).where(dead).limit(batch_size)))
+        if ids:
+            self.db.execute(delete(UserSession).where(UserSession.id.in_(ids)))
+        return len(ids)

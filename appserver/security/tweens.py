@@ -1,0 +1,166 @@
+"""The seed's rules, applied by tweens around every request.
+
+Order (outermost first; ``ptweens development.ini`` shows it):
+
+    pyramid_tm                      transaction per request
+    authentication_tween_factory    authenticate once; 503 if the database is down; failed
+                                    Basic is a 401 everywhere; identity headers; cookies
+    os_authtype_tween_factory       rule 2: ?os_authType=basic|cookie|any on any URL
+    rest_cookie_rule_tween_factory  rule 1: a stale cookie under /rest is a 401
+    excview                         exception views
+
+They sit inside the transaction (they read the database) and above the exception view, so
+they answer with responses instead of raising: an exception view would abort the
+transaction and lose the failure counts they record.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pyramid.registry import Registry
+from pyramid.request import Request
+from pyramid.response import Response
+
+from ..errors import error_response, is_rest
+from ..models import DATABASE_UNAVAILABLE
+from .basic import basic_challenge
+from .identity import Authentication, BasicState
+from .responses import denied_response, unauthorized_response, unavailable_response
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Response]
+
+OS_AUTHTYPES = ("none", "basic", "cookie", "any")
+
+
+def authentication_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    def authentication_tween(request: Request) -> Response:
+        if request.path_info.startswith("/static/"):
+            return handler(request)
+        try:
+            auth = request.authentication
+            if auth.wrote:
+                # Failure counts, session touches and re-issued sessions must survive a view
+                # that fails: commit them before the view runs.
+                request.tm.commit()
+                request.tm.begin()
+        except DATABASE_UNAVAILABLE:
+            log.warning("database unavailable while authenticating %s", request.path_info)
+            _abandon_transaction(request)
+            return unavailable_response(request)
+        if auth.basic.failed:
+            response = error_response(
+                request,
+                401,
+                ["Basic authentication failed: the username or password is wrong."],
+                headers=[("WWW-Authenticate", basic_challenge(registry.appserver_settings.basic_realm))],
+            )
+        elif auth.basic is BasicState.DENIED:
+            response = denied_response(request, auth.retry_after or 1)
+        else:
+            response = handler(request)
+        _finish(request, response)
+        return response
+
+    return authentication_tween
+
+
+def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    if not registry.appserver_settings.os_authtype:
+        return handler
+
+    def os_authtype_tween(request: Request) -> Response:
+        values = {v.strip().lower() for v in request.GET.getall("os_authType")}
+        if not values or values == {"none"}:
+            return handler(request)
+        if len(values) > 1 or not values <= set(OS_AUTHTYPES):
+            given = ", ".join(sorted(repr(v) for v in values))
+            return error_response(
+                request,
+                400,
+                [f"Unsupported os_authType {given}: use one of {', '.join(OS_AUTHTYPES)}."],
+                errors={"os_authType": "must be one of " + ", ".join(OS_AUTHTYPES)},
+            )
+        (wanted,) = values
+        auth: Authentication = request.authentication
+        identity = auth.identity
+        if wanted == "basic" and auth.basic is not BasicState.VALID:
+            message = "os_authType=basic: send a username and password with HTTP Basic."
+        elif wanted == "cookie" and not (identity and identity.cookie_based):
+            message = "os_authType=cookie: a valid session cookie is required. Log in again."
+        elif wanted == "any" and identity is None:
+            message = "os_authType=any: send HTTP Basic credentials or a valid session cookie."
+        else:
+            return handler(request)
+        return unauthorized_response(request, message, basic=wanted in ("basic", "any"))
+
+    return os_authtype_tween
+
+
+def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    if not registry.appserver_settings.rest_cookie_rule:
+        return handler
+
+    def rest_cookie_rule_tween(request: Request) -> Response:
+        if not is_rest(request) or _is_rest_login(request):
+            return handler(request)
+        auth: Authentication = request.authentication
+        if auth.identity is None and auth.stale_cookie:
+            login = request.route_url("rest.session", version="1")
+            return unauthorized_response(
+                request,
+                "Your session has expired or is no longer valid. "
+                f"Log in again (POST {login}) or send HTTP Basic credentials.",
+                basic=False,
+            )
+        return handler(request)
+
+    return rest_cookie_rule_tween
+
+
+def _is_rest_login(request: Request) -> bool:
+    """POST to the session resource: a client with a stale cookie must be able to log in."""
+    route = request.registry.appserver_settings.rest_prefix + "/auth/"
+    return request.method == "POST" and request.path_info in (
+        route + "1/session",
+        route + "latest/session",
+    )
+
+
+def _abandon_transaction(request: Request) -> None:
+    """Leave pyramid_tm a doomed transaction to abort, whatever state the failure left."""
+    manager = request.tm
+    try:
+        manager.abort()
+    except Exception:  # the connection is already broken; nothing left to undo
+        log.debug("abort after database failure failed", exc_info=True)
+    manager.begin()
+    manager.doom()
+
+
+def _finish(request: Request, response: Response) -> None:
+    """Stamp who answered and apply the cookie changes authentication decided on."""
+    auth: Authentication = request.authentication
+    user = auth.user
+    response.headers["X-AUSERNAME"] = user.username if user else "anonymous"
+    reason = getattr(request, "login_reason", None)
+    if reason is None:
+        if auth.basic.failed:
+            reason = "AUTHENTICATED_FAILED"
+        elif auth.basic is BasicState.DENIED:
+            reason = "AUTHENTICATION_DENIED"
+        elif user is not None:
+            reason = "OK"
+    if reason is not None and "X-Seraph-LoginReason" not in response.headers:
+        response.headers["X-Seraph-LoginReason"] = reason
+    already_set = {
+        value.split("=", 1)[0].strip() for value in response.headers.getall("Set-Cookie")
+    }
+    for name, header in auth.cookies.items():
+        if name not in already_set:
+            response.headers.add("Set-Cookie", header)
+    if user is not None or auth.stale_cookie:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.vary = tuple(sorted(set(response.vary or ()) | {"Cookie", "Authorization"}))

@@ -1,0 +1,175 @@
+"""Typed, validated application settings.
+
+Every ``appserver.*`` setting is parsed once at start-up into :class:`AppSettings`, so a bad
+value stops the server with a message naming the setting instead of failing on some later
+request.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyramid.config import Configurator
+from pyramid.settings import asbool
+
+T = TypeVar("T")
+
+#: Environment variables that override a setting (Warehouse's pattern): deployments keep
+#: secrets out of ini files.
+ENVIRONMENT_OVERRIDES = {
+    "sqlalchemy.url": "APPSERVER_DATABASE_URL",
+    "appserver.secret": "APPSERVER_SECRET",
+}
+
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or has a value the application cannot use."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    secret: str
+    cookie_name: str
+    secure_cookies: bool
+    idle_timeout: int
+    max_age: int
+    touch_interval: int
+    rest_prefix: str
+    rest_cookie_rule: bool
+    os_authtype: bool
+    basic_realm: str
+    max_failures: int
+    lockout_seconds: int
+    lockout_max_seconds: int
+    remember_cookie_name: str
+    remember_max_age: int
+    max_password_bytes: int
+    max_concurrent_hashes: int
+    purge_batch_size: int
+
+    @property
+    def session_cookie(self) -> str:
+        """The cookie's real name: ``__Host-`` binds a Secure cookie to this exact host."""
+        return f"__Host-{self.cookie_name}" if self.secure_cookies else self.cookie_name
+
+    @property
+    def remember_cookie(self) -> str:
+        return f"__Host-{self.remember_cookie_name}" if self.secure_cookies else self.remember_cookie_name
+
+
+def _integer(minimum: int) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigurationError(f"{name}: expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise ConfigurationError(f"{name}: must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _boolean(name: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text not in {"true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n"}:
+        raise ConfigurationError(f"{name}: expected true or false, got {value!r}")
+    return asbool(text)
+
+
+def _text(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ConfigurationError(f"{name}: must not be empty")
+    return text
+
+
+def _cookie_name(name: str, value: Any) -> str:
+    text = _text(name, value)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not set(text) <= allowed:
+        raise ConfigurationError(f"{name}: use only letters, digits, '.', '_' and '-', got {value!r}")
+    return text
+
+
+def _prefix(name: str, value: Any) -> str:
+    text = _text(name, value)
+    if not text.startswith("/") or text == "/" or text.endswith("/"):
+        raise ConfigurationError(f"{name}: expected a path like /rest, got {value!r}")
+    return text
+
+
+def _secret(name: str, value: Any) -> str:
+    text = str(value or "").strip()
+    if not text:
+        raise ConfigurationError(
+            f"{name} is not set: set the APPSERVER_SECRET environment variable "
+            f"(at least {MIN_SECRET_LENGTH} characters)"
+        )
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(f"{name}: must be at least {MIN_SECRET_LENGTH} characters long")
+    return text
+
+
+#: setting name -> (field, parser, default). The README's settings table mirrors this.
+SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
+    "appserver.secret": ("secret", _secret, None),
+    "appserver.session.cookie_name": ("cookie_name", _cookie_name, "appserver.session"),
+    "appserver.session.secure": ("secure_cookies", _boolean, "true"),
+    "appserver.session.idle_timeout": ("idle_timeout", _integer(1), 1800),
+    "appserver.session.max_age": ("max_age", _integer(1), 43200),
+    "appserver.session.touch_interval": ("touch_interval", _integer(0), 60),
+    "appserver.rest_prefix": ("rest_prefix", _prefix, "/rest"),
+    "appserver.rest_cookie_rule": ("rest_cookie_rule", _boolean, "true"),
+    "appserver.os_authtype": ("os_authtype", _boolean, "true"),
+    "appserver.basic_realm": ("basic_realm", _text, "appserver"),
+    "appserver.login.max_failures": ("max_failures", _integer(1), 3),
+    "appserver.login.lockout_seconds": ("lockout_seconds", _integer(1), 60),
+    "appserver.login.lockout_max_seconds": ("lockout_max_seconds", _integer(1), 3600),
+    "appserver.remember.cookie_name": ("remember_cookie_name", _cookie_name, "appserver.remember"),
+    "appserver.remember.max_age": ("remember_max_age", _integer(60), 14 * 24 * 3600),
+    "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
+    "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
+    "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+}
+
+
+def apply_environment(settings: MutableMapping[str, Any], environ: Mapping[str, str] = os.environ) -> None:
+    """Let the environment override the settings that hold secrets or addresses."""
+    for setting, variable in ENVIRONMENT_OVERRIDES.items():
+        if environ.get(variable):
+            settings[setting] = environ[variable]
+
+
+def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
+    values = {}
+    for name, (field, parse, default) in SCHEMA.items():
+        raw = settings.get(name, default)
+        values[field] = parse(name, raw)
+    parsed = AppSettings(**values)
+    if parsed.touch_interval >= parsed.idle_timeout:
+        raise ConfigurationError(
+            "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout"
+        )
+    if parsed.lockout_max_seconds < parsed.lockout_seconds:
+        raise ConfigurationError(
+            "appserver.login.lockout_max_seconds: must not be shorter than appserver.login.lockout_seconds"
+        )
+    if not settings.get("sqlalchemy.url"):
+        raise ConfigurationError(
+            "sqlalchemy.url is not set: set it in the ini file or APPSERVER_DATABASE_URL"
+        )
+    return parsed
+
+
+def includeme(config: Configurator) -> None:
+    settings = config.get_settings()
+    apply_environment(settings)
+    config.registry.appserver_settings = parse_settings(settings)
+    config.add_request_method(
+        lambda request: request.registry.appserver_settings, "appserver_settings", reify=True
+    )

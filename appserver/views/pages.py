@@ -1,0 +1,69 @@
+"""HTML pages: home, log in, log out, account."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.view import view_config
+
+from ..security.login import Outcome, check_password, log_in, log_out
+from ..security.redirects import safe_destination
+from .rest import login_info
+
+NOTICES = {
+    "logged-out": "You have logged out.",
+}
+
+
+@view_config(route_name="home", renderer="appserver:templates/home.jinja2", permission="view")
+def home(request: Request) -> dict:
+    return {"notice": NOTICES.get(request.GET.get("notice", ""))}
+
+
+@view_config(route_name="login", renderer="appserver:templates/login.jinja2", permission="view")
+def login(request: Request):
+    destination = safe_destination(request.params.get("os_destination"))
+    form = {"username": "", "error": None, "retry_after": None, "destination": destination}
+    if request.method != "POST":
+        return form
+    username = request.POST.get("os_username", "")
+    password = request.POST.get("os_password", "")
+    form["username"] = username[:255]
+    if not username or not password:
+        request.response.status = 400
+        form["error"] = "Enter your username and password."
+        return form
+    attempt = check_password(request, username, password)
+    request.login_reason = attempt.outcome.value
+    if attempt.ok:
+        headers = log_in(request, attempt.user)
+        return HTTPSeeOther(destination, headers=headers)
+    if attempt.outcome is Outcome.DENIED:
+        request.response.status = 403
+        request.response.headers["Retry-After"] = str(attempt.retry_after)
+        form["retry_after"] = attempt.retry_after
+        form["error"] = (
+            "Too many failed login attempts for this account. "
+            f"Wait {attempt.retry_after} seconds, then try again."
+        )
+        return form
+    request.response.status = 200
+    form["error"] = "Sorry, your username and password are incorrect. Please try again."
+    return form
+
+
+@view_config(route_name="logout", request_method="POST")
+def logout(request: Request):
+    headers = log_out(request)
+    request.login_reason = "OUT"
+    return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
+
+
+@view_config(route_name="account", renderer="appserver:templates/account.jinja2", permission="account")
+def account(request: Request) -> dict:
+    user = request.user
+    return {
+        "user": user,
+        "login_info": login_info(user),
+        "sessions": request.session_store.active_sessions(user.id),
+        "current": request.authentication.identity.session,
+    }

@@ -1,0 +1,61 @@
+"""The ``/rest`` JSON API, in Jira's shapes."""
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.request import Request
+
+from ...errors import error_response
+from ...models import User
+from ...rendering import jira_time
+
+
+class BadJSON(Exception):
+    """The body is not the JSON object a resource expects."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadJSON("Send a JSON body with Content-Type: application/json.", 415)
+    if request.content_length is not None and request.content_length > 1_000_000:
+        raise BadJSON("The request body is too large.", 413)
+    try:
+        body = request.json_body
+    except (ValueError, UnicodeDecodeError):
+        raise BadJSON("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadJSON("The request body must be a JSON object.")
+    return body
+
+
+def bad_json_response(request: Request, error: BadJSON):
+    return error_response(request, error.status, [str(error)])
+
+
+def login_info(user: User) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "failedLoginCount": user.total_failed_logins,
+        "loginCount": user.login_count,
+    }
+    if user.last_failed_login_at is not None:
+        info["lastFailedLoginTime"] = jira_time(user.last_failed_login_at)
+    if user.previous_login_at is not None:
+        info["previousLoginTime"] = jira_time(user.previous_login_at)
+    return info
+
+
+def user_json(request: Request, user: User) -> dict[str, Any]:
+    return {
+        "self": request.route_url("rest.user", version="2", _query={"username": user.username}),
+        "key": user.username_key,
+        "name": user.username,
+        "emailAddress": user.email,
+        "displayName": user.display_name,
+        "active": user.active,
+        "timeZone": "UTC",
+        "locale": "en_US",
+    }

@@ -1,0 +1,75 @@
+"""``/rest/auth/1/session``: log in, who am I, log out (Jira's session resource)."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPNoContent
+from pyramid.request import Request
+from pyramid.view import view_config, view_defaults
+
+from ...errors import error_response
+from ...security.login import Outcome, check_password, log_in, log_out
+from ...security.responses import denied_response, unauthorized_response
+from . import BadJSON, bad_json_response, json_object, login_info
+
+
+@view_defaults(route_name="rest.session", renderer="json", require_csrf=False)
+class SessionResource:
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    @view_config(request_method="POST")
+    def create(self):
+        request = self.request
+        try:
+            body = json_object(request)
+        except BadJSON as error:
+            return bad_json_response(request, error)
+        username, password = body.get("username"), body.get("password")
+        problems = {
+            field: f"{field} is required and must be a string"
+            for field, value in (("username", username), ("password", password))
+            if not isinstance(value, str) or not value
+        }
+        if problems:
+            return error_response(request, 400, ["Send a username and a password."], errors=problems)
+        attempt = check_password(request, username, password)
+        if attempt.outcome is Outcome.DENIED:
+            request.login_reason = Outcome.DENIED.value
+            return denied_response(request, attempt.retry_after or 1)
+        if not attempt.ok:
+            request.login_reason = Outcome.FAILED.value
+            return error_response(
+                request,
+                401,
+                ["Login failed"],
+                headers=[("WWW-Authenticate", "JIRA REST POST")],
+            )
+        headers = log_in(request, attempt.user)
+        request.login_reason = Outcome.OK.value
+        request.response.headerlist.extend(headers)
+        settings = request.appserver_settings
+        return {
+            "session": {"name": settings.session_cookie, "value": request.authentication.issued.token},
+            "loginInfo": login_info(attempt.user),
+        }
+
+    @view_config(request_method="GET")
+    def current(self):
+        request = self.request
+        user = request.user
+        if user is None:
+            return unauthorized_response(request, "You are not logged in.", basic=False)
+        return {
+            "self": request.route_url("rest.user", version="2", _query={"username": user.username}),
+            "name": user.username,
+            "loginInfo": login_info(user),
+        }
+
+    @view_config(request_method="DELETE")
+    def delete(self):
+        request = self.request
+        identity = request.authentication.identity
+        if identity is None or identity.session is None:
+            return unauthorized_response(request, "You are not logged in with a session.", basic=False)
+        headers = log_out(request)
+        request.login_reason = "OUT"
+        return HTTPNoContent(headers=headers)
