@@ -1,0 +1,209 @@
+"""Fixtures: the suite runs once on SQLite and, with TEST_DATABASE_URL, once on PostgreSQL.
+
+Schema comes from ``alembic upgrade head``. Each test runs in a transaction that is rolled
+back (the app's commits become savepoints), and time comes from a frozen clock the test can
+move.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import webtest
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+import appserver
+from appserver.clock import FrozenClock
+from appserver.models import get_engine
+
+from .support import base_settings, migrate, reset_database, sibling_database, start_live_server
+
+DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+REQUIRE_ALL = os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE_ALL and "postgresql" not in DATABASES:
+        raise pytest.UsageError("APPSERVER_REQUIRE_ALL_TESTS=1 needs TEST_DATABASE_URL (PostgreSQL)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """In CI a skipped test is a failed test: CI must never pass by skipping."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if REQUIRE_ALL and skipped:
+        terminalreporter.write_line(
+            f"APPSERVER_REQUIRE_ALL_TESTS=1: {len(skipped)} skipped test(s) count as failures",
+            red=True,
+        )
+        terminalreporter._session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+def database_url(request, tmp_path_factory) -> str:
+    if request.param == "postgresql":
+        return os.environ["TEST_DATABASE_URL"]
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def dbengine(database_url: str) -> Iterator[Engine]:
+    engine = get_engine({"sqlalchemy.url": database_url})
+    reset_database(engine)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def clock(session_clock: FrozenClock) -> FrozenClock:
+    """The app's clock, reset for every test: ``clock.advance(seconds)`` moves time."""
+    session_clock.current = FrozenClock().current
+    return session_clock
+
+
+@pytest.fixture(scope="session")
+def app_settings(database_url: str, dbengine: Engine, session_clock: FrozenClock) -> dict[str, Any]:
+    settings = base_settings(database_url)
+    settings["appserver.dbengine"] = dbengine
+    settings["appserver.clock"] = session_clock
+    return settings
+
+
+@pytest.fixture(scope="session")
+def app(app_settings: dict[str, Any]):
+    return appserver.main({}, **app_settings)
+
+
+@pytest.fixture
+def connection(dbengine: Engine) -> Iterator[Connection]:
+    """One connection and transaction per test, rolled back at the end."""
+    with dbengine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+def bind_app(app, connection: Connection) -> None:
+    """Make the app's sessions join ``connection``: its commits become savepoints."""
+    app.registry["dbsession_factory"].configure(
+        bind=connection, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+def testapp(app, connection: Connection, clock: FrozenClock) -> webtest.TestApp:
+    bind_app(app, connection)
+    return webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost", "REMOTE_ADDR": "127.0.0.1"})
+
+
+@pytest.fixture
+def make_app(app_settings: dict[str, Any], connection: Connection, clock: FrozenClock):
+    """Build another app with some settings changed, bound to this test's transaction."""
+
+    def make(**overrides: str) -> webtest.TestApp:
+        other = appserver.main({}, **{**app_settings, **overrides})
+        bind_app(other, connection)
+        return webtest.TestApp(other, extra_environ={"HTTP_HOST": "localhost", "REMOTE_ADDR": "127.0.0.1"})
+
+    return make
+
+
+@pytest.fixture
+def app_request(app, connection: Connection, clock: FrozenClock) -> Iterator[Any]:
+    """A request of the app (``request.dbsession``, ``request.passwords`` ...) inside this
+    test's transaction, for arranging data."""
+    from pyramid.scripting import prepare
+
+    bind_app(app, connection)
+    env = prepare(registry=app.registry)
+    request = env["request"]
+    request.tm.begin()
+    yield request
+    request.tm.commit()
+    env["closer"]()
+
+
+@pytest.fixture
+def dbsession(app_request):
+    return app_request.dbsession
+
+
+@pytest.fixture
+def users(app_request) -> dict[str, Any]:
+    """fred (user), alice (user), admin (administrator); password is '<name>-password'."""
+    from .support import create_user
+
+    made = {
+        "fred": create_user(app_request, "fred", "fred-password", display_name="Fred Developer"),
+        "alice": create_user(app_request, "alice", "alice-password", display_name="Alice Tester"),
+        "admin": create_user(app_request, "admin", "admin-password", admin=True),
+    }
+    app_request.dbsession.flush()
+    return made
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        keyword = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        if keyword in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}:
+            self.statements.append(statement)
+
+    def reset(self) -> None:
+        self.statements.clear()
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def count_statements(dbengine: Engine) -> Iterator[StatementCounter]:
+    """Counts SELECT/INSERT/UPDATE/DELETE statements (not BEGIN/SAVEPOINT) on the engine."""
+    counter = StatementCounter()
+    event.listen(dbengine, "before_cursor_execute", counter)
+    yield counter
+    event.remove(dbengine, "before_cursor_execute", counter)
+
+
+@pytest.fixture(scope="module")
+def live_server_factory(live_database_url: str):
+    """Start waitress servers on loopback ports, sharing this module's live database."""
+    servers = []
+    database = live_database_url
+
+    def start(**overrides: str):
+        server = start_live_server(database, **overrides)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def live_database_url(request, tmp_path_factory) -> Iterator[str]:
+    """A database for live servers (they commit for real), emptied afterwards."""
+    if request.param == "postgresql":
+        url = sibling_database(os.environ["TEST_DATABASE_URL"], "live")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.sqlite'}"
+    engine = get_engine({"sqlalchemy.url": url})
+    reset_database(engine)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    engine = get_engine({"sqlalchemy.url": url})
+    reset_database(engine)
+    engine.dispose()

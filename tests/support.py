@@ -1,0 +1,152 @@
+"""Helpers shared by the test modules: database set-up, a live waitress server, users."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import transaction
+import waitress
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from pyramid.router import Router
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import Engine
+
+import appserver
+from appserver.clock import FrozenClock
+from appserver.demo import ensure_user
+from appserver.models import get_engine, metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+def base_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "sqlalchemy.url": database_url,
+        "appserver.secret": SECRET,
+        "appserver.session.secure": "false",
+        "appserver.session.idle_timeout": "1800",
+        "appserver.session.max_age": "43200",
+        "appserver.session.touch_interval": "60",
+        "pyramid.reload_templates": "false",
+        "retry.attempts": "3",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def alembic_config(connection=None) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def reset_database(engine: Engine) -> None:
+    """Start from an empty database, whatever an earlier run left behind."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        else:
+            for table in reversed(metadata.sorted_tables):
+                connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def sibling_database(url: str, suffix: str) -> str:
+    """A second PostgreSQL database next to ``url`` (created if missing), so live servers,
+    which commit for real, never touch the functional tests' database."""
+    base = make_url(url)
+    name = f"{base.database}_{suffix}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def empty_tables(engine: Engine) -> None:
+    """Delete every row (live-server tests commit for real)."""
+    with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+def create_user(request_or_env, username: str, password: str, **kw: Any):
+    user, _ = ensure_user(
+        request_or_env,
+        username,
+        password,
+        kw.get("display_name", username.title()),
+        kw.get("email", f"{username}@example.com"),
+        kw.get("admin", False),
+    )
+    return user
+
+
+@dataclass
+class LiveServer:
+    """The app served by waitress on a loopback port, in a thread of the test process."""
+
+    url: str
+    app: Router
+    clock: FrozenClock
+    engine: Engine
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    log: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def request(self) -> Iterator[Any]:
+        """An app request (``request.dbsession`` etc.) in a committed transaction."""
+        from pyramid.scripting import prepare
+
+        env = prepare(registry=self.app.registry)
+        try:
+            with env["request"].tm:
+                yield env["request"]
+        finally:
+            env["closer"]()
+
+    def stop(self) -> None:
+        self._server.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def start_live_server(database_url: str, *, demo: bool = True, **overrides: Any) -> LiveServer:
+    clock = FrozenClock(datetime.now(timezone.utc).replace(microsecond=0))
+    engine = get_engine({"sqlalchemy.url": database_url})
+    settings = base_settings(database_url, **overrides)
+    settings["appserver.dbengine"] = engine
+    settings["appserver.clock"] = clock
+    app = appserver.main({}, **settings)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    port = server.effective_port
+    live = LiveServer(f"http://127.0.0.1:{port}", app, clock, engine, server)
+    if demo:
+        from appserver.demo import seed_demo
+
+        with live.request() as request:
+            for _ in seed_demo(request):
+                pass
+    live._thread = threading.Thread(target=server.run, name=f"waitress-{port}", daemon=True)
+    live._thread.start()
+    return live
