@@ -35,8 +35,8 @@ def is_rest(request: Request) -> bool:
 def wants_json(request: Request) -> bool:
     if is_rest(request):
         return True
-    best = request.accept.best_match(["text/html", "application/json"], default_match="text/html")
-    return best == "application/json"
+    offers = request.accept.acceptable_offers(["text/html", "application/json"])
+    return bool(offers) and offers[0][0] == "application/json"
 
 
 def jira_error_body(messages: Iterable[str], errors: Mapping[str, str] | None = None) -> dict:

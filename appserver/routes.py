@@ -13,6 +13,11 @@ def includeme(config: Configurator) -> None:
     config.add_route("login", "/login")
     config.add_route("logout", "/logout")
     config.add_route("account", "/account")
+    config.add_route("account.password", "/account/password")
+    config.add_route("account.revoke_session", "/account/sessions/{id:\\d+}/revoke")
+    config.add_route("account.revoke_others", "/account/sessions/revoke-others")
+    config.add_route("admin.users", "/admin/users")
+    config.add_route("admin.user_action", "/admin/users/{id:\\d+}/{action:activate|deactivate|unlock|revoke-sessions}")
 
     # REST: authentication (Jira's /rest/auth/1/session)
     config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")

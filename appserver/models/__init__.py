@@ -15,7 +15,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 from transaction import TransactionManager
 
+from .auth_event import AuthEvent  # noqa: F401
+from .login_throttle import LoginThrottle  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
+from .remember_token import RememberToken  # noqa: F401
 from .user import User, canonical_username  # noqa: F401
 from .user_session import UserSession  # noqa: F401
 

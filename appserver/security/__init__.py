@@ -9,6 +9,7 @@ from pyramid.tweens import EXCVIEW
 from ..models import User
 from .identity import Authentication
 from .policy import AppSecurityPolicy
+from .remember import RememberStore
 from .sessions import SessionStore
 
 
@@ -31,6 +32,12 @@ def _session_store(request: Request) -> SessionStore:
     )
 
 
+def _remember_store(request: Request) -> RememberStore:
+    return RememberStore(
+        request.dbsession, request.now, max_age=request.appserver_settings.remember_max_age
+    )
+
+
 def includeme(config: Configurator) -> None:
     from .csrf import SessionBoundCSRFStoragePolicy
 
@@ -44,6 +51,7 @@ def includeme(config: Configurator) -> None:
     config.add_request_method(_authentication, "authentication", property=True)
     config.add_request_method(_user, "user", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
+    config.add_request_method(_remember_store, "remember_store", reify=True)
 
     tm = "pyramid_tm.tm_tween_factory"
     config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
@@ -55,5 +63,10 @@ def includeme(config: Configurator) -> None:
     config.add_tween(
         "appserver.security.tweens.rest_cookie_rule_tween_factory",
         under="appserver.security.tweens.os_authtype_tween_factory",
+        over=EXCVIEW,
+    )
+    config.add_tween(
+        "appserver.security.tweens.rest_xsrf_tween_factory",
+        under="appserver.security.tweens.rest_cookie_rule_tween_factory",
         over=EXCVIEW,
     )

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from ..models import User, UserSession
+from .remember import RememberState
 from .sessions import CookieState, IssuedSession
 
 
@@ -48,6 +49,7 @@ class Authentication:
     identity: Identity | None = None
     cookie: CookieState = CookieState.ABSENT
     basic: BasicState = BasicState.ABSENT
+    remember: RememberState = RememberState.ABSENT
     #: The session row the cookie named, whatever its state: login revokes it (no fixation).
     presented_session: UserSession | None = None
     #: Seconds until a locked account may try again (with BasicState.DENIED).

@@ -1,23 +1,30 @@
 """Checking passwords and logging in and out: shared by the form, the REST session resource
-and HTTP Basic, so they share one failure count and one lock-out.
+and HTTP Basic, so they share one failure count and one lock-out, in every process.
 """
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pyramid.request import Request
 from pyramid.security import forget, remember
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import User, canonical_username
+from ..models import LoginThrottle, User, canonical_username
 from ..models.user import USERNAME_MAX_LENGTH
+from ..settings import AppSettings
+from . import audit
+from .audit import Event
 
 
 class Outcome(enum.Enum):
+    """The values are Seraph's ``X-Seraph-LoginReason``."""
+
     OK = "OK"
     FAILED = "AUTHENTICATED_FAILED"
     DENIED = "AUTHENTICATION_DENIED"
@@ -34,52 +41,68 @@ class Attempt:
         return self.outcome is Outcome.OK
 
 
+def plausible_username(username: str) -> bool:
+    return bool(username) and len(username) <= USERNAME_MAX_LENGTH and "\x00" not in username
+
+
 def find_user(request: Request, username: str) -> User | None:
-    if not username or len(username) > USERNAME_MAX_LENGTH or "\x00" in username:
+    if not plausible_username(username):
         return None
     return request.dbsession.scalar(
         select(User).where(User.username_key == canonical_username(username))
     )
 
 
+def _seconds_until(now: datetime, until: datetime | None) -> int | None:
+    if until is None or now >= until:
+        return None
+    return max(1, math.ceil((until - now).total_seconds()))
+
+
 def locked_for(request: Request, user: User) -> int | None:
     """Seconds left in the user's cool-down, or None when they may try."""
-    if user.locked_until is None or request.now >= user.locked_until:
+    return _seconds_until(request.now, user.locked_until)
+
+
+def lockout_duration(settings: AppSettings, failures: int) -> timedelta | None:
+    """No lock below the limit; then the cool-down, doubling per further failure, capped."""
+    if failures < settings.max_failures:
         return None
-    return max(1, math.ceil((user.locked_until - request.now).total_seconds()))
+    doublings = min(failures - settings.max_failures, 30)
+    return timedelta(seconds=min(settings.lockout_seconds * 2**doublings, settings.lockout_max_seconds))
 
 
-def check_password(request: Request, username: str, password: str) -> Attempt:
+def check_password(request: Request, username: str, password: str, *, channel: str) -> Attempt:
     """Verify credentials, counting failures in the database.
 
     A locked account is denied without looking at the password. Unknown users, wrong
-    passwords and inactive accounts give the same answer and cost one hash each.
+    passwords and inactive accounts give the same answer and cost one hash each; unknown
+    names are counted and locked too, so a lock-out reveals nothing.
     """
-    passwords = request.passwords
     user = find_user(request, username)
-    if user is not None:
-        wait = locked_for(request, user)
-        if wait is not None:
-            return Attempt(Outcome.DENIED, user, wait)
     if user is None:
-        passwords.dummy_verify()
-        return Attempt(Outcome.FAILED)
-    ok, new_hash = passwords.verify(password, user.password_hash)
-    if not ok or not user.active:
-        if not ok:
-            _record_failure(request, user)
+        return _check_unknown(request, username, channel)
+    wait = locked_for(request, user)
+    if wait is not None:
+        audit.record(request, Event.LOGIN_DENIED, user, channel)
+        return Attempt(Outcome.DENIED, user, wait)
+    ok, new_hash = request.passwords.verify(password, user.password_hash)
+    if not ok:
+        _record_failure(request, user, channel)
+        return Attempt(Outcome.FAILED, user)
+    if not user.active:
+        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive")
         return Attempt(Outcome.FAILED, user)
     if new_hash is not None:
-        user.password_hash = new_hash
+        user.password_hash = new_hash  # verify_and_update: upgrade an old scheme, on success only
     if user.current_failed_logins or user.locked_until is not None:
         user.current_failed_logins = 0
         user.locked_until = None
     return Attempt(Outcome.OK, user)
 
 
-def _record_failure(request: Request, user: User) -> None:
+def _record_failure(request: Request, user: User, channel: str) -> None:
     """Atomic increments, so concurrent failures in several processes all count."""
-    settings = request.appserver_settings
     current, total = request.dbsession.execute(
         update(User)
         .where(User.id == user.id)
@@ -94,23 +117,87 @@ def _record_failure(request: Request, user: User) -> None:
     set_committed_value(user, "current_failed_logins", current)
     set_committed_value(user, "total_failed_logins", total)
     set_committed_value(user, "last_failed_login_at", request.now)
-    if current >= settings.max_failures:
-        doublings = min(current - settings.max_failures, 30)
-        seconds = min(settings.lockout_seconds * 2**doublings, settings.lockout_max_seconds)
-        user.locked_until = request.now + timedelta(seconds=seconds)
+    audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: wrong password")
+    duration = lockout_duration(request.appserver_settings, current)
+    if duration is not None:
+        user.locked_until = request.now + duration
+        audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds")
 
 
-def log_in(request: Request, user: User) -> list[tuple[str, str]]:
-    """Start a new session for ``user``; returns the headers that set its cookie.
+def _name_hash(username: str) -> str:
+    return hashlib.sha256(canonical_username(username).encode("utf-8")).hexdigest()
 
-    The session the client had (any state) is revoked first, so a planted token never
-    becomes a logged-in one (session fixation), and nothing of a previous user survives.
-    """
+
+def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
+    """Mirror of the known-user path for a name with no account: same answers, same cost."""
+    if not plausible_username(username):
+        request.passwords.dummy_verify()
+        return Attempt(Outcome.FAILED)
+    db = request.dbsession
+    key = _name_hash(username)
+    throttle = db.get(LoginThrottle, key)
+    if throttle is not None:
+        wait = _seconds_until(request.now, throttle.locked_until)
+        if wait is not None:
+            return Attempt(Outcome.DENIED, None, wait)
+    request.passwords.dummy_verify()
+    audit.record(request, Event.LOGIN_FAILED, None, f"{channel}: unknown user")
+    if throttle is None:
+        try:
+            with db.begin_nested():
+                throttle = LoginThrottle(
+                    name_hash=key, current_failed_logins=0, last_failed_login_at=request.now
+                )
+                db.add(throttle)
+        except IntegrityError:  # another process counted this name first
+            throttle = db.get(LoginThrottle, key, populate_existing=True)
+    current = db.execute(
+        update(LoginThrottle)
+        .where(LoginThrottle.name_hash == key)
+        .values(
+            current_failed_logins=LoginThrottle.current_failed_logins + 1,
+            last_failed_login_at=request.now,
+        )
+        .returning(LoginThrottle.current_failed_logins)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    duration = lockout_duration(request.appserver_settings, current)
+    if duration is not None:
+        db.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.name_hash == key)
+            .values(locked_until=request.now + duration)
+            .execution_options(synchronize_session=False)
+        )
+    return Attempt(Outcome.FAILED)
+
+
+def note_login(request: Request, user: User) -> None:
     user.previous_login_at = user.last_login_at
     user.last_login_at = request.now
     user.login_count = (user.login_count or 0) + 1
-    return remember(request, user.id, user=user)
+    user.current_failed_logins = 0
+    user.locked_until = None
+
+
+def log_in(
+    request: Request, user: User, *, persistent: bool = False, channel: str = "form"
+) -> list[tuple[str, str]]:
+    """Start a new session for ``user``; returns the headers that set its cookie(s).
+
+    The session the client had (any state) is revoked first, so a planted token never
+    becomes a logged-in one (session fixation), and nothing of a previous user survives.
+    ``persistent`` also issues a remember-me cookie.
+    """
+    note_login(request, user)
+    audit.record(request, Event.LOGIN_SUCCEEDED, user, channel + (", remember me" if persistent else ""))
+    request.login_reason = Outcome.OK.value
+    return remember(request, user.id, user=user, persistent=persistent)
 
 
 def log_out(request: Request) -> list[tuple[str, str]]:
+    user = request.user
+    if user is not None:
+        audit.record(request, Event.LOGGED_OUT, user)
+    request.login_reason = "OUT"
     return forget(request)

@@ -1,7 +1,7 @@
 """The security policy: one small source per kind of credential, asked in order.
 
 Explicit credentials (the ``Authorization`` header) come first, then the session cookie,
-then the remember-me cookie. The result, with the source that produced it, is computed once
+then the remember-me cookie (Seraph's order, except that Basic wins over a stale cookie). The result, with the source that produced it, is computed once
 per request and cached (Pyramid does not cache ``request.identity`` itself).
 """
 from __future__ import annotations
@@ -11,10 +11,13 @@ from pyramid.request import Request, RequestLocalCache
 from pyramid.security import Allowed, Denied
 
 from ..models import User
+from . import audit
+from .audit import Event
 from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
 from .identity import Authentication, BasicState, Identity, Source
-from .login import Outcome, check_password
+from .login import Outcome, check_password, note_login
+from .remember import RememberState, RememberStore
 from .sessions import CookieState, IssuedSession, SessionStore
 
 ADMIN = "role:admin"
@@ -34,7 +37,9 @@ class BasicAuthSource:
         if credentials.malformed:
             auth.basic = BasicState.MALFORMED
             return
-        attempt = check_password(request, credentials.username, credentials.password)
+        attempt = check_password(
+            request, credentials.username, credentials.password, channel="basic"
+        )
         auth.wrote = True  # a failure count, a reset or a hash upgrade may have been written
         if attempt.outcome is Outcome.OK:
             auth.basic = BasicState.VALID
@@ -61,8 +66,11 @@ class SessionCookieSource:
         if lookup.state is CookieState.LIVE:
             if auth.basic is BasicState.ABSENT:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
-        else:
-            auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
+            return
+        auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
+        if lookup.state in (CookieState.EXPIRED, CookieState.REVOKED):
+            audit.record(request, Event.SESSION_EXPIRED, lookup.user, lookup.state.value)
+            auth.wrote = True
 
     def issue(self, request: Request, user: User, auth: Authentication) -> tuple[IssuedSession, str]:
         store: SessionStore = request.session_store
@@ -83,12 +91,57 @@ class SessionCookieSource:
         return delete_cookie(settings, settings.session_cookie)
 
 
+class RememberMeSource:
+    """The remember-me cookie: when no session is live, it starts a new one, silently."""
+
+    def authenticate(self, request: Request, auth: Authentication, sessions: SessionCookieSource) -> None:
+        settings = request.appserver_settings
+        value = request.cookies.get(settings.remember_cookie)
+        if value is None or auth.identity is not None or auth.basic is not BasicState.ABSENT:
+            return
+        lookup = request.remember_store.use(value)
+        auth.remember = lookup.state
+        auth.wrote = True
+        if lookup.state is RememberState.USED:
+            note_login(request, lookup.user)
+            audit.record(request, Event.REMEMBER_USED, lookup.user)
+            issued, header = sessions.issue(request, lookup.user, auth)
+            auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
+            auth.presented_session = issued.session
+            auth.cookies[settings.session_cookie] = header
+            if lookup.cookie_value is not None:
+                remaining = int((lookup.expires_at - request.now).total_seconds())
+                auth.cookies[settings.remember_cookie] = set_cookie(
+                    settings, settings.remember_cookie, lookup.cookie_value, remaining
+                )
+            return
+        auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
+        if lookup.state is RememberState.THEFT:
+            # Whoever holds a copy of the cookie may also hold a session made from it.
+            request.session_store.revoke_user_sessions(lookup.user.id)
+            audit.record(request, Event.REMEMBER_THEFT, lookup.user)
+
+    def issue(self, request: Request, user: User) -> str:
+        settings = request.appserver_settings
+        self.end(request)  # a new login never keeps the series the client presented
+        value, _ = request.remember_store.issue(user)
+        return set_cookie(settings, settings.remember_cookie, value, settings.remember_max_age)
+
+    def end(self, request: Request) -> str:
+        settings = request.appserver_settings
+        value = request.cookies.get(settings.remember_cookie)
+        if value is not None:
+            request.remember_store.revoke_series(value)
+        return delete_cookie(settings, settings.remember_cookie)
+
+
 class AppSecurityPolicy:
     """Pyramid 2 ``ISecurityPolicy`` combining the sources above, with ACL permissions."""
 
     def __init__(self) -> None:
         self.basic = BasicAuthSource()
         self.session = SessionCookieSource()
+        self.remember_me = RememberMeSource()
         self._cache = RequestLocalCache(self._authenticate)
         self._acl = ACLHelper()
 
@@ -96,6 +149,7 @@ class AppSecurityPolicy:
         auth = Authentication()
         self.basic.authenticate(request, auth)
         self.session.authenticate(request, auth)
+        self.remember_me.authenticate(request, auth, self.session)
         return auth
 
     def authentication(self, request: Request) -> Authentication:
@@ -122,11 +176,19 @@ class AppSecurityPolicy:
     def permits(self, request: Request, context: object, permission: str) -> Allowed | Denied:
         return self._acl.permits(context, self.principals(request), permission)
 
-    def remember(self, request: Request, userid: int, user: User | None = None, **kw) -> list:
-        """Issue a new session for the user (revoking the presented one): the login step."""
+    def remember(
+        self, request: Request, userid: int, user: User | None = None, persistent: bool = False, **kw
+    ) -> list:
+        """Issue a new session for the user (revoking the presented session and remember-me
+        series): the login step. ``persistent`` adds a remember-me cookie."""
         user = user if user is not None else request.dbsession.get(User, int(userid))
         previous = self.authentication(request)
         issued, header = self.session.issue(request, user, previous)
+        headers = [("Set-Cookie", header)]
+        if persistent:
+            headers.append(("Set-Cookie", self.remember_me.issue(request, user)))
+        elif request.appserver_settings.remember_cookie in request.cookies:
+            headers.append(("Set-Cookie", self.remember_me.end(request)))
         self._cache.set(
             request,
             Authentication(
@@ -137,10 +199,14 @@ class AppSecurityPolicy:
                 issued=issued,
             ),
         )
-        return [("Set-Cookie", header)]
+        return headers
 
     def forget(self, request: Request, **kw) -> list:
-        """Revoke the session on the server and delete the cookie: the logout step."""
-        header = self.session.end(request, self.authentication(request))
+        """Revoke the session and the remember-me series on the server and delete both
+        cookies: the logout step."""
+        headers = [
+            ("Set-Cookie", self.session.end(request, self.authentication(request))),
+            ("Set-Cookie", self.remember_me.end(request)),
+        ]
         self._cache.set(request, Authentication(wrote=True))
-        return [("Set-Cookie", header)]
+        return headers

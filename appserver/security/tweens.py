@@ -7,6 +7,7 @@ Order (outermost first; ``ptweens development.ini`` shows it):
                                     Basic is a 401 everywhere; identity headers; cookies
     os_authtype_tween_factory       rule 2: ?os_authType=basic|cookie|any on any URL
     rest_cookie_rule_tween_factory  rule 1: a stale cookie under /rest is a 401
+    rest_xsrf_tween_factory         Atlassian's XSRF rule for cookie-authenticated POSTs
     excview                         exception views
 
 They sit inside the transaction (they read the database) and above the exception view, so
@@ -118,6 +119,35 @@ def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Hand
         return handler(request)
 
     return rest_cookie_rule_tween
+
+
+#: Bodies a browser can POST cross-site without CORS (HTML forms, or no body at all).
+BROWSER_POSTABLE = {"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+
+
+def rest_xsrf_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    """A cookie-authenticated POST under /rest whose body a cross-site form could have sent
+    needs ``X-Atlassian-Token: no-check`` (Atlassian's rule). JSON bodies cannot be sent
+    cross-site without CORS, and Basic credentials are not sent by a forged form."""
+
+    def rest_xsrf_tween(request: Request) -> Response:
+        if request.method != "POST" or not is_rest(request):
+            return handler(request)
+        identity = request.authentication.identity
+        if identity is None or not identity.cookie_based:
+            return handler(request)
+        if request.content_type not in BROWSER_POSTABLE:
+            return handler(request)
+        if request.headers.get("X-Atlassian-Token", "").strip().lower() in ("no-check", "nocheck"):
+            return handler(request)
+        return error_response(
+            request,
+            403,
+            ["XSRF check failed: send the header 'X-Atlassian-Token: no-check' with this request, "
+             "or send a JSON body (Content-Type: application/json)."],
+        )
+
+    return rest_xsrf_tween
 
 
 def _is_rest_login(request: Request) -> bool:

@@ -1,4 +1,4 @@
-"""HTML pages: home, log in, log out, account."""
+"""HTML pages: home, log in, log out."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -7,16 +7,12 @@ from pyramid.view import view_config
 
 from ..security.login import Outcome, check_password, log_in, log_out
 from ..security.redirects import safe_destination
-from .rest import login_info
-
-NOTICES = {
-    "logged-out": "You have logged out.",
-}
+from .notices import notice_for
 
 
 @view_config(route_name="home", renderer="appserver:templates/home.jinja2", permission="view")
 def home(request: Request) -> dict:
-    return {"notice": NOTICES.get(request.GET.get("notice", ""))}
+    return {"notice": notice_for(request)}
 
 
 @view_config(route_name="login", renderer="appserver:templates/login.jinja2", permission="view")
@@ -32,10 +28,11 @@ def login(request: Request):
         request.response.status = 400
         form["error"] = "Enter your username and password."
         return form
-    attempt = check_password(request, username, password)
+    attempt = check_password(request, username, password, channel="form")
     request.login_reason = attempt.outcome.value
     if attempt.ok:
-        headers = log_in(request, attempt.user)
+        persistent = request.POST.get("os_cookie") == "true"
+        headers = log_in(request, attempt.user, persistent=persistent, channel="form")
         return HTTPSeeOther(destination, headers=headers)
     if attempt.outcome is Outcome.DENIED:
         request.response.status = 403
@@ -54,16 +51,4 @@ def login(request: Request):
 @view_config(route_name="logout", request_method="POST")
 def logout(request: Request):
     headers = log_out(request)
-    request.login_reason = "OUT"
     return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
-
-
-@view_config(route_name="account", renderer="appserver:templates/account.jinja2", permission="account")
-def account(request: Request) -> dict:
-    user = request.user
-    return {
-        "user": user,
-        "login_info": login_info(user),
-        "sessions": request.session_store.active_sessions(user.id),
-        "current": request.authentication.identity.session,
-    }

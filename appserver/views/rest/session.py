@@ -31,7 +31,7 @@ class SessionResource:
         }
         if problems:
             return error_response(request, 400, ["Send a username and a password."], errors=problems)
-        attempt = check_password(request, username, password)
+        attempt = check_password(request, username, password, channel="rest")
         if attempt.outcome is Outcome.DENIED:
             request.login_reason = Outcome.DENIED.value
             return denied_response(request, attempt.retry_after or 1)
@@ -43,8 +43,8 @@ class SessionResource:
                 ["Login failed"],
                 headers=[("WWW-Authenticate", "JIRA REST POST")],
             )
-        headers = log_in(request, attempt.user)
-        request.login_reason = Outcome.OK.value
+        persistent = str(body.get("os_cookie", request.GET.get("os_cookie", ""))).lower() == "true"
+        headers = log_in(request, attempt.user, persistent=persistent, channel="rest")
         request.response.headerlist.extend(headers)
         settings = request.appserver_settings
         return {
@@ -71,5 +71,4 @@ class SessionResource:
         if identity is None or identity.session is None:
             return unauthorized_response(request, "You are not logged in with a session.", basic=False)
         headers = log_out(request)
-        request.login_reason = "OUT"
         return HTTPNoContent(headers=headers)

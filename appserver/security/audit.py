@@ -1,0 +1,75 @@
+"""The audit trail: one row per authentication event, with who, when, from where.
+
+Rows never hold a password or a token; usernames are recorded only through the account
+they belong to, since people type passwords into username fields.
+"""
+from __future__ import annotations
+
+import enum
+
+from pyramid.request import Request
+from sqlalchemy import select
+
+from ..models import AuthEvent, User
+
+
+class Event(str, enum.Enum):
+    LOGIN_SUCCEEDED = "login.succeeded"
+    LOGIN_FAILED = "login.failed"
+    LOGIN_DENIED = "login.denied"  # attempted during a cool-down
+    LOCKED_OUT = "account.locked"
+    UNLOCKED = "account.unlocked"
+    LOGGED_OUT = "logout"
+    SESSION_EXPIRED = "session.expired"  # a stale cookie was presented
+    SESSION_REVOKED = "session.revoked"
+    REMEMBER_USED = "remember.used"
+    REMEMBER_THEFT = "remember.theft"
+    PASSWORD_CHANGED = "password.changed"
+    USER_CREATED = "user.created"
+    USER_DEACTIVATED = "user.deactivated"
+    USER_ACTIVATED = "user.activated"
+
+
+DESCRIPTIONS = {
+    Event.LOGIN_SUCCEEDED: "Logged in",
+    Event.LOGIN_FAILED: "Failed login",
+    Event.LOGIN_DENIED: "Login refused during a lock-out",
+    Event.LOCKED_OUT: "Locked out after failed logins",
+    Event.UNLOCKED: "Unlocked",
+    Event.LOGGED_OUT: "Logged out",
+    Event.SESSION_EXPIRED: "Expired session used",
+    Event.SESSION_REVOKED: "Session revoked",
+    Event.REMEMBER_USED: "Logged in by remember-me",
+    Event.REMEMBER_THEFT: "Remember-me token reused: all remembered logins revoked",
+    Event.PASSWORD_CHANGED: "Password changed",
+    Event.USER_CREATED: "Account created",
+    Event.USER_DEACTIVATED: "Account deactivated",
+    Event.USER_ACTIVATED: "Account activated",
+}
+
+
+def record(request: Request, event: Event, user: User | None = None, detail: str = "") -> None:
+    request.dbsession.add(
+        AuthEvent(
+            occurred_at=request.now,
+            event=event.value,
+            user_id=user.id if user is not None else None,
+            detail=detail[:255],
+            remote_addr=(request.client_addr or "")[:64],
+            user_agent=(request.user_agent or "")[:512],
+        )
+    )
+
+
+def recent(request: Request, *, user_id: int | None = None, limit: int = 20) -> list[AuthEvent]:
+    query = select(AuthEvent).order_by(AuthEvent.occurred_at.desc(), AuthEvent.id.desc()).limit(limit)
+    if user_id is not None:
+        query = query.where(AuthEvent.user_id == user_id)
+    return list(request.dbsession.scalars(query))
+
+
+def describe(event: str) -> str:
+    try:
+        return DESCRIPTIONS[Event(event)]
+    except ValueError:
+        return event

@@ -1,0 +1,125 @@
+"""Remember-me: a long-lived cookie that brings back a login after the session is gone.
+
+Barry Jaspan's scheme: the cookie carries ``series.token``; each use rotates the token. A
+token that matches neither the current one nor (for a few seconds) the one just replaced means
+the cookie was copied: every remembered login of that user is revoked.
+"""
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..models import RememberToken, User
+from .tokens import hash_token, is_well_formed, new_token
+
+#: Parallel requests of one browser may all present the token that the first one rotated.
+ROTATION_GRACE = timedelta(seconds=30)
+
+
+class RememberState(enum.Enum):
+    ABSENT = "absent"
+    USED = "used"
+    INVALID = "invalid"  # unknown, expired, revoked or garbage
+    THEFT = "theft"
+
+
+@dataclass(frozen=True)
+class RememberLookup:
+    state: RememberState
+    user: User | None = None
+    #: The rotated cookie value to send back (None: keep the cookie the browser has).
+    cookie_value: str | None = None
+    expires_at: datetime | None = None
+
+
+def _cookie(series: str, token: str) -> str:
+    return f"{series}.{token}"
+
+
+class RememberStore:
+    def __init__(self, dbsession: Session, now: datetime, *, max_age: int) -> None:
+        self.db = dbsession
+        self.now = now
+        self.max_age = timedelta(seconds=max_age)
+
+    def issue(self, user: User) -> tuple[str, RememberToken]:
+        series, token = new_token(), new_token()
+        row = RememberToken(
+            series=series,
+            token_hash=hash_token(token),
+            user_id=user.id,
+            created_at=self.now,
+            rotated_at=self.now,
+            expires_at=self.now + self.max_age,
+        )
+        self.db.add(row)
+        self.db.flush()
+        return _cookie(series, token), row
+
+    def use(self, value: str) -> RememberLookup:
+        series, _, token = value.partition(".")
+        if not (is_well_formed(series) and is_well_formed(token)):
+            return RememberLookup(RememberState.INVALID)
+        found = self.db.execute(
+            select(RememberToken, User)
+            .join(User, RememberToken.user_id == User.id)
+            .where(RememberToken.series == series)
+        ).one_or_none()
+        if found is None:
+            return RememberLookup(RememberState.INVALID)
+        row, user = found
+        if row.revoked_at is not None or self.now >= row.expires_at or not user.active:
+            return RememberLookup(RememberState.INVALID, user)
+        presented = hash_token(token)
+        if hmac.compare_digest(presented, row.token_hash):
+            fresh = new_token()
+            rotated = self.db.execute(
+                update(RememberToken)
+                .where(
+                    RememberToken.id == row.id,
+                    RememberToken.token_hash == presented,
+                    RememberToken.revoked_at.is_(None),
+                )
+                .values(token_hash=hash_token(fresh), previous_token_hash=presented, rotated_at=self.now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            value = _cookie(series, fresh) if rotated == 1 else None
+            return RememberLookup(RememberState.USED, user, value, row.expires_at)
+        if (
+            row.previous_token_hash is not None
+            and hmac.compare_digest(presented, row.previous_token_hash)
+            and self.now - row.rotated_at <= ROTATION_GRACE
+        ):
+            return RememberLookup(RememberState.USED, user, None, row.expires_at)
+        self.revoke_user(user.id)
+        return RememberLookup(RememberState.THEFT, user)
+
+    def revoke_series(self, value: str) -> None:
+        series = value.partition(".")[0]
+        if is_well_formed(series):
+            self.db.execute(
+                update(RememberToken)
+                .where(RememberToken.series == series, RememberToken.revoked_at.is_(None))
+                .values(revoked_at=self.now)
+                .execution_options(synchronize_session=False)
+            )
+
+    def revoke_user(self, user_id: int) -> int:
+        return self.db.execute(
+            update(RememberToken)
+            .where(RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
+    def purge_batch(self, batch_size: int = 1000) -> int:
+        dead = or_(RememberToken.revoked_at.is_not(None), RememberToken.expires_at <= self.now)
+        ids = list(self.db.scalars(select(RememberToken.id).where(dead).limit(batch_size)))
+        if ids:
+            self.db.execute(delete(RememberToken).where(RememberToken.id.in_(ids)))
+        return len(ids)

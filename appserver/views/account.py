@@ -1,0 +1,88 @@
+"""The account page: profile, login information, sessions, password, recent activity."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.view import view_config
+
+from ..models import UserSession
+from ..security import accounts, audit
+from ..security.accounts import AccountError
+from pyramid.security import remember
+
+from ..security.login import log_out
+from .notices import notice_for
+from .rest import login_info
+
+
+def account_page(request: Request, **extra) -> dict:
+    user = request.user
+    identity = request.authentication.identity
+    return {
+        "user": user,
+        "login_info": login_info(user),
+        "sessions": request.session_store.active_sessions(user.id),
+        "current": identity.session if identity else None,
+        "events": audit.recent(request, user_id=user.id, limit=15),
+        "describe": audit.describe,
+        "notice": notice_for(request),
+        "password_error": None,
+        **extra,
+    }
+
+
+def _back(request: Request, notice: str, headers=None) -> HTTPSeeOther:
+    return HTTPSeeOther(request.route_url("account", _query={"notice": notice}), headers=headers)
+
+
+@view_config(route_name="account", renderer="appserver:templates/account.jinja2", permission="account")
+def account(request: Request) -> dict:
+    return account_page(request)
+
+
+@view_config(
+    route_name="account.password",
+    request_method="POST",
+    renderer="appserver:templates/account.jinja2",
+    permission="account",
+)
+def change_password(request: Request):
+    user = request.user
+    current = request.POST.get("current_password", "")
+    new = request.POST.get("new_password", "")
+    confirm = request.POST.get("confirm_password", "")
+    try:
+        ok, _ = request.passwords.verify(current, user.password_hash)
+        if not ok:
+            raise AccountError("Your current password is not correct.")
+        accounts.validate_new_password(request, new, confirm)
+    except AccountError as error:
+        request.response.status = 400
+        return account_page(request, password_error=str(error))
+    identity = request.authentication.identity
+    accounts.set_password(request, user, new, keep=identity.session)
+    # Keep this browser logged in, under a new token (the old one was just revoked). A
+    # cookie-less (Basic) change has no session to rotate.
+    headers = remember(request, user.id, user=user) if identity.cookie_based else None
+    return _back(request, "password-changed", headers)
+
+
+@view_config(route_name="account.revoke_session", request_method="POST", permission="account")
+def revoke_session(request: Request):
+    user = request.user
+    session = request.dbsession.get(UserSession, int(request.matchdict["id"]))
+    if session is None or session.user_id != user.id:
+        return _back(request, "session-revoked")  # nothing of another user's is revealed
+    identity = request.authentication.identity
+    if identity.session is not None and identity.session.id == session.id:
+        headers = log_out(request)
+        return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
+    accounts.revoke_session(request, user, session)
+    return _back(request, "session-revoked")
+
+
+@view_config(route_name="account.revoke_others", request_method="POST", permission="account")
+def revoke_others(request: Request):
+    identity = request.authentication.identity
+    accounts.revoke_sessions(request, request.user, keep=identity.session, by="you")
+    return _back(request, "others-revoked")

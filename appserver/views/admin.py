@@ -1,0 +1,85 @@
+"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.view import view_config
+from sqlalchemy import select
+
+from ..demo import ensure_user
+from ..models import User
+from ..models.user import USERNAME_MAX_LENGTH
+from ..security import accounts, audit
+from ..security.accounts import AccountError
+from ..security.audit import Event
+from ..security.login import find_user, locked_for
+from .notices import notice_for
+
+
+def users_page(request: Request, **extra) -> dict:
+    users = list(request.dbsession.scalars(select(User).order_by(User.username_key)))
+    return {
+        "users": users,
+        "locked_for": lambda user: locked_for(request, user),
+        "events": audit.recent(request, limit=30),
+        "describe": audit.describe,
+        "usernames": {user.id: user.username for user in users},
+        "notice": notice_for(request),
+        "form": {"username": "", "display_name": "", "email": "", "admin": False},
+        "form_error": None,
+        **extra,
+    }
+
+
+@view_config(route_name="admin.users", request_method="GET",
+             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+def list_users(request: Request) -> dict:
+    return users_page(request)
+
+
+@view_config(route_name="admin.users", request_method="POST",
+             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+def create_user(request: Request):
+    form = {
+        "username": request.POST.get("username", "").strip(),
+        "display_name": request.POST.get("display_name", "").strip(),
+        "email": request.POST.get("email", "").strip(),
+        "admin": request.POST.get("admin") == "true",
+    }
+    password = request.POST.get("password", "")
+    try:
+        username = form["username"]
+        if not username or len(username) > USERNAME_MAX_LENGTH or any(ord(c) < 32 for c in username):
+            raise AccountError("Enter a username of 1 to 255 printable characters.")
+        if find_user(request, username) is not None:
+            raise AccountError(f"A user named {username!r} already exists.")
+        accounts.validate_new_password(request, password)
+    except AccountError as error:
+        request.response.status = 400
+        return users_page(request, form=form, form_error=str(error))
+    user, _ = ensure_user(
+        request, username, password, form["display_name"][:255] or username, form["email"][:255], form["admin"]
+    )
+    audit.record(request, Event.USER_CREATED, user, f"by {request.user.username}")
+    return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-created"}))
+
+
+@view_config(route_name="admin.user_action", request_method="POST",
+             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+def user_action(request: Request):
+    user = request.dbsession.get(User, int(request.matchdict["id"]))
+    if user is None:
+        request.response.status = 404
+        return users_page(request, form_error="That account no longer exists.")
+    action, admin = request.matchdict["action"], request.user
+    try:
+        if action in ("activate", "deactivate"):
+            accounts.set_active(request, user, action == "activate", by=admin)
+        elif action == "unlock":
+            accounts.unlock(request, user, by=admin)
+        else:
+            accounts.revoke_sessions(request, user, by=admin.username)
+    except AccountError as error:
+        request.response.status = 400
+        return users_page(request, form_error=str(error))
+    return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-updated"}))

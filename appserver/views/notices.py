@@ -1,0 +1,19 @@
+"""One-line confirmations shown after a redirect (``?notice=key``): a fixed list of texts,
+so a link can never make the page say something of an attacker's choosing."""
+from __future__ import annotations
+
+from pyramid.request import Request
+
+NOTICES = {
+    "logged-out": "You have logged out.",
+    "password-changed": "Your password has been changed. Your other sessions and remembered "
+    "logins have been logged out.",
+    "session-revoked": "The session has been logged out.",
+    "others-revoked": "All your other sessions have been logged out.",
+    "user-created": "The account has been created.",
+    "user-updated": "The account has been updated.",
+}
+
+
+def notice_for(request: Request) -> str | None:
+    return NOTICES.get(request.GET.get("notice", ""))
