@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from ..demo import ensure_user, seed_demo
 from ..models import User
 from ..models.user import USERNAME_MAX_LENGTH
-from ..security.login import find_user
+from ..security import accounts, audit
+from ..security.audit import Event
+from ..security.login import find_user, purge_throttles
 from ..security.passwords import PasswordTooLong
 
 
@@ -71,6 +73,7 @@ def _create_user(request, args: argparse.Namespace, password: str) -> User:
     )
     if not created:
         raise CommandError(f"user {username!r} already exists")
+    audit.record(request, Event.USER_CREATED, user, "by command line")
     return user
 
 
@@ -93,9 +96,7 @@ def cmd_set_password(args: argparse.Namespace) -> None:
     with app_env(args.config_uri) as env:
         request = env["request"]
         user = _existing_user(request, args.username)
-        user.password_hash = request.passwords.hash(password)
-        user.password_changed_at = request.now
-        revoked = request.session_store.revoke_user_sessions(user.id)
+        revoked = accounts.set_password(request, user, password)
         print(f"password changed for {user.username!r}; {revoked} session(s) revoked")
 
 
@@ -103,22 +104,29 @@ def cmd_revoke_sessions(args: argparse.Namespace) -> None:
     with app_env(args.config_uri) as env:
         request = env["request"]
         user = _existing_user(request, args.username)
-        revoked = request.session_store.revoke_user_sessions(user.id)
-        print(f"{revoked} session(s) of {user.username!r} revoked")
+        revoked = accounts.revoke_sessions(request, user, by="command line")
+        print(f"{revoked} session(s) of {user.username!r} revoked, remembered logins forgotten")
 
 
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
-    total = 0
+    """Sessions, remember-me tokens and stale failure counts of unknown names, each in
+    batches committed one by one so a large purge never holds long locks."""
     with bootstrap(args.config_uri) as env:
         request = env["request"]
         batch = args.batch_size or request.appserver_settings.purge_batch_size
-        while True:
-            with request.tm:
-                deleted = request.session_store.purge_batch(batch)
-            total += deleted
-            if deleted < batch:
-                break
-    print(f"{total} expired or revoked session(s) purged")
+        for label, purge in (
+            ("session(s)", lambda: request.session_store.purge_batch(batch)),
+            ("remember-me token(s)", lambda: request.remember_store.purge_batch(batch)),
+            ("failure count(s) of unknown names", lambda: purge_throttles(request, batch)),
+        ):
+            total = 0
+            while True:
+                with request.tm:
+                    deleted = purge()
+                total += deleted
+                if deleted < batch:
+                    break
+            print(f"{total} expired or revoked {label} purged")
 
 
 def build_parser() -> argparse.ArgumentParser:

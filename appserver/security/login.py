@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from pyramid.request import Request
 from pyramid.security import forget, remember
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -201,3 +201,20 @@ def log_out(request: Request) -> list[tuple[str, str]]:
         audit.record(request, Event.LOGGED_OUT, user)
     request.login_reason = "OUT"
     return forget(request)
+
+
+def purge_throttles(request: Request, batch_size: int) -> int:
+    """Forget failure counts of unknown names once their cool-down (and the longest one
+    possible after it) is over."""
+    horizon = request.now - timedelta(seconds=request.appserver_settings.lockout_max_seconds)
+    stale = LoginThrottle.last_failed_login_at <= horizon
+    keys = list(
+        request.dbsession.scalars(
+            select(LoginThrottle.name_hash)
+            .where(stale, or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= request.now))
+            .limit(batch_size)
+        )
+    )
+    if keys:
+        request.dbsession.execute(delete(LoginThrottle).where(LoginThrottle.name_hash.in_(keys)))
+    return len(keys)
