@@ -1,0 +1,118 @@
+"""The account page: sessions, log out others, change password."""
+from __future__ import annotations
+
+import base64
+
+import webtest
+from sqlalchemy import select
+
+from appserver.models import RememberToken, UserSession
+
+
+def browser(testapp, username="fred", password=None, remember=False, agent="Browser A"):
+    client = webtest.TestApp(testapp.app, extra_environ={**testapp.extra_environ, "HTTP_USER_AGENT": agent})
+    form = client.get("/login").forms["login-form"]
+    form["os_username"] = username
+    form["os_password"] = password or f"{username}-password"
+    form["os_cookie"] = remember
+    form.submit(status=303)
+    return client
+
+
+def basic(username, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def test_account_lists_sessions_and_marks_the_current_one(testapp, users):
+    laptop = browser(testapp, agent="Laptop")
+    browser(testapp, agent="Phone")
+    page = laptop.get("/account")
+    rows = page.html.select("#sessions tbody tr")
+    assert len(rows) == 2
+    current = page.html.select("#sessions tr.current")
+    assert len(current) == 1 and "Laptop" in current[0].text
+    assert "127.0.0.1" in current[0].text
+    assert page.html.select_one("#login-count").text == "2"
+
+
+def test_revoke_one_session(testapp, users):
+    laptop, phone = browser(testapp, agent="Laptop"), browser(testapp, agent="Phone")
+    page = laptop.get("/account")
+    phone_row = [r for r in page.html.select("#sessions tbody tr") if "Phone" in r.text][0]
+    action = f"/account/sessions/{phone_row['data-session-id']}/revoke"
+    (form,) = [f for f in page.forms.values() if f.action == action]
+    assert "The session has been logged out" in form.submit().follow().text
+    phone.get("/rest/api/2/myself", status=401)
+    laptop.get("/rest/api/2/myself", status=200)
+
+
+def test_revoking_another_users_session_does_nothing(testapp, users, app_request):
+    alice = browser(testapp, "alice")
+    fred = browser(testapp, "fred")
+    alice_session = app_request.session_store.active_sessions(users["alice"].id)[0]
+    token = fred.get("/account").forms["revoke-others-form"]["csrf_token"].value
+    fred.post(f"/account/sessions/{alice_session.id}/revoke", {"csrf_token": token}, status=303)
+    alice.get("/rest/api/2/myself", status=200)
+
+
+def test_log_out_all_other_sessions(testapp, users):
+    laptop, phone, tablet = (browser(testapp, agent=a) for a in ("Laptop", "Phone", "Tablet"))
+    laptop.get("/account").forms["revoke-others-form"].submit().follow()
+    phone.get("/rest/api/2/myself", status=401)
+    tablet.get("/rest/api/2/myself", status=401)
+    assert len(laptop.get("/account").html.select("#sessions tbody tr")) == 1
+
+
+def change_password(client, current, new, confirm=None, status=303):
+    form = client.get("/account").forms["password-form"]
+    form["current_password"] = current
+    form["new_password"] = new
+    form["confirm_password"] = confirm if confirm is not None else new
+    return form.submit(status=status)
+
+
+def test_password_change_revokes_others_keeps_this_browser_under_a_new_token(testapp, users, dbsession):
+    laptop = browser(testapp, agent="Laptop")
+    phone = browser(testapp, agent="Phone", remember=True)
+    old_token = laptop.cookies["appserver.session"]
+    page = change_password(laptop, "fred-password", "a-new-password").follow()
+    assert "Your password has been changed" in page.text
+    assert laptop.cookies["appserver.session"] != old_token
+    laptop.get("/rest/api/2/myself", status=200)
+    # the old token is dead, so is the other browser and its remember-me
+    replay = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    replay.set_cookie("appserver.session", old_token)
+    replay.get("/rest/api/2/myself", status=401)
+    phone.get("/rest/api/2/myself", status=401)
+    assert dbsession.scalar(select(RememberToken).where(RememberToken.revoked_at.is_(None))) is None
+    # Basic with the old password fails at once; the new one works
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=401)
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "a-new-password"), status=200)
+
+
+def test_password_change_needs_the_current_password_and_a_good_new_one(testapp, users):
+    laptop = browser(testapp)
+    wrong = change_password(laptop, "not-my-password", "a-new-password", status=400)
+    assert "current password is not correct" in wrong.html.select_one("#password-error").text
+    mismatch = change_password(laptop, "fred-password", "a-new-password", "another-one", status=400)
+    assert "do not match" in mismatch.text
+    short = change_password(laptop, "fred-password", "short", status=400)
+    assert "at least 8 characters" in short.text
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=200)
+
+
+def test_account_needs_a_login(testapp):
+    response = testapp.get("/account", status=303)
+    assert response.location == "http://localhost/login?os_destination=%2Faccount"
+
+
+def test_deactivation_revokes_everything(testapp, users, app_request):
+    from appserver.security import accounts
+
+    fred = browser(testapp, remember=True)
+    accounts.set_active(app_request, users["fred"], False)
+    app_request.dbsession.flush()
+    fred.get("/rest/api/2/myself", status=401)
+    assert app_request.dbsession.scalar(
+        select(UserSession).where(UserSession.revoked_at.is_(None))
+    ) is None

@@ -1,0 +1,162 @@
+"""Elevated security after failed logins (Seraph's rule), shared by form, REST and Basic."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+
+from appserver.models import AuthEvent, User
+from sqlalchemy import select
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def rest_login(testapp, username, password, status):
+    return testapp.post_json(
+        "/rest/auth/1/session", {"username": username, "password": password}, status=status
+    )
+
+
+def form_login(testapp, username, password, status=None):
+    form = testapp.get("/login").forms["login-form"]
+    form["os_username"] = username
+    form["os_password"] = password
+    return form.submit(status=status)
+
+
+def test_three_failures_then_denied_without_checking_the_password(testapp, users, app):
+    for _ in range(3):
+        rest_login(testapp, "fred", "wrong", 401)
+    hashes = app.registry.passwords.hash_count
+    denied = rest_login(testapp, "fred", "fred-password", 403)
+    assert app.registry.passwords.hash_count == hashes, "a locked account's password was checked"
+    assert denied.json == {
+        "errorMessages": [
+            "Login denied: too many failed login attempts for this account. Try again in 60 seconds."
+        ],
+        "errors": {},
+    }
+    assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+    assert denied.headers["X-Authentication-Denied-Reason"] == (
+        "TOO_MANY_FAILED_LOGINS; login-url=http://localhost/login"
+    )
+    assert denied.headers["Retry-After"] == "60"
+
+
+def test_cool_down_ends_and_success_resets_the_current_count(testapp, users, clock, dbsession):
+    for _ in range(3):
+        rest_login(testapp, "fred", "wrong", 401)
+    clock.advance(59)
+    assert rest_login(testapp, "fred", "fred-password", 403).headers["Retry-After"] == "1"
+    clock.advance(1)
+    ok = rest_login(testapp, "fred", "fred-password", 200)
+    assert ok.json["loginInfo"]["failedLoginCount"] == 3  # the total is kept
+    fred = dbsession.scalar(select(User).where(User.username == "fred"))
+    dbsession.refresh(fred)
+    assert (fred.current_failed_logins, fred.total_failed_logins, fred.locked_until) == (0, 3, None)
+
+
+def test_cool_down_doubles_with_each_further_failure_up_to_the_cap(make_app, users, clock):
+    testapp = make_app(**{"appserver.login.lockout_max_seconds": "200"})
+    for _ in range(3):
+        rest_login(testapp, "fred", "wrong", 401)
+    waits = []
+    for _ in range(4):
+        waits.append(int(rest_login(testapp, "fred", "wrong", 403).headers["Retry-After"]))
+        clock.advance(waits[-1])
+        rest_login(testapp, "fred", "wrong", 401)  # one more failure after each cool-down
+    assert waits == [60, 120, 200, 200]
+
+
+def test_form_rest_and_basic_share_one_count(testapp, users):
+    failed = form_login(testapp, "fred", "wrong", status=200)
+    assert "username and password are incorrect" in failed.text
+    assert failed.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
+    rest_login(testapp, "fred", "wrong", 401)
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "wrong"), status=401)
+    # the fourth attempt, whatever the channel, is denied
+    denied = testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=403)
+    assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+    page = form_login(testapp, "fred", "fred-password", status=403)
+    assert "Too many failed login attempts" in page.text
+    assert "Wait 60 seconds" in page.html.select_one("#login-error").text
+
+
+def test_another_account_is_unaffected(testapp, users):
+    for _ in range(4):
+        rest_login(testapp, "fred", "wrong", "*")
+    rest_login(testapp, "alice", "alice-password", 200)
+
+
+def test_admin_unlock_works_at_once(testapp, users, dbsession):
+    for _ in range(3):
+        rest_login(testapp, "fred", "wrong", 401)
+    rest_login(testapp, "fred", "fred-password", 403)
+    admin = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    rest_login(admin, "admin", "admin-password", 200)
+    page = admin.get("/admin/users")
+    assert "Locked for 60 s" in page.html.select_one('tr[data-username="fred"]').text
+    page.forms[[f.action for f in page.forms.values()].index(
+        f"/admin/users/{users['fred'].id}/unlock")].submit().follow()
+    rest_login(testapp, "fred", "fred-password", 200)
+    events = [e.event for e in dbsession.scalars(
+        select(AuthEvent).where(AuthEvent.user_id == users["fred"].id).order_by(AuthEvent.id))]
+    assert events.count("login.failed") == 3
+    assert "account.locked" in events and "account.unlocked" in events
+    assert events[-1] == "login.succeeded"
+
+
+def test_unknown_usernames_behave_like_known_ones(testapp, users):
+    def answers(username):
+        seen = []
+        for _ in range(4):
+            response = rest_login(testapp, username, "wrong", "*")
+            seen.append(
+                (
+                    response.status_int,
+                    response.json,
+                    response.headers.get("X-Seraph-LoginReason"),
+                    response.headers.get("Retry-After"),
+                    response.headers.get("WWW-Authenticate"),
+                )
+            )
+        return seen
+
+    assert answers("fred") == answers("nobody-like-this")
+
+
+def test_inactive_account_fails_like_a_wrong_password(testapp, users, dbsession):
+    users["alice"].active = False
+    dbsession.flush()
+    inactive = rest_login(testapp, "alice", "alice-password", 401)
+    wrong = rest_login(testapp, "fred", "wrong", 401)
+    assert inactive.json == wrong.json
+    assert inactive.headers["X-Seraph-LoginReason"] == wrong.headers["X-Seraph-LoginReason"]
+
+
+def test_two_server_processes_share_the_count(live_server_factory):
+    """Two servers with their own engines and pools on one database (PostgreSQL in CI):
+    failures through either count towards one lock-out."""
+    first, second = live_server_factory(), live_server_factory()
+    url = "/rest/auth/1/session"
+    credentials = {"username": "alice", "password": "wrong"}
+    assert requests.post(first.url + url, json=credentials).status_code == 401
+    assert requests.post(second.url + url, json=credentials).status_code == 401
+    assert requests.get(first.url + "/rest/api/2/myself", auth=("alice", "wrong")).status_code == 401
+    denied = requests.post(second.url + url, json={"username": "alice", "password": "alice-password"})
+    assert denied.status_code == 403
+    assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+    for server in (first, second):
+        server.clock.advance(60)
+    assert requests.post(first.url + url, json={"username": "alice", "password": "alice-password"}).ok
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_below_the_limit_the_right_password_works(testapp, users, failures):
+    for _ in range(failures):
+        rest_login(testapp, "fred", "wrong", 401)
+    rest_login(testapp, "fred", "fred-password", 200)

@@ -1,0 +1,117 @@
+"""Remember me (Seraph's os_cookie): a new session after expiry, rotated tokens, theft."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from appserver.models import AuthEvent, RememberToken, UserSession
+
+REMEMBER = "appserver.remember"
+SESSION = "appserver.session"
+
+
+def login(testapp, remember: bool):
+    form = testapp.get("/login").forms["login-form"]
+    form["os_username"] = "fred"
+    form["os_password"] = "fred-password"
+    form["os_cookie"] = remember
+    return form.submit(status=303)
+
+
+def cookie(testapp, name):
+    return testapp.cookies.get(name)
+
+
+def test_remember_me_brings_the_login_back_after_the_session_expired(testapp, users, clock):
+    login(testapp, remember=True)
+    first_session, first_remember = cookie(testapp, SESSION), cookie(testapp, REMEMBER)
+    assert first_remember
+    clock.advance(1800)  # idle timeout: the session is dead
+    page = testapp.get("/account")
+    assert page.html.select_one("#account-username").text == "fred"
+    assert page.html.select_one("#session-expired") is None
+    assert cookie(testapp, SESSION) not in (None, first_session)
+    assert cookie(testapp, REMEMBER) != first_remember  # rotated on use
+
+
+def test_rest_calls_are_brought_back_too_rule_1_does_not_fire(testapp, users, clock):
+    response = testapp.post_json(
+        "/rest/auth/1/session?os_cookie=true", {"username": "fred", "password": "fred-password"}
+    )
+    assert cookie(testapp, REMEMBER)
+    clock.advance(43200)  # absolute lifetime
+    me = testapp.get("/rest/api/2/myself")
+    assert me.json["name"] == "fred"
+    assert cookie(testapp, SESSION) != response.json["session"]["value"]
+
+
+def test_without_remember_me_an_expired_session_is_gone(testapp, users, clock):
+    login(testapp, remember=False)
+    assert cookie(testapp, REMEMBER) is None
+    clock.advance(1800)
+    assert testapp.get("/").html.select_one("#session-expired") is not None
+    assert cookie(testapp, SESSION) is None  # the stale cookie was deleted
+    testapp.get("/rest/api/2/myself", status=401)
+
+
+def test_a_rotated_token_cannot_be_replayed_and_replay_revokes_the_series(
+    testapp, users, clock, dbsession
+):
+    login(testapp, remember=True)
+    stolen = cookie(testapp, REMEMBER)
+    clock.advance(1800)
+    testapp.get("/account")  # the owner's browser uses (and rotates) the token
+    clock.advance(60)  # past the grace period for parallel requests
+
+    thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    thief.set_cookie(REMEMBER, stolen)
+    thief.get("/rest/api/2/myself", status=401)  # theft detected, nobody logged in
+    assert thief.cookies.get(REMEMBER) is None
+
+    live = dbsession.scalar(
+        select(func.count()).select_from(RememberToken).where(RememberToken.revoked_at.is_(None))
+    )
+    assert live == 0, "every remember-me token of the user is revoked"
+    sessions = dbsession.scalar(
+        select(func.count()).select_from(UserSession).where(UserSession.revoked_at.is_(None))
+    )
+    assert sessions == 0, "sessions made from the stolen cookie are revoked too"
+    assert dbsession.scalar(select(AuthEvent).where(AuthEvent.event == "remember.theft"))
+    # the owner must log in again
+    clock.advance(1800)
+    testapp.get("/rest/api/2/myself", status=401)
+
+
+def test_parallel_requests_with_the_same_token_are_not_theft(testapp, users, clock):
+    login(testapp, remember=True)
+    token = cookie(testapp, REMEMBER)
+    clock.advance(1800)
+    other_tab = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    other_tab.set_cookie(REMEMBER, token)
+    testapp.get("/account")  # rotates
+    clock.advance(5)
+    assert other_tab.get("/rest/api/2/myself").json["name"] == "fred"  # within the grace
+
+
+def test_logout_clears_remember_me(testapp, users, clock):
+    login(testapp, remember=True)
+    token = cookie(testapp, REMEMBER)
+    page = testapp.get("/account")
+    page.forms[0].submit(status=303)  # the header's log-out form
+    assert cookie(testapp, REMEMBER) is None
+    clock.advance(1800)
+    replay = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    replay.set_cookie(REMEMBER, token)
+    replay.get("/rest/api/2/myself", status=401)
+
+
+def test_remember_me_expires(testapp, users, clock):
+    login(testapp, remember=True)
+    clock.advance(14 * 24 * 3600)
+    testapp.get("/rest/api/2/myself", status=401)
+    assert cookie(testapp, REMEMBER) is None
+
+
+def test_garbage_remember_cookie_is_dropped(testapp, users):
+    testapp.set_cookie(REMEMBER, "not-a-token")
+    response = testapp.get("/")
+    assert "appserver.remember=;" in " ".join(response.headers.getall("Set-Cookie"))
