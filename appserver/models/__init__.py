@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 from transaction import TransactionManager
 
 from .auth_event import AuthEvent  # noqa: F401
+from .issue import Issue, Project  # noqa: F401
 from .login_throttle import LoginThrottle  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
 from .remember_token import RememberToken  # noqa: F401
