@@ -40,7 +40,8 @@ class BasicAuthSource:
         attempt = check_password(
             request, credentials.username, credentials.password, channel="basic"
         )
-        auth.wrote = True  # a failure count, a reset or a hash upgrade may have been written
+        # Failures are counted and audited; a success may reset the count or upgrade the hash.
+        auth.wrote = attempt.outcome is not Outcome.OK or bool(request.dbsession.dirty)
         if attempt.outcome is Outcome.OK:
             auth.basic = BasicState.VALID
             auth.identity = Identity(attempt.user, Source.BASIC)
@@ -195,7 +196,6 @@ class AppSecurityPolicy:
                 identity=Identity(user, Source.LOGIN, issued.session),
                 cookie=CookieState.LIVE,
                 presented_session=issued.session,
-                wrote=True,
                 issued=issued,
             ),
         )
@@ -208,5 +208,5 @@ class AppSecurityPolicy:
             ("Set-Cookie", self.session.end(request, self.authentication(request))),
             ("Set-Cookie", self.remember_me.end(request)),
         ]
-        self._cache.set(request, Authentication(wrote=True))
+        self._cache.set(request, Authentication())
         return headers
