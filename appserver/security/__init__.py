@@ -7,6 +7,7 @@ from pyramid.request import Request
 from pyramid.tweens import EXCVIEW
 
 from ..models import User
+from .cookies import TolerantRequestCookies
 from .identity import Authentication
 from .policy import AppSecurityPolicy
 from .remember import RememberStore
@@ -15,6 +16,10 @@ from .sessions import SessionStore
 
 def _authentication(request: Request) -> Authentication:
     return request.registry.security_policy.authentication(request)
+
+
+def _cookies(request: Request) -> TolerantRequestCookies:
+    return TolerantRequestCookies(request.environ)
 
 
 def _user(request: Request) -> User | None:
@@ -48,6 +53,9 @@ def includeme(config: Configurator) -> None:
     config.set_csrf_storage_policy(SessionBoundCSRFStoragePolicy(config.registry.appserver_settings))
     config.set_default_csrf_options(require_csrf=True, token="csrf_token", header="X-CSRF-Token")
 
+    # Replaces WebOb's strict cookie jar, for everything that reads cookies (the policy and
+    # Pyramid's CSRF cookie alike): see TolerantRequestCookies.
+    config.add_request_method(_cookies, "cookies", property=True)
     config.add_request_method(_authentication, "authentication", property=True)
     config.add_request_method(_user, "user", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
@@ -55,6 +63,11 @@ def includeme(config: Configurator) -> None:
 
     tm = "pyramid_tm.tm_tween_factory"
     config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
+    config.add_tween(
+        "appserver.security.tweens.unreadable_request_tween_factory",
+        under=tm,
+        over="appserver.security.tweens.authentication_tween_factory",
+    )
     config.add_tween(
         "appserver.security.tweens.os_authtype_tween_factory",
         under="appserver.security.tweens.authentication_tween_factory",

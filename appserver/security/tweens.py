@@ -3,6 +3,7 @@
 Order (outermost first; ``ptweens development.ini`` shows it):
 
     pyramid_tm                      transaction per request
+    unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
                                     Basic is a 401 everywhere; identity headers; cookies
     os_authtype_tween_factory       rule 2: ?os_authType=basic|cookie|any on any URL
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 from pyramid.registry import Registry
 from pyramid.request import Request
@@ -34,6 +36,46 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Request], Response]
 
 OS_AUTHTYPES = ("none", "basic", "cookie", "any")
+
+
+#: Bodies WebOb parses into ``request.POST``; it raises for any charset but UTF-8.
+FORM_TYPES = ("", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    """Refuse a request WebOb cannot decode, before anything reads it.
+
+    WebOb decodes the path, the query string and form bodies as UTF-8 and raises (from
+    ``request.path_info``, ``request.GET``, ``request.POST``) when they are not, which
+    every later layer would turn into a 500. This is the one place that decides instead.
+    """
+
+    def unreadable_request_tween(request: Request) -> Response:
+        status, message = _unreadable(request)
+        if status is None:
+            return handler(request)
+        # The request is refused: make its URL safe to render the error page (which
+        # links back to the current path), since the original cannot be decoded.
+        raw_path = request.environ.get("PATH_INFO", "").encode("latin-1")
+        request.environ["PATH_INFO"] = quote(raw_path, safe="/")
+        request.environ["QUERY_STRING"] = ""
+        return error_response(request, status, [message])
+
+    return unreadable_request_tween
+
+
+def _unreadable(request: Request) -> tuple[int | None, str]:
+    try:
+        request.path_info
+    except UnicodeDecodeError:
+        return 400, "The address of this request is not valid UTF-8. Check the link."
+    try:
+        request.GET
+    except UnicodeDecodeError:
+        return 400, "The query string of this request is not valid UTF-8. Check the link."
+    if request.content_type.strip().lower() in FORM_TYPES and request.charset != "UTF-8":
+        return 415, "Form data must be sent encoded as UTF-8."
+    return None, ""
 
 
 def authentication_tween_factory(handler: Handler, registry: Registry) -> Handler:
@@ -136,7 +178,8 @@ def rest_xsrf_tween_factory(handler: Handler, registry: Registry) -> Handler:
         identity = request.authentication.identity
         if identity is None or not identity.cookie_based:
             return handler(request)
-        if request.content_type not in BROWSER_POSTABLE:
+        # Media types are case-insensitive: a cross-site fetch() may send "Text/Plain".
+        if request.content_type.strip().lower() not in BROWSER_POSTABLE:
             return handler(request)
         if request.headers.get("X-Atlassian-Token", "").strip().lower() in ("no-check", "nocheck"):
             return handler(request)

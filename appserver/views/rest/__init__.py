@@ -25,8 +25,10 @@ def json_object(request: Request) -> dict[str, Any]:
         raise BadJSON("The request body is too large.", 413)
     try:
         body = request.json_body
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: unknown charset
         raise BadJSON("The request body is not valid JSON.") from None
+    except RecursionError:  # [[[[... nested deeper than the parser's stack
+        raise BadJSON("The request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise BadJSON("The request body must be a JSON object.")
     return body
