@@ -11,6 +11,7 @@ from pyramid.request import Request
 from sqlalchemy import select
 
 from ..models import AuthEvent, User
+from . import client
 
 
 class Event(str, enum.Enum):
@@ -55,8 +56,8 @@ def record(request: Request, event: Event, user: User | None = None, detail: str
             event=event.value,
             user_id=user.id if user is not None else None,
             detail=detail[:255],
-            remote_addr=(request.client_addr or "")[:64],
-            user_agent=(request.user_agent or "")[:512],
+            remote_addr=client.address(request),
+            user_agent=client.user_agent(request),
         )
     )
 

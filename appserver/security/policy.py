@@ -11,7 +11,7 @@ from pyramid.request import Request, RequestLocalCache
 from pyramid.security import Allowed, Denied
 
 from ..models import User
-from . import audit
+from . import audit, client
 from .audit import Event
 from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
@@ -79,8 +79,8 @@ class SessionCookieSource:
             store.revoke(auth.presented_session)
         issued = store.issue(
             user,
-            user_agent=request.user_agent or "",
-            remote_addr=request.client_addr or "",
+            user_agent=client.user_agent(request),
+            remote_addr=client.address(request),
         )
         settings = request.appserver_settings
         return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
