@@ -1,13 +1,15 @@
 """``os_destination``: where to go after login. Only same-site relative paths are honoured."""
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 DEFAULT_DESTINATION = "/"
 
 
 def safe_destination(candidate: str | None, default: str = DEFAULT_DESTINATION) -> str:
-    """Return ``candidate`` if it is a path on this site, else ``default``.
+    """Return ``candidate`` if it is a path on this site, else ``default``; in both cases
+    ready for a ``Location`` header (non-ASCII characters percent-encoded as UTF-8: header
+    values must be Latin-1, so ``/€`` would otherwise fail the response).
 
     Browsers treat ``\\`` like ``/`` and drop tabs and newlines, so ``/\\evil.example``,
     ``/\\t/evil.example`` and their percent-encoded forms are all off-site.
@@ -28,4 +30,4 @@ def safe_destination(candidate: str | None, default: str = DEFAULT_DESTINATION) 
     parts = urlsplit(normalised)
     if parts.scheme or parts.netloc:
         return default
-    return candidate
+    return quote(candidate, safe="!#$%&'()*+,/:;=?@[]~")
