@@ -1,6 +1,7 @@
 """The ``/rest`` JSON API, in Jira's shapes."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pyramid.request import Request
@@ -29,9 +30,22 @@ def json_object(request: Request) -> dict[str, Any]:
         raise BadJSON("The request body is not valid JSON.") from None
     except RecursionError:  # [[[[... nested deeper than the parser's stack
         raise BadJSON("The request body is nested too deeply.") from None
+    if not _is_unicode(body):
+        raise BadJSON("The request body contains an unpaired surrogate (\\ud800-\\udfff escape): "
+                      "strings must be valid Unicode.")
     if not isinstance(body, dict):
         raise BadJSON("The request body must be a JSON object.")
     return body
+
+
+def _is_unicode(body: Any) -> bool:
+    """JSON may escape lone surrogates (``"\\ud800"``), which Python keeps in a ``str`` that
+    no database, hash or log can encode: refuse them here, where the body is decoded."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bad_json_response(request: Request, error: BadJSON):
