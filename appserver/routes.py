@@ -26,3 +26,10 @@ def includeme(config: Configurator) -> None:
     config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")
     config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
     config.add_route("rest.user", rest + "/api/{version:2|latest}/user")
+
+    # The demo issue tracker: HTML pages and the Jira REST resources real clients use
+    config.add_route("issues", "/issues")
+    config.add_route("issue", "/issues/{key}")
+    config.add_route("rest.search", rest + "/api/{version:2|latest}/search")
+    config.add_route("rest.issue", rest + "/api/{version:2|latest}/issue/{id_or_key}")
+    config.add_route("rest.field", rest + "/api/{version:2|latest}/field")

@@ -13,14 +13,14 @@ from datetime import datetime
 
 from pyramid.authorization import Allow, Authenticated, Everyone
 from pyramid.request import Request
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, joinedload, mapped_column, relationship
 
 from .meta import Base, UTCDateTime
 from .user import User
 
 #: Issue keys look like ``DEMO-7``: a project key, a dash, the issue's number in its project.
-KEY_PATTERN = re.compile(r"^([A-Z][A-Z0-9_]*)-([1-9][0-9]{0,9})$")
+KEY_PATTERN = re.compile(r"^([A-Z][A-Z0-9_]*)-([1-9][0-9]{0,8})$")
 
 
 @dataclass(frozen=True)
@@ -126,3 +126,18 @@ class Issue(Base):
 
     def __repr__(self) -> str:
         return f"<Issue {self.key}>"
+
+
+def find_issue(db: Session, id_or_key: str) -> Issue | None:
+    """The issue with this key (case-insensitive, ``demo-7``) or numeric id, with its project
+    and reporter loaded. Visibility is the caller's business (ask ``has_permission``)."""
+    value = id_or_key.strip()
+    if value.isdigit() and len(value) < 10:
+        where = Issue.id == int(value)
+    elif KEY_PATTERN.match(value.upper()):
+        where = Issue.key == value.upper()
+    else:
+        return None
+    return db.scalar(
+        select(Issue).options(joinedload(Issue.project), joinedload(Issue.reporter)).where(where)
+    )

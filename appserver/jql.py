@@ -1,0 +1,519 @@
+"""A small, honest subset of JQL (Jira Query Language): tokenizer, recursive-descent parser,
+validation and translation to SQLAlchemy.
+
+Supported (keywords and field names are case-insensitive)::
+
+    query    := [where] [ORDER BY sort ("," sort)*]
+    where    := clause (AND clause)*
+    clause   := project = VALUE          key by name (DEMO), by name ("Demo project") or id
+              | key = VALUE              also issuekey / issue; DEMO-7 or an issue id
+              | status = VALUE           "In Progress", open (names or ids)
+              | text ~ VALUE             every word in the summary or the description
+              | summary ~ VALUE | description ~ VALUE
+    sort     := key | issuekey | created | updated   [ASC | DESC]
+
+VALUE is an unquoted word or a quoted string ("..." or '...', with backslash escapes).
+Everything else that is JQL (OR, NOT, parentheses, IN, !=, functions, other fields) is
+recognised and rejected with a message that names what is not supported, rather than being
+misread: a query that silently means something else would hand out wrong results.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy.orm import Session, joinedload
+
+from .models.issue import KEY_PATTERN, STATUSES, Issue, Project
+
+
+class JQLError(ValueError):
+    """The query is not valid JQL, or uses JQL this server does not support."""
+
+
+def _where(text: str, position: int) -> str:
+    """Jira's way of pointing at a place in the query: ``(line 1, character 9)``."""
+    before = text[: position - 1]
+    line = before.count("\n") + 1
+    character = position - (before.rfind("\n") + 1)
+    return f"(line {line}, character {character})"
+
+
+# --- Tokens ---------------------------------------------------------------------------------
+
+
+class Kind(enum.Enum):
+    WORD = "word"  # unquoted: a field name, a keyword or a value
+    STRING = "string"  # quoted: always a value (or a quoted field name)
+    OPERATOR = "operator"  # = != ~ !~ < <= > >=
+    LPAREN = "("
+    RPAREN = ")"
+    COMMA = ","
+    END = "end"
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: Kind
+    value: str  # unescaped text
+    position: int  # 1-based character of the token's start in the query
+
+    def is_keyword(self, *words: str) -> bool:
+        return self.kind is Kind.WORD and self.value.lower() in words
+
+    def describe(self) -> str:
+        if self.kind is Kind.END:
+            return "the end of the query"
+        if self.kind is Kind.STRING:
+            return f'"{self.value}"'
+        return f"'{self.value}'"
+
+
+#: Words JQL reserves: they cannot be values or field names without quotes.
+KEYWORDS = frozenset(
+    "and or not order by asc desc in is was changed empty null from to on before after during"
+    .split()
+)
+#: Characters Jira reserves outside quoted strings.
+RESERVED_CHARACTERS = set("+.,;?|*/%^$#@[]&{}")
+OPERATORS = ("!=", "!~", "<=", ">=", "=", "~", "<", ">")
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t", " ": " "}
+_WORD_END = set(" \t\r\n\"'=!~<>(),")
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        position = i + 1
+        if ch in "\"'":
+            value, i = _quoted(text, i)
+            tokens.append(Token(Kind.STRING, value, position))
+            continue
+        operator = next((op for op in OPERATORS if text.startswith(op, i)), None)
+        if operator is not None:
+            tokens.append(Token(Kind.OPERATOR, operator, position))
+            i += len(operator)
+            continue
+        if ch in "(),":
+            tokens.append(Token(Kind(ch), ch, position))
+            i += 1
+            continue
+        if ch == "!":
+            raise JQLError(
+                f"Error in the JQL Query: 'NOT' (written '!') is not supported {_where(text, position)}."
+            )
+        start = i
+        while i < n and text[i] not in _WORD_END:
+            i += 1
+        word = text[start:i]
+        if word in ("&", "&&"):
+            tokens.append(Token(Kind.WORD, "and", position))
+            continue
+        if word in ("|", "||"):
+            tokens.append(Token(Kind.WORD, "or", position))
+            continue
+        reserved = next((c for c in word if c in RESERVED_CHARACTERS), None)
+        if reserved is not None:
+            at = start + word.index(reserved) + 1
+            raise JQLError(
+                f"Error in the JQL Query: The character '{reserved}' is a reserved JQL character. "
+                f"You must enclose it in a string or use the escape '\\u{ord(reserved):04x}' "
+                f"instead. {_where(text, at)}"
+            )
+        tokens.append(Token(Kind.WORD, word, position))
+    tokens.append(Token(Kind.END, "", n + 1))
+    return tokens
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    quote = text[start]
+    out: list[str] = []
+    i = start + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == quote:
+            return "".join(out), i + 1
+        if ch == "\\":
+            escape = text[i + 1 : i + 2]
+            if escape == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6]):
+                out.append(chr(int(text[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            if escape in _ESCAPES:
+                out.append(_ESCAPES[escape])
+                i += 2
+                continue
+            raise JQLError(
+                f"Error in the JQL Query: '\\{escape}' is an illegal JQL escape sequence. "
+                f"{_where(text, i + 1)}"
+            )
+        out.append(ch)
+        i += 1
+    raise JQLError(
+        "Error in the JQL Query: The quoted string starting at "
+        f"{_where(text, start + 1)[1:-1]} is not terminated."
+    )
+
+
+# --- The query object -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str  # canonical: project, key, status, text, summary, description
+    operator: str  # "=" or "~"
+    value: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Sort:
+    field: str  # canonical: key, created, updated
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Query:
+    conditions: tuple[Condition, ...] = ()
+    ordering: tuple[Sort, ...] = ()
+
+
+#: clause name (lower case) -> (canonical field, the one operator it supports)
+SEARCH_CLAUSES: dict[str, tuple[str, str]] = {
+    "project": ("project", "="),
+    "key": ("key", "="),
+    "issuekey": ("key", "="),
+    "issue": ("key", "="),
+    "status": ("status", "="),
+    "text": ("text", "~"),
+    "summary": ("summary", "~"),
+    "description": ("description", "~"),
+}
+#: clause name (lower case) -> canonical sort field
+SORT_CLAUSES: dict[str, str] = {
+    "key": "key",
+    "issuekey": "key",
+    "issue": "key",
+    "created": "created",
+    "createddate": "created",
+    "updated": "updated",
+    "updateddate": "updated",
+}
+SUPPORTED_FIELDS = "project, key (issuekey), status, text, summary and description"
+SUPPORTED_SORTS = "key, created and updated"
+
+
+class Parser:
+    """Recursive descent over the token list; one method per grammar rule."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.index = 0
+
+    # helpers
+
+    @property
+    def current(self) -> Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> Token:
+        token = self.tokens[self.index]
+        if token.kind is not Kind.END:
+            self.index += 1
+        return token
+
+    def error(self, message: str, token: Token | None = None) -> JQLError:
+        token = token or self.current
+        return JQLError(f"Error in the JQL Query: {message} {_where(self.text, token.position)}.")
+
+    def unsupported(self, message: str, token: Token) -> JQLError:
+        return JQLError(f"{message} {_where(self.text, token.position)}.")
+
+    # grammar
+
+    def parse(self) -> Query:
+        conditions: tuple[Condition, ...] = ()
+        if self.current.kind is not Kind.END and not self.current.is_keyword("order"):
+            conditions = self.where()
+        ordering: tuple[Sort, ...] = ()
+        if self.current.is_keyword("order"):
+            ordering = self.order_by()
+        token = self.current
+        if token.kind is not Kind.END:
+            if token.is_keyword("or"):
+                raise self.unsupported(
+                    "'OR' is not supported by this server: combine clauses with AND", token
+                )
+            expected = "a comma, ASC, DESC" if ordering else "'AND', 'ORDER BY'"
+            raise self.error(f"Expecting {expected} or the end of the query but got {token.describe()}")
+        return Query(conditions, ordering)
+
+    def where(self) -> tuple[Condition, ...]:
+        conditions = [self.clause()]
+        while self.current.is_keyword("and"):
+            self.advance()
+            conditions.append(self.clause())
+        return tuple(conditions)
+
+    def clause(self) -> Condition:
+        token = self.current
+        if token.kind is Kind.LPAREN:
+            raise self.unsupported(
+                "Parentheses are not supported by this server: write clauses joined by AND", token
+            )
+        if token.is_keyword("not"):
+            raise self.unsupported("'NOT' is not supported by this server", token)
+        if token.kind is Kind.END:
+            raise self.error("Expecting a field name but reached the end of the query")
+        if token.kind not in (Kind.WORD, Kind.STRING) or (
+            token.kind is Kind.WORD and token.value.lower() in KEYWORDS
+        ):
+            raise self.error(f"Expecting a field name but got {token.describe()}")
+        self.advance()
+        name = token.value
+        if name.lower() not in SEARCH_CLAUSES:
+            raise self.unsupported(
+                f"Field '{name}' does not exist or is not supported for searching by this "
+                f"server. You can search by {SUPPORTED_FIELDS}",
+                token,
+            )
+        field, supported_operator = SEARCH_CLAUSES[name.lower()]
+        operator_token = self.current
+        operator = self.operator()
+        if operator != supported_operator:
+            raise self.unsupported(
+                f"The operator '{operator}' is not supported for the field '{name}' by this "
+                f"server: use '{supported_operator}'",
+                operator_token,
+            )
+        value_token = self.current
+        value = self.value(f"{name} {operator}")
+        return Condition(field, operator, value, value_token.position)
+
+    def operator(self) -> str:
+        token = self.current
+        if token.kind is Kind.OPERATOR:
+            self.advance()
+            return token.value
+        if token.is_keyword("in", "is", "was", "changed"):
+            self.advance()
+            words = [token.value.upper()]
+            if token.is_keyword("is", "was") and self.current.is_keyword("not"):
+                words.append(self.advance().value.upper())
+            if token.is_keyword("was") and self.current.is_keyword("in"):
+                words.append(self.advance().value.upper())
+            return " ".join(words)
+        if token.is_keyword("not") and self.tokens[self.index + 1].is_keyword("in"):
+            self.advance()
+            self.advance()
+            return "NOT IN"
+        raise self.error(
+            f"Expecting an operator but got {token.describe()}. The operators this server "
+            "supports are '=' and '~'"
+        )
+
+    def value(self, after: str) -> str:
+        token = self.current
+        if token.kind is Kind.STRING:
+            self.advance()
+            return token.value
+        if token.kind is Kind.WORD and token.value.lower() not in KEYWORDS:
+            self.advance()
+            if self.current.kind is Kind.LPAREN:
+                raise self.unsupported(
+                    f"Functions such as '{token.value}()' are not supported by this server", token
+                )
+            return token.value
+        if token.is_keyword("empty", "null"):
+            raise self.unsupported(
+                f"Searching for {token.value.upper()} values is not supported by this server", token
+            )
+        if token.kind is Kind.LPAREN:
+            raise self.unsupported("Lists of values are not supported by this server", token)
+        if token.kind is Kind.END:
+            raise self.error(f"Expecting a value after '{after}' but reached the end of the query")
+        raise self.error(
+            f"Expecting a value after '{after}' but got {token.describe()}; "
+            "quote values that are JQL words"
+        )
+
+    def order_by(self) -> tuple[Sort, ...]:
+        self.advance()  # ORDER
+        if not self.current.is_keyword("by"):
+            raise self.error(f"Expecting 'BY' after 'ORDER' but got {self.current.describe()}")
+        self.advance()
+        ordering = [self.sort()]
+        while self.current.kind is Kind.COMMA:
+            self.advance()
+            ordering.append(self.sort())
+        return tuple(ordering)
+
+    def sort(self) -> Sort:
+        token = self.current
+        if token.kind not in (Kind.WORD, Kind.STRING) or (
+            token.kind is Kind.WORD and token.value.lower() in KEYWORDS
+        ):
+            raise self.error(f"Expecting a field name to order by but got {token.describe()}")
+        self.advance()
+        field = SORT_CLAUSES.get(token.value.lower())
+        if field is None:
+            raise self.unsupported(
+                f"Ordering by '{token.value}' is not supported by this server. You can order "
+                f"by {SUPPORTED_SORTS}",
+                token,
+            )
+        descending = False
+        if self.current.is_keyword("asc", "desc"):
+            descending = self.advance().value.lower() == "desc"
+        return Sort(field, descending)
+
+
+def parse(text: str) -> Query:
+    """Parse a JQL query of the supported subset; :class:`JQLError` names what is wrong."""
+    if len(text) > 10_000:
+        raise JQLError("The JQL query is too long (more than 10000 characters).")
+    return Parser(text).parse()
+
+
+# --- Validation against the data, and translation to SQLAlchemy -----------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search_words(value: str) -> list[str]:
+    """The words a ``~`` clause looks for (JQL's text search matches words, not phrases)."""
+    return _WORD.findall(value)
+
+
+def _status_name(value: str) -> str | None:
+    for status in STATUSES.values():
+        if value.lower() == status.name.lower() or value == status.jira_id:
+            return status.name
+    return None
+
+
+def _project_filter(value: str) -> ColumnElement[bool]:
+    matches = [Project.key == value.upper(), func.lower(Project.name) == value.lower()]
+    if value.isdigit() and len(value) < 10:
+        matches.append(Project.id == int(value))
+    return or_(*matches)
+
+
+def _parse_key(value: str) -> tuple[str, int] | int | None:
+    """``DEMO-7`` -> ("DEMO", 7); an issue id -> int; anything else -> None."""
+    if value.isdigit() and len(value) < 10:
+        return int(value)
+    match = KEY_PATTERN.match(value.strip().upper())
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+def check_values(query: Query, db: Session) -> list[str]:
+    """Problems Jira reports when ``validateQuery`` is on: malformed keys, projects and
+    statuses that do not exist, text searches without words. Returned, not raised: with
+    ``validateQuery=warn`` they are warnings, with ``false`` they just match nothing."""
+    problems = []
+    for condition in query.conditions:
+        field, value = condition.field, condition.value
+        if field == "project":
+            if db.scalar(select(Project.id).where(_project_filter(value)).limit(1)) is None:
+                problems.append(f"The value '{value}' does not exist for the field 'project'.")
+        elif field == "key":
+            if _parse_key(value) is None:
+                problems.append(f"The issue key '{value}' for field 'key' is invalid.")
+        elif field == "status":
+            if _status_name(value) is None:
+                known = ", ".join(STATUSES)
+                problems.append(
+                    f"The value '{value}' does not exist for the field 'status'. Statuses: {known}."
+                )
+        elif not search_words(value):
+            problems.append(
+                f"The text query '{value}' for field '{field}' contains no words to search for."
+            )
+    return problems
+
+
+def _contains(column, word: str) -> ColumnElement[bool]:
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")
+
+
+def _condition_filter(condition: Condition) -> ColumnElement[bool]:
+    field, value = condition.field, condition.value
+    if field == "project":
+        return Issue.project_key.in_(select(Project.key).where(_project_filter(value)))
+    if field == "key":
+        key = _parse_key(value)
+        if key is None:
+            return false()
+        if isinstance(key, int):
+            return Issue.id == key
+        return and_(Issue.project_key == key[0], Issue.number == key[1])
+    if field == "status":
+        name = _status_name(value)
+        return Issue.status == name if name is not None else false()
+    words = search_words(value)
+    if not words:
+        return false()
+    columns = {"text": (Issue.summary, Issue.description), "summary": (Issue.summary,),
+               "description": (Issue.description,)}[field]
+    return and_(*(or_(*(_contains(column, word) for column in columns)) for word in words))
+
+
+def filters(query: Query) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of the query (visibility is added by the caller, from the policy)."""
+    return [_condition_filter(condition) for condition in query.conditions]
+
+
+def order_by(query: Query) -> list:
+    """ORDER BY columns: issue keys sort by project, then numerically (DEMO-2 before DEMO-10);
+    the key is always the last tie-breaker so that pages never overlap or skip."""
+    columns: list = []
+    for sort in query.ordering or (Sort("key"),):
+        keyed = (
+            [Issue.project_key, Issue.number]
+            if sort.field == "key"
+            else [{"created": Issue.created_at, "updated": Issue.updated_at}[sort.field]]
+        )
+        columns += [column.desc() if sort.descending else column.asc() for column in keyed]
+    if not any(sort.field == "key" for sort in query.ordering):
+        columns += [Issue.project_key.asc(), Issue.number.asc()]
+    return columns
+
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    issues: list[Issue]
+
+
+def run(db: Session, query: Query, levels: Sequence[str], start: int, limit: int) -> SearchResult:
+    """Count and fetch one page of the issues matching ``query`` among the security
+    ``levels`` the caller may view (see :func:`appserver.models.issue.viewable_levels`)."""
+    where = [Issue.security_level.in_(list(levels)) if levels else false(), *filters(query)]
+    total = db.scalar(select(func.count()).select_from(Issue).where(*where)) or 0
+    issues: list[Issue] = []
+    if limit > 0 and start < total:
+        issues = list(
+            db.scalars(
+                select(Issue)
+                .options(joinedload(Issue.project), joinedload(Issue.reporter))
+                .where(*where)
+                .order_by(*order_by(query))
+                .offset(start)
+                .limit(limit)
+            )
+        )
+    return SearchResult(total, issues)

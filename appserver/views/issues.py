@@ -1,0 +1,84 @@
+"""HTML pages of the demo issue tracker: the issue list (with an optional JQL filter) and
+single issues.
+
+Visibility comes from the security policy, as in the REST API: the list shows the security
+levels ``viewable_levels`` allows, an issue page needs ``has_permission("view", issue)``.
+A missing issue and one the visitor may not see get the same 404 page, so a key's existence
+does not leak; for anonymous visitors that page offers a log-in link that returns to the
+issue (no redirect: a redirect for hidden issues only would reveal that they exist).
+"""
+from __future__ import annotations
+
+from pyramid.request import Request
+from pyramid.view import view_config
+
+from .. import jql
+from ..errors import error_response
+from ..models.issue import STATUSES, find_issue, viewable_levels
+
+PAGE_SIZE = 50
+ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it."
+
+
+def _page_number(request: Request) -> int | None:
+    value = request.GET.get("page", "1").strip()
+    if not value.isdigit() or len(value) > 6 or int(value) < 1:
+        return None
+    return int(value)
+
+
+@view_config(route_name="issues", renderer="appserver:templates/issues.jinja2", permission="view")
+def issue_list(request: Request):
+    page = _page_number(request)
+    if page is None:
+        return error_response(
+            request, 400, ["The page number must be a whole number from 1 up."],
+            errors={"page": "must be a whole number from 1 up"},
+            actions=[("First page", request.route_path("issues"))],
+        )
+    text = request.GET.get("jql", "")
+    context = {
+        "jql": text, "error": None, "issues": [], "total": 0, "page": page, "pages": 1,
+        "first": 0, "prev_url": None, "next_url": None,
+    }
+    try:
+        query = jql.parse(text)
+        problems = jql.check_values(query, request.dbsession)
+        if problems:
+            raise jql.JQLError(" ".join(problems))
+    except jql.JQLError as error:
+        request.response.status = 400
+        context["error"] = str(error)
+        return context
+    result = jql.run(
+        request.dbsession, query, viewable_levels(request), (page - 1) * PAGE_SIZE, PAGE_SIZE
+    )
+    pages = max(1, -(-result.total // PAGE_SIZE))
+
+    def page_url(number: int) -> str:
+        query_string = {"page": str(number)}
+        if text:
+            query_string["jql"] = text
+        return request.route_path("issues", _query=query_string)
+
+    context.update(
+        issues=result.issues,
+        total=result.total,
+        pages=pages,
+        first=(page - 1) * PAGE_SIZE,
+        prev_url=page_url(min(page - 1, pages)) if page > 1 else None,
+        next_url=page_url(page + 1) if page < pages else None,
+    )
+    return context
+
+
+@view_config(route_name="issue", renderer="appserver:templates/issues_detail.jinja2", permission="view")
+def issue_page(request: Request):
+    issue = find_issue(request.dbsession, request.matchdict["key"])
+    if issue is None or not request.has_permission("view", issue):
+        actions = [("All issues", request.route_path("issues"))]
+        if request.user is None:
+            login = request.route_path("login", _query={"os_destination": request.path_qs})
+            actions.insert(0, ("Log in", login))
+        return error_response(request, 404, [ISSUE_NOT_FOUND], actions=actions)
+    return {"issue": issue, "status": STATUSES[issue.status]}
