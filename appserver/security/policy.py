@@ -156,6 +156,11 @@ class AppSecurityPolicy:
     def authentication(self, request: Request) -> Authentication:
         return self._cache.get_or_create(request)
 
+    def unauthenticated(self, request: Request) -> None:
+        """Treat the rest of this request as presenting nothing: for the answer to a request
+        whose credentials could not be checked (database down), never for serving it."""
+        self._cache.set(request, Authentication())
+
     # ISecurityPolicy
 
     def identity(self, request: Request) -> Identity | None:

@@ -61,6 +61,7 @@ def unavailable_response(request: Request) -> Response:
         503,
         ["The service cannot check credentials right now: its database is unavailable. "
          "Try again shortly."],
-        headers=[("Retry-After", str(RETRY_AFTER_SECONDS))],
+        # Nobody could be authenticated: X-AUSERNAME is on every response, this one too.
+        headers=[("Retry-After", str(RETRY_AFTER_SECONDS)), ("X-AUSERNAME", "anonymous")],
         actions=[("Try again", request.path_qs)],
     )

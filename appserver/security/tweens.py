@@ -30,6 +30,7 @@ from ..models import DATABASE_UNAVAILABLE
 from .basic import basic_challenge
 from .identity import Authentication, BasicState
 from .responses import denied_response, unauthorized_response, unavailable_response
+from .sessions import CookieState
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
         except DATABASE_UNAVAILABLE:
             log.warning("database unavailable while authenticating %s", request.path_info)
             _abandon_transaction(request)
+            # The 503 page (its layout shows who is logged in) must not ask the database again.
+            registry.security_policy.unauthenticated(request)
             return unavailable_response(request)
         if auth.basic.failed:
             response = error_response(
@@ -131,13 +134,17 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         identity = auth.identity
         if wanted == "basic" and auth.basic is not BasicState.VALID:
             message = "os_authType=basic: send a username and password with HTTP Basic."
-        elif wanted == "cookie" and not (identity and identity.cookie_based):
+        elif wanted == "cookie" and not (
+            auth.cookie is CookieState.LIVE or (identity and identity.cookie_based)
+        ):
             message = "os_authType=cookie: a valid session cookie is required. Log in again."
         elif wanted == "any" and identity is None:
             message = "os_authType=any: send HTTP Basic credentials or a valid session cookie."
         else:
             return handler(request)
-        return unauthorized_response(request, message, basic=wanted in ("basic", "any"))
+        # A Basic challenge when asked for, or when the client itself used Basic.
+        basic = wanted in ("basic", "any") or auth.basic is not BasicState.ABSENT
+        return unauthorized_response(request, message, basic=basic)
 
     return os_authtype_tween
 
