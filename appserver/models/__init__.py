@@ -46,7 +46,9 @@ def _sqlite_begin(connection: Connection) -> None:
 
 
 def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
-    engine = engine_from_config(settings, prefix)
+    # hide_parameters: SQL logging (sqlalchemy.engine at INFO) and database error messages
+    # never show bound values -- password hashes, token hashes, usernames typed as passwords.
+    engine = engine_from_config(settings, prefix, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
