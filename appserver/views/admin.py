@@ -51,6 +51,8 @@ def create_user(request: Request):
         username = form["username"]
         if not username or len(username) > USERNAME_MAX_LENGTH or any(ord(c) < 32 for c in username):
             raise AccountError("Enter a username of 1 to 255 printable characters.")
+        if not (form["display_name"] + form["email"]).isprintable():  # NUL: PostgreSQL refuses it
+            raise AccountError("Display names and email addresses cannot contain control characters.")
         if find_user(request, username) is not None:
             raise AccountError(f"A user named {username!r} already exists.")
         accounts.validate_new_password(request, password)
