@@ -1,0 +1,791 @@
+"""Hostile input, proven (issue 5; session-security.md items 11, 14, 16).
+
+Malformed ``Authorization`` headers, garbage and oversized cookies, bytes that are not UTF-8
+in paths, query strings and bodies, odd and huge JSON, SQL-looking and oversized usernames,
+a 1 MB password and unknown ``os_authType`` values are thrown at every endpoint. Every
+answer must be below 500, say clearly what is wrong in the right format (Jira's JSON shape
+under ``/rest``, an HTML page elsewhere), show no traceback, and leave the accounts,
+sessions and remember-me tokens as they were.
+
+Requests are built as raw WSGI environs (``send``) so that bytes no well-behaved client
+would send reach the application unchanged; WebTest's lint still checks every response.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+import webob
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from webtest import lint
+
+from appserver.models import RememberToken, User, UserSession
+
+from .support import create_user
+
+REST = "/rest"
+LOGIN = "/rest/auth/1/session"
+MYSELF = "/rest/api/2/myself"
+SERVER_INFO = "/rest/api/2/serverInfo"
+SESSION_COOKIE = "appserver.session"
+REMEMBER_COOKIE = "appserver.remember"
+ALLOWED_AUTHTYPES = "none, basic, cookie, any"
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', '.py", line ', "sqlalchemy.", "psycopg.")
+
+FUZZ = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# --- sending anything, and judging the answer --------------------------------------------
+
+
+def to_wsgi(value: bytes | str) -> str:
+    """WSGI carries request bytes as Latin-1 strings."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def send(
+    app,
+    method: str,
+    path: bytes | str,
+    *,
+    query: bytes | str = b"",
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> webob.Response:
+    """One request exactly as given (no client-side encoding or cookie jar)."""
+    environ = webob.Request.blank("/").environ
+    environ.update(
+        {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": to_wsgi(path),
+            "QUERY_STRING": to_wsgi(query),
+            "HTTP_HOST": "localhost",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+        }
+    )
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    for name, value in headers:
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    status, headerlist, app_iter = webob.Request(environ).call_application(lint.middleware(app))
+    try:
+        body = b"".join(app_iter)
+    finally:
+        getattr(app_iter, "close", lambda: None)()
+    return webob.Response(status=status, headerlist=headerlist, body=body)
+
+
+def is_rest(path: bytes | str) -> bool:
+    path = to_wsgi(path)
+    return path == REST or path.startswith(REST + "/")
+
+
+def assert_clear_answer(response: webob.Response, path: bytes | str, method: str = "GET") -> None:
+    """Below 500, no traceback, and an error says what is wrong in the right format."""
+    body = response.body.decode("utf-8", "replace")
+    assert response.status_code < 500, f"{method} {path!r}: {response.status}\n{body[:2000]}"
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in body, f"{method} {path!r} leaks {marker!r}:\n{body[:2000]}"
+    if response.status_code == 401:
+        assert response.headers.get("WWW-Authenticate"), "a 401 must carry a challenge"
+    if 300 <= response.status_code < 400:
+        location = response.headers["Location"]
+        assert location.startswith("http://localhost/"), f"redirect off-site: {location}"
+    if response.status_code < 400 or method == "HEAD":
+        return
+    if is_rest(path):
+        assert response.content_type == "application/json", body[:500]
+        payload = json.loads(body)
+        assert set(payload) == {"errorMessages", "errors"}, payload
+        assert payload["errorMessages"] and all(
+            isinstance(m, str) and m.strip() for m in payload["errorMessages"]
+        ), payload
+        assert isinstance(payload["errors"], dict), payload
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in payload["errors"].items())
+    else:
+        assert response.content_type == "text/html", body[:500]
+        assert 'class="error-message"' in body or 'role="alert"' in body, body[-1500:]
+
+
+def messages(response: webob.Response) -> str:
+    """The human-readable error text, whatever the format."""
+    if response.content_type == "application/json":
+        payload = response.json
+        return " ".join(payload["errorMessages"]) + " " + " ".join(payload["errors"].values())
+    return response.body.decode("utf-8", "replace")
+
+
+def basic(username: str | bytes, password: str | bytes, scheme: str = "Basic") -> tuple[str, str]:
+    raw = (username if isinstance(username, bytes) else username.encode()) + b":" + (
+        password if isinstance(password, bytes) else password.encode()
+    )
+    return ("Authorization", f"{scheme} {base64.b64encode(raw).decode('ascii')}")
+
+
+def json_body(**values: Any) -> bytes:
+    return json.dumps(values).encode()
+
+
+# --- the state that must not change ------------------------------------------------------
+
+
+def snapshot(connection) -> tuple:
+    """Accounts (minus failure counters, which failed logins legitimately move), sessions
+    and remember-me tokens."""
+    accounts = connection.execute(
+        select(User.id, User.username, User.password_hash, User.active, User.admin).order_by(User.id)
+    ).all()
+    sessions = connection.execute(
+        select(UserSession.id, UserSession.revoked_at, UserSession.expires_at).order_by(UserSession.id)
+    ).all()
+    remembered = connection.execute(
+        select(RememberToken.id, RememberToken.token_hash, RememberToken.revoked_at).order_by(RememberToken.id)
+    ).all()
+    return accounts, sessions, remembered
+
+
+@pytest.fixture
+def unchanged(connection) -> Iterator[None]:
+    """Fails the test if accounts, sessions or remember-me tokens changed."""
+    before = snapshot(connection)
+    yield
+    assert snapshot(connection) == before
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog) -> Iterator[None]:
+    """The catch-all exception view logs every 500: none may be logged."""
+    caplog.set_level(logging.ERROR)
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+
+
+@pytest.fixture
+def wsgi(testapp):
+    """The WSGI app, bound to this test's transaction."""
+    return testapp.app
+
+
+@pytest.fixture
+def accounts(users, app_request) -> dict[str, Any]:
+    """The standard users plus two with passwords that clients mangle."""
+    made = dict(users)
+    made["colon"] = create_user(app_request, "colon", "pa:ss:word")
+    made["umlaut"] = create_user(app_request, "umlaut", "pässwörd")
+    app_request.dbsession.flush()
+    return made
+
+
+@pytest.fixture
+def fred_cookie(wsgi, users) -> tuple[str, str]:
+    response = send(wsgi, "POST", LOGIN, body=json_body(username="fred", password="fred-password"),
+                    content_type="application/json")
+    assert response.status_code == 200
+    return ("Cookie", f"{SESSION_COOKIE}={response.json['session']['value']}")
+
+
+# --- every endpoint ----------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
+
+
+def _sample(regex: str | None) -> str:
+    """A value the placeholder's regex accepts: the first literal alternative, else ``1``."""
+    first = (regex or "").split("|")[0]
+    return first if re.fullmatch(r"[A-Za-z0-9._-]+", first) else "1"
+
+
+def endpoints(app) -> list[str]:
+    """One concrete path per route of the application, placeholders filled in."""
+    paths = []
+    for route in app.routes_mapper.get_routes(include_static=True):
+        pattern = "/" + route.pattern.lstrip("/")
+        path = _PLACEHOLDER.sub(lambda m: _sample(m.group(2)), pattern)
+        path = re.sub(r"\*\w+$", "style.css", path)
+        assert route.match(path) is not None, (route.name, path)
+        paths.append(path)
+    return paths
+
+
+def test_endpoints_cover_every_route(wsgi):
+    paths = endpoints(wsgi)
+    for expected in ("/", "/login", "/logout", "/account", "/admin/users", "/admin/users/1/activate",
+                     LOGIN, MYSELF, SERVER_INFO, "/static/style.css"):
+        assert expected in paths
+    assert len(paths) == len(wsgi.routes_mapper.get_routes(include_static=True))
+
+
+# --- Authorization headers (item 16) -----------------------------------------------------
+
+MALFORMED_AUTHORIZATION = {
+    "scheme only": "Basic",
+    "scheme and a space": "Basic ",
+    "not base64": "Basic !!!",
+    "empty username and password": "Basic Og==",
+    "base64 without a colon": "Basic " + base64.b64encode(b"fredfred-password").decode(),
+    "raw latin-1 text": "Basic fr\xe9d:p\xe4ss",
+    "latin-1 bytes of an unknown user": basic("fr\xe9d".encode("latin-1"), b"p\xe4ss")[1],
+    "Bearer token": "Bearer x",
+    "Digest": 'Digest username="fred", realm="appserver"',
+    "empty header": "",
+    "spaces": "   ",
+    "NUL in the username": basic(b"fr\x00ed", b"fred-password")[1],
+    "two schemes": basic("fred", "fred-password")[1] + ", Bearer x",
+    "junk after the credentials": basic("fred", "fred-password")[1] + "@",
+    "wrong password": basic("fred", "wrong")[1],
+    "lower-case basic, wrong password": basic("fred", "wrong", scheme="basic")[1],
+    "username only": basic("fred", "")[1],
+}
+
+
+@pytest.mark.parametrize("header", MALFORMED_AUTHORIZATION.values(), ids=MALFORMED_AUTHORIZATION.keys())
+def test_malformed_authorization_is_a_401_with_a_basic_challenge(wsgi, users, unchanged, header):
+    for path in (MYSELF, SERVER_INFO, "/"):  # a fourth failure of one name would be a lock-out
+        response = send(wsgi, "GET", path, headers=[("Authorization", header)])
+        assert_clear_answer(response, path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith('Basic realm="appserver"')
+        assert response.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
+        assert response.headers["X-AUSERNAME"] == "anonymous"
+        assert "Basic authentication failed" in messages(response)
+
+
+def test_no_header_with_os_authtype_basic_is_a_401_with_a_challenge(wsgi, users, unchanged):
+    for path in (MYSELF, SERVER_INFO, "/"):
+        response = send(wsgi, "GET", path, query="os_authType=basic")
+        assert_clear_answer(response, path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith('Basic realm="appserver"')
+        assert "os_authType=basic" in messages(response)
+
+
+@pytest.mark.parametrize(
+    "username, password, header",
+    [
+        ("fred", "fred-password", basic("fred", "fred-password", scheme="basic")),  # RFC 7235
+        ("fred", "fred-password", basic("fred", "fred-password", scheme="BASIC")),
+        ("colon", "pa:ss:word", basic("colon", "pa:ss:word")),  # split at the first colon only
+        ("umlaut", "pässwörd", basic("umlaut", "pässwörd")),  # UTF-8 (RFC 7617 charset="UTF-8")
+        ("umlaut", "pässwörd", basic(b"umlaut", "pässwörd".encode("latin-1"))),  # legacy clients
+    ],
+    ids=["lower-case basic", "upper-case BASIC", "password with colons", "UTF-8 password",
+         "latin-1 password"],
+)
+def test_unusual_but_valid_basic_credentials_succeed(wsgi, accounts, username, password, header):
+    response = send(wsgi, "GET", MYSELF, headers=[header])
+    assert response.status_code == 200, response.body
+    assert response.json["name"] == username
+    assert response.headers["X-Seraph-LoginReason"] == "OK"
+
+
+def test_utf8_password_works_through_every_login_channel(wsgi, accounts, testapp):
+    rest = send(wsgi, "POST", LOGIN, body=json_body(username="umlaut", password="pässwörd"),
+                content_type="application/json")
+    assert rest.status_code == 200
+    form = testapp.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = "umlaut", "pässwörd"
+    assert form.submit().status_code == 303
+
+
+@FUZZ
+@given(header=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=120))
+def test_any_authorization_text_is_refused_cleanly(wsgi, users, header):
+    response = send(wsgi, "GET", MYSELF, headers=[("Authorization", header)])
+    assert_clear_answer(response, MYSELF)
+    assert response.status_code in (401, 403)
+
+
+@FUZZ
+@given(credentials=st.binary(max_size=120), scheme=st.sampled_from(["Basic", "basic", "Bearer"]))
+def test_any_decoded_credentials_are_refused_cleanly(wsgi, users, credentials, scheme):
+    header = f"{scheme} {base64.b64encode(credentials).decode()}"
+    response = send(wsgi, "GET", "/", headers=[("Authorization", header)])
+    assert_clear_answer(response, "/")
+    assert response.status_code in (401, 403)
+    assert response.headers["X-AUSERNAME"] == "anonymous"
+
+
+# --- cookies (item 11) -------------------------------------------------------------------
+
+GARBAGE_COOKIE_VALUES = {
+    "non-ASCII bytes, quoted": '"\xff\xfe\xfd"',
+    "octal escapes of non-UTF-8 bytes": "\\377\\376",
+    "octal escape of NUL": '"\\000"',
+    "UTF-8 multibyte": '"\xe2\x82\xac"',
+    "SQL": "' OR '1'='1",
+    "SQL statement": "x';DROP TABLE sessions;--",
+    "10 KB token": "a" * 10_240,
+    "token-shaped but never issued": "A" * 43,
+    "remember-me shaped but never issued": "A" * 43 + "." + "B" * 43,
+    "empty": "",
+    "quoted empty": '""',
+    "dots": "...",
+}
+
+
+@pytest.mark.parametrize("value", GARBAGE_COOKIE_VALUES.values(), ids=GARBAGE_COOKIE_VALUES.keys())
+def test_garbage_cookies_never_fail_and_write_nothing(wsgi, users, unchanged, value):
+    for name in (SESSION_COOKIE, REMEMBER_COOKIE):
+        check_garbage_cookie(wsgi, name, value)
+
+
+def check_garbage_cookie(wsgi, name: str, value: str) -> None:
+    cookie = ("Cookie", f"{name}={value}; unrelated=\\377")
+    home = send(wsgi, "GET", "/", headers=[cookie])
+    assert_clear_answer(home, "/")
+    assert home.status_code == 200 and home.headers["X-AUSERNAME"] == "anonymous"
+    # The garbage cookie is deleted, with a deletion cookie for exactly that name.
+    assert any(h.startswith(f"{name}=;") and "Max-Age=0" in h for h in home.headers.getall("Set-Cookie"))
+    assert_clear_answer(send(wsgi, "GET", "/login", headers=[cookie]), "/login")
+    myself = send(wsgi, "GET", MYSELF, headers=[cookie])
+    assert_clear_answer(myself, MYSELF)
+    assert myself.status_code == 401
+    info = send(wsgi, "GET", SERVER_INFO, headers=[cookie])
+    assert_clear_answer(info, SERVER_INFO)
+    # Rule 1: a session cookie that maps to no live session is a 401 under /rest.
+    assert info.status_code == (401 if name == SESSION_COOKIE else 200)
+
+
+@pytest.mark.parametrize("value", GARBAGE_COOKIE_VALUES.values(), ids=GARBAGE_COOKIE_VALUES.keys())
+def test_login_works_whatever_garbage_cookie_the_client_still_holds(wsgi, users, value):
+    cookie = ("Cookie", f"{SESSION_COOKIE}={value}; {REMEMBER_COOKIE}={value}")
+    response = send(wsgi, "POST", LOGIN, headers=[cookie],
+                    body=json_body(username="fred", password="fred-password"), content_type="application/json")
+    assert response.status_code == 200
+    assert response.json["session"]["name"] == SESSION_COOKIE
+
+
+def test_many_cookies_and_a_huge_cookie_header(wsgi, users, fred_cookie, unchanged):
+    many = "; ".join(f"c{i}=v{i}" for i in range(500))
+    response = send(wsgi, "GET", MYSELF, headers=[("Cookie", f"{many}; {fred_cookie[1]}; big={'x' * 100_000}")])
+    assert response.status_code == 200 and response.json["name"] == "fred"
+    response = send(wsgi, "GET", "/", headers=[("Cookie", many)])
+    assert_clear_answer(response, "/")
+    assert response.status_code == 200
+
+
+def test_a_live_session_survives_garbage_in_other_cookies(wsgi, users, fred_cookie):
+    response = send(wsgi, "GET", MYSELF, headers=[("Cookie", f'a="\xff"; b=\\377; {fred_cookie[1]}; c=\xe9')])
+    assert response.status_code == 200 and response.json["name"] == "fred"
+
+
+@FUZZ
+@given(value=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters=";"), max_size=200),
+       name=st.sampled_from([SESSION_COOKIE, REMEMBER_COOKIE, "csrf", "other"]),
+       path=st.sampled_from(["/", "/login", MYSELF, SERVER_INFO, "/account"]))
+def test_any_cookie_value_is_answered_cleanly(wsgi, users, connection, value, name, path):
+    before = snapshot(connection)
+    response = send(wsgi, "GET", path, headers=[("Cookie", f"{name}={value}")])
+    assert_clear_answer(response, path)
+    assert snapshot(connection) == before
+
+
+@FUZZ
+@given(header=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=300))
+def test_any_cookie_header_is_answered_cleanly(wsgi, users, header):
+    for path in ("/", MYSELF):
+        assert_clear_answer(send(wsgi, "GET", path, headers=[("Cookie", header)]), path)
+
+
+# --- bytes that are not UTF-8 ------------------------------------------------------------
+
+BAD_PATHS = [b"/\xff", b"/login\xfe", b"/rest/api/2/\xff", b"/rest/auth/1/session\xc3", b"/rest/\xc3\x28",
+             b"/static/\xff", b"/admin/users/\xe9"]
+
+
+def test_non_utf8_paths_are_a_400(wsgi, users, fred_cookie, unchanged):
+    for path in BAD_PATHS:
+        for method in ("GET", "POST"):
+            response = send(wsgi, method, path, headers=[fred_cookie])
+            assert_clear_answer(response, path, method)
+            assert response.status_code == 400
+            assert "not valid UTF-8" in messages(response)
+
+
+BAD_QUERIES = [b"x=%ff", b"os_authType=%ff", b"os_destination=%ff%fe", b"%ff=1", b"jql=%c3%28", b"x=\xff"]
+
+
+@pytest.mark.parametrize("query", BAD_QUERIES, ids=[q.decode("latin-1") for q in BAD_QUERIES])
+def test_non_utf8_query_strings_are_a_400_at_every_endpoint(wsgi, users, unchanged, query):
+    for path in endpoints(wsgi):
+        for method in ("GET", "POST"):
+            response = send(wsgi, method, path, query=query)
+            assert_clear_answer(response, path, method)
+            assert response.status_code == 400, (method, path, response.status)
+            assert "query string" in messages(response)
+
+
+def login_form_token(testapp) -> tuple[str, str]:
+    """The anonymous CSRF token and the cookie that carries it (login CSRF protection)."""
+    page = testapp.get("/login")
+    token = page.forms["login-form"]["csrf_token"].value
+    return token, f"csrf={testapp.cookies['csrf']}"
+
+
+def test_non_utf8_form_values_are_read_with_replacement_characters(wsgi, testapp, users, unchanged):
+    token, cookie = login_form_token(testapp)
+    body = f"csrf_token={token}&os_username=%ff%fe&os_password=%c3%28&os_destination=%ff".encode()
+    response = send(wsgi, "POST", "/login", headers=[("Cookie", cookie)], body=body,
+                    content_type="application/x-www-form-urlencoded")
+    assert_clear_answer(response, "/login", "POST")
+    assert response.status_code == 200
+    assert "username and password are incorrect" in response.text
+
+
+def test_non_utf8_multipart_form_is_answered_cleanly(wsgi, testapp, users, unchanged):
+    token, cookie = login_form_token(testapp)
+    parts = [(b"csrf_token", token.encode()), (b"os_username", b"\xff\xfe"), (b"os_password", b"\xc3("),
+             (b"\xff", b"\xff")]
+    body = b"".join(b'--XX\r\nContent-Disposition: form-data; name="' + n + b'"\r\n\r\n' + v + b"\r\n"
+                    for n, v in parts) + b"--XX--\r\n"
+    response = send(wsgi, "POST", "/login", headers=[("Cookie", cookie)], body=body,
+                    content_type="multipart/form-data; boundary=XX")
+    assert_clear_answer(response, "/login", "POST")
+    assert response.status_code == 200
+    assert "username and password are incorrect" in response.text
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "bogus"])
+def test_forms_in_another_charset_are_a_415(wsgi, users, fred_cookie, unchanged, charset):
+    for path in ("/login", "/logout", "/account/password", LOGIN):
+        for content_type in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=XX"):
+            response = send(wsgi, "POST", path, headers=[fred_cookie], body=b"os_username=fr%e9d&csrf_token=x",
+                            content_type=f"{content_type}; charset={charset}")
+            assert_clear_answer(response, path, "POST")
+            assert response.status_code == 415
+            assert "UTF-8" in messages(response)
+
+
+@FUZZ
+@given(path=st.binary(max_size=40), query=st.binary(max_size=40))
+def test_any_path_and_query_bytes_are_answered_cleanly(wsgi, users, path, query):
+    for prefix in (b"/", b"/rest/api/2/"):
+        # CR, LF and '?' cannot appear in a request line's path; '#' never reaches a server.
+        raw = prefix + bytes(b for b in path if b not in b"\r\n?#")
+        assert_clear_answer(send(wsgi, "GET", raw, query=query.replace(b"#", b"")), raw)
+
+
+# --- odd and huge JSON -------------------------------------------------------------------
+
+ODD_JSON = {
+    "empty body": b"",
+    "not JSON": b"{",
+    "array": b"[]",
+    "array of credentials": b'["fred", "fred-password"]',
+    "string": b'"fred"',
+    "number": b"1",
+    "huge integer": b"1" * 5_000,
+    "infinity": b"1e999",
+    "NaN": b"NaN",
+    "null": b"null",
+    "true": b"true",
+    "empty object": b"{}",
+    "numbers for strings": b'{"username": 1, "password": 2}',
+    "nulls": b'{"username": null, "password": null}',
+    "booleans": b'{"username": true, "password": false}',
+    "containers": b'{"username": ["fred"], "password": {"p": "fred-password"}}',
+    "password as list": b'{"username": "fred", "password": ["fred-password"]}',
+    "empty strings": b'{"username": "", "password": ""}',
+    "username only": b'{"username": "fred"}',
+    "duplicate keys": b'{"username": "fred", "password": "fred-password", "password": "x"}',
+    "nested 100k arrays": b"[" * 100_000 + b"]" * 100_000,
+    "nested 100k objects, unterminated": b'{"a":' * 100_000,
+    "byte order mark": b'\xef\xbb\xbf{"username": "fred", "password": "x"}',
+    "not UTF-8": b'{"username": "\xff", "password": "\xfe"}',
+    "lone surrogate": b'{"username": "\\ud800", "password": "x"}',
+    "escaped NUL": b'{"username": "fred\\u0000", "password": "x"}',
+    "2 MB": b'{"username": "fred", "password": "' + b"x" * 2_000_000 + b'"}',
+}
+
+
+@pytest.mark.parametrize("body", ODD_JSON.values(), ids=ODD_JSON.keys())
+def test_odd_json_at_the_session_resource_is_refused_cleanly(wsgi, users, unchanged, body):
+    response = send(wsgi, "POST", LOGIN, body=body, content_type="application/json")
+    assert_clear_answer(response, LOGIN, "POST")
+    assert response.status_code in (400, 401, 413)
+    if response.status_code == 401:
+        assert response.json["errorMessages"] == ["Login failed"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/xml", "Application/JSON; charset=bogus", "application/json; charset=utf-16"])
+def test_other_body_types_at_the_session_resource_are_refused_cleanly(wsgi, users, unchanged, content_type):
+    response = send(wsgi, "POST", LOGIN, body=json_body(username="fred", password="wrong"), content_type=content_type)
+    assert_clear_answer(response, LOGIN, "POST")
+    assert response.status_code in (400, 401, 415)
+
+
+def test_odd_json_at_every_rest_endpoint(wsgi, users, fred_cookie, unchanged):
+    """Whatever the resource (and whether it takes POST at all), odd bodies get clean answers,
+    from anonymous and from logged-in clients."""
+    paths = [p for p in endpoints(wsgi) if is_rest(p) and p != LOGIN]
+    bodies = list(ODD_JSON.values()) + [
+        b'{"jql": 1, "startAt": "x", "maxResults": 1e999, "fields": {"a": 1}, "expand": [null]}',
+        b'{"jql": "\\u0000 = \'\\ud7ff\'", "startAt": -1, "maxResults": 99999999999999999999999}',
+    ]
+    for path in paths:
+        for body in bodies:
+            for headers in ([], [fred_cookie]):
+                response = send(wsgi, "POST", path, headers=headers, body=body, content_type="application/json")
+                assert_clear_answer(response, path, "POST")
+
+
+# --- SQL-looking, NUL and oversized usernames (item 11) ----------------------------------
+
+HOSTILE_USERNAMES = {
+    "SQL tautology": "' OR '1'='1",
+    "SQL comment": "fred' --",
+    "SQL statement": "fred'; DROP TABLE users; --",
+    "double-quoted tautology": '" OR ""="',
+    "LIKE wildcard": "%",
+    "LIKE underscore": "f_ed",
+    "NUL byte": "fred\x00",
+    "only NUL": "\x00",
+    "10,000 characters": "a" * 10_000,
+    "markup": "<script>alert(1)</script>",
+    "path": "../../etc/passwd",
+    "control characters": "fred\r\nX-Injected: 1",
+}
+
+
+@pytest.mark.parametrize("username", HOSTILE_USERNAMES.values(), ids=HOSTILE_USERNAMES.keys())
+def test_hostile_usernames_fail_like_any_wrong_login(wsgi, testapp, users, unchanged, username):
+    rest = send(wsgi, "POST", LOGIN, body=json_body(username=username, password="fred-password"),
+                content_type="application/json")
+    assert_clear_answer(rest, LOGIN, "POST")
+    assert rest.status_code == 401 and rest.json["errorMessages"] == ["Login failed"]
+
+    header = basic(username.encode("utf-8"), b"fred-password")
+    via_basic = send(wsgi, "GET", MYSELF, headers=[header])
+    assert_clear_answer(via_basic, MYSELF)
+    assert via_basic.status_code == 401
+
+    form = testapp.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = username, "fred-password"
+    page = form.submit(status=200)
+    assert "username and password are incorrect" in page.text
+    assert "<script>alert(1)</script>" not in page.text  # echoed escaped, never as markup
+    assert page.headers["X-AUSERNAME"] == "anonymous"
+
+
+@pytest.mark.parametrize("username", HOSTILE_USERNAMES.values(), ids=HOSTILE_USERNAMES.keys())
+def test_hostile_usernames_find_no_user(wsgi, users, unchanged, username):
+    response = send(wsgi, "GET", "/rest/api/2/user", query="username=" + _percent(username),
+                    headers=[basic("fred", "fred-password")])
+    assert_clear_answer(response, "/rest/api/2/user")
+    assert response.status_code == 404
+
+
+def _percent(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+@FUZZ
+@given(username=st.text(max_size=300), password=st.text(max_size=100))
+def test_any_credentials_at_the_session_resource(wsgi, users, connection, username, password):
+    before = snapshot(connection)
+    response = send(wsgi, "POST", LOGIN, body=json_body(username=username, password=password),
+                    content_type="application/json")
+    assert_clear_answer(response, LOGIN, "POST")
+    assert response.status_code in (400, 401, 403)
+    assert snapshot(connection) == before
+
+
+# --- a 1 MB password (item 14) -----------------------------------------------------------
+
+MEGABYTE_PASSWORD = "p" * 1_000_000
+#: Just small enough for the REST body limit (1,000,000 bytes), so the password cap is what refuses it.
+ALMOST_A_MEGABYTE = "p" * 990_000
+
+
+@pytest.fixture
+def hasher_inputs(wsgi, monkeypatch) -> list[int]:
+    """The byte length of every password that reaches the hash function."""
+    context = wsgi.registry.passwords.context
+    seen: list[int] = []
+
+    def spy(name):
+        original = getattr(context, name)
+
+        def wrapper(secret, *args, **kw):
+            seen.append(len(secret.encode("utf-8") if isinstance(secret, str) else secret))
+            return original(secret, *args, **kw)
+
+        return wrapper
+
+    for name in ("hash", "verify", "verify_and_update"):
+        monkeypatch.setattr(context, name, spy(name))
+    return seen
+
+
+@pytest.mark.parametrize("username", ["fred", "nobody"])
+def test_a_megabyte_password_is_refused_before_hashing(wsgi, testapp, users, unchanged, hasher_inputs, username):
+    passwords = wsgi.registry.passwords
+    attempts = [
+        (413, lambda: send(wsgi, "POST", LOGIN, body=json_body(username=username, password=MEGABYTE_PASSWORD),
+                           content_type="application/json")),
+        (401, lambda: send(wsgi, "POST", LOGIN, body=json_body(username=username, password=ALMOST_A_MEGABYTE),
+                           content_type="application/json")),
+        (401, lambda: send(wsgi, "GET", MYSELF, headers=[basic(username, MEGABYTE_PASSWORD)])),
+    ]
+    for status, attempt in attempts:
+        hashes, started = passwords.hash_count, time.perf_counter()
+        response = attempt()
+        elapsed = time.perf_counter() - started
+        assert response.status_code == status, response.status
+        assert_clear_answer(response, MYSELF)
+        assert passwords.hash_count - hashes <= 1  # at most the dummy hash that equalises timing
+        assert elapsed < 2, f"a 1 MB password took {elapsed:.2f} s"
+    form = testapp.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = username, MEGABYTE_PASSWORD
+    assert "username and password are incorrect" in form.submit(status=200).text
+    assert hasher_inputs and max(hasher_inputs) <= passwords.max_bytes
+
+
+def test_a_megabyte_password_on_the_account_and_admin_forms(testapp, users, hasher_inputs, wsgi):
+    testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    page = testapp.get("/account")
+    form = page.forms["password-form"]
+    form["current_password"], form["new_password"], form["confirm_password"] = (
+        MEGABYTE_PASSWORD, "new-password-1", "new-password-1")
+    assert "current password is not correct" in form.submit(status=400).text
+    form = testapp.get("/account").forms["password-form"]
+    form["current_password"] = "admin-password"
+    form["new_password"] = form["confirm_password"] = MEGABYTE_PASSWORD
+    assert "limited to 1024 bytes" in form.submit(status=400).text
+    form = testapp.get("/admin/users").forms["create-user-form"]
+    form["username"], form["password"] = "newcomer", MEGABYTE_PASSWORD
+    assert "limited to 1024 bytes" in form.submit(status=400).text
+    assert max(hasher_inputs) <= wsgi.registry.passwords.max_bytes
+
+
+# --- unknown os_authType values at every endpoint ----------------------------------------
+
+UNKNOWN_AUTHTYPES = ["bogus", "basicx", "", "basic,cookie", "\u00e9"]
+
+
+@pytest.mark.parametrize("value", UNKNOWN_AUTHTYPES, ids=["bogus", "basicx", "empty", "list", "non-ASCII"])
+def test_unknown_os_authtype_is_a_400_naming_the_allowed_values(wsgi, users, fred_cookie, unchanged, value):
+    query = "os_authType=" + _percent(value)
+    for path in endpoints(wsgi):
+        for method in ("GET", "POST"):
+            for headers in ([], [fred_cookie]):
+                response = send(wsgi, method, path, query=query, headers=headers)
+                assert_clear_answer(response, path, method)
+                assert response.status_code == 400, (method, path, headers, response.status)
+                assert ALLOWED_AUTHTYPES in messages(response)
+                if is_rest(path):
+                    assert "os_authType" in response.json["errors"]
+
+
+def test_unknown_os_authtype_with_basic_credentials_and_several_values(wsgi, users, unchanged):
+    for query in ("os_authType=oauth", "os_authType=basic&os_authType=cookie"):
+        response = send(wsgi, "GET", MYSELF, query=query, headers=[basic("fred", "fred-password")])
+        assert_clear_answer(response, MYSELF)
+        assert response.status_code == 400
+
+
+def test_os_authtype_values_are_case_insensitive(wsgi, users):
+    response = send(wsgi, "GET", SERVER_INFO, query="os_authType=BASIC")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    assert send(wsgi, "GET", SERVER_INFO, query="os_authType=None").status_code == 200
+
+
+@FUZZ
+@given(value=st.text(max_size=20).filter(lambda v: v.strip().lower() not in ("", "none", "basic", "cookie", "any")))
+def test_any_other_os_authtype_is_a_400(wsgi, users, value):
+    response = send(wsgi, "GET", SERVER_INFO, query="os_authType=" + _percent(value))
+    assert_clear_answer(response, SERVER_INFO)
+    assert response.status_code == 400
+
+
+# --- everything at once, everywhere ------------------------------------------------------
+
+HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=60)
+
+
+@settings(deadline=None, max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_every_endpoint(wsgi, users, connection, data):
+    paths = endpoints(wsgi)
+    path = data.draw(st.sampled_from(paths), label="path")
+    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]), label="method")
+    query = data.draw(st.one_of(st.just(b""), st.binary(max_size=30),
+                                st.sampled_from([b"os_authType=basic", b"os_authType=any", b"os_destination=//evil.example"])),
+                      label="query")
+    headers = []
+    if data.draw(st.booleans(), label="with cookie"):
+        headers.append(("Cookie", f"{data.draw(st.sampled_from([SESSION_COOKIE, REMEMBER_COOKIE, 'csrf']))}={data.draw(HEADER_TEXT.filter(lambda t: ';' not in t))}"))
+    if data.draw(st.booleans(), label="with authorization"):
+        headers.append(("Authorization", data.draw(st.one_of(HEADER_TEXT, st.builds(lambda b: "Basic " + base64.b64encode(b).decode(), st.binary(max_size=40))))))
+    if data.draw(st.booleans(), label="with X-Atlassian-Token"):
+        headers.append(("X-Atlassian-Token", data.draw(HEADER_TEXT)))
+    if data.draw(st.booleans(), label="with User-Agent"):
+        headers.append(("User-Agent", data.draw(st.text(max_size=40).map(lambda t: t.encode("utf-8").decode("latin-1")))))
+    content_type = data.draw(st.sampled_from([None, "application/json", "text/plain", "application/x-www-form-urlencoded",
+                                              "multipart/form-data; boundary=XX", "application/json; charset=latin-1"]))
+    body = data.draw(st.one_of(st.binary(max_size=200), st.just(b'{"username": "fred", "password": "wrong"}')), label="body")
+    before = snapshot(connection)
+    response = send(wsgi, method, path, query=query.replace(b"#", b""), headers=headers, body=body, content_type=content_type)
+    assert_clear_answer(response, path, method)
+    assert snapshot(connection) == before
+
+
+# --- hostile values in the account and administration forms ------------------------------
+
+HOSTILE_FORM_VALUES = {
+    "NUL byte": "x\x00y",
+    "10,000 characters": "a" * 10_000,
+    "SQL": "' OR '1'='1",
+    "markup": "<script>alert(1)</script>",
+    "control characters": "x\r\ny\x1b[31m",
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE_FORM_VALUES.values(), ids=HOSTILE_FORM_VALUES.keys())
+def test_hostile_values_in_the_admin_create_user_form(testapp, users, connection, value):
+    testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    for field in ("username", "display_name", "email"):
+        form = testapp.get("/admin/users").forms["create-user-form"]
+        form["username"], form["password"] = "newcomer", "good-password-1"
+        form[field] = value
+        before = snapshot(connection)[0]
+        response = form.submit(expect_errors=True)
+        assert response.status_int < 500
+        assert "<script>alert(1)</script>" not in response.text
+        if response.status_int == 400:
+            assert response.html.select_one("#admin-error").text.strip()
+            assert snapshot(connection)[0] == before
+        else:  # accepted: stored as sent (display name and email cut at 255), never a NUL
+            assert response.status_int == 303
+            created = select(User).where(User.id.not_in([u.id for u in users.values()]))
+            stored = connection.execute(created).one()
+            assert form[field].value[:255] in (stored.username, stored.display_name, stored.email)
+            assert not any(ch in text for text in (stored.username, stored.display_name, stored.email)
+                           for ch in "\x00\r\n")
+            connection.execute(User.__table__.delete().where(User.id == stored.id))
+
+
+@pytest.mark.parametrize("value", HOSTILE_FORM_VALUES.values(), ids=HOSTILE_FORM_VALUES.keys())
+def test_hostile_values_in_the_password_form(testapp, users, value):
+    testapp.post_json(LOGIN, {"username": "fred", "password": "fred-password"})
+    form = testapp.get("/account").forms["password-form"]
+    form["current_password"] = value
+    form["new_password"] = form["confirm_password"] = "new-password-1"
+    assert "current password is not correct" in form.submit(status=400).text
