@@ -789,3 +789,24 @@ def test_hostile_values_in_the_password_form(testapp, users, value):
     form["current_password"] = value
     form["new_password"] = form["confirm_password"] = "new-password-1"
     assert "current password is not correct" in form.submit(status=400).text
+
+
+# --- what the client says about itself ---------------------------------------------------
+
+
+def test_control_characters_in_user_agent_and_forwarded_address_are_not_stored(wsgi, users, connection):
+    """Both end up in the sessions and audit tables (PostgreSQL refuses NUL in text)."""
+    from appserver.models import AuthEvent
+
+    headers = [("User-Agent", "Mozilla\x00/5.0\r\n\x1b[31m" + "x" * 1000), ("X-Forwarded-For", "10.0.0.1\x00, 10.0.0.2")]
+    for password, status in (("wrong", 401), ("fred-password", 200)):
+        response = send(wsgi, "POST", LOGIN, headers=headers, body=json_body(username="fred", password=password),
+                        content_type="application/json")
+        assert_clear_answer(response, LOGIN, "POST")
+        assert response.status_code == status
+    stored = connection.execute(select(UserSession.user_agent, UserSession.remote_addr)).all()
+    stored += connection.execute(select(AuthEvent.user_agent, AuthEvent.remote_addr)).all()
+    assert stored
+    for user_agent, address in stored:
+        assert user_agent.startswith("Mozilla/5.0[31m") and len(user_agent) == 512
+        assert address == "10.0.0.1"
