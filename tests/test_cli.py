@@ -1,0 +1,489 @@
+"""The command line (``appserver CONFIG COMMAND``), settings validation, and production.ini
+served for real by ``pserve`` (issue 2: command line, configuration, serving; acceptance 7).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import webtest
+from sqlalchemy import func, select
+
+import appserver
+from appserver.models import User, UserSession, get_engine
+from appserver.scripts import cli
+from appserver.settings import ConfigurationError, parse_settings
+
+from .conftest import DATABASES
+from .support import ROOT, SECRET, base_settings, reset_database, sibling_database
+
+BIN = ROOT / ".venv" / "bin"
+
+INI = """\
+[app:main]
+use = egg:appserver
+sqlalchemy.url = {url}
+appserver.secret = {secret}
+appserver.session.secure = false
+
+[alembic]
+script_location = {migrations}
+
+[loggers]
+keys = root
+
+[handlers]
+keys = null
+
+[formatters]
+keys =
+
+[logger_root]
+level = WARN
+handlers = null
+
+[handler_null]
+class = NullHandler
+args = ()
+"""
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_as_it_was() -> Iterator[None]:
+    """The CLI configures logging from the ini file (as it should); undo that for the tests
+    that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("appserver", "sqlalchemy.engine", "alembic")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)
+
+
+@pytest.fixture(params=DATABASES)
+def database(request, tmp_path) -> Iterator[str]:
+    """A scratch database for the commands (they commit for real)."""
+    if request.param == "postgresql":
+        url = sibling_database(os.environ["TEST_DATABASE_URL"], "cli")
+    else:
+        url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    engine = get_engine({"sqlalchemy.url": url})
+    reset_database(engine)
+    engine.dispose()
+    yield url
+    engine = get_engine({"sqlalchemy.url": url})
+    reset_database(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def ini(tmp_path: Path, database: str) -> str:
+    path = tmp_path / "app.ini"
+    path.write_text(INI.format(url=database, secret=SECRET, migrations=ROOT / "migrations"))
+    return str(path)
+
+
+def run(ini: str, *args: str, stdin: str = "", monkeypatch=None) -> int:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))  # not a terminal: read one line
+    return cli.main([ini, *args])
+
+
+@pytest.fixture
+def appserver_cli(ini, monkeypatch, capsys):
+    """``appserver_cli(args..., stdin=...)`` -> (exit status, stdout, stderr)."""
+
+    def call(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        status = run(ini, *args, stdin=stdin, monkeypatch=monkeypatch)
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return call
+
+
+@pytest.fixture
+def web(ini) -> Iterator[webtest.TestApp]:
+    """The app the ini describes, to see what the commands did."""
+    from pyramid.paster import get_app
+
+    app = get_app(ini)
+    yield webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost"})
+    app.registry.dbengine.dispose()
+
+
+def count(ini_app: webtest.TestApp, model) -> int:
+    engine = ini_app.app.registry.dbengine
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def rest_login(web: webtest.TestApp, username: str, password: str, status: int = 200):
+    return web.post_json("/rest/auth/1/session", {"username": username, "password": password}, status=status)
+
+
+# --- initdb ----------------------------------------------------------------------------------
+
+
+def test_initdb_migrates_an_empty_database(appserver_cli, ini, database):
+    status, out, _ = appserver_cli("initdb")
+    assert status == 0
+    assert "database migrated to the latest revision" in out
+    engine = get_engine({"sqlalchemy.url": database})
+    from sqlalchemy import inspect
+
+    assert {"users", "sessions", "alembic_version"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_initdb_demo_twice_is_idempotent(appserver_cli, ini):
+    status, first, _ = appserver_cli("initdb", "--demo")
+    assert status == 0
+    assert "demo user 'fred': created" in first
+    status, second, _ = appserver_cli("initdb", "--demo")
+    assert status == 0
+    assert "demo user 'fred': already there" in second
+    assert "demo user 'admin': already there" in second
+    from pyramid.paster import get_app
+
+    app = get_app(ini)
+    web = webtest.TestApp(app)
+    assert count(web, User) == 3
+    for username in ("admin", "fred", "alice"):
+        assert rest_login(web, username, f"{username}-password").json["loginInfo"]["loginCount"] == 1
+    app.registry.dbengine.dispose()
+
+
+# --- create-user -----------------------------------------------------------------------------
+
+
+def test_create_user_reads_the_password_from_stdin(appserver_cli, ini):
+    appserver_cli("initdb")
+    status, out, err = appserver_cli(
+        "create-user", "carol", "--display-name", "Carol C", "--email", "carol@example.com",
+        stdin="carol's pass phrase\n",
+    )
+    assert (status, err) == (0, "")
+    assert "created user 'carol'" in out
+    from pyramid.paster import get_app
+
+    app = get_app(ini)
+    web = webtest.TestApp(app)
+    rest_login(web, "carol", "carol's pass phrase")
+    me = web.get("/rest/api/2/myself").json
+    assert (me["displayName"], me["emailAddress"], me["name"]) == ("Carol C", "carol@example.com", "carol")
+    app.registry.dbengine.dispose()
+
+
+def test_create_admin(appserver_cli, ini):
+    appserver_cli("initdb")
+    status, out, _ = appserver_cli("create-user", "root2", "--admin", stdin="admin pass phrase\n")
+    assert status == 0 and "(administrator)" in out
+
+
+def test_a_duplicate_user_is_refused(appserver_cli):
+    appserver_cli("initdb", "--demo")
+    status, out, err = appserver_cli("create-user", "FRED", stdin="another password\n")
+    assert status == 1
+    assert "appserver: error: user 'FRED' already exists" in err
+    assert "created" not in out
+
+
+@pytest.mark.parametrize("stdin", ["", "\n", "\r\n"])
+def test_an_empty_password_is_refused(appserver_cli, ini, stdin):
+    appserver_cli("initdb")
+    status, _, err = appserver_cli("create-user", "dave", stdin=stdin)
+    assert status == 1
+    assert "the password must not be empty" in err
+    from pyramid.paster import get_app
+
+    app = get_app(ini)
+    assert count(webtest.TestApp(app), User) == 0
+    app.registry.dbengine.dispose()
+
+
+def test_a_password_over_the_size_cap_is_refused(appserver_cli):
+    appserver_cli("initdb")
+    status, _, err = appserver_cli("create-user", "erin", stdin="x" * 2000 + "\n")
+    assert status == 1 and "1024 bytes" in err
+
+
+@pytest.mark.parametrize("username", ["", "   ", "bad\x01name", "x" * 256])
+def test_an_invalid_username_is_refused(appserver_cli, username):
+    appserver_cli("initdb")
+    status, _, err = appserver_cli("create-user", username, stdin="a fine password\n")
+    assert status == 1 and "invalid username" in err
+
+
+def test_on_a_terminal_the_password_is_prompted_twice():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    answers = iter(["first", "second"])
+    with pytest.raises(cli.CommandError, match="do not match"):
+        cli.read_password(Terminal(), prompt=lambda _: next(answers))
+    same = iter(["same pass", "same pass"])
+    assert cli.read_password(Terminal(), prompt=lambda _: next(same)) == "same pass"
+
+
+# --- set-password, revoke-sessions, purge-sessions -------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["set-password", "nobody"], ["revoke-sessions", "nobody"]])
+def test_commands_on_an_unknown_user_fail(appserver_cli, command):
+    appserver_cli("initdb", "--demo")
+    status, out, err = appserver_cli(*command, stdin="a new password\n")
+    assert status == 1
+    assert "appserver: error: no user named 'nobody'" in err
+    assert out == ""
+
+
+def test_set_password_revokes_the_users_sessions(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    token = rest_login(web, "fred", "fred-password").json["session"]["value"]
+    alice = rest_login(webtest.TestApp(web.app), "alice", "alice-password").json["session"]["value"]
+
+    status, out, _ = appserver_cli("set-password", "fred", stdin="fred's new password\n")
+    assert status == 0 and "password changed for 'fred'; 1 session(s) revoked" in out
+
+    web.reset()
+    web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={token}"}, status=401)
+    web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={alice}"}, status=200)
+    rest_login(web, "fred", "fred-password", status=401)
+    rest_login(web, "fred", "fred's new password")
+
+
+def test_set_password_with_an_empty_password_changes_nothing(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    status, _, err = appserver_cli("set-password", "fred", stdin="\n")
+    assert status == 1 and "must not be empty" in err
+    rest_login(web, "fred", "fred-password")
+
+
+def test_revoke_sessions_logs_the_user_out_everywhere(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    tokens = [rest_login(webtest.TestApp(web.app), "fred", "fred-password").json["session"]["value"] for _ in range(2)]
+    status, out, _ = appserver_cli("revoke-sessions", "fred")
+    assert status == 0 and "2 session(s) of 'fred' revoked" in out
+    for token in tokens:
+        web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={token}"}, status=401)
+    rest_login(web, "fred", "fred-password")  # the password still works
+
+
+def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    live = rest_login(webtest.TestApp(web.app), "alice", "alice-password").json["session"]["value"]
+    for _ in range(3):  # three logins and logouts: three revoked rows
+        client = webtest.TestApp(web.app)
+        rest_login(client, "fred", "fred-password")
+        client.delete("/rest/auth/1/session", status=204)
+    assert count(web, UserSession) == 4
+
+    status, out, _ = appserver_cli("purge-sessions", "--batch-size", "2")
+    assert status == 0
+    assert "3 expired or revoked session(s) purged" in out
+    assert count(web, UserSession) == 1
+    web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={live}"}, status=200)
+
+    status, out, _ = appserver_cli("purge-sessions")
+    assert "0 expired or revoked session(s) purged" in out
+
+
+# --- Settings: a bad value stops start-up, naming the setting ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("appserver.session.idle_timeout", "abc"),
+        ("appserver.session.idle_timeout", "0"),
+        ("appserver.session.max_age", "12h"),
+        ("appserver.session.touch_interval", "-1"),
+        ("appserver.session.secure", "maybe"),
+        ("appserver.session.cookie_name", "my session"),
+        ("appserver.rest_prefix", "rest"),
+        ("appserver.rest_cookie_rule", "sometimes"),
+        ("appserver.os_authtype", "2"),
+        ("appserver.basic_realm", "  "),
+        ("appserver.login.max_failures", "three"),
+        ("appserver.secret", "too-short"),
+    ],
+)
+def test_an_invalid_setting_stops_start_up_naming_it(name, value):
+    settings = base_settings("sqlite://", **{name: value})
+    with pytest.raises(ConfigurationError) as raised:
+        appserver.main({}, **settings)
+    assert str(raised.value).startswith(name)
+    assert value.strip() in str(raised.value) or "must" in str(raised.value)
+
+
+def test_settings_that_contradict_each_other_are_refused():
+    settings = base_settings("sqlite://", **{
+        "appserver.session.idle_timeout": "60", "appserver.session.touch_interval": "60",
+    })
+    with pytest.raises(ConfigurationError, match="appserver.session.touch_interval: must be shorter"):
+        parse_settings(settings)
+
+
+def test_a_missing_secret_refuses_with_a_clear_message(monkeypatch):
+    monkeypatch.delenv("APPSERVER_SECRET", raising=False)
+    settings = base_settings("sqlite://")
+    del settings["appserver.secret"]
+    with pytest.raises(ConfigurationError) as raised:
+        appserver.main({}, **settings)
+    assert str(raised.value) == (
+        "appserver.secret is not set: set the APPSERVER_SECRET environment variable (at least 32 characters)"
+    )
+
+
+def test_a_missing_database_url_refuses_with_a_clear_message(monkeypatch):
+    monkeypatch.delenv("APPSERVER_DATABASE_URL", raising=False)
+    settings = base_settings("sqlite://")
+    del settings["sqlalchemy.url"]
+    with pytest.raises(ConfigurationError, match="sqlalchemy.url is not set.*APPSERVER_DATABASE_URL"):
+        appserver.main({}, **settings)
+
+
+def test_the_environment_overrides_the_ini(monkeypatch):
+    monkeypatch.setenv("APPSERVER_SECRET", "s" * 40)
+    monkeypatch.setenv("APPSERVER_DATABASE_URL", "sqlite://")
+    settings = base_settings("postgresql+psycopg://nowhere/none")
+    del settings["appserver.secret"]
+    app = appserver.main({}, **settings)
+    assert app.registry.appserver_settings.secret == "s" * 40
+    assert str(app.registry.dbengine.url) == "sqlite://"
+
+
+def test_the_defaults(monkeypatch):
+    parsed = parse_settings({"appserver.secret": SECRET, "sqlalchemy.url": "sqlite://"})
+    assert (parsed.idle_timeout, parsed.max_age, parsed.touch_interval) == (1800, 43200, 60)
+    assert parsed.cookie_name == "appserver.session"
+    assert parsed.secure_cookies is True and parsed.session_cookie == "__Host-appserver.session"
+    assert parsed.rest_prefix == "/rest" and parsed.rest_cookie_rule and parsed.os_authtype
+
+
+def test_development_ini_is_plain_http_and_production_ini_is_secure():
+    from plaster import get_loader
+
+    development = get_loader(str(ROOT / "development.ini"), protocols=["wsgi"])
+    production = get_loader(str(ROOT / "production.ini"), protocols=["wsgi"])
+    assert development.get_settings("app:main")["appserver.session.secure"] == "false"
+    assert development.get_settings("server:main")["listen"] == "127.0.0.1:6543"
+    assert production.get_settings("app:main")["appserver.session.secure"] == "true"
+    assert production.get_settings("server:main")["listen"] == "127.0.0.1:8080"
+    # production.ini holds no secret and no database: they come from the environment.
+    assert "appserver.secret" not in production.get_settings("app:main")
+    assert "sqlalchemy.url" not in production.get_settings("app:main")
+
+
+# --- production.ini, served for real ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(params=DATABASES)
+def production_env(request, tmp_path) -> dict[str, str]:
+    """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL."""
+    if request.param == "postgresql":
+        url = sibling_database(os.environ["TEST_DATABASE_URL"], "production")
+        engine = get_engine({"sqlalchemy.url": url})
+        reset_database(engine)
+        engine.dispose()
+    else:
+        url = f"sqlite:///{tmp_path / 'production.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")}
+    env.update(APPSERVER_SECRET="p" * 48, APPSERVER_DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    return env
+
+
+def production_ini_on(port: int, tmp_path: Path) -> Path:
+    """production.ini as it is, but listening on ``port``: its app and its server section
+    are used unchanged, only ``listen`` (127.0.0.1:8080 there) is replaced, so parallel
+    test runs never fight over one port."""
+    production = ROOT / "production.ini"
+    path = tmp_path / "production-on-a-free-port.ini"
+    path.write_text(
+        f"[app:main]\nuse = config:{production}#main\n\n"
+        f"[server:main]\nuse = config:{production}#main\nlisten = 127.0.0.1:{port}\n"
+    )
+    return path
+
+
+def wait_until_served(process: subprocess.Popen, url: str, timeout: float = 30) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"pserve exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            return requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            time.sleep(0.1)  # waiting for a process to start listening, not for time to pass
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_path):
+    initdb = subprocess.run(
+        [str(BIN / "appserver"), "production.ini", "initdb", "--demo"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=120,
+    )
+    assert initdb.returncode == 0, initdb.stderr
+    assert "demo user 'fred': created" in initdb.stdout
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "pserve"), str(production_ini_on(port, tmp_path))],
+        cwd=tmp_path, env=production_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        info = wait_until_served(process, base + "/rest/api/2/serverInfo")
+        assert info.status_code == 200 and info.json()["deploymentType"] == "Server"
+        assert info.headers["Server"] == "waitress"
+        login = requests.post(base + "/rest/auth/1/session", timeout=10,
+                              json={"username": "fred", "password": "fred-password"})
+        assert login.status_code == 200
+        assert login.json()["session"]["name"] == "__Host-appserver.session"
+        cookie = login.headers["Set-Cookie"].lower()
+        assert cookie.startswith("__host-appserver.session=") and "; secure" in cookie
+        # Behind its https proxy the browser sends the cookie back; here we do it by hand.
+        token = login.json()["session"]["value"]
+        me = requests.get(base + "/rest/api/2/myself", timeout=10,
+                          headers={"Cookie": f"__Host-appserver.session={token}"})
+        assert me.json()["name"] == "fred"
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_pserve_production_ini_refuses_to_start_without_a_secret(production_env, tmp_path):
+    del production_env["APPSERVER_SECRET"]
+    result = subprocess.run(
+        [str(BIN / "pserve"), "production.ini"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "appserver.secret is not set: set the APPSERVER_SECRET environment variable" in result.stderr
+
+
+def test_pserve_production_ini_refuses_a_short_secret(production_env):
+    production_env["APPSERVER_SECRET"] = "short"
+    result = subprocess.run(
+        [str(BIN / "pserve"), "production.ini"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "appserver.secret: must be at least 32 characters long" in result.stderr

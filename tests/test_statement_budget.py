@@ -1,0 +1,80 @@
+"""The load budget (issue 2, acceptance 5; session-security item 20): an authenticated GET
+costs at most two SQL statements, and ``last_seen_at`` is written at most once per touch
+interval, not on every request. Counted with a ``before_cursor_execute`` listener."""
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+TOUCH_INTERVAL = 60  # tests/support.py base_settings
+SESSION_UPDATE = re.compile(r"^\s*UPDATE\s+sessions\b", re.IGNORECASE)
+
+
+def session_updates(counter) -> int:
+    return sum(1 for statement in counter.statements if SESSION_UPDATE.match(statement))
+
+
+@pytest.fixture
+def fred_cookie(testapp, users) -> dict[str, str]:
+    token = testapp.post_json(
+        "/rest/auth/1/session", {"username": "fred", "password": "fred-password"}
+    ).json["session"]["value"]
+    testapp.reset()
+    return {"Cookie": f"appserver.session={token}"}
+
+
+@pytest.mark.parametrize("path", ["/rest/api/2/myself", "/rest/auth/1/session", "/rest/api/2/serverInfo", "/"])
+def test_an_authenticated_get_costs_at_most_two_statements(testapp, fred_cookie, count_statements, clock, path):
+    count_statements.reset()
+    response = testapp.get(path, headers=fred_cookie)
+    assert response.headers["X-AUSERNAME"] == "fred"
+    assert len(count_statements) <= 2, count_statements.statements
+    assert len(count_statements) == 1  # inside the touch interval: the lookup alone
+
+    clock.advance(TOUCH_INTERVAL)
+    count_statements.reset()
+    testapp.get(path, headers=fred_cookie)
+    assert len(count_statements) == 2, count_statements.statements  # lookup + the touch
+    assert session_updates(count_statements) == 1
+
+
+def test_a_hundred_gets_within_the_touch_interval_write_the_session_at_most_once(
+    testapp, fred_cookie, count_statements, clock
+):
+    clock.advance(TOUCH_INTERVAL)  # the first of the hundred is due to touch
+    count_statements.reset()
+    for _ in range(100):
+        testapp.get("/rest/api/2/myself", headers=fred_cookie)
+        clock.advance((TOUCH_INTERVAL - 1) / 100)
+    assert session_updates(count_statements) == 1
+    assert len(count_statements) == 101  # a SELECT each, one UPDATE
+    assert all(statement.lstrip().upper().startswith(("SELECT", "UPDATE")) for statement in count_statements.statements)
+
+
+def test_touches_follow_the_interval_over_an_hour(testapp, fred_cookie, count_statements, clock):
+    count_statements.reset()
+    for _ in range(360):  # a request every 10 s for an hour
+        clock.advance(10)
+        testapp.get("/rest/api/2/myself", headers=fred_cookie)
+    assert session_updates(count_statements) == 3600 // TOUCH_INTERVAL
+
+
+def test_a_basic_authenticated_get_costs_at_most_two_statements_and_writes_nothing(
+    testapp, users, count_statements
+):
+    headers = {"Authorization": "Basic " + base64.b64encode(b"fred:fred-password").decode()}
+    testapp.get("/rest/api/2/myself", headers=headers)  # warm-up: a first login may upgrade
+    count_statements.reset()
+    for _ in range(5):
+        assert testapp.get("/rest/api/2/myself", headers=headers).json["name"] == "fred"
+    assert len(count_statements) <= 2 * 5, count_statements.statements
+    assert not [s for s in count_statements.statements if not s.lstrip().upper().startswith("SELECT")]
+
+
+def test_an_anonymous_get_costs_no_statement(testapp, count_statements):
+    count_statements.reset()
+    testapp.get("/rest/api/2/serverInfo")
+    testapp.get("/")
+    assert len(count_statements) == 0, count_statements.statements
