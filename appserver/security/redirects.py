@@ -25,7 +25,7 @@ def safe_destination(candidate: str | None, default: str = DEFAULT_DESTINATION) 
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in probe):
         return default
     normalised = probe.replace("\\", "/")
-    if not normalised.startswith("/") or normalised.startswith("//"):
+    if not candidate.startswith("/") or not normalised.startswith("/") or normalised.startswith("//"):
         return default
     parts = urlsplit(normalised)
     if parts.scheme or parts.netloc:
