@@ -126,9 +126,16 @@ class LiveServer:
             env["closer"]()
 
     def stop(self) -> None:
-        self._server.close()
+        # Close every socket, including clients' keep-alive connections (waitress's loop only
+        # ends when its socket map is empty), and do it in the loop's own thread through the
+        # trigger: closing sockets under a running select() can crash that thread.
+        from waitress import wasyncore
+
+        server = self._server
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         if self._thread is not None:
             self._thread.join(timeout=10)
+        server.task_dispatcher.shutdown()
 
 
 def start_live_server(database_url: str, *, demo: bool = True, **overrides: Any) -> LiveServer:
@@ -150,3 +157,40 @@ def start_live_server(database_url: str, *, demo: bool = True, **overrides: Any)
     live._thread = threading.Thread(target=server.run, name=f"waitress-{port}", daemon=True)
     live._thread.start()
     return live
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP request a client really sent, and the status it really got."""
+
+    method: str
+    path: str
+    status: int
+    cookie: str
+    authorization: str
+
+
+def record_http(monkeypatch) -> list[Exchange]:
+    """Record every request that any ``requests``-based client (jira, atlassian-python-api,
+    appserver.client) sends in this test, at the transport level: a 401 that the client
+    handles by logging in again shows up here even though the caller never sees it."""
+    import requests.adapters
+
+    exchanges: list[Exchange] = []
+    send = requests.adapters.HTTPAdapter.send
+
+    def recording_send(adapter, request, *args, **kwargs):
+        response = send(adapter, request, *args, **kwargs)
+        exchanges.append(
+            Exchange(
+                request.method,
+                request.path_url,
+                response.status_code,
+                request.headers.get("Cookie", ""),
+                request.headers.get("Authorization", ""),
+            )
+        )
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
+    return exchanges

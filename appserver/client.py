@@ -1,0 +1,293 @@
+"""A reference REST client for appserver (and Jira Server): log in with the session resource,
+keep the cookie, and when a request answers 401 — the session expired or was revoked — log in
+again *once* and repeat the request.
+
+That is the pattern the seed asks REST clients to follow: a 401 means "your session is gone,
+resubmit your credentials", never "here are the anonymous results". The client never loops:
+if the repeated request is refused too, it raises :class:`AuthenticationError`. A logged-in
+client also sends ``os_authType=cookie`` with every request, so that a cookie which does not
+reach the server (dropped, or ``Secure`` over plain http) is a 401 as well, never a quietly
+anonymous answer.
+
+Library use::
+
+    client = AppserverClient("http://127.0.0.1:6543", "fred", "fred-password")
+    for issue in client.search("project = DEMO ORDER BY key"):
+        print(issue["key"], issue["fields"]["summary"])
+
+Command line (the ``appserver-client`` console script)::
+
+    APPSERVER_PASSWORD=fred-password appserver-client -u fred http://127.0.0.1:6543 search "project = DEMO"
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+EXIT_API_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_UNREACHABLE = 1, 2, 3, 4
+
+
+class AppserverError(Exception):
+    """The server refused a request; ``messages`` are its Jira-style ``errorMessages``."""
+
+    def __init__(self, message: str, status: int | None = None, messages: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.messages = list(messages)
+
+
+class AuthenticationError(AppserverError):
+    """Logging in failed, or the server still answers 401 after logging in again."""
+
+
+def _messages(response: requests.Response) -> list[str]:
+    """The ``errorMessages`` and ``errors`` of a Jira-shaped error body, if it is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    messages = [str(m) for m in body.get("errorMessages") or []]
+    messages += [f"{field}: {message}" for field, message in (body.get("errors") or {}).items()]
+    return messages
+
+
+def _error(response: requests.Response, what: str, kind: type[AppserverError] = AppserverError):
+    messages = _messages(response)
+    detail = "; ".join(messages) or response.reason or "no details"
+    return kind(f"{what}: HTTP {response.status_code}: {detail}", response.status_code, messages)
+
+
+class AppserverClient:
+    """A cookie-session REST client that re-authenticates once on 401.
+
+    Without a username it stays anonymous (and sees only what anonymous users may see).
+    ``relogins`` counts how often an expired session was replaced, for the curious and for
+    tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        rest_prefix: str = "/rest",
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("give both a username and a password, or neither")
+        self.base_url = base_url.rstrip("/")
+        self.rest = self.base_url + rest_prefix
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.http = session or requests.Session()
+        self.http.headers.setdefault("Accept", "application/json")
+        self.logged_in = False
+        self.relogins = 0
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"<AppserverClient {self.base_url} user={self.username or 'anonymous'}>"
+
+    # --- the session ---
+
+    def login(self) -> dict[str, Any]:
+        """POST the credentials to the session resource; the cookie lands in ``self.http``."""
+        if self.username is None:
+            raise AuthenticationError("this client has no credentials: it is anonymous")
+        response = self.http.post(
+            f"{self.rest}/auth/1/session",
+            json={"username": self.username, "password": self._password},
+            timeout=self.timeout,
+        )
+        if response.status_code == 401:
+            raise _error(response, f"login as {self.username!r} failed", AuthenticationError)
+        if response.status_code == 403:
+            retry = response.headers.get("Retry-After")
+            error = _error(response, f"login as {self.username!r} denied", AuthenticationError)
+            if retry:
+                error.args = (f"{error.args[0]} (try again in {retry} seconds)",)
+            raise error
+        if not response.ok:
+            raise _error(response, "login failed")
+        self.logged_in = True
+        log.debug("logged in as %s", self.username)
+        return response.json()
+
+    def logout(self) -> None:
+        """DELETE the session (server-side logout)."""
+        if self.logged_in:
+            self.http.delete(f"{self.rest}/auth/1/session", timeout=self.timeout)
+            self.logged_in = False
+
+    # --- requests ---
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send a request under ``/rest``; on 401 log in again once and repeat it."""
+        if self.username is not None and not self.logged_in:
+            self.login()
+        url = f"{self.rest}/{path.lstrip('/')}"
+        kwargs.setdefault("timeout", self.timeout)
+        if self.username is not None:
+            # os_authType=cookie: should the cookie not reach the server (dropped, or a Secure
+            # cookie over plain http), answer 401 rather than anonymous results.
+            kwargs["params"] = {**(kwargs.get("params") or {}), "os_authType": "cookie"}
+        response = self.http.request(method, url, **kwargs)
+        if response.status_code == 401 and self.username is not None:
+            log.info("%s %s: 401 (session expired or revoked); logging in again", method, path)
+            self.logged_in = False
+            self.login()
+            self.relogins += 1
+            response = self.http.request(method, url, **kwargs)
+            if response.status_code == 401:
+                raise _error(
+                    response,
+                    "still refused right after logging in again (is the session cookie marked "
+                    "Secure while you use plain http?)",
+                    AuthenticationError,
+                )
+        if response.status_code == 401:
+            raise _error(response, f"{method} {path} needs you to log in", AuthenticationError)
+        if not response.ok:
+            raise _error(response, f"{method} {path} failed")
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params).json()
+
+    # --- resources ---
+
+    def server_info(self) -> dict[str, Any]:
+        return self.get("api/2/serverInfo")
+
+    def myself(self) -> dict[str, Any]:
+        return self.get("api/2/myself")
+
+    def issue(self, key: str) -> dict[str, Any]:
+        return self.get(f"api/2/issue/{requests.utils.quote(key, safe='')}")
+
+    def search_page(self, jql: str, start_at: int = 0, max_results: int = PAGE_SIZE,
+                    fields: str = "*navigable") -> dict[str, Any]:
+        return self.get(
+            "api/2/search", jql=jql, startAt=start_at, maxResults=max_results, fields=fields
+        )
+
+    def search(self, jql: str, *, fields: str = "*navigable", page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Every issue matching ``jql``, fetched page by page (following the server's cap)."""
+        start = 0
+        while True:
+            page = self.search_page(jql, start, page_size, fields)
+            issues = page.get("issues") or []
+            yield from issues
+            start += len(issues)
+            if not issues or start >= int(page.get("total") or 0):
+                return
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appserver-client",
+        description="Talk to appserver's (or Jira's) REST API with a cookie session that logs "
+        "in again once when the session expires.",
+        epilog="The password comes from $APPSERVER_PASSWORD, else it is prompted for (or read "
+        "from standard input when that is not a terminal). Exit status: 0 success, 1 the "
+        "server refused the request, 2 usage error, 3 authentication failed, 4 server "
+        "unreachable.",
+    )
+    parser.add_argument("url", help="base URL of the server, e.g. http://127.0.0.1:6543")
+    parser.add_argument(
+        "-u", "--user", default=os.environ.get("APPSERVER_USER"),
+        help="username (default $APPSERVER_USER; none: anonymous)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log re-logins to stderr")
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="print the issues a JQL query finds")
+    search.add_argument("jql", nargs="?", default="", help='e.g. "project = DEMO ORDER BY key"')
+    search.add_argument("--limit", type=int, default=None, help="print at most this many")
+    issue = commands.add_parser("issue", help="print one issue")
+    issue.add_argument("key")
+    commands.add_parser("myself", help="print who the server thinks you are")
+    return parser
+
+
+def _password() -> str:
+    password = os.environ.get("APPSERVER_PASSWORD")
+    if password:
+        return password
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _print_issue(issue: dict[str, Any], out) -> None:
+    fields = issue.get("fields") or {}
+    status = (fields.get("status") or {}).get("name", "")
+    print(f"{issue['key']:<10} {status:<12} {fields.get('summary', '')}", file=out)
+
+
+def main(argv: Sequence[str] | None = None, *, stdout=None, stderr=None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    handler, level = logging.StreamHandler(err), log.level
+    if args.verbose:
+        handler.setFormatter(logging.Formatter("appserver-client: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    password = None
+    if args.user:
+        password = _password()
+        if not password:
+            print("appserver-client: no password given (set APPSERVER_PASSWORD)", file=err)
+            return EXIT_USAGE
+    client = AppserverClient(args.url, args.user or None, password)
+    try:
+        if args.command == "search":
+            count = 0
+            for found in client.search(args.jql):
+                if args.limit is not None and count >= args.limit:
+                    break
+                _print_issue(found, out)
+                count += 1
+            print(f"{count} issue{'' if count == 1 else 's'}", file=err)
+        elif args.command == "issue":
+            found = client.issue(args.key)
+            _print_issue(found, out)
+            print((found.get("fields") or {}).get("description") or "", file=out)
+        else:
+            me = client.myself()
+            print(f"{me['name']} ({me.get('displayName', '')})", file=out)
+    except AuthenticationError as error:
+        print(f"appserver-client: {error}", file=err)
+        return EXIT_AUTH
+    except AppserverError as error:
+        print(f"appserver-client: {error}", file=err)
+        return EXIT_API_ERROR
+    except requests.RequestException as error:
+        print(f"appserver-client: cannot reach {args.url}: {error}", file=err)
+        return EXIT_UNREACHABLE
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    if client.relogins:
+        print(f"(logged in again {client.relogins} time(s) after the session expired)", file=err)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
