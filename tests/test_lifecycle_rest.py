@@ -40,6 +40,8 @@ def assert_jira_error(response, status: int) -> list[str]:
     assert response.content_type == "application/json"
     assert set(response.json) == {"errorMessages", "errors"}
     assert isinstance(response.json["errors"], dict)
+    if status == 401:  # RFC 7235: every 401 carries a challenge
+        assert response.headers["WWW-Authenticate"]
     return response.json["errorMessages"]
 
 
