@@ -323,6 +323,9 @@ class Parser:
 
     def value(self, after: str) -> str:
         token = self.current
+        control = next((c for c in token.value if ord(c) < 32 and c not in "\t\n\r"), None)
+        if control is not None:
+            raise self.error(f"The control character U+{ord(control):04X} is not allowed in a value")
         if token.kind is Kind.STRING:
             self.advance()
             return token.value
@@ -403,14 +406,14 @@ def _status_name(value: str) -> str | None:
 
 def _project_filter(value: str) -> ColumnElement[bool]:
     matches = [Project.key == value.upper(), func.lower(Project.name) == value.lower()]
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         matches.append(Project.id == int(value))
     return or_(*matches)
 
 
 def _parse_key(value: str) -> tuple[str, int] | int | None:
     """``DEMO-7`` -> ("DEMO", 7); an issue id -> int; anything else -> None."""
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         return int(value)
     match = KEY_PATTERN.match(value.strip().upper())
     if match is None:

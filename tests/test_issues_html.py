@@ -65,7 +65,7 @@ def test_a_page_past_the_end_is_empty_with_a_way_back(fred_browser):
     assert page.html.select_one("#prev-page")["href"].endswith("page=4")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "9999999"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "9999999", "\u00b2", "\u0663"])
 def test_bad_page_numbers_are_400_pages(testapp, demo, value):
     page = testapp.get("/issues", {"page": value}, status=400)
     assert "text/html" in page.content_type and "page number" in page.text
@@ -106,7 +106,7 @@ def test_list_links_to_issue_pages(testapp, demo):
     assert page.html.select_one("#issue-security").text == "Public"
 
 
-@pytest.mark.parametrize("key", ["DEMO-7", "DEMO-999", "NOPE-1", "not a key"])
+@pytest.mark.parametrize("key", ["DEMO-7", "DEMO-999", "NOPE-1", "not a key", "%C2%B2"])
 def test_hidden_and_missing_issues_are_the_same_404_for_anonymous_visitors(testapp, demo, key):
     """No redirect to log in for hidden issues only: that would reveal which keys exist. Every
     404 offers the log-in link instead, returning to the issue."""

@@ -149,6 +149,8 @@ def test_max_results_zero_counts_without_issues(testapp, demo):
         ({"maxResults": "abc"}, "maxResults"),
         ({"maxResults": "-5"}, "maxResults"),
         ({"maxResults": "9" * 40}, "maxResults"),
+        ({"startAt": "\u00b2"}, "startAt"),  # a digit to str.isdigit, not to int()
+        ({"maxResults": "\u0663"}, "maxResults"),
         ({"validateQuery": "maybe"}, "validateQuery"),
     ],
 )
@@ -248,6 +250,7 @@ def test_key_search_for_a_hidden_issue_finds_nothing_anonymously(testapp, demo):
         ("project = DEMO ORDER BY priority", "Ordering by 'priority' is not supported"),
         ("status != Open", "The operator '!=' is not supported"),
         ("project = ", "Expecting a value"),
+        ('project = "DE\x00MO"', "control character"),  # PostgreSQL refuses NUL: never a 500
     ],
 )
 def test_unsupported_jql_is_400_naming_what_is_unsupported(testapp, demo, jql_text, fragment):
@@ -263,6 +266,8 @@ def test_unsupported_jql_is_400_naming_what_is_unsupported(testapp, demo, jql_te
         ("project = NOPE", "The value 'NOPE' does not exist for the field 'project'."),
         ("status = Sleeping", "The value 'Sleeping' does not exist for the field 'status'."),
         ("key = nonsense", "The issue key 'nonsense' for field 'key' is invalid."),
+        ("key = \u00b2", "The issue key '\u00b2' for field 'key' is invalid."),
+        ("project = \u00b2", "The value '\u00b2' does not exist for the field 'project'."),
         ('text ~ "!!"', "contains no words"),
     ],
 )
@@ -417,7 +422,8 @@ def test_hidden_and_missing_issues_are_the_same_404(testapp, demo):
     hidden = testapp.get("/rest/api/2/issue/DEMO-7", status=404)
     missing = testapp.get("/rest/api/2/issue/DEMO-999", status=404)
     malformed = testapp.get("/rest/api/2/issue/not-a-key!", status=404)
-    for response in (hidden, missing, malformed):
+    superscript = testapp.get("/rest/api/2/issue/%C2%B2", status=404)
+    for response in (hidden, missing, malformed, superscript):
         assert response.json == {"errorMessages": [NOT_FOUND], "errors": {}}
     assert hidden.headers.get("WWW-Authenticate") is None  # not a 401: nothing to log in for
     hidden_id = testapp.get("/rest/api/2/issue/DEMO-7", headers=FRED).json["id"]

@@ -132,7 +132,7 @@ def find_issue(db: Session, id_or_key: str) -> Issue | None:
     """The issue with this key (case-insensitive, ``demo-7``) or numeric id, with its project
     and reporter loaded. Visibility is the caller's business (ask ``has_permission``)."""
     value = id_or_key.strip()
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         where = Issue.id == int(value)
     elif KEY_PATTERN.match(value.upper()):
         where = Issue.key == value.upper()

@@ -9,6 +9,8 @@ issue (no redirect: a redirect for hidden issues only would reveal that they exi
 """
 from __future__ import annotations
 
+import re
+
 from pyramid.request import Request
 from pyramid.view import view_config
 
@@ -22,7 +24,7 @@ ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it.
 
 def _page_number(request: Request) -> int | None:
     value = request.GET.get("page", "1").strip()
-    if not value.isdigit() or len(value) > 6 or int(value) < 1:
+    if not re.fullmatch(r"[0-9]{1,6}", value) or int(value) < 1:
         return None
     return int(value)
 

@@ -7,6 +7,7 @@ is a 404 with the same message as one that does not exist, so its existence does
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -187,7 +188,7 @@ def _integer(name: str, value: Any, default: int) -> int:
         raise BadParameter(name, f"'{name}' must be a whole number.")
     if isinstance(value, str):
         text = value.strip()
-        if not text.lstrip("-").isdigit() or len(text) > 12:
+        if not re.fullmatch(r"-?[0-9]{1,12}", text):
             raise BadParameter(name, f"The value '{value[:40]}' of '{name}' is not a whole number.")
         value = int(text)
     if value < 0:
