@@ -9,6 +9,7 @@ atlassian-rest-auth.md section 7).
 WebTest talks plain http; ``wsgi.url_scheme = https`` makes the app (and WebTest's cookie
 jar, which withholds Secure cookies from http URLs) see https.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ def test_secure_cookies_are_the_default():
     settings = parse_settings({"appserver.secret": "s" * 32, "sqlalchemy.url": "sqlite://"})
     assert settings.secure_cookies
     assert (settings.session_cookie, settings.remember_cookie) == (
-        "__Host-appserver.session", "__Host-appserver.remember")
+        "__Host-appserver.session",
+        "__Host-appserver.remember",
+    )
 
 
 def test_production_rest_login_cookie(production, users):
@@ -149,7 +152,9 @@ def test_production_logout_deletes_with_the_same_attributes(production, users):
         assert cookie.deletes, cookie
         assert_production_attributes(cookie)
         same = ("path", "secure", "httponly", "samesite", "domain")
-        assert {k: cookie.attributes.get(k) for k in same} == {k: issued[name].attributes.get(k) for k in same}
+        assert {k: cookie.attributes.get(k) for k in same} == {
+            k: issued[name].attributes.get(k) for k in same
+        }
 
 
 def test_production_rest_logout_deletes_with_the_same_attributes(production, users):
@@ -217,7 +222,8 @@ def test_development_never_sets_secure(testapp, users, clock):
     assert set(cookies) == {"csrf", "appserver.session", "appserver.remember"}
     rest = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
     cookies["rest login"] = set_cookies(
-        rest.post_json(LOGIN, {"username": "alice", "password": "alice-password"}))["appserver.session"]
+        rest.post_json(LOGIN, {"username": "alice", "password": "alice-password"})
+    )["appserver.session"]
     for cookie in cookies.values():
         assert_development_attributes(cookie)
     # Deletions too: a stale cookie, and logout.

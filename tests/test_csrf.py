@@ -6,6 +6,7 @@ Under ``/rest``, a cookie-authenticated POST whose body a cross-site form could 
 needs ``X-Atlassian-Token: no-check``; JSON bodies and Basic credentials pass. GET never
 changes state.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,7 +46,9 @@ def form_for(page, action: str) -> webtest.forms.Form:
 
 
 def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
 
 
 def assert_csrf_refusal(response) -> None:
@@ -60,10 +63,21 @@ def state(dbsession) -> tuple:
     """What a forged request could change: accounts, sessions, remember-me tokens."""
     dbsession.expire_all()
     return (
-        dbsession.execute(select(User.id, User.password_hash, User.active, User.locked_until,
-                                 User.current_failed_logins).order_by(User.id)).all(),
-        dbsession.execute(select(UserSession.id, UserSession.revoked_at).order_by(UserSession.id)).all(),
-        dbsession.execute(select(RememberToken.id, RememberToken.revoked_at).order_by(RememberToken.id)).all(),
+        dbsession.execute(
+            select(
+                User.id,
+                User.password_hash,
+                User.active,
+                User.locked_until,
+                User.current_failed_logins,
+            ).order_by(User.id)
+        ).all(),
+        dbsession.execute(
+            select(UserSession.id, UserSession.revoked_at).order_by(UserSession.id)
+        ).all(),
+        dbsession.execute(
+            select(RememberToken.id, RememberToken.revoked_at).order_by(RememberToken.id)
+        ).all(),
     )
 
 
@@ -83,18 +97,40 @@ class FormCase:
 
 FORMS = [
     FormCase("logout", "/account", lambda ctx: "/logout", {}),
-    FormCase("change password", "/account", lambda ctx: "/account/password",
-             {"current_password": "fred-password", "new_password": "brand-new-password",
-              "confirm_password": "brand-new-password"}),
-    FormCase("revoke one session", "/account",
-             lambda ctx: f"/account/sessions/{ctx['other_session'].id}/revoke", {}),
-    FormCase("log out all other sessions", "/account", lambda ctx: "/account/sessions/revoke-others", {}),
-    FormCase("create user", "/admin/users", lambda ctx: "/admin/users",
-             {"username": "newcomer", "password": "newcomer-password"}, as_user="admin"),
+    FormCase(
+        "change password",
+        "/account",
+        lambda ctx: "/account/password",
+        {
+            "current_password": "fred-password",
+            "new_password": "brand-new-password",
+            "confirm_password": "brand-new-password",
+        },
+    ),
+    FormCase(
+        "revoke one session",
+        "/account",
+        lambda ctx: f"/account/sessions/{ctx['other_session'].id}/revoke",
+        {},
+    ),
+    FormCase(
+        "log out all other sessions", "/account", lambda ctx: "/account/sessions/revoke-others", {}
+    ),
+    FormCase(
+        "create user",
+        "/admin/users",
+        lambda ctx: "/admin/users",
+        {"username": "newcomer", "password": "newcomer-password"},
+        as_user="admin",
+    ),
     *(
-        FormCase(f"admin: {action}", "/admin/users",
-                 lambda ctx, action=action: f"/admin/users/{ctx['users']['alice'].id}/{action}", {},
-                 as_user="admin")
+        FormCase(
+            f"admin: {action}",
+            "/admin/users",
+            lambda ctx, action=action: f"/admin/users/{ctx['users']['alice'].id}/{action}",
+            {},
+            as_user="admin",
+        )
         for action in ("deactivate", "unlock", "revoke-sessions")
     ),
 ]
@@ -127,13 +163,17 @@ def test_forms_refuse_a_post_without_the_right_token(testapp, context, dbsession
         {},  # no token at all
         {"csrf_token": ""},
         {"csrf_token": "forged"},
-        {"csrf_token": real_token[:-1] + ("0" if real_token[-1] != "0" else "1")},  # one character off
+        {
+            "csrf_token": real_token[:-1] + ("0" if real_token[-1] != "0" else "1")
+        },  # one character off
         {"csrf_token": real_token + "x"},
     ]
     for extra in attempts:
         assert_csrf_refusal(testapp.post(action, {**case.fill, **extra}, status=400))
     # A wrong token in the header does not help either, nor does one in the query string.
-    assert_csrf_refusal(testapp.post(action, case.fill, headers={"X-CSRF-Token": "forged"}, status=400))
+    assert_csrf_refusal(
+        testapp.post(action, case.fill, headers={"X-CSRF-Token": "forged"}, status=400)
+    )
     assert_csrf_refusal(testapp.post(f"{action}?csrf_token={real_token}", case.fill, status=400))
     assert state(dbsession) == before, f"a forged {case.name} changed something"
 
@@ -143,7 +183,9 @@ def test_forms_refuse_the_token_of_another_session(testapp, context, dbsession, 
     log_in(testapp, case.as_user)
     action = case.action(context)
     # The attacker's own, perfectly valid token, from their own session (alice) ...
-    stolen = form_for(context["alice_browser"].get("/account"), "/account/sessions/revoke-others")["csrf_token"].value
+    stolen = form_for(context["alice_browser"].get("/account"), "/account/sessions/revoke-others")[
+        "csrf_token"
+    ].value
     # ... and the victim's token from before they logged in (the anonymous login form).
     anonymous = browser(testapp).get("/login").forms["login-form"]["csrf_token"].value
     before = state(dbsession)
@@ -191,8 +233,11 @@ def test_login_refuses_an_attackers_token_without_the_matching_cookie(testapp, u
     attacker_token = browser(testapp).get("/login").forms["login-form"]["csrf_token"].value
     testapp.get("/login")  # the victim's own cookie holds a different token
     before = state(dbsession)
-    response = testapp.post("/login", {"os_username": "fred", "os_password": "fred-password",
-                                       "csrf_token": attacker_token}, status=400)
+    response = testapp.post(
+        "/login",
+        {"os_username": "fred", "os_password": "fred-password", "csrf_token": attacker_token},
+        status=400,
+    )
     assert_csrf_refusal(response)
     assert state(dbsession) == before
 
@@ -218,7 +263,9 @@ def test_the_token_changes_on_login_and_is_bound_to_the_session(testapp, users, 
     log_in(testapp, "fred")
     second = token()
     assert second not in (first, anonymous)
-    assert_csrf_refusal(testapp.post("/account/sessions/revoke-others", {"csrf_token": first}, status=400))
+    assert_csrf_refusal(
+        testapp.post("/account/sessions/revoke-others", {"csrf_token": first}, status=400)
+    )
     # Another browser of the same user has its own session, so its own token.
     other = browser(testapp)
     log_in(other, "fred")
@@ -237,8 +284,10 @@ def test_the_token_is_not_the_session_token(testapp, users):
 
 BROWSER_POSTABLE = {
     "form-encoded": ("application/x-www-form-urlencoded", b"jql=project%3DDEMO"),
-    "multipart": ("multipart/form-data; boundary=XX",
-                  b'--XX\r\nContent-Disposition: form-data; name="jql"\r\n\r\nproject=DEMO\r\n--XX--\r\n'),
+    "multipart": (
+        "multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="jql"\r\n\r\nproject=DEMO\r\n--XX--\r\n',
+    ),
     "text/plain": ("text/plain", b'{"jql": "project = DEMO"}'),
     "text/plain with a charset": ("text/plain; charset=utf-8", b'{"jql": "project = DEMO"}'),
     "Text/Plain, mixed case": ("Text/Plain", b'{"jql": "project = DEMO"}'),
@@ -271,14 +320,18 @@ def assert_xsrf_refusal(response) -> None:
 
 
 @pytest.mark.parametrize("kind", BROWSER_POSTABLE, ids=list(BROWSER_POSTABLE))
-def test_cookie_authenticated_browser_postable_bodies_need_the_header(cookie_client, dbsession, kind):
+def test_cookie_authenticated_browser_postable_bodies_need_the_header(
+    cookie_client, dbsession, kind
+):
     content_type, body = BROWSER_POSTABLE[kind]
     before = state(dbsession)
     # Whatever the resource: the session resource (a forged re-login), a search, a GET-only URL.
     for path in (SEARCH, LOGIN, "/rest/api/2/myself"):
         assert_xsrf_refusal(rest_post(cookie_client, path, content_type, body))
         for wrong in ("", "check", "no-check-please", "true"):
-            assert_xsrf_refusal(rest_post(cookie_client, path, content_type, body, {"X-Atlassian-Token": wrong}))
+            assert_xsrf_refusal(
+                rest_post(cookie_client, path, content_type, body, {"X-Atlassian-Token": wrong})
+            )
     assert state(dbsession) == before
 
 
@@ -286,7 +339,9 @@ def test_cookie_authenticated_browser_postable_bodies_need_the_header(cookie_cli
 def test_the_no_check_header_lets_them_through(cookie_client, kind):
     content_type, body = BROWSER_POSTABLE[kind]
     for token in ("no-check", "nocheck", "NO-CHECK", " no-check "):  # nocheck: the legacy spelling
-        response = rest_post(cookie_client, SEARCH, content_type, body, {"X-Atlassian-Token": token})
+        response = rest_post(
+            cookie_client, SEARCH, content_type, body, {"X-Atlassian-Token": token}
+        )
         # Past the XSRF rule, the resource itself answers: it wants JSON.
         assert response.status_int == 415
         assert "Content-Type: application/json" in response.json["errorMessages"][0]
@@ -338,14 +393,31 @@ def test_get_logout_is_405_and_the_session_survives(testapp, users):
 def test_get_on_state_changing_urls_does_nothing(testapp, context, dbsession, method):
     users = context["users"]
     log_in(testapp, "admin")
-    admin_session = dbsession.scalars(select(UserSession).where(UserSession.user_id == users["admin"].id)).one()
-    query = {"current_password": "admin-password", "new_password": "brand-new-password",
-             "confirm_password": "brand-new-password", "username": "newcomer", "password": "newcomer-password",
-             "os_username": "fred", "os_password": "fred-password"}
-    urls = ["/logout", "/account/password", f"/account/sessions/{admin_session.id}/revoke",
-            "/account/sessions/revoke-others", "/admin/users", "/login", LOGIN,
-            *(f"/admin/users/{users['alice'].id}/{action}"
-              for action in ("deactivate", "activate", "unlock", "revoke-sessions"))]
+    admin_session = dbsession.scalars(
+        select(UserSession).where(UserSession.user_id == users["admin"].id)
+    ).one()
+    query = {
+        "current_password": "admin-password",
+        "new_password": "brand-new-password",
+        "confirm_password": "brand-new-password",
+        "username": "newcomer",
+        "password": "newcomer-password",
+        "os_username": "fred",
+        "os_password": "fred-password",
+    }
+    urls = [
+        "/logout",
+        "/account/password",
+        f"/account/sessions/{admin_session.id}/revoke",
+        "/account/sessions/revoke-others",
+        "/admin/users",
+        "/login",
+        LOGIN,
+        *(
+            f"/admin/users/{users['alice'].id}/{action}"
+            for action in ("deactivate", "activate", "unlock", "revoke-sessions")
+        ),
+    ]
     before = state(dbsession)
     for url in urls:
         response = testapp.request(f"{url}?{urlencode(query)}", method=method, expect_errors=True)

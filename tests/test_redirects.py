@@ -4,6 +4,7 @@ Unit tests of :func:`appserver.security.redirects.safe_destination`, a property 
 strings assembled from the pieces open redirects are made of, and the real login form.
 (tests/test_lifecycle_html.py walks the same vectors through the form in more detail.)
 """
+
 from __future__ import annotations
 
 from urllib.parse import unquote, urljoin, urlsplit
@@ -68,8 +69,17 @@ OFF_SITE = [
     "%2Fissues",  # only a literal '/' starts a path
 ]
 
-KEPT = ["/", "/issues?x=1", "/account", "/issues/DEMO-1", "/rest/api/2/myself?a=1&b=2",
-        "/issues?jql=project%20%3D%20DEMO", "/a%20b", "/page#section", "/http://example.com"]
+KEPT = [
+    "/",
+    "/issues?x=1",
+    "/account",
+    "/issues/DEMO-1",
+    "/rest/api/2/myself?a=1&b=2",
+    "/issues?jql=project%20%3D%20DEMO",
+    "/a%20b",
+    "/page#section",
+    "/http://example.com",
+]
 
 
 @pytest.mark.parametrize("candidate", OFF_SITE)
@@ -105,9 +115,39 @@ def test_the_result_is_a_valid_location_header(candidate, expected):
 
 # --- a property: whatever comes in, what goes out stays on this site ----------------------
 
-PIECES = ["/", "//", "\\", "%2F", "%2f", "%5C", "%25", "%09", "%0a", "%00", ":", "http:", "https:",
-          "javascript:", "@", "?", "#", ".", "..", "example.com", "a", "\t", "\n", "\r", "\x00", " ",
-          "\u3002", "\uff0f", "€", "%E2%82%AC", "x=1&y=2"]
+PIECES = [
+    "/",
+    "//",
+    "\\",
+    "%2F",
+    "%2f",
+    "%5C",
+    "%25",
+    "%09",
+    "%0a",
+    "%00",
+    ":",
+    "http:",
+    "https:",
+    "javascript:",
+    "@",
+    "?",
+    "#",
+    ".",
+    "..",
+    "example.com",
+    "a",
+    "\t",
+    "\n",
+    "\r",
+    "\x00",
+    " ",
+    "\u3002",
+    "\uff0f",
+    "€",
+    "%E2%82%AC",
+    "x=1&y=2",
+]
 
 
 def is_on_site(location: str) -> bool:
@@ -147,11 +187,23 @@ def login(testapp, destination: str, *, forge: bool = False):
 
 @pytest.mark.parametrize("forge", [False, True], ids=["in the link", "forged in the form"])
 def test_the_login_form_redirects_only_on_site(testapp, users, forge):
-    for candidate in ("//example.com", "/\\example.com", "%2F%2Fexample.com", "\t//example.com",
-                      "javascript:alert(1)", "https://example.com"):
+    for candidate in (
+        "//example.com",
+        "/\\example.com",
+        "%2F%2Fexample.com",
+        "\t//example.com",
+        "javascript:alert(1)",
+        "https://example.com",
+    ):
         assert login(testapp, candidate, forge=forge).headers["Location"] == "http://localhost/"
-    assert login(testapp, "/issues?x=1", forge=forge).headers["Location"] == "http://localhost/issues?x=1"
-    assert login(testapp, "/issues?q=€", forge=forge).headers["Location"] == "http://localhost/issues?q=%E2%82%AC"
+    assert (
+        login(testapp, "/issues?x=1", forge=forge).headers["Location"]
+        == "http://localhost/issues?x=1"
+    )
+    assert (
+        login(testapp, "/issues?q=€", forge=forge).headers["Location"]
+        == "http://localhost/issues?q=%E2%82%AC"
+    )
 
 
 def test_the_login_page_renders_only_the_safe_destination(testapp):
