@@ -16,7 +16,7 @@ $(VENV)/.run-deps: $(BIN)/python setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[testing,postgresql]'
+	$(BIN)/pip install --quiet -e '.[dev,testing,postgresql]'
 	touch $@
 
 initdb: $(VENV)/.run-deps

@@ -26,7 +26,8 @@ from appserver.settings import ConfigurationError, parse_settings
 from .conftest import DATABASES
 from .support import ROOT, SECRET, base_settings, reset_database, sibling_database
 
-BIN = ROOT / ".venv" / "bin"
+#: The console scripts of the environment running the tests (make test: .venv/bin).
+BIN = Path(sys.executable).parent
 
 INI = """\
 [app:main]

@@ -34,6 +34,7 @@ import base64
 import os
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -481,7 +482,7 @@ def documented_tween_order() -> list[str]:
 
 def test_ptweens_lists_the_tweens_in_the_documented_order():
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ptweens"), "development.ini"],
+        [str(Path(sys.executable).parent / "ptweens"), "development.ini"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )
     listed = re.findall(r"^\d+\s+(\S+)\s*$", result.stdout, flags=re.MULTILINE)
