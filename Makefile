@@ -22,8 +22,9 @@ $(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
 initdb: $(VENV)/.run-deps
 	$(BIN)/appserver $(CONFIG) initdb --demo
 
+# pserve imports pyramid (and its pkg_resources warning) before appserver can filter it.
 run: initdb
-	$(BIN)/pserve $(CONFIG) --reload
+	PYTHONWARNINGS='ignore:pkg_resources is deprecated:UserWarning' $(BIN)/pserve $(CONFIG) --reload
 
 test: $(VENV)/.test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -5,10 +5,17 @@ The architecture, one ``includeme`` per concern:
 """
 from __future__ import annotations
 
-from pyramid.config import Configurator
-from pyramid.router import Router
+import warnings
 
-from .resources import Root
+# pyramid 2.1 imports pkg_resources at start-up and setuptools 80 answers with a deprecation
+# UserWarning on every command (pserve, appserver, appserver-client). It is pyramid's to fix;
+# setup.cfg keeps setuptools < 81 so that pkg_resources is still there to import.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from pyramid.config import Configurator  # noqa: E402 (after the filter above)
+from pyramid.router import Router  # noqa: E402
+
+from .resources import Root  # noqa: E402
 
 
 def main(global_config: dict, **settings: str) -> Router:

@@ -281,6 +281,11 @@ def main(argv: Sequence[str] | None = None, *, stdout=None, stderr=None) -> int:
     except requests.RequestException as error:
         print(f"appserver-client: cannot reach {args.url}: {error}", file=err)
         return EXIT_UNREACHABLE
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly like other Unix tools, and keep the
+        # interpreter from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         log.removeHandler(handler)
         log.setLevel(level)

@@ -240,7 +240,9 @@ def test_on_a_terminal_the_password_is_prompted_twice():
 # --- set-password, revoke-sessions, purge-sessions -------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["set-password", "nobody"], ["revoke-sessions", "nobody"]])
+@pytest.mark.parametrize(
+    "command", [["set-password", "nobody"], ["revoke-sessions", "nobody"], ["unlock", "nobody"]]
+)
 def test_commands_on_an_unknown_user_fail(appserver_cli, command):
     appserver_cli("initdb", "--demo")
     status, out, err = appserver_cli(*command, stdin="a new password\n")
@@ -279,6 +281,19 @@ def test_revoke_sessions_logs_the_user_out_everywhere(appserver_cli, web):
     for token in tokens:
         web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={token}"}, status=401)
     rest_login(web, "fred", "fred-password")  # the password still works
+
+
+def test_unlock_ends_a_lock_out_at_once(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    for attempt in range(3):
+        rest_login(web, "alice", f"wrong-{attempt}", status=401)
+    denied = rest_login(web, "alice", "alice-password", status=403)
+    assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+
+    status, out, _ = appserver_cli("unlock", "alice")
+    assert status == 0 and "'alice' unlocked" in out
+    # The total of failed logins is kept (loginInfo shows it); the current count starts again.
+    assert rest_login(web, "alice", "alice-password").json["loginInfo"]["failedLoginCount"] == 3
 
 
 def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli, web):
@@ -465,6 +480,11 @@ def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_p
         me = requests.get(base + "/rest/api/2/myself", timeout=10,
                           headers={"Cookie": f"__Host-appserver.session={token}"})
         assert me.json()["name"] == "fred"
+        # waitress refuses an oversized body itself, chunked or not, before the app reads it.
+        too_big = iter([b"x" * 65536] * 20)  # 1.25 MiB, sent chunked (no Content-Length)
+        refused = requests.post(base + "/rest/auth/1/session", data=too_big, timeout=10,
+                                headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413
     finally:
         process.terminate()
         process.communicate(timeout=30)

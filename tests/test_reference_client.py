@@ -3,7 +3,11 @@ peers: it logs in, keeps the cookie, and after a 401 logs in again exactly once.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +259,20 @@ def test_cli_verbose_reports_relogin(server, monkeypatch):
     assert status == 0 and len(out.splitlines()) == 200
     assert "401 (session expired or revoked); logging in again" in err
     assert "logged in again 1 time(s)" in err
+
+
+def test_cli_stops_quietly_when_the_reader_goes_away(server):
+    """`appserver-client ... search | head -2`: no BrokenPipeError traceback, exit status 0."""
+    command = [str(Path(sys.executable).parent / "appserver-client"), "-u", "fred", server.url, "search"]
+    environment = {**os.environ, "APPSERVER_PASSWORD": "fred-password"}
+    # 200 lines are more than the pipe's buffer: writing goes on after the reader has gone.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # what `head -1` does after its line
+        errors = process.stderr.read().decode()
+        status = process.wait(timeout=30)
+    assert first.startswith(b"DEMO-1 ")
+    assert status == 0 and "Traceback" not in errors and "BrokenPipe" not in errors, errors

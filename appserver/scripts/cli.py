@@ -108,6 +108,14 @@ def cmd_revoke_sessions(args: argparse.Namespace) -> None:
         print(f"{revoked} session(s) of {user.username!r} revoked, remembered logins forgotten")
 
 
+def cmd_unlock(args: argparse.Namespace) -> None:
+    with app_env(args.config_uri) as env:
+        request = env["request"]
+        user = _existing_user(request, args.username)
+        accounts.unlock(request, user, by="command line")
+        print(f"{user.username!r} unlocked: the next login is checked normally")
+
+
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
     """Sessions, remember-me tokens and stale failure counts of unknown names, each in
     batches committed one by one so a large purge never holds long locks."""
@@ -152,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = commands.add_parser("revoke-sessions", help="log a user out everywhere")
     revoke.add_argument("username")
     revoke.set_defaults(func=cmd_revoke_sessions)
+
+    unlock = commands.add_parser("unlock", help="end a user's lock-out after failed logins now")
+    unlock.add_argument("username")
+    unlock.set_defaults(func=cmd_unlock)
 
     purge = commands.add_parser("purge-sessions", help="delete expired and revoked sessions in batches")
     purge.add_argument("--batch-size", type=int, default=None)

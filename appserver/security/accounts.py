@@ -64,7 +64,9 @@ def set_active(request: Request, user: User, active: bool, *, by: User | None = 
                  f"by {by.username}" if by is not None else "")
 
 
-def unlock(request: Request, user: User, *, by: User | None = None) -> None:
+def unlock(request: Request, user: User, *, by: User | str | None = None) -> None:
+    """End a cool-down now: the next login is checked normally (an admin, or the command line)."""
     user.current_failed_logins = 0
     user.locked_until = None
-    audit.record(request, Event.UNLOCKED, user, f"by {by.username}" if by is not None else "")
+    who = by.username if isinstance(by, User) else by
+    audit.record(request, Event.UNLOCKED, user, f"by {who}" if who else "")
