@@ -30,8 +30,38 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("APPSERVER_REQUIRE_ALL_TESTS=1 needs TEST_DATABASE_URL (PostgreSQL)")
 
 
+#: nodeid -> the database a collected test runs on ("sqlite", "postgresql"), for the summary.
+_DATABASE_OF: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # Every database fixture (database_url, live_database_url, the CLI's) has params=DATABASES.
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        found = [value for value in params.values() if isinstance(value, str) and value in DATABASES]
+        if found:
+            _DATABASE_OF[item.nodeid] = found[0]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """In CI a skipped test is a failed test: CI must never pass by skipping."""
+    """Say which databases the suite ran on (CI's log must show both), and in CI count a
+    skipped test as a failed one: CI must never pass by skipping."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup") or (
+                outcome == "passed" and report.when != "call"
+            ):
+                continue
+            where = _DATABASE_OF.get(report.nodeid, "no database")
+            counts.setdefault(where, {}).setdefault(outcome, 0)
+            counts[where][outcome] += 1
+    if counts:
+        terminalreporter.write_sep("-", "tests per database")
+        for where in [*DATABASES, "no database"]:
+            if where in counts:
+                outcomes = ", ".join(f"{n} {outcome}" for outcome, n in counts[where].items())
+                terminalreporter.write_line(f"{where:<12} {outcomes}")
     skipped = terminalreporter.stats.get("skipped", [])
     if REQUIRE_ALL and skipped:
         terminalreporter.write_line(

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -451,6 +452,25 @@ def wait_until_served(process: subprocess.Popen, url: str, timeout: float = 30) 
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+@contextmanager
+def pserve_production(production_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """``pserve production.ini`` in its own OS process on a free port; yields its base URL."""
+    port = free_port()
+    folder = tmp_path / f"pserve-{port}"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [str(BIN / "pserve"), str(production_ini_on(port, folder))],
+        cwd=folder, env=production_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_served(process, base + "/rest/api/2/serverInfo")
+        yield base
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
 def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_path):
     initdb = subprocess.run(
         [str(BIN / "appserver"), "production.ini", "initdb", "--demo"],
@@ -459,14 +479,8 @@ def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_p
     assert initdb.returncode == 0, initdb.stderr
     assert "demo user 'fred': created" in initdb.stdout
 
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "pserve"), str(production_ini_on(port, tmp_path))],
-        cwd=tmp_path, env=production_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        info = wait_until_served(process, base + "/rest/api/2/serverInfo")
+    with pserve_production(production_env, tmp_path) as base:
+        info = requests.get(base + "/rest/api/2/serverInfo", timeout=10)
         assert info.status_code == 200 and info.json()["deploymentType"] == "Server"
         assert info.headers["Server"] == "waitress"
         login = requests.post(base + "/rest/auth/1/session", timeout=10,
@@ -485,9 +499,46 @@ def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_p
         refused = requests.post(base + "/rest/auth/1/session", data=too_big, timeout=10,
                                 headers={"Content-Type": "application/json"})
         assert refused.status_code == 413
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+
+
+def test_two_pserve_processes_share_lockouts_sessions_and_password_changes(production_env, tmp_path):
+    """Several processes on one database (PostgreSQL in production): nothing that decides who
+    is logged in lives in a process's memory."""
+    initdb = subprocess.run(
+        [str(BIN / "appserver"), "production.ini", "initdb", "--demo"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=120,
+    )
+    assert initdb.returncode == 0, initdb.stderr
+    session = "/rest/auth/1/session"
+    with pserve_production(production_env, tmp_path) as one, pserve_production(production_env, tmp_path) as two:
+        assert one != two
+
+        # Failed logins through either process (form-less REST and Basic) count towards one lock-out.
+        wrong = {"username": "alice", "password": "wrong"}
+        assert requests.post(one + session, json=wrong, timeout=10).status_code == 401
+        assert requests.get(two + "/rest/api/2/myself", auth=("alice", "wrong"), timeout=10).status_code == 401
+        assert requests.post(one + session, json=wrong, timeout=10).status_code == 401
+        denied = requests.post(two + session, json={"username": "alice", "password": "alice-password"}, timeout=10)
+        assert denied.status_code == 403
+        assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+
+        # A session made by one process is live in the other, and a logout in either ends it.
+        login = requests.post(one + session, json={"username": "fred", "password": "fred-password"}, timeout=10)
+        cookie = {"Cookie": f"__Host-appserver.session={login.json()['session']['value']}"}
+        assert requests.get(two + "/rest/api/2/myself", headers=cookie, timeout=10).json()["name"] == "fred"
+        assert requests.delete(two + session, headers=cookie, timeout=10).status_code == 204
+        assert requests.get(one + "/rest/api/2/myself", headers=cookie, timeout=10).status_code == 401
+
+        # A password changed elsewhere (a third process: the command line) fails Basic at once in both.
+        assert requests.get(one + "/rest/api/2/myself", auth=("fred", "fred-password"), timeout=10).ok
+        changed = subprocess.run(
+            [str(BIN / "appserver"), "production.ini", "set-password", "fred"], input="a new password\n",
+            cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=60,
+        )
+        assert changed.returncode == 0, changed.stderr
+        for base in (one, two):
+            assert requests.get(base + "/rest/api/2/myself", auth=("fred", "fred-password"), timeout=10).status_code == 401
+            assert requests.get(base + "/rest/api/2/myself", auth=("fred", "a new password"), timeout=10).ok
 
 
 def test_pserve_production_ini_refuses_to_start_without_a_secret(production_env, tmp_path):
