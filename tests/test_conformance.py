@@ -132,9 +132,9 @@ MATRIX: list[tuple[str, str, str, str, str]] = [
     ("none",    "malformed Basic",             "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
     ("none",    "valid Basic + stale cookie",  "200 -       json fred      OK     deleted", "200 -       json fred      OK     new    ", "200 -       html fred      OK     deleted"),
     # -- basic: 401 + Basic challenge unless Basic credentials are given (and given ones are checked).
-    #    A session cookie alone is not enough: X-AUSERNAME still names whose cookie it is.
+    #    A session cookie alone is not enough; refused credentials of another kind leave the 401 anonymous.
     ("basic",   "none",                        "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
-    ("basic",   "live cookie",                 "401 Basic   json fred      OK     -      ", "401 Basic   json fred      OK     -      ", "401 Basic   html fred      OK     -      "),
+    ("basic",   "live cookie",                 "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
     ("basic",   "expired cookie",              "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
     ("basic",   "revoked cookie",              "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
     ("basic",   "unknown cookie",              "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
@@ -150,10 +150,10 @@ MATRIX: list[tuple[str, str, str, str, str]] = [
     ("cookie",  "revoked cookie",              "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
     ("cookie",  "unknown cookie",              "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
     ("cookie",  "malformed cookie",            "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
-    ("cookie",  "valid Basic",                 "401 Basic   json fred      OK     -      ", "401 Basic   json fred      OK     -      ", "401 Basic   html fred      OK     -      "),
+    ("cookie",  "valid Basic",                 "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
     ("cookie",  "wrong Basic",                 "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
     ("cookie",  "malformed Basic",             "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
-    ("cookie",  "valid Basic + stale cookie",  "401 Basic   json fred      OK     deleted", "401 Basic   json fred      OK     deleted", "401 Basic   html fred      OK     deleted"),
+    ("cookie",  "valid Basic + stale cookie",  "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
     # -- any: 401 (with a Basic challenge) unless valid Basic credentials or a live session cookie are given.
     ("any",     "none",                        "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
     ("any",     "live cookie",                 "200 -       json fred      OK     -      ", "200 -       json fred      OK     new    ", "200 -       html fred      OK     -      "),
@@ -183,10 +183,10 @@ MATRIX: list[tuple[str, str, str, str, str]] = [
     ("COOKIE",  "revoked cookie",              "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
     ("COOKIE",  "unknown cookie",              "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
     ("COOKIE",  "malformed cookie",            "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
-    ("COOKIE",  "valid Basic",                 "401 Basic   json fred      OK     -      ", "401 Basic   json fred      OK     -      ", "401 Basic   html fred      OK     -      "),
+    ("COOKIE",  "valid Basic",                 "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
     ("COOKIE",  "wrong Basic",                 "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
     ("COOKIE",  "malformed Basic",             "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
-    ("COOKIE",  "valid Basic + stale cookie",  "401 Basic   json fred      OK     deleted", "401 Basic   json fred      OK     deleted", "401 Basic   html fred      OK     deleted"),
+    ("COOKIE",  "valid Basic + stale cookie",  "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
 ]
 # fmt: on
 

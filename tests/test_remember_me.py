@@ -44,6 +44,21 @@ def test_rest_calls_are_brought_back_too_rule_1_does_not_fire(testapp, users, cl
     assert cookie(testapp, SESSION) != response.json["session"]["value"]
 
 
+def test_os_authtype_basic_refuses_but_keeps_the_rotated_remember_me_cookie(testapp, users, clock):
+    """os_authType=basic refuses the remembered login (a 401, anonymous), but the token was
+    already rotated on the server: the new one must reach the browser, or its next request
+    would replay the old token and look like theft."""
+    login(testapp, remember=True)
+    first_remember = cookie(testapp, REMEMBER)
+    clock.advance(1800)
+    refused = testapp.get("/rest/api/2/myself?os_authType=basic", status=401)
+    assert refused.headers["X-AUSERNAME"] == "anonymous"
+    assert "X-Seraph-LoginReason" not in refused.headers
+    assert refused.headers["WWW-Authenticate"].startswith("Basic ")
+    assert cookie(testapp, REMEMBER) not in (None, first_remember)
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"  # no theft alarm, still fred
+
+
 def test_without_remember_me_an_expired_session_is_gone(testapp, users, clock):
     login(testapp, remember=False)
     assert cookie(testapp, REMEMBER) is None

@@ -6,6 +6,8 @@ per request and cached (Pyramid does not cache ``request.identity`` itself).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid.request import Request, RequestLocalCache
 from pyramid.security import Allowed, Denied
@@ -160,6 +162,13 @@ class AppSecurityPolicy:
         """Treat the rest of this request as presenting nothing: for the answer to a request
         whose credentials could not be checked (database down), never for serving it."""
         self._cache.set(request, Authentication())
+
+    def refuse(self, request: Request) -> None:
+        """Answer the rest of this request as anonymous although its credentials were good
+        (``os_authType`` asked for another kind): a 401 must not name a user. What was
+        presented, and the cookie changes already decided on (a rotated remember-me token),
+        are kept."""
+        self._cache.set(request, dataclasses.replace(self.authentication(request), identity=None))
 
     # ISecurityPolicy
 

@@ -144,6 +144,7 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
             return handler(request)
         # A Basic challenge when asked for, or when the client itself used Basic.
         basic = wanted in ("basic", "any") or auth.basic is not BasicState.ABSENT
+        registry.security_policy.refuse(request)  # the 401 is anonymous, whoever was presented
         return unauthorized_response(request, message, basic=basic)
 
     return os_authtype_tween
