@@ -138,9 +138,10 @@ def test_inactive_account_fails_like_a_wrong_password(testapp, users, dbsession)
     assert inactive.headers["X-Seraph-LoginReason"] == wrong.headers["X-Seraph-LoginReason"]
 
 
-def test_two_server_processes_share_the_count(live_server_factory):
-    """Two servers with their own engines and pools on one database (PostgreSQL in CI):
-    failures through either count towards one lock-out."""
+def test_two_servers_with_their_own_engines_share_the_count(live_server_factory):
+    """Two app instances with their own engines and pools on one database (PostgreSQL in
+    CI): failures through either count towards one lock-out, and the cool-down ends for
+    both. (tests/test_cli.py does the same with two ``pserve`` OS processes.)"""
     first, second = live_server_factory(), live_server_factory()
     url = "/rest/auth/1/session"
     credentials = {"username": "alice", "password": "wrong"}
