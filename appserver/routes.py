@@ -25,6 +25,7 @@ def includeme(config: Configurator) -> None:
     # REST: the Jira API subset
     config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")
     config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
+    config.add_route("rest.myself.password", rest + "/api/{version:2|latest}/myself/password")
     config.add_route("rest.user", rest + "/api/{version:2|latest}/user")
 
     # The demo issue tracker: HTML pages and the Jira REST resources real clients use

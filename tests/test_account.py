@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 import webtest
 from sqlalchemy import select
 
@@ -116,3 +117,88 @@ def test_deactivation_revokes_everything(testapp, users, app_request):
     assert app_request.dbsession.scalar(
         select(UserSession).where(UserSession.revoked_at.is_(None))
     ) is None
+
+
+def test_wrong_current_passwords_count_towards_the_lock_out(testapp, users, app):
+    """A borrowed session cannot guess the password freely: the check counts like a login."""
+    laptop = browser(testapp)
+    for attempt in range(3):
+        change_password(laptop, f"guess-{attempt}", "a-new-password", status=400)
+    hashes = app.registry.passwords.hash_count
+    locked = change_password(laptop, "fred-password", "a-new-password", status=403)
+    assert app.registry.passwords.hash_count == hashes, "the password was checked during the cool-down"
+    assert "Too many failed password attempts" in locked.html.select_one("#password-error").text
+    assert locked.headers["Retry-After"] == "60"
+    rest_login = testapp.post_json(
+        "/rest/auth/1/session", {"username": "fred", "password": "fred-password"}, status=403
+    )
+    assert rest_login.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+
+
+# --- PUT /rest/api/2/myself/password (Jira's resource) ---------------------------------------
+
+PASSWORD = "/rest/api/2/myself/password"
+
+
+def rest_client(testapp, username="fred"):
+    client = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    client.post_json("/rest/auth/1/session", {"username": username, "password": f"{username}-password"})
+    return client
+
+
+def test_rest_password_change_keeps_this_client_under_a_new_token(testapp, users):
+    client, other = rest_client(testapp), rest_client(testapp)
+    old_token = client.cookies["appserver.session"]
+    response = client.put_json(PASSWORD, {"currentPassword": "fred-password", "password": "a-new-password"}, status=204)
+    assert response.body == b""
+    assert client.cookies["appserver.session"] != old_token
+    assert client.get("/rest/api/2/myself").json["name"] == "fred"
+    other.get("/rest/api/2/myself", status=401)  # every other session is revoked
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=401)
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "a-new-password"), status=200)
+
+
+def test_rest_password_change_with_basic_credentials(testapp, users):
+    testapp.put_json(
+        "/rest/api/latest/myself/password", {"currentPassword": "fred-password", "password": "a-new-password"},
+        headers=basic("fred", "fred-password"), status=204,
+    )
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "a-new-password"), status=200)
+
+
+@pytest.mark.parametrize(
+    "body, status, errors",
+    [
+        ({"currentPassword": "wrong-password", "password": "a-new-password"}, 403,
+         {"currentPassword": "Your current password is not correct."}),
+        ({"currentPassword": "fred-password", "password": "short"}, 400,
+         {"password": "Choose a password of at least 8 characters."}),
+        ({"password": "a-new-password"}, 400, {"currentPassword": "currentPassword is required and must be a string"}),
+        ({"currentPassword": "fred-password", "password": 12345678}, 400,
+         {"password": "password is required and must be a string"}),
+    ],
+)
+def test_rest_password_change_errors_are_jira_shaped(testapp, users, body, status, errors):
+    client = rest_client(testapp)
+    response = client.put_json(PASSWORD, body, status=status)
+    assert response.json["errors"] == errors
+    assert isinstance(response.json["errorMessages"], list)
+    client.get("/rest/api/2/myself", status=200)  # still logged in
+    testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=200)  # unchanged
+
+
+def test_rest_password_change_needs_a_login_and_a_json_body(testapp, users):
+    anonymous = testapp.put_json(PASSWORD, {"currentPassword": "x", "password": "a-new-password"}, status=401)
+    assert anonymous.json["errorMessages"]
+    form = rest_client(testapp).put(PASSWORD, {"currentPassword": "fred-password", "password": "new-password-1"}, status=415)
+    assert "application/json" in form.json["errorMessages"][0]
+
+
+def test_rest_password_change_during_a_lock_out_is_denied(testapp, users):
+    client = rest_client(testapp)
+    for attempt in range(3):
+        client.put_json(PASSWORD, {"currentPassword": f"guess-{attempt}", "password": "a-new-password"}, status=403)
+    denied = client.put_json(PASSWORD, {"currentPassword": "fred-password", "password": "a-new-password"}, status=403)
+    assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+    assert denied.headers["Retry-After"] == "60"
+    assert denied.headers["X-Authentication-Denied-Reason"].startswith("TOO_MANY_FAILED_LOGINS; login-url=")

@@ -4,25 +4,55 @@ the admin pages and the command line: each revokes what it must and leaves an au
 from __future__ import annotations
 
 from pyramid.request import Request
+from pyramid.security import remember
 
 from ..models import User, UserSession
 from . import audit
 from .audit import Event
+from .login import Outcome, check_password
 
 MIN_PASSWORD_LENGTH = 8
 
 
 class AccountError(ValueError):
-    """A request that cannot be done, with a message for the person who asked."""
+    """A request that cannot be done, with a message for the person who asked (and, for
+    REST answers, the field it is about)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TooManyAttempts(AccountError):
+    """The account is in its cool-down after failed password checks."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed password attempts. Wait {retry_after} seconds, then try again.")
+        self.retry_after = retry_after
 
 
 def validate_new_password(request: Request, password: str, confirm: str | None = None) -> None:
     if confirm is not None and password != confirm:
-        raise AccountError("The two new passwords do not match.")
+        raise AccountError("The two new passwords do not match.", "password")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.")
+        raise AccountError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.", "password")
     if request.passwords.too_long(password):
-        raise AccountError(f"Passwords are limited to {request.passwords.max_bytes} bytes.")
+        raise AccountError(f"Passwords are limited to {request.passwords.max_bytes} bytes.", "password")
+
+
+def change_own_password(request: Request, user: User, current: str, new: str, confirm: str | None = None) -> int:
+    """The account page's and ``PUT /rest/api/2/myself/password``'s change: the current
+    password is checked like a login (failures count towards the lock-out, so a borrowed
+    session cannot guess it freely), then every other session and remember-me token is
+    revoked. The caller rotates the current session."""
+    attempt = check_password(request, user.username, current, channel="password change")
+    if attempt.outcome is Outcome.DENIED:
+        raise TooManyAttempts(attempt.retry_after or 1)
+    if not attempt.ok:
+        raise AccountError("Your current password is not correct.", "currentPassword")
+    validate_new_password(request, new, confirm)
+    identity = request.authentication.identity
+    return set_password(request, user, new, keep=identity.session if identity else None)
 
 
 def set_password(request: Request, user: User, password: str, *, keep: UserSession | None = None) -> int:
@@ -38,6 +68,15 @@ def set_password(request: Request, user: User, password: str, *, keep: UserSessi
     request.remember_store.revoke_user(user.id)
     audit.record(request, Event.PASSWORD_CHANGED, user, f"{revoked} other session(s) revoked")
     return revoked
+
+
+def rotated_session(request: Request) -> list[tuple[str, str]] | None:
+    """After a password change, keep this client logged in under a new token (its old one
+    was just revoked): the Set-Cookie headers. A cookie-less (Basic) change has no session."""
+    identity = request.authentication.identity
+    if identity is None or not identity.cookie_based:
+        return None
+    return remember(request, identity.user.id, user=identity.user)
 
 
 def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = None, by: str = "") -> int:

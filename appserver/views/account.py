@@ -7,9 +7,7 @@ from pyramid.view import view_config
 
 from ..models import UserSession
 from ..security import accounts, audit
-from ..security.accounts import AccountError
-from pyramid.security import remember
-
+from ..security.accounts import AccountError, TooManyAttempts, rotated_session
 from ..security.login import log_out
 from .notices import notice_for
 from .rest import login_info
@@ -48,23 +46,22 @@ def account(request: Request) -> dict:
 )
 def change_password(request: Request):
     user = request.user
-    current = request.POST.get("current_password", "")
-    new = request.POST.get("new_password", "")
-    confirm = request.POST.get("confirm_password", "")
     try:
-        ok, _ = request.passwords.verify(current, user.password_hash)
-        if not ok:
-            raise AccountError("Your current password is not correct.")
-        accounts.validate_new_password(request, new, confirm)
+        accounts.change_own_password(
+            request,
+            user,
+            request.POST.get("current_password", ""),
+            request.POST.get("new_password", ""),
+            request.POST.get("confirm_password", ""),
+        )
+    except TooManyAttempts as error:
+        request.response.status = 403
+        request.response.headers["Retry-After"] = str(error.retry_after)
+        return account_page(request, password_error=str(error))
     except AccountError as error:
         request.response.status = 400
         return account_page(request, password_error=str(error))
-    identity = request.authentication.identity
-    accounts.set_password(request, user, new, keep=identity.session)
-    # Keep this browser logged in, under a new token (the old one was just revoked). A
-    # cookie-less (Basic) change has no session to rotate.
-    headers = remember(request, user.id, user=user) if identity.cookie_based else None
-    return _back(request, "password-changed", headers)
+    return _back(request, "password-changed", rotated_session(request))
 
 
 @view_config(route_name="account.revoke_session", request_method="POST", permission="account")

@@ -52,6 +52,15 @@ def bad_json_response(request: Request, error: BadJSON):
     return error_response(request, error.status, [str(error)])
 
 
+def missing_strings(body: dict[str, Any], *fields: str) -> dict[str, str]:
+    """Jira's ``errors`` object for required fields that are absent, empty or not strings."""
+    return {
+        field: f"{field} is required and must be a string"
+        for field in fields
+        if not isinstance(body.get(field), str) or not body[field]
+    }
+
+
 def login_info(user: User) -> dict[str, Any]:
     info: dict[str, Any] = {
         "failedLoginCount": user.total_failed_logins,

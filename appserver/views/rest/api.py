@@ -1,14 +1,18 @@
-"""``/rest/api/2``: server information and users."""
+"""``/rest/api/2``: server information, users, and changing your own password."""
 from __future__ import annotations
 
+from pyramid.httpexceptions import HTTPNoContent
 from pyramid.request import Request
 from pyramid.view import view_config
 
 from ... import __name__ as package_name
 from ...errors import error_response
-from ...security.login import find_user
 from ...rendering import jira_time
-from . import user_json
+from ...security import accounts
+from ...security.accounts import AccountError, TooManyAttempts
+from ...security.login import find_user
+from ...security.responses import denied_response
+from . import BadJSON, bad_json_response, json_object, missing_strings, user_json
 
 try:
     from importlib.metadata import version as _distribution_version
@@ -43,6 +47,34 @@ def server_info(request: Request) -> dict:
 @view_config(route_name="rest.myself", request_method="GET", renderer="json", permission="account")
 def myself(request: Request) -> dict:
     return user_json(request, request.user)
+
+
+@view_config(
+    route_name="rest.myself.password",
+    request_method="PUT",
+    permission="account",
+    # A JSON PUT cannot be sent cross-site without a CORS preflight, which this server never
+    # grants: the browser itself is the CSRF protection here, as for Jira.
+    require_csrf=False,
+)
+def change_my_password(request: Request):
+    """Jira's ``PUT /rest/api/2/myself/password`` {"password", "currentPassword"} -> 204."""
+    try:
+        body = json_object(request)
+    except BadJSON as error:
+        return bad_json_response(request, error)
+    problems = missing_strings(body, "currentPassword", "password")
+    if problems:
+        return error_response(request, 400, ["Send the current password and the new one."], errors=problems)
+    try:
+        accounts.change_own_password(request, request.user, body["currentPassword"], body["password"])
+    except TooManyAttempts as error:
+        return denied_response(request, error.retry_after)
+    except AccountError as error:
+        status = 403 if error.field == "currentPassword" else 400
+        return error_response(request, status, [], errors={error.field or "password": str(error)})
+    # A cookie client stays logged in under a new token; a Basic client has no session.
+    return HTTPNoContent(headers=accounts.rotated_session(request))
 
 
 @view_config(route_name="rest.user", request_method="GET", renderer="json", permission="account")

@@ -8,7 +8,7 @@ from pyramid.view import view_config, view_defaults
 from ...errors import error_response
 from ...security.login import Outcome, check_password, log_in, log_out
 from ...security.responses import denied_response, unauthorized_response
-from . import BadJSON, bad_json_response, json_object, login_info
+from . import BadJSON, bad_json_response, json_object, login_info, missing_strings
 
 
 @view_defaults(route_name="rest.session", renderer="json", require_csrf=False)
@@ -23,14 +23,10 @@ class SessionResource:
             body = json_object(request)
         except BadJSON as error:
             return bad_json_response(request, error)
-        username, password = body.get("username"), body.get("password")
-        problems = {
-            field: f"{field} is required and must be a string"
-            for field, value in (("username", username), ("password", password))
-            if not isinstance(value, str) or not value
-        }
+        problems = missing_strings(body, "username", "password")
         if problems:
             return error_response(request, 400, ["Send a username and a password."], errors=problems)
+        username, password = body["username"], body["password"]
         attempt = check_password(request, username, password, channel="rest")
         if attempt.outcome is Outcome.DENIED:
             request.login_reason = Outcome.DENIED.value
