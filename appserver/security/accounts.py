@@ -9,7 +9,7 @@ from pyramid.security import remember
 from ..models import User, UserSession
 from . import audit
 from .audit import Event
-from .login import Outcome, check_password
+from .login import Outcome, check_user_password
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -45,7 +45,7 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
     password is checked like a login (failures count towards the lock-out, so a borrowed
     session cannot guess it freely), then every other session and remember-me token is
     revoked. The caller rotates the current session."""
-    attempt = check_password(request, user.username, current, channel="password change")
+    attempt = check_user_password(request, user, current, channel="password change")
     if attempt.outcome is Outcome.DENIED:
         raise TooManyAttempts(attempt.retry_after or 1)
     if not attempt.ok:

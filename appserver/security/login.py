@@ -82,6 +82,12 @@ def check_password(request: Request, username: str, password: str, *, channel: s
     user = find_user(request, username)
     if user is None:
         return _check_unknown(request, username, channel)
+    return check_user_password(request, user, password, channel=channel)
+
+
+def check_user_password(request: Request, user: User, password: str, *, channel: str) -> Attempt:
+    """:func:`check_password` for a user already in hand (re-authenticating the logged-in
+    user before a password change): the same lock-out and counting, without looking them up."""
     wait = locked_for(request, user)
     if wait is not None:
         audit.record(request, Event.LOGIN_DENIED, user, channel)
