@@ -248,6 +248,52 @@ def test_an_expired_session_on_a_page_says_so_and_links_back(testapp, users, clo
     assert testapp.get("/").html.select_one("#session-expired") is None
 
 
+@pytest.mark.parametrize("how", ["idle timeout", "logged out elsewhere"])
+@pytest.mark.parametrize("path", ["/account", "/admin/users"])
+def test_an_expired_session_on_a_login_only_page_says_so_on_the_login_page(
+    testapp, users, clock, dbsession, how, path
+):
+    """The redirect to the login page deletes the stale cookie, so the login page learns of
+    the expiry from the redirect: the same notice public pages show, and back to the page."""
+    submit_login(testapp, username="admin", status=303)
+    if how == "idle timeout":
+        clock.advance(1800)
+    else:
+        other_browser(testapp).get("/")  # nothing shared: revoke through the database
+        for row in dbsession.scalars(select(UserSession)):
+            row.revoked_at = clock.now()
+        dbsession.flush()
+    response = testapp.get(path, status=303)
+    assert session_cookie(response).startswith("appserver.session=;")
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/login"
+    assert parse_qs(location.query) == {"os_destination": [path], "expired": ["1"]}
+    page = response.follow()
+    notice = page.html.select_one("#session-expired")
+    assert notice is not None and "Your session has expired" in notice.text
+    assert path in notice.text
+    form = page.forms["login-form"]
+    assert form["os_destination"].value == path
+    form["os_username"], form["os_password"] = "admin", "admin-password"
+    assert form.submit(status=303).headers["Location"] == f"http://localhost{path}"
+    assert testapp.get(path).html.select_one("#session-expired") is None
+
+
+def test_an_anonymous_visitor_of_a_login_only_page_is_not_told_of_an_expiry(testapp, users):
+    response = testapp.get("/account", status=303)
+    assert "expired" not in parse_qs(urlsplit(response.headers["Location"]).query)
+    assert response.follow().html.select_one("#session-expired") is None
+
+
+def test_the_expiry_flag_is_only_a_flag(testapp):
+    """``expired`` switches a fixed text on; no other value, and no text, comes from the URL."""
+    assert testapp.get("/login?expired=1").html.select_one("#session-expired") is not None
+    for value in ("0", "yes", "<b>x</b>"):
+        page = testapp.get("/login", params={"expired": value})
+        assert page.html.select_one("#session-expired") is None
+        assert "<b>x</b>" not in page.text
+
+
 # --- Error pages -----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from pyramid.view import exception_view_config, forbidden_view_config, notfound_
 from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE
 from ..security.responses import unauthorized_response, unavailable_response
+from .pages import SESSION_EXPIRED_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,12 @@ def forbidden(exc, request: Request):
                 "You are not authenticated. Authentication required to perform this operation.",
                 basic=False,
             )
-        return HTTPSeeOther(request.route_url("login", _query={"os_destination": request.path_qs}))
+        # The stale cookie is deleted by this very redirect, so the login page cannot see it:
+        # the redirect itself says the session expired (a flag, never a text of the URL's).
+        query = {"os_destination": request.path_qs}
+        if request.authentication.stale_cookie:
+            query[SESSION_EXPIRED_PARAM] = "1"
+        return HTTPSeeOther(request.route_url("login", _query=query))
     return error_response(
         request,
         403,

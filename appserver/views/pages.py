@@ -9,6 +9,10 @@ from ..security.login import Outcome, check_password, log_in, log_out
 from ..security.redirects import safe_destination
 from .notices import notice_for
 
+#: ``/login?expired=1``: the login page says the session expired (set by the redirect from
+#: a login-only page, which has just deleted the stale cookie).
+SESSION_EXPIRED_PARAM = "expired"
+
 
 @view_config(route_name="home", renderer="appserver:templates/home.jinja2", permission="view")
 def home(request: Request) -> dict:
@@ -18,7 +22,13 @@ def home(request: Request) -> dict:
 @view_config(route_name="login", renderer="appserver:templates/login.jinja2", permission="view")
 def login(request: Request):
     destination = safe_destination(request.params.get("os_destination"))
-    form = {"username": "", "error": None, "retry_after": None, "destination": destination}
+    form = {
+        "username": "",
+        "error": None,
+        "retry_after": None,
+        "destination": destination,
+        "session_expired": request.GET.get(SESSION_EXPIRED_PARAM) == "1",
+    }
     if request.method != "POST":
         return form
     username = request.POST.get("os_username", "")

@@ -145,6 +145,26 @@ def test_expired_session_shows_notice_and_anonymous_view(
     expect(page.locator("#issue-count")).to_have_text("200")
 
 
+def test_expired_session_on_a_login_only_page_is_said_on_the_login_page(
+    page: Page, context: BrowserContext, server: LiveServer
+) -> None:
+    """/account needs a login: the browser lands on the login page, which says why."""
+    log_in(page, "fred")
+    expire_sessions(server)
+    page.goto("/account")
+
+    assert path_of(page) == "/login?os_destination=%2Faccount&expired=1"
+    notice = page.locator("#session-expired")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Your session has expired")
+    expect_anonymous(page)
+    assert session_cookie(context, server) is None
+    submit_login(page, "fred", "fred-password")
+    assert path_of(page) == "/account"
+    expect(page.locator("#account-username")).to_have_text("fred")
+    expect(page.locator("#session-expired")).to_have_count(0)
+
+
 def test_session_revoked_from_another_browser_shows_notice(
     new_context: ContextFactory, server: LiveServer
 ) -> None:
