@@ -8,7 +8,7 @@ README shows.
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from ..support import LiveServer
 from .conftest import ContextFactory, Screenshots
@@ -75,6 +75,15 @@ def assert_fits(page: Page) -> None:
     )
 
 
+def assert_on_screen(locator: Locator) -> None:
+    """Within the phone's width once scrolled to vertically: reachable without sideways
+    scrolling of the page or of a table's box."""
+    locator.scroll_into_view_if_needed()
+    expect(locator).to_be_in_viewport()
+    box = locator.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+
+
 @pytest.mark.parametrize(("path", "who"), MAIN_PAGES)
 def test_main_pages_fit_a_phone_without_sideways_scrolling(
     new_context: ContextFactory, server: LiveServer, path: str, who: str | None
@@ -90,12 +99,8 @@ def test_header_wraps_and_log_out_is_on_screen(
     _, page = phone_page(new_context, "admin")
     page.goto("/issues")
     logout = page.locator("#logout")
-    expect(logout).to_be_visible()
-    box = logout.bounding_box()
-    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
-    for link in ("#issues-link", "#admin-link", "#current-user"):
-        link_box = page.locator(link).bounding_box()
-        assert link_box is not None and link_box["x"] + link_box["width"] <= PHONE["width"], link
+    for element in ("#logout", "#issues-link", "#admin-link", "#current-user"):
+        assert_on_screen(page.locator(element))
     # The issue table scrolls inside its own box: the page does not.
     table = page.locator("#issue-table")
     expect(table).to_be_visible()
@@ -120,11 +125,7 @@ def test_account_cards_stack_on_a_phone(
     assert abs(second["x"] - first["x"]) < 1, (first, second)
     assert_fits(page)
     # The sessions table is one block per session: its Log out button is on screen.
-    revoke = page.locator("#sessions button.revoke-session").first
-    revoke.scroll_into_view_if_needed()
-    expect(revoke).to_be_in_viewport()
-    box = revoke.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
+    assert_on_screen(page.locator("#sessions button.revoke-session").first)
     screenshots.take(page, "phone-account")
 
 
@@ -137,6 +138,5 @@ def test_admin_page_fits_a_phone(
     assert_fits(page)
     # One block per account, every action button on screen (no sideways scrolling).
     for button in page.locator("#users button").all():
-        box = button.bounding_box()
-        assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
+        assert_on_screen(button)
     screenshots.take(page, "phone-admin")
