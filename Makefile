@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= development.ini
+# make run PORT=6544: another port than the ini's (development.ini reads http_port).
+PORT ?=
+PORT_VARS := $(if $(PORT),http_port=$(PORT))
 PYTEST_ARGS ?=
 
 .PHONY: run test initdb e2e screenshots benchmark clean
@@ -22,9 +25,13 @@ $(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
 initdb: $(VENV)/.run-deps
 	$(BIN)/appserver $(CONFIG) initdb --demo
 
+# First the settings and a free port (one line if not: pserve's reloader would wait for a
+# file to change after a failed start), then the database, then the server.
 # pserve imports pyramid (and its pkg_resources warning) before appserver can filter it.
-run: initdb
-	PYTHONWARNINGS='ignore:pkg_resources is deprecated:UserWarning' $(BIN)/pserve $(CONFIG) --reload
+run: $(VENV)/.run-deps
+	@$(BIN)/appserver $(CONFIG) check --no-database $(if $(PORT),--port $(PORT))
+	$(BIN)/appserver $(CONFIG) initdb --demo
+	PYTHONWARNINGS='ignore:pkg_resources is deprecated:UserWarning' $(BIN)/pserve --reload $(CONFIG) $(PORT_VARS)
 
 test: $(VENV)/.test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ request.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class AppSettings:
     max_password_bytes: int
     max_concurrent_hashes: int
     purge_batch_size: int
+    show_demo_users: bool
 
     @property
     def session_cookie(self) -> str:
@@ -115,7 +117,8 @@ def _secret(name: str, value: Any) -> str:
     return text
 
 
-#: setting name -> (field, parser, default). The README's settings table mirrors this.
+#: setting name -> (field, parser, default). docs/configuration.md's table mirrors this
+#: (tests/test_docs.py compares them).
 SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.secret": ("secret", _secret, None),
     "appserver.session.cookie_name": ("cookie_name", _cookie_name, "appserver.session"),
@@ -135,7 +138,27 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    "appserver.login.show_demo_users": ("show_demo_users", _boolean, "false"),
 }
+
+#: ``appserver.*`` keys that code hands in, never an ini file (tests inject an engine and a
+#: frozen clock); every other ``appserver.*`` key must be in SCHEMA.
+INTERNAL_SETTINGS = frozenset({"appserver.dbengine", "appserver.clock"})
+
+
+def check_known(settings: Mapping[str, Any]) -> None:
+    """A misspelt setting would silently keep its default: refuse it, naming the closest
+    real one. Derived from SCHEMA, so every setting added there is known here."""
+    for name in sorted(settings):
+        if not name.startswith("appserver.") or name in SCHEMA or name in INTERNAL_SETTINGS:
+            continue
+        # Compared without the prefix they all share, which would make any two look alike.
+        known = {key.removeprefix("appserver."): key for key in SCHEMA}
+        close = difflib.get_close_matches(name.removeprefix("appserver."), known, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {known[close[0]]}?" if close else "the settings are listed in docs/configuration.md"
+        )
+        raise ConfigurationError(f"{name}: unknown setting; {hint}")
 
 
 def apply_environment(settings: MutableMapping[str, Any], environ: Mapping[str, str] = os.environ) -> None:
@@ -146,6 +169,7 @@ def apply_environment(settings: MutableMapping[str, Any], environ: Mapping[str, 
 
 
 def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
+    check_known(settings)
     values = {}
     for name, (field, parse, default) in SCHEMA.items():
         raw = settings.get(name, default)
@@ -158,6 +182,11 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
     if parsed.lockout_max_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
             "appserver.login.lockout_max_seconds: must not be shorter than appserver.login.lockout_seconds"
+        )
+    if parsed.show_demo_users and parsed.secure_cookies:
+        raise ConfigurationError(
+            "appserver.login.show_demo_users: only for development (with "
+            "appserver.session.secure = false); production never lists accounts"
         )
     if not settings.get("sqlalchemy.url"):
         raise ConfigurationError(

@@ -14,13 +14,15 @@ from alembic.config import Config as AlembicConfig
 from pyramid.paster import bootstrap, setup_logging
 from sqlalchemy.orm import Session
 
+from .. import startup
 from ..demo import ensure_user, seed_demo
-from ..models import User
+from ..models import DATABASE_UNAVAILABLE, User, get_engine
 from ..models.user import USERNAME_MAX_LENGTH
 from ..security import accounts, audit
 from ..security.audit import Event
 from ..security.login import find_user, purge_throttles
 from ..security.passwords import PasswordTooLong
+from ..settings import ConfigurationError, apply_environment, parse_settings
 
 
 class CommandError(Exception):
@@ -47,8 +49,39 @@ def migrate(config_uri: str) -> None:
     command.upgrade(alembic_config, "head")
 
 
+def app_settings(config_uri: str) -> dict[str, Any]:
+    """The ``[app:main]`` settings with the environment's overrides, checked: a bad or
+    unknown setting is a one-line error before anything connects."""
+    section = config_uri.split("#", 1)[1] if "#" in config_uri else "main"
+    settings = startup.ini_settings(config_uri, f"app:{section}")
+    apply_environment(settings)
+    parse_settings(settings)
+    return settings
+
+
+def require_database(config_uri: str, *, migrated: bool = True) -> None:
+    """The database answers (and, for every command but initdb, is migrated): else one line
+    that says what to do, before a command half-runs."""
+    settings = app_settings(config_uri)
+    engine = get_engine(settings)
+    try:
+        if migrated:
+            problem = startup.database_status(engine, config_uri)
+        else:
+            try:
+                with engine.connect():
+                    problem = None
+            except DATABASE_UNAVAILABLE as error:
+                problem = startup.database_problem(error, engine.url)
+    finally:
+        engine.dispose()
+    if problem is not None:
+        raise CommandError(problem)
+
+
 @contextmanager
 def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
+    require_database(config_uri)
     with bootstrap(config_uri) as env:
         request = env["request"]
         with request.tm:
@@ -56,6 +89,7 @@ def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
 
 
 def cmd_initdb(args: argparse.Namespace) -> None:
+    require_database(args.config_uri, migrated=False)
     migrate(args.config_uri)
     print("database migrated to the latest revision")
     if args.demo:
@@ -85,18 +119,16 @@ def _existing_user(request, username: str) -> User:
 
 
 def cmd_create_user(args: argparse.Namespace) -> None:
-    password = read_password()
-    with app_env(args.config_uri) as env:
-        user = _create_user(env["request"], args, password)
+    with app_env(args.config_uri) as env:  # the database first: then ask for a password
+        user = _create_user(env["request"], args, read_password())
         print(f"created user {user.username!r}{' (administrator)' if user.admin else ''}")
 
 
 def cmd_set_password(args: argparse.Namespace) -> None:
-    password = read_password()
     with app_env(args.config_uri) as env:
         request = env["request"]
         user = _existing_user(request, args.username)
-        revoked = accounts.set_password(request, user, password)
+        revoked = accounts.set_password(request, user, read_password())
         print(f"password changed for {user.username!r}; {revoked} session(s) revoked")
 
 
@@ -119,6 +151,7 @@ def cmd_unlock(args: argparse.Namespace) -> None:
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
     """Sessions, remember-me tokens and stale failure counts of unknown names, each in
     batches committed one by one so a large purge never holds long locks."""
+    require_database(args.config_uri)
     with bootstrap(args.config_uri) as env:
         request = env["request"]
         batch = args.batch_size or request.appserver_settings.purge_batch_size
@@ -168,18 +201,50 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge-sessions", help="delete expired and revoked sessions in batches")
     purge.add_argument("--batch-size", type=int, default=None)
     purge.set_defaults(func=cmd_purge_sessions)
+
+    check = commands.add_parser(
+        "check", help="check the settings, the database and that the server's address is free"
+    )
+    check.add_argument("--port", type=int, default=None, help="the port make run PORT=N serves on")
+    check.add_argument("--no-database", action="store_true", help="leave the database out")
+    check.set_defaults(func=cmd_check)
     return parser
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    """What ``pserve`` needs, checked before it starts: ``make run`` calls this first."""
+    app_settings(args.config_uri)
+    server = startup.with_port(startup.ini_settings(args.config_uri, "server:main"), args.port)
+    startup.check_free(server)
+    addresses = ", ".join(startup.display(a[3]) for a in startup.listen_addresses(server))
+    if not args.no_database:
+        require_database(args.config_uri)
+    checked = "settings" if args.no_database else "settings, database"
+    print(f"{args.config_uri}: {checked} and {addresses} ready")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.config_uri.split("#", 1)[0])
     try:
+        setup_logging(str(startup.config_file(args.config_uri)))
         args.func(args)
-    except (CommandError, PasswordTooLong) as error:
-        print(f"appserver: error: {error}", file=sys.stderr)
-        return 1
+    except (CommandError, PasswordTooLong, startup.StartupError) as error:
+        return fail(error)
+    except ConfigurationError as error:
+        return fail(f"{args.config_uri.split('#', 1)[0]}: {error}")
+    except DATABASE_UNAVAILABLE as error:  # checked before, so it failed while the command ran
+        url = startup.safe_url(app_settings(args.config_uri).get("sqlalchemy.url"))
+        return fail(f"the database {url} failed: {startup.first_line(error)}")
+    except SystemExit as error:  # the app factory's one line (it is pserve's too)
+        if isinstance(error.code, str):
+            return fail(error.code)
+        raise
     return 0
+
+
+def fail(message: object) -> int:
+    print(f"appserver: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,7 @@ from pyramid.response import Response
 
 from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE
+from ..startup import database_problem
 from .basic import basic_challenge
 from .identity import Authentication, BasicState
 from .responses import denied_response, unauthorized_response, unavailable_response
@@ -90,8 +91,12 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
                 # that fails: commit them before the view runs.
                 request.tm.commit()
                 request.tm.begin()
-        except DATABASE_UNAVAILABLE:
-            log.warning("database unavailable while authenticating %s", request.path_info)
+        except DATABASE_UNAVAILABLE as error:
+            log.warning(
+                "database unavailable while authenticating %s: %s",
+                request.path_info,
+                database_problem(error, registry.dbengine.url),
+            )
             _abandon_transaction(request)
             # The 503 page (its layout shows who is logged in) must not ask the database again.
             registry.security_policy.unauthenticated(request)

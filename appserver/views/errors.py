@@ -12,6 +12,7 @@ from pyramid.view import exception_view_config, forbidden_view_config, notfound_
 from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE
 from ..security.responses import unauthorized_response, unavailable_response
+from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def http_exception(exc: HTTPException, request: Request):
 @exception_view_config(DATABASE_UNAVAILABLE[1])
 @exception_view_config(DATABASE_UNAVAILABLE[2])
 def database_unavailable(exc, request: Request):
-    log.warning("database unavailable: %s", type(exc).__name__)
+    log.warning("database unavailable: %s", database_problem(exc, request.registry.dbengine.url))
     return unavailable_response(request)
 
 

@@ -1,0 +1,256 @@
+"""Start-up mistakes as one line that says what to do, for ``appserver`` and for ``pserve``.
+
+A missing ini file, a bad or misspelt setting, a database that is down, missing or not
+migrated, a port another server holds: each is a mistake a person fixes, not a bug, so each
+is one sentence naming the file, the setting or the address, never a traceback.
+
+``pserve`` reaches this module through the ini file: ``use = egg:appserver`` in
+``[app:main]`` is :func:`app_factory`, ``use = egg:appserver#main`` in ``[server:main]`` is
+:func:`server_factory` (waitress, after a check that the address is free).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy import make_url, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: What a person changes to point the application at another database.
+DATABASE_SETTING = "sqlalchemy.url (or APPSERVER_DATABASE_URL)"
+
+
+class StartupError(Exception):
+    """A mistake in the configuration or the surroundings, said in one line."""
+
+
+def config_file(config_uri: str) -> Path:
+    """The ini file of ``CONFIG[#section]``, which must exist."""
+    path = Path(config_uri.split("#", 1)[0])
+    if not path.is_file():
+        raise StartupError(
+            f"{path}: no such configuration file. Give the path of an ini file "
+            "(development.ini or production.ini in the checkout)."
+        )
+    return path
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's own reason (psycopg, sqlite3), without SQLAlchemy's wrapping and
+    background links; statement parameters are never shown (``hide_parameters``)."""
+    reason = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    return lines[0] if lines else type(reason).__name__
+
+
+def safe_url(url: Any) -> str:
+    """The database URL without its password."""
+    try:
+        return make_url(str(url)).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "(an unreadable URL)"
+
+
+def database_problem(error: BaseException, url: Any) -> str:
+    """One line for a database that cannot be used: what happened and what to do."""
+    reason = first_line(error)
+    where = safe_url(url)
+    lowered = reason.lower()
+    if "does not exist" in lowered and "database" in lowered:
+        name = make_url(str(url)).database
+        return (
+            f"the database {where} does not exist: create it (createdb {name}) "
+            f"or fix {DATABASE_SETTING}"
+        )
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        return f"the database {where} has no tables: run 'appserver CONFIG initdb'"
+    if make_url(str(url)).get_backend_name() == "sqlite":
+        return (
+            f"cannot use the database {where}: {reason}. Check that its folder exists and "
+            f"is writable, or fix {DATABASE_SETTING}"
+        )
+    return f"cannot use the database {where}: {reason}. Start it, or fix {DATABASE_SETTING}"
+
+
+def head_revision(config_path: Path | None) -> str | None:
+    """The newest migration this code knows (from the ini's ``[alembic]`` section), or None
+    when the ini has no migrations to compare with."""
+    if config_path is None:
+        return None
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        alembic_config = AlembicConfig(str(config_path))
+        if not alembic_config.get_main_option("script_location"):
+            return None
+        return ScriptDirectory.from_config(alembic_config).get_current_head()
+    except CommandError:  # no [alembic] section (an ini that only points at another one)
+        return None
+
+
+def database_status(engine: Engine, config_uri: str | None) -> str | None:
+    """None when the database answers and is migrated to this code's newest revision,
+    else the one line that says what to do."""
+    config_path = Path(config_uri.split("#", 1)[0]) if config_uri else None
+    initdb = f"appserver {config_path or 'CONFIG'} initdb"
+    try:
+        with engine.connect() as connection:
+            try:
+                current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except (sa_exc.OperationalError, sa_exc.ProgrammingError) as error:
+                if "alembic_version" not in first_line(error):
+                    raise
+                return f"the database {safe_url(engine.url)} is empty: run '{initdb}'"
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError) as error:
+        return database_problem(error, engine.url)
+    head = head_revision(config_path)
+    if head is not None and current != head:
+        return (
+            f"the database {safe_url(engine.url)} is at revision {current}, this code needs "
+            f"{head}: run '{initdb}'"
+        )
+    return None
+
+
+# --- pserve: the application ----------------------------------------------------------------
+
+
+def app_factory(global_config: Mapping[str, Any], **settings: str):
+    """``[app:main] use = egg:appserver``: the application, or one line and exit status 1.
+
+    A database that cannot be reached is logged (one line) but the server starts: its pages
+    answer 503 until the database is back, as they do when it goes away later. A database
+    that is empty or behind this code's migrations stops start-up: nothing would work.
+    """
+    from . import main
+    from .settings import ConfigurationError
+
+    source = global_config.get("__file__")
+    where = f"{source}: " if source else ""
+    try:
+        app = main(dict(global_config), **settings)
+    except ConfigurationError as error:
+        raise SystemExit(f"{where}{error}") from None
+    problem = database_status(app.registry.dbengine, source)
+    if problem is not None:
+        if "initdb" in problem:
+            raise SystemExit(f"{where}{problem}")
+        log.warning("%s (pages answer 503 until it is reachable)", problem)
+    return app
+
+
+# --- pserve: the server ---------------------------------------------------------------------
+
+
+def listen_addresses(server_settings: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """waitress's own reading of ``listen``/``host``/``port``: (family, type, proto, address)."""
+    from waitress.adjustments import Adjustments
+
+    known = {key: value for key, value in server_settings.items() if key in Adjustments._param_map}
+    return Adjustments(**known).listen
+
+
+def display(address: tuple[Any, ...]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_free(server_settings: Mapping[str, Any]) -> None:
+    """Raise StartupError when another process listens on an address this server would use.
+
+    A trial bind (with SO_REUSEADDR, as waitress binds) tells a listening socket from a port
+    that only has connections in TIME_WAIT.
+    """
+    for family, socktype, proto, address in listen_addresses(server_settings):
+        with socket.socket(family, socktype, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise StartupError(address_problem(error, address)) from None
+
+
+def address_problem(error: OSError, address: tuple[Any, ...]) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"{display(address)} is in use — is another server running?"
+    if error.errno == errno.EACCES:
+        return f"{display(address)}: permission denied — choose a port above 1023"
+    return f"cannot listen on {display(address)}: {error.strerror or error}"
+
+
+def with_port(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
+    """``listen`` with every address moved to ``port`` (``pserve CONFIG http_port=N``,
+    ``make run PORT=N``); the settings unchanged when no port is given."""
+    settings = dict(server_settings)
+    if port in (None, ""):
+        return settings
+    try:
+        number = int(str(port))
+    except ValueError:
+        raise StartupError(f"http_port: expected a port number, got {port!r}") from None
+    hosts = [display((a[3][0], number)) for a in listen_addresses(settings)]
+    settings.pop("host", None)
+    settings.pop("port", None)
+    settings["listen"] = " ".join(dict.fromkeys(hosts))
+    return settings
+
+
+def server_factory(global_conf: Mapping[str, Any], **settings: Any):
+    """``[server:main] use = egg:appserver#main``: waitress, once the address is known to be
+    free. pserve loads the server before the application, so a busy port is said at once."""
+    try:
+        settings = with_port(settings, global_conf.get("http_port"))
+        check_free(settings)
+    except StartupError as error:
+        exit_with(str(error))
+
+    def serve(app) -> None:
+        import waitress
+
+        waitress.serve(app, **settings)
+
+    return serve
+
+
+def exit_with(message: str) -> NoReturn:
+    """One line, exit status 1, and under ``pserve --reload`` its file monitor stops too: it
+    would otherwise wait for a file to change, and no edit frees a port. The monitor stops a
+    worker with SIGTERM, which here means the same exit status 1."""
+    import hupper
+
+    if not hupper.is_active():
+        raise SystemExit(message)
+    print(message, file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
+    hupper.get_reloader().graceful_shutdown()
+    time.sleep(30)  # the monitor's SIGTERM ends this wait; in case it never comes:
+    os._exit(1)
+
+
+def ini_settings(config_uri: str, section: str) -> dict:
+    """One section of the ini, as pserve would read it (with ``%(here)s``)."""
+    from plaster import get_loader
+
+    loader = get_loader(str(config_file(config_uri)), protocols=["wsgi"])
+    return dict(loader.get_settings(section))
+
+
+def environment_url(settings: Mapping[str, Any]) -> str | None:
+    from .settings import apply_environment
+
+    resolved = dict(settings)
+    apply_environment(resolved, os.environ)
+    return resolved.get("sqlalchemy.url")

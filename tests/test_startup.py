@@ -1,0 +1,340 @@
+"""Start-up mistakes (issue 10, items 12 and 13): a busy port, a missing ini file, a bad or
+misspelt setting, a database that is down, missing, empty or behind: each is one line that
+says what to do and exit status 1, from ``appserver`` and from ``pserve`` — never a
+traceback, never a reloader left waiting. Real processes, as a person runs them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from alembic.script import ScriptDirectory
+
+from appserver import settings as settings_module
+from appserver.models import get_engine
+from appserver.settings import SCHEMA, ConfigurationError, parse_settings
+from appserver.startup import with_port
+
+from .conftest import DATABASES
+from .support import ROOT, SECRET, alembic_config, base_settings, migrate
+from .test_cli import BIN, database, free_port, wait_until_served  # noqa: F401 (a fixture)
+
+INI = """\
+[app:main]
+use = egg:appserver
+sqlalchemy.url = {url}
+appserver.secret = {secret}
+appserver.session.secure = false
+{extra}
+
+[alembic]
+script_location = {migrations}
+
+[server:main]
+use = egg:appserver#main
+listen = 127.0.0.1:{port}
+
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)s %(message)s
+"""
+
+#: pyramid's own import-time deprecation warning (setuptools) is not ours to judge here.
+ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")},
+    "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning",
+    "PYTHONUNBUFFERED": "1",
+}
+
+#: What hupper, pserve's reloader, says about its own work (not ours to change).
+RELOADER_LINES = re.compile(r"^(Starting monitor for PID \d+\.|Received SIGTERM.*|Gracefully killing.*)$")
+
+
+def write_ini(folder: Path, url: str, *, port: int | None = None, extra: str = "") -> Path:
+    path = folder / "app.ini"
+    path.write_text(
+        INI.format(
+            url=url, secret=SECRET, migrations=ROOT / "migrations", port=port or free_port(), extra=extra
+        )
+    )
+    return path
+
+
+def run(*command: str, cwd: Path, timeout: float = 60) -> tuple[int, list[str]]:
+    """Exit status and every line the command printed (stdout and stderr together)."""
+    done = subprocess.run(
+        list(command), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def assert_one_line(status: int, lines: list[str], expected: str, *, reloader: bool = False) -> None:
+    ours = [line for line in lines if not (reloader and RELOADER_LINES.match(line))]
+    assert status == 1 and ours == [expected], (status, lines)
+
+
+@pytest.fixture
+def migrated(database: str) -> str:
+    engine = get_engine({"sqlalchemy.url": database})
+    migrate(engine)
+    engine.dispose()
+    return database
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another process (this one) is listening on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+# --- Item 12: the port is taken --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["pserve", "pserve --reload"])
+def test_pserve_on_a_busy_port_says_so_in_one_line_and_exits(tmp_path, migrated, busy_port, reload):
+    ini = write_ini(tmp_path, migrated, port=busy_port)
+    command = [str(BIN / "pserve"), *(["--reload"] if reload else []), str(ini)]
+    status, lines = run(*command, cwd=tmp_path, timeout=60)  # a waiting reloader times out
+    assert_one_line(
+        status, lines, f"127.0.0.1:{busy_port} is in use — is another server running?", reloader=reload
+    )
+
+
+def test_pserve_takes_another_port_from_http_port(tmp_path, migrated, busy_port):
+    """``make run PORT=N`` and ``pserve CONFIG http_port=N``: the ini's port is busy, N is free."""
+    ini = write_ini(tmp_path, migrated, port=busy_port)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "pserve"), str(ini), f"http_port={port}"],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        answer = wait_until_served(process, f"http://127.0.0.1:{port}/rest/api/2/serverInfo")
+        assert answer.status_code == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_appserver_check_names_the_busy_port(tmp_path, migrated, busy_port):
+    ini = write_ini(tmp_path, migrated, port=busy_port)
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
+    assert_one_line(
+        status, lines, f"appserver: error: 127.0.0.1:{busy_port} is in use — is another server running?"
+    )
+    port = free_port()
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", "--port", str(port), cwd=tmp_path)
+    assert (status, lines) == (0, [f"{ini}: settings, database and 127.0.0.1:{port} ready"])
+
+
+def test_make_run_checks_the_port_before_anything_else():
+    """``make run`` runs ``appserver CONFIG check`` (settings and port) first: a busy port is
+    one line before initdb prints anything and before pserve's reloader starts."""
+    done = subprocess.run(
+        ["make", "-n", "run", "PORT=6544"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**ENV, "MAKEFLAGS": ""},
+    )
+    commands = [line for line in done.stdout.splitlines() if "/appserver " in line or "/pserve " in line]
+    assert [c.split()[1:3] for c in commands[:2]] == [
+        ["development.ini", "check"], ["development.ini", "initdb"]
+    ], commands
+    assert "--port 6544" in commands[0]
+    assert "pserve --reload development.ini http_port=6544" in commands[2]
+
+
+def test_with_port_moves_every_address():
+    assert with_port({"listen": "127.0.0.1:6543 [::1]:6543"}, "7000")["listen"] == "127.0.0.1:7000 [::1]:7000"
+    assert with_port({"listen": "127.0.0.1:6543"}, None) == {"listen": "127.0.0.1:6543"}
+
+
+# --- Item 13: configuration mistakes ---------------------------------------------------------
+
+
+def test_a_missing_ini_file_is_one_line(tmp_path):
+    status, lines = run(str(BIN / "appserver"), "nowhere.ini", "initdb", cwd=tmp_path)
+    assert_one_line(
+        status,
+        lines,
+        "appserver: error: nowhere.ini: no such configuration file. Give the path of an ini file "
+        "(development.ini or production.ini in the checkout).",
+    )
+
+
+BAD_SETTINGS = [
+    (
+        "appserver.session.idle_timeout = soon",
+        "appserver.session.idle_timeout: expected a whole number, got 'soon'",
+    ),
+    (
+        "appserver.sesion.idle_timeout = 600",
+        "appserver.sesion.idle_timeout: unknown setting; did you mean appserver.session.idle_timeout?",
+    ),
+    (
+        "appserver.login.max_failure = 5",
+        "appserver.login.max_failure: unknown setting; did you mean appserver.login.max_failures?",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_SETTINGS, ids=["bad value", "typo", "singular"])
+@pytest.mark.parametrize("program", ["appserver", "pserve"])
+def test_a_bad_or_unknown_setting_is_one_line_naming_it(tmp_path, program, line, message):
+    ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}", extra=line)
+    if program == "appserver":
+        status, lines = run(str(BIN / "appserver"), str(ini), "initdb", cwd=tmp_path)
+        assert_one_line(status, lines, f"appserver: error: {ini}: {message}")
+    else:
+        status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
+        assert_one_line(status, lines, f"{ini}: {message}")
+
+
+def test_an_unknown_setting_without_a_close_match_points_to_the_list():
+    settings = base_settings("sqlite://", **{"appserver.colour": "blue"})
+    with pytest.raises(ConfigurationError) as raised:
+        parse_settings(settings)
+    assert str(raised.value) == (
+        "appserver.colour: unknown setting; the settings are listed in docs/configuration.md"
+    )
+
+
+def test_known_settings_come_from_the_schema(monkeypatch):
+    """A setting another change adds to SCHEMA is known at once; settings outside the
+    ``appserver.`` namespace (pyramid's, sqlalchemy's) and the injected ones are left alone."""
+    settings = base_settings("sqlite://", **{"appserver.brand_new": "x", "pyramid.whatever": "1"})
+    settings["appserver.clock"] = object()
+    with pytest.raises(ConfigurationError, match="appserver.brand_new: unknown setting"):
+        parse_settings(settings)
+    monkeypatch.setitem(SCHEMA, "appserver.brand_new", ("brand_new", settings_module._text, "x"))
+    settings_module.check_known(settings)  # no error
+    for name in SCHEMA:
+        settings_module.check_known({name: "anything"})
+
+
+# --- Item 13: database mistakes --------------------------------------------------------------
+
+
+def unreachable_url(database: str, tmp_path: Path) -> str:
+    if database.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'no-such-folder' / 'x.sqlite'}"
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/appserver"
+
+
+def test_an_unreachable_database_is_one_line_from_the_command_line(tmp_path, database):
+    url = unreachable_url(database, tmp_path)
+    ini = write_ini(tmp_path, url)
+    status, lines = run(str(BIN / "appserver"), str(ini), "initdb", "--demo", cwd=tmp_path)
+    assert status == 1 and len(lines) == 1, lines
+    if database.startswith("sqlite"):
+        assert lines[0] == (
+            f"appserver: error: cannot use the database {url}: unable to open database file. "
+            "Check that its folder exists and is writable, or fix sqlalchemy.url (or "
+            "APPSERVER_DATABASE_URL)"
+        )
+    else:
+        assert lines[0].startswith(f"appserver: error: cannot use the database {url}: connection failed")
+        assert lines[0].endswith(
+            "Connection refused. Start it, or fix sqlalchemy.url (or APPSERVER_DATABASE_URL)"
+        ), lines
+
+
+def test_pserve_with_an_unreachable_database_logs_why_and_serves_503(tmp_path, database):
+    """The server starts (a database may come back), says why in one line at start-up, and
+    each 503 it answers is logged with the driver's reason, not only the exception's name."""
+    url = unreachable_url(database, tmp_path)
+    port = free_port()
+    ini = write_ini(tmp_path, url, port=port)
+    process = subprocess.Popen(
+        [str(BIN / "pserve"), str(ini)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_served(process, base + "/rest/api/2/serverInfo")
+        answer = requests.get(base + "/rest/api/2/myself", auth=("fred", "fred-password"), timeout=10)
+        assert answer.status_code == 503
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    reason = "unable to open database file" if database.startswith("sqlite") else "Connection refused"
+    startup = [line for line in err.splitlines() if line.startswith("WARNING the database") or
+               line.startswith("WARNING cannot use")]
+    assert len(startup) == 1 and reason in startup[0] and "503" in startup[0], err
+    assert f"database unavailable while authenticating /rest/api/2/myself: cannot use the database {url}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif("postgresql" not in DATABASES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+def test_a_missing_postgresql_database_says_how_to_create_it(tmp_path):
+    from sqlalchemy import make_url
+
+    url = make_url(os.environ["TEST_DATABASE_URL"]).set(database="appserver_no_such_db")
+    url = url.render_as_string(hide_password=False)
+    ini = write_ini(tmp_path, url)
+    status, lines = run(str(BIN / "appserver"), str(ini), "initdb", cwd=tmp_path)
+    assert_one_line(
+        status,
+        lines,
+        f"appserver: error: the database {url} does not exist: create it (createdb "
+        "appserver_no_such_db) or fix sqlalchemy.url (or APPSERVER_DATABASE_URL)",
+    )
+
+
+@pytest.mark.parametrize("program", ["appserver", "pserve"])
+def test_an_empty_database_says_to_run_initdb(tmp_path, database, program):
+    ini = write_ini(tmp_path, database)
+    where = database
+    if program == "appserver":
+        status, lines = run(str(BIN / "appserver"), str(ini), "create-user", "bob", cwd=tmp_path)
+        assert_one_line(
+            status, lines, f"appserver: error: the database {where} is empty: run 'appserver {ini} initdb'"
+        )
+    else:
+        status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
+        assert_one_line(status, lines, f"{ini}: the database {where} is empty: run 'appserver {ini} initdb'")
+
+
+def test_a_database_behind_the_code_says_to_run_initdb(tmp_path, database):
+    engine = get_engine({"sqlalchemy.url": database})
+    migrate(engine, "0002")  # a database from before the latest migration
+    engine.dispose()
+    migrated = database
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    ini = write_ini(tmp_path, migrated)
+    status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
+    assert_one_line(
+        status,
+        lines,
+        f"{ini}: the database {migrated} is at revision 0002, this code needs {head}: "
+        f"run 'appserver {ini} initdb'",
+    )
+    status, lines = run(str(BIN / "appserver"), str(ini), "initdb", cwd=tmp_path)
+    assert status == 0, lines
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", "--no-database", cwd=tmp_path)
+    assert status == 0, lines
