@@ -16,7 +16,12 @@ def includeme(config: Configurator) -> None:
     config.add_route("account.password", "/account/password")
     config.add_route("account.revoke_session", "/account/sessions/{id:\\d+}/revoke")
     config.add_route("account.revoke_others", "/account/sessions/revoke-others")
+    config.add_route("admin", "/admin")
     config.add_route("admin.users", "/admin/users")
+    # GET: the page that asks before an action that takes something away (POST does it).
+    config.add_route(
+        "admin.confirm", "/admin/users/{id:\\d+}/{action:deactivate|revoke-sessions}", request_method="GET"
+    )
     config.add_route("admin.user_action", "/admin/users/{id:\\d+}/{action:activate|deactivate|unlock|revoke-sessions}")
 
     # REST: authentication (Jira's /rest/auth/1/session)

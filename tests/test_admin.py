@@ -13,9 +13,14 @@ def client(testapp, username):
 
 
 def action_form(page, user, action):
+    """The form that does ``action``: on the users page, or, for an action that takes
+    something away, on the confirmation page its link leads to."""
+    url = f"/admin/users/{user.id}/{action}"
     for form in page.forms.values():
-        if form.action == f"/admin/users/{user.id}/{action}":
+        if form.action == url:
             return form
+    for link in page.html.select(f'a[href="{url}"]'):
+        return page.goto(link["href"]).forms["confirm-form"]
     raise AssertionError(f"no {action} form for {user.username}")
 
 

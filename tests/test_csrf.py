@@ -89,7 +89,7 @@ class FormCase:
     """How to reach one state-changing form as its rightful user, and what it changes."""
 
     name: str
-    page: str
+    page: str  # "" for the action's own URL (a confirmation page)
     action: Callable[[dict], str]
     fill: dict[str, str]
     as_user: str = "fred"
@@ -126,7 +126,8 @@ FORMS = [
     *(
         FormCase(
             f"admin: {action}",
-            "/admin/users",
+            # Deactivating and logging out everywhere are asked for on a confirmation page.
+            "" if action in ("deactivate", "revoke-sessions") else "/admin/users",
             lambda ctx, action=action: f"/admin/users/{ctx['users']['alice'].id}/{action}",
             {},
             as_user="admin",
@@ -155,8 +156,8 @@ def context(testapp, users, dbsession, clock) -> dict[str, Any]:
 @pytest.mark.parametrize("case", FORMS, ids=[case.name for case in FORMS])
 def test_forms_refuse_a_post_without_the_right_token(testapp, context, dbsession, case):
     log_in(testapp, case.as_user)
-    page = testapp.get(case.page)
     action = case.action(context)
+    page = testapp.get(case.page or action)
     real_token = form_for(page, action)["csrf_token"].value
     before = state(dbsession)
     attempts = [
@@ -197,7 +198,7 @@ def test_forms_refuse_the_token_of_another_session(testapp, context, dbsession, 
 @pytest.mark.parametrize("case", FORMS, ids=[case.name for case in FORMS])
 def test_the_real_form_is_accepted(testapp, context, dbsession, case):
     log_in(testapp, case.as_user)
-    form = form_for(testapp.get(case.page), case.action(context))
+    form = form_for(testapp.get(case.page or case.action(context)), case.action(context))
     for name, value in case.fill.items():
         form[name] = value
     before = state(dbsession)

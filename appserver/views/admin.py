@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.renderers import render_to_response
 from pyramid.request import Request
+from pyramid.response import Response
 from pyramid.view import view_config
 from sqlalchemy import select
 
@@ -27,6 +29,7 @@ def users_page(request: Request, **extra) -> dict:
         "notice": notice_for(request),
         "form": {"username": "", "display_name": "", "email": "", "admin": False},
         "form_error": None,
+        "confirm": CONFIRM,
         **extra,
     }
 
@@ -66,6 +69,48 @@ def create_user(request: Request):
     return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-created"}))
 
 
+#: Actions that take something away from a person: a second step says what will happen and
+#: asks (a page with its own form, so it works without JavaScript).
+CONFIRM = {
+    "deactivate": (
+        "Deactivate {name}?",
+        "{name} is logged out everywhere and cannot log in, over the web or REST, until an "
+        "administrator activates the account again.",
+        "Deactivate {name}",
+    ),
+    "revoke-sessions": (
+        "Log {name} out everywhere?",
+        "Every session and remembered login of {name} ends now: each browser and REST client "
+        "has to log in again.",
+        "Log {name} out everywhere",
+    ),
+}
+
+
+@view_config(route_name="admin", permission="admin")
+def admin_home(request: Request):
+    """``/admin``: administration is the users page."""
+    return HTTPSeeOther(request.route_url("admin.users"))
+
+
+def confirm_page(request: Request, user: User) -> Response:
+    action = request.matchdict["action"]
+    title, consequence, button = (text.format(name=user.username) for text in CONFIRM[action])
+    return render_to_response(
+        "appserver:templates/admin_confirm.jinja2",
+        {"user": user, "action": action, "title": title, "consequence": consequence, "button": button},
+        request=request,
+    )
+
+
+@view_config(route_name="admin.confirm", permission="admin")
+def confirm_user_action(request: Request):
+    user = request.dbsession.get(User, int(request.matchdict["id"]))
+    if user is None:
+        return HTTPSeeOther(request.route_url("admin.users"))
+    return confirm_page(request, user)
+
+
 @view_config(route_name="admin.user_action", request_method="POST",
              renderer="appserver:templates/admin_users.jinja2", permission="admin")
 def user_action(request: Request):
@@ -74,6 +119,8 @@ def user_action(request: Request):
         request.response.status = 404
         return users_page(request, form_error="That account no longer exists.")
     action, admin = request.matchdict["action"], request.user
+    if action in CONFIRM and request.POST.get("confirm") != "yes":
+        return confirm_page(request, user)  # nothing happens without the second step
     try:
         if action in ("activate", "deactivate"):
             accounts.set_active(request, user, action == "activate", by=admin)

@@ -51,11 +51,21 @@ def notfound(exc, request: Request):
             [f"{request.method} is not allowed here."],
             actions=[("Home", request.route_path("home"))],
         )
+    path = request.path_info[:200]
+    if is_rest(request):
+        # A program reads this: where it asked, and where to learn what this server offers.
+        info = request.route_path("rest.server_info", version="2")
+        return error_response(request, 404, [f"No REST resource at {path}; see {info}"])
+    actions = [("Home", request.route_path("home")), ("Issues", request.route_path("issues"))]
+    if request.user is None:
+        actions.append(("Log in", request.route_path("login")))
+    else:
+        actions.append(("Your account", request.route_path("account")))
     return error_response(
         request,
         404,
-        ["There is nothing at this address. Check the link, or start again from the home page."],
-        actions=[("Home", request.route_path("home"))],
+        [f"There is no page at {path}. Check the link, or go on from one of these pages."],
+        actions=actions,
     )
 
 

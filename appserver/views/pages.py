@@ -5,6 +5,10 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.view import view_config
 
+from sqlalchemy import select
+
+from ..demo import DEMO_USERS
+from ..models import User, canonical_username
 from ..security.login import Outcome, check_password, log_in, log_out
 from ..security.redirects import safe_destination
 from .notices import notice_for
@@ -28,6 +32,7 @@ def login(request: Request):
         "retry_after": None,
         "destination": destination,
         "session_expired": request.GET.get(SESSION_EXPIRED_PARAM) == "1",
+        "demo_users": demo_users(request),
     }
     if request.method != "POST":
         return form
@@ -56,6 +61,24 @@ def login(request: Request):
     request.response.status = 200
     form["error"] = "Sorry, your username and password are incorrect. Please try again."
     return form
+
+
+def demo_users(request: Request) -> list[tuple[str, str, str]]:
+    """(username, password, role) of the seeded demo accounts that exist and are active, for
+    the login page of a development server (``appserver.login.show_demo_users``, refused
+    with secure cookies); nothing anywhere else."""
+    if not request.appserver_settings.show_demo_users:
+        return []
+    keys = {canonical_username(name): (name, password, admin) for name, password, _, _, admin in DEMO_USERS}
+    found = request.dbsession.scalars(
+        select(User.username_key).where(User.username_key.in_(keys), User.active.is_(True))
+    )
+    present = set(found)
+    return [
+        (name, password, "administrator" if admin else "user")
+        for key, (name, password, admin) in keys.items()
+        if key in present
+    ]
 
 
 @view_config(route_name="logout", request_method="POST")

@@ -22,6 +22,7 @@ PHONE = {"width": 390, "height": 844}
 MAIN_PAGES = [
     ("/", None),
     ("/login", None),
+    ("/login?os_destination=%2Faccount&expired=1", None),
     ("/issues", None),
     ("/issues/DEMO-1", None),
     ("/no/such/page", None),
@@ -31,6 +32,7 @@ MAIN_PAGES = [
     ("/issues/DEMO-7", "admin"),
     ("/account", "admin"),
     ("/admin/users", "admin"),
+    ("/admin/users/1/revoke-sessions", "admin"),  # a confirmation page
 ]
 
 #: Everything wider than the viewport, as "tag#id.class (right edge px)": what overflows and

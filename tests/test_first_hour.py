@@ -1,0 +1,145 @@
+"""A new user's first hour (issue 10, item 14): 404s that say where to go (to a program under
+/rest, to a person elsewhere), ``/admin``, a second step before an administrator takes
+something away from someone, and the demo users on a development server's login page.
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from plaster import get_loader
+
+from appserver.settings import ConfigurationError, parse_settings
+
+from .support import ROOT, base_settings
+from .test_admin import client
+
+
+# --- 404s ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/rest/api/2/project", "/rest/api/latest/nothing/here", "/rest"])
+def test_a_rest_404_speaks_to_programs(testapp, path):
+    response = testapp.get(path, status=404)
+    assert response.content_type == "application/json"
+    assert response.json == {
+        "errorMessages": [f"No REST resource at {path}; see /rest/api/2/serverInfo"],
+        "errors": {},
+    }
+
+
+def test_an_html_404_names_the_address_and_where_to_go(testapp, users):
+    page = testapp.get("/no/such/page", status=404)
+    assert "There is no page at /no/such/page." in page.html.select_one("main").text
+    actions = {a.text: a["href"] for a in page.html.select("main .actions a")}
+    assert actions == {"Home": "/", "Issues": "/issues", "Log in": "/login"}
+    fred = client(testapp, "fred")
+    actions = {a.text: a["href"] for a in fred.get("/nowhere", status=404).html.select("main .actions a")}
+    assert actions == {"Home": "/", "Issues": "/issues", "Your account": "/account"}
+
+
+def test_a_very_long_unknown_path_is_cut_short_in_the_answer(testapp):
+    response = testapp.get("/rest/" + "x" * 5000, status=404)
+    assert len(response.json["errorMessages"][0]) < 300
+
+
+# --- /admin ----------------------------------------------------------------------------------
+
+
+def test_admin_leads_to_the_users_page(testapp, users):
+    admin = client(testapp, "admin")
+    assert admin.get("/admin", status=303).headers["Location"] == "http://localhost/admin/users"
+    anonymous = urlsplit(testapp.get("/admin", status=303).headers["Location"])
+    assert anonymous.path == "/login" and parse_qs(anonymous.query) == {"os_destination": ["/admin"]}
+    client(testapp, "fred").get("/admin", status=403)
+
+
+# --- A second step before taking something away ----------------------------------------------
+
+
+ASKS = {
+    "deactivate": "fred is logged out everywhere and cannot log in",
+    "revoke-sessions": "Every session and remembered login of fred ends now",
+}
+
+
+@pytest.mark.parametrize("action", list(ASKS))
+def test_a_destructive_admin_action_asks_first(testapp, users, action):
+    admin, fred = client(testapp, "admin"), client(testapp, "fred")
+    url = f"/admin/users/{users['fred'].id}/{action}"
+    users_page = admin.get("/admin/users")
+    # The users page links to a confirmation page; it holds no form that acts at once.
+    assert not [f for f in users_page.forms.values() if f.action == url]
+    confirm = users_page.click(href=url + "$")
+    assert ASKS[action] in confirm.html.select_one("#confirm").text
+    assert confirm.html.select_one("#confirm-cancel")["href"] == "/admin/users"
+    # A post without the second step (an old page, a script) only asks again.
+    token = confirm.forms["confirm-form"]["csrf_token"].value
+    again = admin.post(url, {"csrf_token": token}, status=200)
+    assert again.html.select_one("#confirm-form") is not None
+    fred.get("/rest/api/2/myself", status=200)
+    # Confirmed: done.
+    done = confirm.forms["confirm-form"].submit(status=303)
+    assert done.headers["Location"] == "http://localhost/admin/users?notice=user-updated"
+    fred.get("/rest/api/2/myself", status=401)
+
+
+def test_actions_that_take_nothing_away_do_not_ask(testapp, users, dbsession):
+    users["alice"].active = False
+    dbsession.flush()
+    admin = client(testapp, "admin")
+    page = admin.get("/admin/users")
+    for action in ("unlock", "activate"):
+        url = f"/admin/users/{users['alice'].id}/{action}"
+        (form,) = [f for f in page.forms.values() if f.action == url]
+        assert form.submit(status=303).headers["Location"].endswith("notice=user-updated")
+        admin.get(url, status=405)  # no page to confirm
+    assert admin.get("/admin/users").html.select_one('tr[data-username="alice"]').text.count("Active")
+
+
+def test_a_confirmation_page_for_a_missing_account_leads_back(testapp, users):
+    admin = client(testapp, "admin")
+    assert admin.get("/admin/users/999999/deactivate", status=303).headers["Location"] == (
+        "http://localhost/admin/users"
+    )
+
+
+# --- Demo users on a development login page --------------------------------------------------
+
+
+def test_a_development_login_page_lists_the_demo_users_that_exist(make_app, users, dbsession):
+    app = make_app(**{"appserver.login.show_demo_users": "true"})
+    rows = app.get("/login").html.select("#demo-users tbody tr")
+    assert [[td.text for td in row.select("td")] for row in rows] == [
+        ["admin", "admin-password", "administrator"],
+        ["fred", "fred-password", "user"],
+        ["alice", "alice-password", "user"],
+    ]
+    # The list is the truth: the password it shows logs in ...
+    form = app.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = "alice", "alice-password"
+    form.submit(status=303)
+    # ... and an account that cannot log in is not offered.
+    users["fred"].active = False
+    dbsession.flush()
+    names = [row["data-username"] for row in app.get("/login").html.select("#demo-users tbody tr")]
+    assert names == ["admin", "alice"]
+
+
+def test_the_login_page_lists_no_one_by_default(testapp, users):
+    assert testapp.get("/login").html.select_one("#demo-users") is None
+
+
+def test_listing_demo_users_is_refused_with_secure_cookies():
+    settings = base_settings(
+        "sqlite://", **{"appserver.login.show_demo_users": "true", "appserver.session.secure": "true"}
+    )
+    with pytest.raises(ConfigurationError, match="appserver.login.show_demo_users: only for development"):
+        parse_settings(settings)
+
+
+def test_development_ini_lists_them_and_production_ini_does_not():
+    development = get_loader(str(ROOT / "development.ini"), protocols=["wsgi"]).get_settings("app:main")
+    production = get_loader(str(ROOT / "production.ini"), protocols=["wsgi"]).get_settings("app:main")
+    assert development["appserver.login.show_demo_users"] == "true"
+    assert "appserver.login.show_demo_users" not in production
