@@ -88,17 +88,24 @@ def head_revision(config_path: Path | None) -> str | None:
     when the ini has no migrations to compare with."""
     if config_path is None:
         return None
-    from alembic.config import Config as AlembicConfig
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
+    # Loading alembic logs its plugin set-up at INFO: not news at every start.
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(max(level, logging.WARNING))
     try:
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
         alembic_config = AlembicConfig(str(config_path))
-        if not alembic_config.get_main_option("script_location"):
+        try:
+            if not alembic_config.get_main_option("script_location"):
+                return None
+            return ScriptDirectory.from_config(alembic_config).get_current_head()
+        except CommandError:  # no [alembic] section (an ini that only points at another one)
             return None
-        return ScriptDirectory.from_config(alembic_config).get_current_head()
-    except CommandError:  # no [alembic] section (an ini that only points at another one)
-        return None
+    finally:
+        alembic_log.setLevel(level)
 
 
 def database_status(engine: Engine, config_uri: str | None) -> str | None:

@@ -81,9 +81,10 @@ def browser(playwright: Playwright, chromium_executable: str, tmp_path_factory) 
 
 @pytest.fixture(scope="module")
 def server(live_server_factory) -> LiveServer:
-    """The app with demo data, on 127.0.0.1, for every test of a module. Tests that need a
-    clean slate create their own user; the clock only ever moves forward."""
-    return live_server_factory()
+    """The app with demo data, on 127.0.0.1, for every test of a module, with the login page
+    of development.ini (it lists the demo users). Tests that need a clean slate create their
+    own user; the clock only ever moves forward."""
+    return live_server_factory(**{"appserver.login.show_demo_users": "true"})
 
 
 ContextFactory = Callable[..., BrowserContext]

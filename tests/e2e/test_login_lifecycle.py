@@ -75,6 +75,7 @@ def test_form_login_sets_an_httponly_samesite_session_cookie(
 ) -> None:
     page.goto("/login")
     expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#demo-users tbody tr")).to_have_count(3)  # a development server
     assert session_cookie(context, server) is None
     screenshots.take(page, "login")
 

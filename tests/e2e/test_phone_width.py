@@ -126,9 +126,9 @@ def test_account_cards_stack_on_a_phone(
     assert second["y"] >= first["y"] + first["height"], (first, second)  # below, not beside
     assert abs(second["x"] - first["x"]) < 1, (first, second)
     assert_fits(page)
+    screenshots.take(page, "phone-account")
     # The sessions table is one block per session: its Log out button is on screen.
     assert_on_screen(page.locator("#sessions button.revoke-session").first)
-    screenshots.take(page, "phone-account")
 
 
 def test_admin_page_fits_a_phone(
