@@ -135,14 +135,8 @@ def _check_locked_row(
     verified_hash = user.password_hash
     ok, new_hash = request.passwords.verify(password, verified_hash)
     if not ok:
-        user.current_failed_logins += 1
         user.total_failed_logins += 1
-        user.last_failed_login_at = now
-        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: wrong password", db=db)
-        duration = lockout_duration(request.appserver_settings, user.current_failed_logins)
-        if duration is not None:
-            user.locked_until = now + duration
-            audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
+        _count_failure(request, db, user, user, f"{channel}: wrong password")
         return Outcome.FAILED, None
     request.passwords.note_verified(user.id, new_hash or verified_hash, password)
     if new_hash is not None:
@@ -206,13 +200,23 @@ def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
             audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)
             return Attempt(Outcome.DENIED, None, wait)
         request.passwords.dummy_verify()
-        throttle.current_failed_logins += 1
-        throttle.last_failed_login_at = now
-        audit.record(request, Event.LOGIN_FAILED, None, f"{channel}: unknown user", db=db)
-        duration = lockout_duration(request.appserver_settings, throttle.current_failed_logins)
-        if duration is not None:
-            throttle.locked_until = now + duration
+        _count_failure(request, db, throttle, None, f"{channel}: unknown user")
     return Attempt(Outcome.FAILED)
+
+
+def _count_failure(
+    request: Request, db: Session, row: User | LoginThrottle, user: User | None, detail: str
+) -> None:
+    """One more failure on ``row`` (an account, or an unknown name's throttle), whose lock
+    ``db`` holds; at the limit, the cool-down starts."""
+    now = request.now
+    row.current_failed_logins += 1
+    row.last_failed_login_at = now
+    audit.record(request, Event.LOGIN_FAILED, user, detail, db=db)
+    duration = lockout_duration(request.appserver_settings, row.current_failed_logins)
+    if duration is not None:
+        row.locked_until = now + duration
+        audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
 
 
 def note_login(request: Request, user: User) -> None:
