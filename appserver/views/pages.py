@@ -32,7 +32,9 @@ def login(request: Request):
         "retry_after": None,
         "destination": destination,
         "session_expired": request.GET.get(SESSION_EXPIRED_PARAM) == "1",
-        "demo_users": demo_users(request),
+        # Read when the page renders: after the password check, whose unit of work must come
+        # before the request's own transaction.
+        "demo_users": lambda: demo_users(request),
     }
     if request.method != "POST":
         return form
