@@ -301,7 +301,10 @@ def revoke_others(case: Case) -> Callable[[], None]:
 
 def admin_deactivate(case: Case) -> Callable[[], None]:
     target = new_user(case.live)
-    response = case.post(f"/admin/users/{user_row(case, target).id}/deactivate", {}, form_page="/admin/users")
+    # The second step of the confirmation (the users page asks before deactivating).
+    response = case.post(
+        f"/admin/users/{user_row(case, target).id}/deactivate", {"confirm": "yes"}, form_page="/admin/users"
+    )
     assert response.status_code == 303, response.text
     return lambda: _assert(not user_row(case, target).active, "the deactivation was lost")
 
