@@ -97,9 +97,10 @@ def test_actions_that_take_nothing_away_do_not_ask(testapp, users, dbsession):
     assert admin.get("/admin/users").html.select_one('tr[data-username="alice"]').text.count("Active")
 
 
-def test_a_confirmation_page_for_a_missing_account_leads_back(testapp, users):
+@pytest.mark.parametrize("user_id", ["999999", "2147483648", "9" * 30])
+def test_a_confirmation_page_for_a_missing_account_leads_back(testapp, users, user_id):
     admin = client(testapp, "admin")
-    assert admin.get("/admin/users/999999/deactivate", status=303).headers["Location"] == (
+    assert admin.get(f"/admin/users/{user_id}/deactivate", status=303).headers["Location"] == (
         "http://localhost/admin/users"
     )
 
