@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in targets and find_bindir() is None:
         print("PostgreSQL's initdb/pg_ctl not found: install postgresql (Debian: postgresql-15)", file=sys.stderr)
         return 2
-    out = args.out or Path(tempfile.mkdtemp(prefix="appserver-loadtest-"))
+    out = (args.out or Path(tempfile.mkdtemp(prefix="appserver-loadtest-"))).resolve()
     profile = PROFILES[args.profile]
     results = [run_target(target, profile, out / target) for target in targets]
     print(render(results))
