@@ -138,24 +138,25 @@ def database_status(engine: Engine, config_uri: str | None) -> str | None:
 def app_factory(global_config: Mapping[str, Any], **settings: str):
     """``[app:main] use = egg:appserver``: the application, or one line and exit status 1.
 
-    A database that cannot be reached is logged (one line) but the server starts: its pages
-    answer 503 until the database is back, as they do when it goes away later. A database
-    that is empty or behind this code's migrations stops start-up: nothing would work.
+    A bad setting stops start-up. The database's state is said in one warning line but does
+    not: a database that is down may come back (pages answer 503 until then, as when it goes
+    away later), and one that is empty or behind may be being migrated right now (``initdb``
+    next to a starting server, a rolling upgrade).
     """
     from . import main
     from .settings import ConfigurationError
 
     source = global_config.get("__file__")
-    where = f"{source}: " if source else ""
     try:
         app = main(dict(global_config), **settings)
     except ConfigurationError as error:
-        raise SystemExit(f"{where}{error}") from None
+        raise SystemExit(f"{source}: {error}" if source else str(error)) from None
     problem = database_status(app.registry.dbengine, source)
     if problem is not None:
-        if "initdb" in problem:
-            raise SystemExit(f"{where}{problem}")
-        log.warning("%s (pages answer 503 until it is reachable)", problem)
+        consequence = "until then requests that need it fail" if "initdb" in problem else (
+            "pages answer 503 until it is reachable"
+        )
+        log.warning("%s (%s)", problem, consequence)
     return app
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -269,25 +269,16 @@ def test_pserve_with_an_unreachable_database_logs_why_and_serves_503(tmp_path, d
     each 503 it answers is logged with the driver's reason, not only the exception's name."""
     url = unreachable_url(database, tmp_path)
     port = free_port()
-    ini = write_ini(tmp_path, url, port=port)
-    process = subprocess.Popen(
-        [str(BIN / "pserve"), str(ini)],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_served(process, base + "/rest/api/2/serverInfo")
+
+    def ask(base: str) -> None:
         answer = requests.get(base + "/rest/api/2/myself", auth=("fred", "fred-password"), timeout=10)
         assert answer.status_code == 503
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=30)
+
+    err = serve(write_ini(tmp_path, url, port=port), port, ask)
     reason = "unable to open database file" if database.startswith("sqlite") else "Connection refused"
-    startup = [line for line in err.splitlines() if line.startswith("WARNING the database") or
-               line.startswith("WARNING cannot use")]
+    startup = [line for line in err.splitlines() if line.startswith("WARNING cannot use")]
     assert len(startup) == 1 and reason in startup[0] and "503" in startup[0], err
     assert f"database unavailable while authenticating /rest/api/2/myself: cannot use the database {url}" in err
-    assert "Traceback" not in err
 
 
 @pytest.mark.skipif("postgresql" not in DATABASES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
@@ -306,35 +297,54 @@ def test_a_missing_postgresql_database_says_how_to_create_it(tmp_path):
     )
 
 
-@pytest.mark.parametrize("program", ["appserver", "pserve"])
-def test_an_empty_database_says_to_run_initdb(tmp_path, database, program):
-    ini = write_ini(tmp_path, database)
-    where = database
-    if program == "appserver":
-        status, lines = run(str(BIN / "appserver"), str(ini), "create-user", "bob", cwd=tmp_path)
-        assert_one_line(
-            status, lines, f"appserver: error: the database {where} is empty: run 'appserver {ini} initdb'"
-        )
-    else:
-        status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
-        assert_one_line(status, lines, f"{ini}: the database {where} is empty: run 'appserver {ini} initdb'")
+def serve(ini: Path, port: int, during: Callable[[str], None] = lambda base: None) -> str:
+    """Start ``pserve INI``, wait until it answers, call ``during(base_url)``, stop it: what
+    it printed on standard error (never a traceback)."""
+    process = subprocess.Popen(
+        [str(BIN / "pserve"), str(ini)],
+        cwd=ini.parent, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_served(process, base + "/rest/api/2/serverInfo")
+        during(base)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    return err
+
+
+def served_warnings(ini: Path, port: int) -> list[str]:
+    return [line for line in serve(ini, port).splitlines() if line.startswith("WARNING")]
+
+
+def test_an_empty_database_says_to_run_initdb(tmp_path, database):
+    port = free_port()
+    ini = write_ini(tmp_path, database, port=port)
+    status, lines = run(str(BIN / "appserver"), str(ini), "create-user", "bob", cwd=tmp_path)
+    assert_one_line(
+        status, lines, f"appserver: error: the database {database} is empty: run 'appserver {ini} initdb'"
+    )
+    # pserve says so and serves: initdb may be running next to a starting server.
+    assert served_warnings(ini, port) == [
+        f"WARNING the database {database} is empty: run 'appserver {ini} initdb' "
+        "(until then requests that need it fail)"
+    ]
 
 
 def test_a_database_behind_the_code_says_to_run_initdb(tmp_path, database):
     engine = get_engine({"sqlalchemy.url": database})
     migrate(engine, "0002")  # a database from before the latest migration
     engine.dispose()
-    migrated = database
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    ini = write_ini(tmp_path, migrated)
-    status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
-    assert_one_line(
-        status,
-        lines,
-        f"{ini}: the database {migrated} is at revision 0002, this code needs {head}: "
-        f"run 'appserver {ini} initdb'",
-    )
+    port = free_port()
+    ini = write_ini(tmp_path, database, port=port)
+    behind = f"the database {database} is at revision 0002, this code needs {head}: run 'appserver {ini} initdb'"
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
+    assert_one_line(status, lines, f"appserver: error: {behind}")
+    assert served_warnings(ini, port) == [f"WARNING {behind} (until then requests that need it fail)"]
     status, lines = run(str(BIN / "appserver"), str(ini), "initdb", cwd=tmp_path)
     assert status == 0, lines
-    status, lines = run(str(BIN / "appserver"), str(ini), "check", "--no-database", cwd=tmp_path)
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
     assert status == 0, lines
