@@ -248,17 +248,19 @@ def exit_with(message: str) -> NoReturn:
     os._exit(1)
 
 
-def ini_settings(config_uri: str, section: str) -> dict:
-    """One section of the ini, as pserve would read it (with ``%(here)s``)."""
+def app_ini_settings(config_uri: str) -> dict:
+    """The application's settings as pserve would build them: ``use = config:…`` followed,
+    ``%(here)s`` filled in (not yet the environment's overrides)."""
     from plaster import get_loader
 
-    loader = get_loader(str(config_file(config_uri)), protocols=["wsgi"])
-    return dict(loader.get_settings(section))
+    path, _, name = config_uri.partition("#")
+    loader = get_loader(str(config_file(path)), protocols=["wsgi"])
+    return dict(loader.get_wsgi_app_settings(name or None))
 
 
-def environment_url(settings: Mapping[str, Any]) -> str | None:
-    from .settings import apply_environment
+def server_ini_settings(config_uri: str) -> dict:
+    """The ``[server:…]`` settings as pserve would read them, ``use = config:…`` followed."""
+    from paste.deploy.loadwsgi import SERVER, loadcontext
 
-    resolved = dict(settings)
-    apply_environment(resolved, os.environ)
-    return resolved.get("sqlalchemy.url")
+    path = config_file(config_uri.split("#", 1)[0]).resolve()
+    return dict(loadcontext(SERVER, f"config:{path}", name="main").config())

@@ -169,6 +169,21 @@ def test_make_run_checks_the_port_before_anything_else():
     assert "pserve --reload development.ini http_port=6544" in commands[2]
 
 
+def test_check_follows_an_ini_that_uses_another(tmp_path, migrated):
+    """An ini may take its settings and its server from another (``use = config:…``, as the
+    load suite and production_ini_on do): the commands read what pserve would."""
+    port = free_port()
+    base = write_ini(tmp_path, "sqlite:///unused.sqlite", port=port)
+    child = tmp_path / "child.ini"
+    child.write_text(
+        f"[app:main]\nuse = config:{base}#main\nsqlalchemy.url = {migrated}\n\n"
+        f"[server:main]\nuse = config:{base}#main\n\n"
+        f"[alembic]\nscript_location = {ROOT / 'migrations'}\n"
+    )
+    status, lines = run(str(BIN / "appserver"), str(child), "check", cwd=tmp_path)
+    assert (status, lines) == (0, [f"{child}: settings, database and 127.0.0.1:{port} ready"])
+
+
 def test_with_port_moves_every_address():
     assert with_port({"listen": "127.0.0.1:6543 [::1]:6543"}, "7000")["listen"] == "127.0.0.1:7000 [::1]:7000"
     assert with_port({"listen": "127.0.0.1:6543"}, None) == {"listen": "127.0.0.1:6543"}

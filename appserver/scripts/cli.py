@@ -52,8 +52,7 @@ def migrate(config_uri: str) -> None:
 def app_settings(config_uri: str) -> dict[str, Any]:
     """The ``[app:main]`` settings with the environment's overrides, checked: a bad or
     unknown setting is a one-line error before anything connects."""
-    section = config_uri.split("#", 1)[1] if "#" in config_uri else "main"
-    settings = startup.ini_settings(config_uri, f"app:{section}")
+    settings = startup.app_ini_settings(config_uri)
     apply_environment(settings)
     parse_settings(settings)
     return settings
@@ -214,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_check(args: argparse.Namespace) -> None:
     """What ``pserve`` needs, checked before it starts: ``make run`` calls this first."""
     app_settings(args.config_uri)
-    server = startup.with_port(startup.ini_settings(args.config_uri, "server:main"), args.port)
+    server = startup.with_port(startup.server_ini_settings(args.config_uri), args.port)
     startup.check_free(server)
     addresses = ", ".join(startup.display(a[3]) for a in startup.listen_addresses(server))
     if not args.no_database:
