@@ -36,7 +36,7 @@ screenshots: $(VENV)/.test-deps
 	APPSERVER_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
 
 benchmark: $(VENV)/.test-deps
-	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m benchmarks $(BENCHMARK_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite
