@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.request import Request
 from sqlalchemy import engine_from_config, event
@@ -20,6 +19,7 @@ from .issue import Issue, Project  # noqa: F401
 from .login_throttle import LoginThrottle  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
 from .remember_token import RememberToken  # noqa: F401
+from .transaction_events import MANAGER_KEY, register_once
 from .user import User, canonical_username  # noqa: F401
 from .user_session import UserSession  # noqa: F401
 
@@ -56,7 +56,9 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
 
 
 def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    register_once(factory)  # zope.sqlalchemy's listeners: once here, not per request
+    return factory
 
 
 def get_tm_session(
@@ -65,9 +67,7 @@ def get_tm_session(
     request: Request | None = None,
 ) -> Session:
     """A session joined to ``transaction_manager``: pyramid_tm commits or aborts it."""
-    dbsession = session_factory(info={"request": request})
-    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
-    return dbsession
+    return session_factory(info={"request": request, MANAGER_KEY: transaction_manager})
 
 
 def includeme(config: Configurator) -> None:

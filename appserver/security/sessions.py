@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..models import User, UserSession
@@ -44,6 +44,14 @@ class SessionLookup:
 class IssuedSession:
     token: str
     session: UserSession
+
+
+#: Built once: constructing the statement per request cost more than running it.
+_LOOKUP = (
+    select(UserSession, User)
+    .join(User, UserSession.user_id == User.id)
+    .where(UserSession.token_hash == bindparam("token_hash"))
+)
 
 
 class SessionStore:
@@ -82,11 +90,7 @@ class SessionStore:
         """One SELECT (session joined with its user), plus an UPDATE once per touch interval."""
         if not is_well_formed(token):
             return SessionLookup(CookieState.MALFORMED)
-        found = self.db.execute(
-            select(UserSession, User)
-            .join(User, UserSession.user_id == User.id)
-            .where(UserSession.token_hash == hash_token(token))
-        ).one_or_none()
+        found = self.db.execute(_LOOKUP, {"token_hash": hash_token(token)}).one_or_none()
         if found is None:
             return SessionLookup(CookieState.UNKNOWN)
         session, user = found
