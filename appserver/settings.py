@@ -50,6 +50,7 @@ class AppSettings:
     max_password_bytes: int
     max_concurrent_hashes: int
     purge_batch_size: int
+    credential_cache_size: int
 
     @property
     def session_cookie(self) -> str:
@@ -135,6 +136,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
 }
 
 

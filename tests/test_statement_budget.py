@@ -70,11 +70,22 @@ def test_a_basic_authenticated_get_costs_at_most_two_statements_and_writes_nothi
     for _ in range(5):
         assert testapp.get("/rest/api/2/myself", headers=headers).json["name"] == "fred"
     assert len(count_statements) <= 2 * 5, count_statements.statements
+    assert len(count_statements) == 5  # steady: the one SELECT of the user, no write
     assert not [s for s in count_statements.statements if not s.lstrip().upper().startswith("SELECT")]
+
+
+def test_a_steady_basic_get_costs_no_password_hash(testapp, users, app):
+    headers = {"Authorization": "Basic " + base64.b64encode(b"fred:fred-password").decode()}
+    testapp.get("/rest/api/2/myself", headers=headers)
+    hashes = app.registry.passwords.hash_count
+    for _ in range(5):
+        testapp.get("/rest/api/2/myself", headers=headers)
+    assert app.registry.passwords.hash_count == hashes
 
 
 def test_an_anonymous_get_costs_no_statement(testapp, count_statements):
     count_statements.reset()
     testapp.get("/rest/api/2/serverInfo")
     testapp.get("/")
+    testapp.get("/login")
     assert len(count_statements) == 0, count_statements.statements

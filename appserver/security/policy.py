@@ -17,8 +17,9 @@ from . import audit, client
 from .audit import Event
 from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
+from .credential_cache import cached_verification
 from .identity import Authentication, BasicState, Identity, Source
-from .login import Outcome, check_password, note_login
+from .login import Outcome, check_password, check_user_password, find_user, note_login
 from .remember import RememberState, RememberStore
 from .sessions import CookieState, IssuedSession, SessionStore
 
@@ -39,9 +40,14 @@ class BasicAuthSource:
         if credentials.malformed:
             auth.basic = BasicState.MALFORMED
             return
-        attempt = check_password(
-            request, credentials.username, credentials.password, channel="basic"
-        )
+        user = find_user(request, credentials.username)
+        if user is None:
+            attempt = check_password(request, credentials.username, credentials.password, channel="basic")
+        else:
+            # The lock-out logic decides as for any login; only argon2 is skipped for
+            # credentials this process verified before (credential_cache).
+            with cached_verification(request, user):
+                attempt = check_user_password(request, user, credentials.password, channel="basic")
         # Failures are counted and audited; a success may reset the count or upgrade the hash.
         auth.wrote = attempt.outcome is not Outcome.OK or bool(request.dbsession.dirty)
         if attempt.outcome is Outcome.OK:
