@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
-from pyramid.request import Request, RequestLocalCache
+from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 
 from ..models import User
@@ -21,6 +21,7 @@ from .credential_cache import cached_verification
 from .identity import Authentication, BasicState, Identity, Source
 from .login import Outcome, check_password, check_user_password, find_user, note_login
 from .remember import RememberState, RememberStore
+from .request_local import RequestAttributeCache
 from .sessions import CookieState, IssuedSession, SessionStore
 
 ADMIN = "role:admin"
@@ -151,7 +152,7 @@ class AppSecurityPolicy:
         self.basic = BasicAuthSource()
         self.session = SessionCookieSource()
         self.remember_me = RememberMeSource()
-        self._cache = RequestLocalCache(self._authenticate)
+        self._cache = RequestAttributeCache(self._authenticate, "_appserver_authentication")
         self._acl = ACLHelper()
 
     def _authenticate(self, request: Request) -> Authentication:
