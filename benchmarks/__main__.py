@@ -6,6 +6,8 @@ import os
 import sys
 import tempfile
 
+import appserver  # noqa: F401  (first: it silences pyramid's pkg_resources warning)
+
 from . import side_by_side
 from .servers import Setup
 
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from . import scale
 
-            return scale.main(rounds=args.rounds, seconds=args.seconds)
+            return scale.main(rounds=args.rounds, seconds=args.seconds, processes=args.processes)
     return 0
 
 
