@@ -8,7 +8,6 @@ from pyramid.tweens import EXCVIEW
 
 from ..models import User
 from .cookies import TolerantRequestCookies
-from .credential_cache import CredentialCache
 from .identity import Authentication
 from .policy import AppSecurityPolicy
 from .remember import RememberStore
@@ -28,32 +27,21 @@ def _user(request: Request) -> User | None:
 
 
 def _session_store(request: Request) -> SessionStore:
-    settings = request.appserver_settings
-    return SessionStore(
-        request.dbsession,
-        request.now,
-        idle_timeout=settings.idle_timeout,
-        max_age=settings.max_age,
-        touch_interval=settings.touch_interval,
-    )
+    return SessionStore.of(request)
 
 
 def _remember_store(request: Request) -> RememberStore:
-    return RememberStore(
-        request.dbsession, request.now, max_age=request.appserver_settings.remember_max_age
-    )
+    return RememberStore.of(request)
 
 
 def includeme(config: Configurator) -> None:
     from .csrf import SessionBoundCSRFStoragePolicy
 
     config.include(".passwords")
-    settings = config.registry.appserver_settings
-    config.registry.credential_cache = CredentialCache(settings.secret, settings.credential_cache_size)
     policy = AppSecurityPolicy()
     config.registry.security_policy = policy
     config.set_security_policy(policy)
-    config.set_csrf_storage_policy(SessionBoundCSRFStoragePolicy(settings))
+    config.set_csrf_storage_policy(SessionBoundCSRFStoragePolicy(config.registry.appserver_settings))
     config.set_default_csrf_options(require_csrf=True, token="csrf_token", header="X-CSRF-Token")
 
     # Replaces WebOb's strict cookie jar, for everything that reads cookies (the policy and

@@ -1,5 +1,5 @@
-"""A bounded in-process cache of verified HTTP Basic credentials: Basic without argon2 on
-every request.
+"""A bounded in-process cache of verified credentials: HTTP Basic without argon2 on every
+request (PasswordService.verified_before, used by the lock-out logic in login.py).
 
 An entry is ``HMAC(key derived from the app secret, user id + stored password hash +
 presented password)`` and nothing else: never the password, never the hash. The user's row
@@ -20,13 +20,6 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from pyramid.request import Request
-
-from ..models import User
-from .passwords import PasswordService
 
 
 class CredentialCache:
@@ -62,39 +55,3 @@ class CredentialCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-
-
-class CachedVerification:
-    """The password service as the lock-out logic sees it while one user's Basic
-    credentials are checked: ``verify`` answers from the cache when it can."""
-
-    def __init__(self, service: PasswordService, cache: CredentialCache, user_id: int) -> None:
-        self._service = service
-        self._cache = cache
-        self._user_id = user_id
-
-    def __getattr__(self, name: str):
-        return getattr(self._service, name)
-
-    def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
-        if self._service.too_long(password):
-            return self._service.verify(password, password_hash)
-        key = self._cache.key(self._user_id, password_hash, password)
-        if self._cache.contains(key):
-            return True, None
-        ok, new_hash = self._service.verify(password, password_hash)
-        if ok and new_hash is None:  # an upgraded hash changes the key: cache the next one
-            self._cache.add(key)
-        return ok, new_hash
-
-
-@contextmanager
-def cached_verification(request: Request, user: User) -> Iterator[None]:
-    """Let ``request.passwords.verify`` use the cache for ``user`` within the block, so the
-    lock-out logic (which calls it) stays the one place that decides."""
-    service = request.passwords
-    request.passwords = CachedVerification(service, request.registry.credential_cache, user.id)
-    try:
-        yield
-    finally:
-        request.passwords = service

@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 class RequestAttributeCache(Generic[T]):
-    """The interface of Pyramid's ``RequestLocalCache`` (``get_or_create``, ``set``), stored
+    """The interface of Pyramid's ``RequestLocalCache`` (``get_or_create``, ``get``, ``set``), stored
     in the request's ``__dict__``: Pyramid's makes a weak reference on every read, and the
     security policy is read a dozen times per request. The value goes with the request."""
 
@@ -24,6 +24,9 @@ class RequestAttributeCache(Generic[T]):
         except KeyError:
             value = request.__dict__[self._name] = self._creator(request)
             return value
+
+    def get(self, request: Request, default: T | None = None) -> T | None:
+        return request.__dict__.get(self._name, default)
 
     def set(self, request: Request, value: T) -> None:
         request.__dict__[self._name] = value
