@@ -10,6 +10,8 @@ from sqlalchemy import make_url
 
 from appserver.security.passwords import make_context
 
+PASSWORD = "bulk-user-password"  # every bulk user's
+
 
 def libpq_url(url: str) -> str:
     """psycopg's own connection string for a SQLAlchemy URL."""
@@ -22,7 +24,7 @@ def load(url: str, *, users: int, sessions: int, events: int, seed: int = 11) ->
     delete; a lookup by token hash costs the same for a live or an expired row."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
-    password_hash = make_context().hash("bulk-user-password")  # one hash: argon2 x 10^5 is hours
+    password_hash = make_context().hash(PASSWORD)  # one hash: argon2 x 10^5 is hours
     with psycopg.connect(libpq_url(url)) as connection:
         with connection.cursor() as cursor:
             first_id = cursor.execute("SELECT coalesce(max(id), 0) + 1 FROM users").fetchone()[0]

@@ -138,23 +138,27 @@ def purge_during_logins(url: str, setup: Setup) -> None:
     print(f"logins during the purge: {_summary(during)}\n", flush=True)
 
 
+#: Each login names a random one of the bulk users, so each one runs argon2 (a password
+#: verified before for the same account would come from the credential cache).
 LOGIN_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"username": "%s", "password": "%s"}'
-wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local body = string.format('{"username": "bulk%%06d", "password": "%s"}', math.random(0, %d))
+  return wrk.format("POST", "/rest/auth/1/session", {["Content-Type"] = "application/json"}, body)
+end
 """
 
 
 def login_burst_memory(url: str, setup: Setup, *, seconds: float) -> None:
-    """32 connections logging in at once against one process: its peak memory grows by at
-    most ``max_concurrent_hashes`` argon2 buffers (19 MiB each), because the rest wait."""
+    """32 connections logging in at once (as different users) against one process: its peak
+    memory grows by at most ``max_concurrent_hashes`` argon2 buffers (19 MiB each), because
+    the rest wait."""
     target = servers.start("app", setup, database_url=url)
     try:
         log_in(target.url)  # warm: imports, the pool, one hash
         (pid,) = target.pids
         baseline = servers.resident_memory_kib(pid)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(LOGIN_SCRIPT % (USERNAME, PASSWORD))
+            script.write(LOGIN_SCRIPT % (bulk.PASSWORD, LARGE["users"] - 1))
         try:
             burst = wrk(target.url + "/rest/auth/1/session", connections=32, seconds=seconds, script=script.name)
         finally:
