@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= development.ini
 PYTEST_ARGS ?=
+# make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
+BENCHMARK_ARGS ?=
 
 .PHONY: run test initdb e2e screenshots benchmark clean
 
