@@ -194,3 +194,15 @@ def record_http(monkeypatch) -> list[Exchange]:
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
     return exchanges
+
+
+def confirm_websudo(client, password: str, destination: str = "/admin/users"):
+    """Confirm the password at the WebSudo prompt the way a person does (the real form, CSRF
+    token and all), so a logged-in administrator's cookie session may do admin work; returns
+    the final response (303 to ``destination``)."""
+    prompt = client.get("/websudo", params={"os_destination": destination})
+    if prompt.status_int == 303:  # already elevated, or WebSudo is switched off
+        return prompt
+    form = prompt.forms["websudo-form"]
+    form["websudo_password"] = password
+    return form.submit(status=303)

@@ -19,7 +19,9 @@ import pytest
 import webtest
 from sqlalchemy import func, select
 
-from appserver.models import RememberToken, User, UserSession
+from appserver.models import PersonalToken, RememberToken, User, UserSession
+
+from .support import confirm_websudo
 
 CSRF_ADVICE = "Go back, reload the page and try again."
 XSRF_ADVICE = "X-Atlassian-Token: no-check"
@@ -33,10 +35,14 @@ def browser(testapp) -> webtest.TestApp:
 
 
 def log_in(testapp, username: str) -> webtest.TestResponse:
-    """Log in through the real form (CSRF token and all)."""
+    """Log in through the real form (CSRF token and all); an administrator also confirms the
+    password at the WebSudo prompt, through its real form too."""
     form = testapp.get("/login").forms["login-form"]
     form["os_username"], form["os_password"] = username, f"{username}-password"
-    return form.submit(status=303)
+    response = form.submit(status=303)
+    if username == "admin":
+        confirm_websudo(testapp, "admin-password")
+    return response
 
 
 def form_for(page, action: str) -> webtest.forms.Form:

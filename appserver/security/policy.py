@@ -1,7 +1,8 @@
 """The security policy: one small source per kind of credential, asked in order.
 
-Explicit credentials (the ``Authorization`` header) come first, then the session cookie,
-then the remember-me cookie (Seraph's order, except that Basic wins over a stale cookie). The result, with the source that produced it, is computed once
+Explicit credentials (the ``Authorization`` header: Basic or a Bearer personal access token)
+come first and beat any cookie, then the session cookie, then the remember-me cookie
+(Seraph's order, except that Basic and Bearer win over a stale cookie). The result, with the source that produced it, is computed once
 per request and cached (Pyramid does not cache ``request.identity`` itself).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
 from .identity import Authentication, BasicState, Identity, Source
 from .login import Outcome, check_password, note_login
+from .personal_tokens import TokenState, bearer_credentials, record_refusal
 from .remember import RememberState, RememberStore
 from .sessions import CookieState, IssuedSession, SessionStore
 
@@ -33,8 +35,9 @@ class BasicAuthSource:
     """HTTP Basic: checked on every request that sends it; never creates a session row."""
 
     def authenticate(self, request: Request, auth: Authentication) -> None:
-        credentials = parse_authorization(request.headers.get("Authorization"))
-        if credentials is None:
+        header = request.headers.get("Authorization")
+        credentials = parse_authorization(header)
+        if credentials is None or bearer_credentials(header) is not None:
             return
         if credentials.malformed:
             auth.basic = BasicState.MALFORMED
@@ -54,6 +57,24 @@ class BasicAuthSource:
             auth.basic = BasicState.WRONG
 
 
+class BearerTokenSource:
+    """``Authorization: Bearer`` with a personal access token: one indexed SELECT per
+    request, never a session row or a cookie. A token that cannot be used is a 401 (the
+    authentication tween), never anonymous: stricter than Jira."""
+
+    def authenticate(self, request: Request, auth: Authentication) -> None:
+        raw = bearer_credentials(request.headers.get("Authorization"))
+        if raw is None:
+            return
+        lookup = request.token_store.lookup(raw)
+        auth.bearer = lookup.state
+        auth.wrote = auth.wrote or lookup.touched
+        if lookup.state is TokenState.VALID:
+            auth.identity = Identity(lookup.user, Source.BEARER, token=lookup.token)
+        elif record_refusal(request, lookup):
+            auth.wrote = True
+
+
 class SessionCookieSource:
     """The server-side session named by the session cookie."""
 
@@ -67,7 +88,7 @@ class SessionCookieSource:
         auth.presented_session = lookup.session
         auth.wrote = auth.wrote or lookup.touched
         if lookup.state is CookieState.LIVE:
-            if auth.basic is BasicState.ABSENT:
+            if not auth.explicit:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
             return
         auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
@@ -100,7 +121,7 @@ class RememberMeSource:
     def authenticate(self, request: Request, auth: Authentication, sessions: SessionCookieSource) -> None:
         settings = request.appserver_settings
         value = request.cookies.get(settings.remember_cookie)
-        if value is None or auth.identity is not None or auth.basic is not BasicState.ABSENT:
+        if value is None or auth.identity is not None or auth.explicit:
             return
         lookup = request.remember_store.use(value)
         auth.remember = lookup.state
@@ -143,6 +164,7 @@ class AppSecurityPolicy:
 
     def __init__(self) -> None:
         self.basic = BasicAuthSource()
+        self.bearer = BearerTokenSource()
         self.session = SessionCookieSource()
         self.remember_me = RememberMeSource()
         self._cache = RequestLocalCache(self._authenticate)
@@ -151,6 +173,7 @@ class AppSecurityPolicy:
     def _authenticate(self, request: Request) -> Authentication:
         auth = Authentication()
         self.basic.authenticate(request, auth)
+        self.bearer.authenticate(request, auth)
         self.session.authenticate(request, auth)
         self.remember_me.authenticate(request, auth, self.session)
         return auth
