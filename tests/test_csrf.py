@@ -66,7 +66,8 @@ def assert_csrf_refusal(response) -> None:
 
 
 def state(dbsession) -> tuple:
-    """What a forged request could change: accounts, sessions, remember-me tokens."""
+    """What a forged request could change: accounts, sessions (and their WebSudo elevation),
+    remember-me tokens, personal access tokens."""
     dbsession.expire_all()
     return (
         dbsession.execute(
@@ -79,10 +80,13 @@ def state(dbsession) -> tuple:
             ).order_by(User.id)
         ).all(),
         dbsession.execute(
-            select(UserSession.id, UserSession.revoked_at).order_by(UserSession.id)
+            select(UserSession.id, UserSession.revoked_at, UserSession.websudo_at).order_by(UserSession.id)
         ).all(),
         dbsession.execute(
             select(RememberToken.id, RememberToken.revoked_at).order_by(RememberToken.id)
+        ).all(),
+        dbsession.execute(
+            select(PersonalToken.id, PersonalToken.revoked_at).order_by(PersonalToken.id)
         ).all(),
     )
 
@@ -99,6 +103,7 @@ class FormCase:
     action: Callable[[dict], str]
     fill: dict[str, str]
     as_user: str = "fred"
+    status: int = 303  # what the real form answers (creating a token shows the page: 200)
 
 
 FORMS = [
@@ -137,15 +142,34 @@ FORMS = [
             {},
             as_user="admin",
         )
-        for action in ("deactivate", "unlock", "revoke-sessions")
+        for action in ("deactivate", "unlock", "revoke-sessions", "revoke-tokens")
     ),
+    FormCase(
+        "create a personal access token",
+        "/account",
+        lambda ctx: "/account/tokens",
+        {"name": "forged", "expiration_days": "30"},
+        status=200,
+    ),
+    FormCase(
+        "revoke a personal access token",
+        "/account",
+        lambda ctx: f"/account/tokens/{ctx['fred_token'].id}/revoke",
+        {},
+    ),
+    FormCase("drop administrator access", "/admin/users", lambda ctx: "/websudo/drop", {}, as_user="admin"),
 ]
 
 
 @pytest.fixture
-def context(testapp, users, dbsession, clock) -> dict[str, Any]:
-    """alice has a live session elsewhere and is locked out (so every admin action does
-    something); fred has a second session (so revoking one does something)."""
+def context(testapp, users, dbsession, app_request, clock) -> dict[str, Any]:
+    """alice has a live session elsewhere, is locked out and has a personal access token (so
+    every admin action does something); fred has a second session and a token (so revoking
+    one does something)."""
+    from appserver.security import personal_tokens
+
+    alice_token = personal_tokens.create(app_request, users["alice"], "alice's", 30).token
+    fred_token = personal_tokens.create(app_request, users["fred"], "fred's", 30).token
     elsewhere = browser(testapp)
     log_in(elsewhere, "alice")
     other = browser(testapp)
@@ -155,7 +179,13 @@ def context(testapp, users, dbsession, clock) -> dict[str, Any]:
     fred_sessions = dbsession.scalars(
         select(UserSession).where(UserSession.user_id == users["fred"].id).order_by(UserSession.id)
     ).all()
-    return {"users": users, "other_session": fred_sessions[-1], "alice_browser": elsewhere}
+    return {
+        "users": users,
+        "other_session": fred_sessions[-1],
+        "alice_browser": elsewhere,
+        "fred_token": fred_token,
+        "alice_token": alice_token,
+    }
 
 
 @pytest.mark.parametrize("case", FORMS, ids=[case.name for case in FORMS])
@@ -208,7 +238,7 @@ def test_the_real_form_is_accepted(testapp, context, dbsession, case):
         form[name] = value
     before = state(dbsession)
     response = form.submit()
-    assert response.status_int == 303, response.text[:2000]
+    assert response.status_int == case.status, response.text[:2000]
     assert state(dbsession) != before, f"{case.name} did nothing"
 
 
@@ -421,8 +451,11 @@ def test_get_on_state_changing_urls_does_nothing(testapp, context, dbsession, me
         LOGIN,
         *(
             f"/admin/users/{users['alice'].id}/{action}"
-            for action in ("deactivate", "activate", "unlock", "revoke-sessions")
+            for action in ("deactivate", "activate", "unlock", "revoke-sessions", "revoke-tokens")
         ),
+        "/account/tokens",
+        f"/account/tokens/{context['fred_token'].id}/revoke",
+        "/websudo/drop",
     ]
     before = state(dbsession)
     for url in urls:

@@ -246,3 +246,15 @@ def test_elevated_already_the_prompt_just_returns(testapp, users):
     confirm_websudo(admin, "admin-password")
     assert admin.get("/websudo", params={"os_destination": "/admin/users?y=2"}, status=303).location.endswith("/admin/users?y=2")
     admin.get(ADMIN, status=200)
+
+
+def test_the_prompt_refuses_a_forged_post(testapp, users, dbsession):
+    """Login CSRF's cousin: a cross-site form must not elevate the administrator's session
+    (nor count a wrong password against them)."""
+    admin = html_login(testapp)
+    for token in ({}, {"csrf_token": "forged"}):
+        page = admin.post("/websudo", {"websudo_password": "admin-password", **token}, status=400)
+        assert "expired or was sent from another site" in page.text
+        assert "X-Atlassian-WebSudo" not in page.headers
+    prompted(admin.get(ADMIN))
+    assert events(dbsession, "websudo.granted") == []
