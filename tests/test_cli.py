@@ -361,6 +361,20 @@ def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli,
     assert "0 expired or revoked session(s) purged" in out
 
 
+def test_purge_sessions_deletes_revoked_tokens_and_keeps_usable_ones(appserver_cli, web):
+    from appserver.models import PersonalToken
+
+    appserver_cli("initdb", "--demo")
+    for n in range(3):
+        appserver_cli("create-token", "fred", f"old{n}", "--expires-days", "5")
+    appserver_cli("revoke-tokens", "fred")
+    keep = appserver_cli("create-token", "fred", "keep", "--expires-days", "5")[1].strip()
+    status, out, _ = appserver_cli("purge-sessions", "--batch-size", "2")
+    assert status == 0 and "3 expired or revoked personal access token(s) purged" in out
+    assert count(web, PersonalToken) == 1
+    web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {keep}"}, status=200)
+
+
 # --- Settings: a bad value stops start-up, naming the setting ---------------------------------
 
 

@@ -144,7 +144,8 @@ def cmd_unlock(args: argparse.Namespace) -> None:
 
 
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
-    """Sessions, remember-me tokens and stale failure counts of unknown names, each in
+    """Sessions, remember-me tokens, personal access tokens and stale failure counts of
+    unknown names, each in
     batches committed one by one so a large purge never holds long locks."""
     with bootstrap(args.config_uri) as env:
         request = env["request"]
@@ -152,6 +153,7 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
         for label, purge in (
             ("session(s)", lambda: request.session_store.purge_batch(batch)),
             ("remember-me token(s)", lambda: request.remember_store.purge_batch(batch)),
+            ("personal access token(s)", lambda: request.token_store.purge_batch(batch)),
             ("failure count(s) of unknown names", lambda: purge_throttles(request, batch)),
         ):
             total = 0

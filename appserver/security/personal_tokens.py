@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyramid.request import Request
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import PersonalToken, User
@@ -200,6 +200,17 @@ class TokenStore:
             .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         ).rowcount
+
+    def purge_batch(self, batch_size: int = 1000) -> int:
+        """Delete up to ``batch_size`` revoked or expired tokens (a presented one is then just
+        unknown: still a 401). Usable tokens are never touched."""
+        dead = PersonalToken.revoked_at.is_not(None) | (
+            PersonalToken.expires_at.is_not(None) & (PersonalToken.expires_at <= self.now)
+        )
+        ids = list(self.db.scalars(select(PersonalToken.id).where(dead).limit(batch_size)))
+        if ids:
+            self.db.execute(delete(PersonalToken).where(PersonalToken.id.in_(ids)))
+        return len(ids)
 
 
 # --- making and revoking, with the limits and the audit trail -------------------------------
