@@ -43,11 +43,6 @@ class Identity:
     token: PersonalToken | None = None  # with Source.BEARER
 
     @property
-    def presents_credentials(self) -> bool:
-        """Basic and Bearer send their credentials with every request (WebSudo exempts them)."""
-        return self.source in (Source.BASIC, Source.BEARER)
-
-    @property
     def cookie_based(self) -> bool:
         return self.source in (Source.SESSION, Source.REMEMBER, Source.LOGIN)
 

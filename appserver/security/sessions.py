@@ -119,11 +119,10 @@ class SessionStore:
         self.db.execute(
             update(UserSession)
             .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
-            .values(revoked_at=self.now, websudo_at=None)
+            .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         )
         session.__dict__["revoked_at"] = session.revoked_at or self.now
-        session.__dict__["websudo_at"] = None
 
     def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
         """Revoke every live session of a user (except ``keep``); returns how many."""
@@ -133,7 +132,7 @@ class SessionStore:
         if keep is not None:
             statement = statement.where(UserSession.id != keep.id)
         result = self.db.execute(
-            statement.values(revoked_at=self.now, websudo_at=None).execution_options(synchronize_session=False)
+            statement.values(revoked_at=self.now).execution_options(synchronize_session=False)
         )
         return result.rowcount
 

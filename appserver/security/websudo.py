@@ -34,11 +34,10 @@ HEADER = ("X-Atlassian-WebSudo", "Has-Authentication")
 
 
 def _session(request: Request) -> UserSession | None:
-    """The cookie session WebSudo applies to; None when the request is exempt or anonymous."""
+    """The cookie session WebSudo applies to. None for anonymous requests, and for Basic and
+    Bearer ones: they have no session, presenting their credentials every time (exempt)."""
     identity = request.authentication.identity
-    if identity is None or identity.presents_credentials:
-        return None
-    return identity.session
+    return identity.session if identity is not None else None
 
 
 def remaining(request: Request) -> int | None:
