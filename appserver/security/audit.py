@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from pyramid.request import Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..models import AuthEvent, User
 from . import client
@@ -32,7 +33,7 @@ class Event(str, enum.Enum):
     USER_ACTIVATED = "user.activated"
     TOKEN_CREATED = "token.created"
     TOKEN_REVOKED = "token.revoked"
-    TOKEN_REFUSED = "token.refused"  # collapsed: see record_collapsed
+    TOKEN_REFUSED = "token.refused"  # collapsed: see recorded_lately
     WEBSUDO_GRANTED = "websudo.granted"
     WEBSUDO_REFUSED = "websudo.refused"
     WEBSUDO_DROPPED = "websudo.dropped"
@@ -66,8 +67,17 @@ DESCRIPTIONS = {
 COLLAPSE_SECONDS = 300
 
 
-def record(request: Request, event: Event, user: User | None = None, detail: str = "") -> None:
-    request.dbsession.add(
+def record(
+    request: Request,
+    event: Event,
+    user: User | None = None,
+    detail: str = "",
+    *,
+    db: Session | None = None,
+) -> None:
+    """Add an event to ``db``: the request's unit of work unless a unit of its own is given
+    (events that must stand whatever the request does next: failed logins, lock-outs)."""
+    (request.dbsession if db is None else db).add(
         AuthEvent(
             occurred_at=request.now,
             event=event.value,
@@ -79,12 +89,12 @@ def record(request: Request, event: Event, user: User | None = None, detail: str
     )
 
 
-def record_collapsed(request: Request, event: Event, user: User | None = None, detail: str = "") -> bool:
-    """:func:`record`, unless the same event for the same account from the same address was
-    recorded within :data:`COLLAPSE_SECONDS`. True when a row was added."""
+def recorded_lately(request: Request, event: Event, user: User | None = None, *, db: Session) -> bool:
+    """Whether the same event for the same account from the same address was recorded within
+    :data:`COLLAPSE_SECONDS`: repeats of a collapsed event add no row."""
     since = request.now - timedelta(seconds=COLLAPSE_SECONDS)
     user_id = user.id if user is not None else None
-    seen = request.dbsession.scalar(
+    seen = db.scalar(
         select(AuthEvent.id)
         .where(
             AuthEvent.event == event.value,
@@ -94,10 +104,7 @@ def record_collapsed(request: Request, event: Event, user: User | None = None, d
         )
         .limit(1)
     )
-    if seen is not None:
-        return False
-    record(request, event, user, detail)
-    return True
+    return seen is not None
 
 
 def recent(request: Request, *, user_id: int | None = None, limit: int = 20) -> list[AuthEvent]:

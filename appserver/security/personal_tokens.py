@@ -19,8 +19,10 @@ from datetime import datetime, timedelta
 from pyramid.request import Request
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import PersonalToken, User
+from ..models.units import unit
 from . import audit
 from .audit import Event
 from .tokens import hash_token, new_token
@@ -52,7 +54,8 @@ class TokenLookup:
     state: TokenState
     token: PersonalToken | None = None
     user: User | None = None
-    touched: bool = False  # this lookup wrote last_accessed_at
+    #: Valid, and last used a touch interval ago or more (or never): :meth:`TokenStore.touch` it.
+    due_touch: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,15 @@ class TokenStore:
         self.now = now
         self.touch_interval = timedelta(seconds=touch_interval)
 
+    @classmethod
+    def of(cls, request: Request, db: Session | None = None) -> TokenStore:
+        """The store in ``db`` (a unit of work), or in the request's own by default."""
+        return cls(
+            request.dbsession if db is None else db,
+            request.now,
+            touch_interval=request.appserver_settings.touch_interval,
+        )
+
     def issue(self, user: User, name: str, expires_at: datetime | None) -> IssuedToken:
         secret = new_token()
         row = PersonalToken(
@@ -106,8 +118,7 @@ class TokenStore:
         return IssuedToken(f"{PREFIX}{row.id}_{secret}", row)
 
     def lookup(self, raw: str) -> TokenLookup:
-        """One SELECT (token joined with its owner), plus an UPDATE of ``last_accessed_at``
-        at most once per touch interval."""
+        """One SELECT (token joined with its owner); it writes nothing."""
         parsed = parse(raw)
         if parsed is None:
             return TokenLookup(TokenState.MALFORMED)
@@ -128,15 +139,12 @@ class TokenStore:
             return TokenLookup(TokenState.EXPIRED, token, user)
         if not user.active:
             return TokenLookup(TokenState.INACTIVE, token, user)
-        touched = False
-        if token.last_accessed_at is None or self.now - token.last_accessed_at >= self.touch_interval:
-            if not self._touch(token):
-                return TokenLookup(TokenState.REVOKED, token, user)
-            touched = True
-        return TokenLookup(TokenState.VALID, token, user, touched)
+        due = token.last_accessed_at is None or self.now - token.last_accessed_at >= self.touch_interval
+        return TokenLookup(TokenState.VALID, token, user, due_touch=due)
 
-    def _touch(self, token: PersonalToken) -> bool:
-        # The WHERE clause stops a request in flight from using a token revoked meanwhile.
+    def touch(self, token: PersonalToken) -> bool:
+        """Note the token as used now (``lastAccessedAt``); False if it was revoked meanwhile.
+        The WHERE clause stops a request in flight from using a token revoked meanwhile."""
         result = self.db.execute(
             update(PersonalToken)
             .where(PersonalToken.id == token.id, PersonalToken.revoked_at.is_(None))
@@ -145,7 +153,7 @@ class TokenStore:
         )
         if result.rowcount != 1:
             return False
-        token.__dict__["last_accessed_at"] = self.now  # no SELECT to reload it
+        set_committed_value(token, "last_accessed_at", self.now)  # no SELECT to reload it
         return True
 
     def get(self, token_id: int) -> PersonalToken | None:
@@ -191,7 +199,7 @@ class TokenStore:
             .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         )
-        token.__dict__["revoked_at"] = token.revoked_at or self.now
+        set_committed_value(token, "revoked_at", token.revoked_at or self.now)
 
     def revoke_user(self, user_id: int) -> int:
         return self.db.execute(
@@ -277,10 +285,15 @@ def revoke_all(request: Request, user: User, *, by: str = "") -> int:
     return revoked
 
 
-def record_refusal(request: Request, lookup: TokenLookup) -> bool:
+def record_refusal(request: Request, state: TokenState, lookup: TokenLookup) -> bool:
     """Audit a refused token, collapsed: a client retrying a revoked token in a loop leaves
-    one row per window, not one per request. True when a row was written."""
-    detail = lookup.state.value
-    if lookup.token is not None:
-        detail = f"{lookup.token.name!r}: {detail}"
-    return audit.record_collapsed(request, Event.TOKEN_REFUSED, lookup.user, detail)
+    one row per window, not one per request (a read, and a write only when due). In units of
+    work of their own: the refusal stands whatever the request does next. True when a row was
+    written."""
+    with unit(request) as db:
+        if audit.recorded_lately(request, Event.TOKEN_REFUSED, lookup.user, db=db):
+            return False
+    detail = state.value if lookup.token is None else f"{lookup.token.name!r}: {state.value}"
+    with unit(request, write=True) as db:
+        audit.record(request, Event.TOKEN_REFUSED, lookup.user, detail, db=db)
+    return True

@@ -18,6 +18,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import is_rest
 from ..models import UserSession
@@ -57,7 +58,7 @@ def _set(request: Request, session: UserSession, value) -> None:
         .values(websudo_at=value)
         .execution_options(synchronize_session=False)
     )
-    session.__dict__["websudo_at"] = value
+    set_committed_value(session, "websudo_at", value)
 
 
 def require(request: Request) -> Response | None:
