@@ -297,6 +297,35 @@ def test_malformed_authorization_is_a_401_with_a_basic_challenge(wsgi, users, un
         assert "Basic authentication failed" in messages(response)
 
 
+MALFORMED_BEARER = {
+    "scheme only": "Bearer",
+    "scheme and a space": "Bearer ",
+    "not a token": "Bearer x",
+    "lower-case scheme, garbage": "bearer !!!",
+    "id too large": "Bearer apt_99999999999_" + "A" * 43,
+    "id zero": "Bearer apt_0_" + "A" * 43,
+    "negative id": "Bearer apt_-1_" + "A" * 43,
+    "non-ASCII digits": "Bearer apt_\u0661_" + "A" * 43,
+    "NUL in the token": "Bearer apt_1_" + "A" * 42 + "\x00",
+    "secret too short": "Bearer apt_1_" + "A" * 42,
+    "two tokens": "Bearer apt_1_" + "A" * 43 + " apt_2_" + "A" * 43,
+    "10,000 characters": "Bearer " + "A" * 10_000,
+    "unknown token": "Bearer apt_1_" + "A" * 43,
+}
+
+
+@pytest.mark.parametrize("header", MALFORMED_BEARER.values(), ids=MALFORMED_BEARER.keys())
+def test_malformed_bearer_is_a_401_with_a_bearer_challenge(wsgi, users, unchanged, header):
+    for path in (MYSELF, SERVER_INFO, "/"):
+        response = send(wsgi, "GET", path, headers=[("Authorization", header)])
+        assert_clear_answer(response, path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="appserver", error="invalid_token"')
+        assert response.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
+        assert response.headers["X-AUSERNAME"] == "anonymous"
+        assert "Set-Cookie" not in response.headers
+
+
 def test_no_header_with_os_authtype_basic_is_a_401_with_a_challenge(wsgi, users, unchanged):
     for path in (MYSELF, SERVER_INFO, "/"):
         response = send(wsgi, "GET", path, query="os_authType=basic")
