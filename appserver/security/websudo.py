@@ -11,7 +11,7 @@ Views ask for it with the view option ``websudo=True``; code that needs it only 
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPSeeOther
@@ -51,7 +51,7 @@ def remaining(request: Request) -> int | None:
     return seconds if seconds > 0 else None
 
 
-def _set(request: Request, session: UserSession, value) -> None:
+def _set(request: Request, session: UserSession, value: datetime | None) -> None:
     request.dbsession.execute(
         update(UserSession)
         .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
