@@ -7,6 +7,8 @@ CONFIG ?= development.ini
 PORT ?=
 PORT_VARS := $(if $(PORT),http_port=$(PORT))
 PYTEST_ARGS ?=
+# make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
+BENCHMARK_ARGS ?=
 
 .PHONY: run test initdb e2e screenshots benchmark loadtest clean
 
@@ -43,7 +45,7 @@ screenshots: $(VENV)/.test-deps
 	APPSERVER_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
 
 benchmark: $(VENV)/.test-deps
-	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m benchmarks $(BENCHMARK_ARGS)
 
 # The load-and-fault suite at full length, on SQLite and on two processes sharing a private
 # PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.

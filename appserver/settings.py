@@ -25,6 +25,7 @@ ENVIRONMENT_OVERRIDES = {
 }
 
 MIN_SECRET_LENGTH = 32
+TOKEN_NAME_COLUMN_LENGTH = 255  # personal_tokens.name
 
 
 class ConfigurationError(ValueError):
@@ -52,6 +53,12 @@ class AppSettings:
     max_concurrent_hashes: int
     credential_cache_size: int
     purge_batch_size: int
+    token_name_max_length: int
+    tokens_per_user: int
+    token_max_expiry_days: int
+    tokens_without_expiry: bool
+    websudo_enabled: bool
+    websudo_timeout: int
     show_demo_users: bool
 
     @property
@@ -143,6 +150,14 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
     "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    # Personal access tokens: Jira's atlassian.pats.* defaults.
+    "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),
+    "appserver.tokens.max_per_user": ("tokens_per_user", _integer(1), 10),
+    "appserver.tokens.max_expiry_days": ("token_max_expiry_days", _integer(1), 365),
+    "appserver.tokens.allow_no_expiry": ("tokens_without_expiry", _boolean, "false"),
+    # WebSudo: Jira's jira.websudo.timeout (rolling) and jira.websudo.is.disabled.
+    "appserver.websudo.enabled": ("websudo_enabled", _boolean, "true"),
+    "appserver.websudo.timeout": ("websudo_timeout", _integer(1), 600),
     "appserver.login.show_demo_users": ("show_demo_users", _boolean, "false"),
 }
 
@@ -187,6 +202,10 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
     if parsed.max_lockout_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
             "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds"
+        )
+    if parsed.token_name_max_length > TOKEN_NAME_COLUMN_LENGTH:
+        raise ConfigurationError(
+            f"appserver.tokens.name_max_length: must be at most {TOKEN_NAME_COLUMN_LENGTH}"
         )
     if parsed.show_demo_users and parsed.secure_cookies:
         raise ConfigurationError(

@@ -1,4 +1,5 @@
-"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere."""
+"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere, revoke
+personal access tokens. Every view here needs WebSudo (``websudo=True``)."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from ..demo import ensure_user
 from ..models import User
 from ..models.user import USERNAME_MAX_LENGTH
-from ..security import accounts, audit
+from ..security import accounts, audit, personal_tokens, websudo
 from ..security.accounts import AccountError
 from ..security.audit import Event
 from ..security.login import find_user, locked_for
@@ -30,18 +31,21 @@ def users_page(request: Request, **extra) -> dict:
         "form": {"username": "", "display_name": "", "email": "", "admin": False},
         "form_error": None,
         "confirm": CONFIRM,
+        "token_counts": request.token_store.usable_counts(),
+        "websudo_remaining": websudo.remaining(request),
+        "websudo_timeout": request.appserver_settings.websudo_timeout,
         **extra,
     }
 
 
 @view_config(route_name="admin.users", request_method="GET",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def list_users(request: Request) -> dict:
     return users_page(request)
 
 
 @view_config(route_name="admin.users", request_method="POST",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def create_user(request: Request):
     form = {
         "username": request.POST.get("username", "").strip(),
@@ -80,9 +84,15 @@ CONFIRM = {
     ),
     "revoke-sessions": (
         "Log {name} out everywhere?",
-        "Every session and remembered login of {name} ends now: each browser and REST client "
-        "has to log in again.",
+        "Every session and remembered login of {name} ends now, and their personal access "
+        "tokens are revoked: each browser and REST client has to log in again.",
         "Log {name} out everywhere",
+    ),
+    "revoke-tokens": (
+        "Revoke the tokens of {name}?",
+        "Every personal access token of {name} stops working now; programs that use one get "
+        "a 401. Their sessions are kept.",
+        "Revoke the tokens of {name}",
     ),
 }
 
@@ -108,7 +118,7 @@ def confirm_page(request: Request, user: User) -> Response:
 MAX_ID = 2**31 - 1
 
 
-@view_config(route_name="admin.confirm", permission="admin")
+@view_config(route_name="admin.confirm", permission="admin", websudo=True)
 def confirm_user_action(request: Request):
     user_id = int(request.matchdict["id"])
     user = request.dbsession.get(User, user_id) if user_id <= MAX_ID else None
@@ -118,7 +128,7 @@ def confirm_user_action(request: Request):
 
 
 @view_config(route_name="admin.user_action", request_method="POST",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def user_action(request: Request):
     user = request.dbsession.get(User, int(request.matchdict["id"]))
     if user is None:
@@ -132,6 +142,8 @@ def user_action(request: Request):
             accounts.set_active(request, user, action == "activate", by=admin)
         elif action == "unlock":
             accounts.unlock(request, user, by=admin)
+        elif action == "revoke-tokens":
+            personal_tokens.revoke_all(request, user, by=admin.username)
         else:
             accounts.revoke_sessions(request, user, by=admin.username)
     except AccountError as error:
