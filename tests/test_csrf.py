@@ -137,8 +137,8 @@ FORMS = [
     *(
         FormCase(
             f"admin: {action}",
-            # Deactivating and logging out everywhere are asked for on a confirmation page.
-            "" if action in ("deactivate", "revoke-sessions") else "/admin/users",
+            # Actions that take something away are asked for on a confirmation page.
+            "" if action in ("deactivate", "revoke-sessions", "revoke-tokens") else "/admin/users",
             lambda ctx, action=action: f"/admin/users/{ctx['users']['alice'].id}/{action}",
             {},
             as_user="admin",

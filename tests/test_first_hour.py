@@ -57,9 +57,11 @@ def test_admin_leads_to_the_users_page(testapp, users):
 # --- A second step before taking something away ----------------------------------------------
 
 
+#: action -> (what the confirmation page says, fred's session afterwards)
 ASKS = {
-    "deactivate": "fred is logged out everywhere and cannot log in",
-    "revoke-sessions": "Every session and remembered login of fred ends now",
+    "deactivate": ("fred is logged out everywhere and cannot log in", 401),
+    "revoke-sessions": ("Every session and remembered login of fred ends now", 401),
+    "revoke-tokens": ("Every personal access token of fred stops working now", 200),
 }
 
 
@@ -71,7 +73,8 @@ def test_a_destructive_admin_action_asks_first(testapp, users, action):
     # The users page links to a confirmation page; it holds no form that acts at once.
     assert not [f for f in users_page.forms.values() if f.action == url]
     confirm = users_page.click(href=url + "$")
-    assert ASKS[action] in confirm.html.select_one("#confirm").text
+    says, afterwards = ASKS[action]
+    assert says in confirm.html.select_one("#confirm").text
     assert confirm.html.select_one("#confirm-cancel")["href"] == "/admin/users"
     # A post without the second step (an old page, a script) only asks again.
     token = confirm.forms["confirm-form"]["csrf_token"].value
@@ -81,7 +84,7 @@ def test_a_destructive_admin_action_asks_first(testapp, users, action):
     # Confirmed: done.
     done = confirm.forms["confirm-form"].submit(status=303)
     assert done.headers["Location"] == "http://localhost/admin/users?notice=user-updated"
-    fred.get("/rest/api/2/myself", status=401)
+    fred.get("/rest/api/2/myself", status=afterwards)
 
 
 def test_actions_that_take_nothing_away_do_not_ask(testapp, users, dbsession):

@@ -14,6 +14,7 @@ from appserver.models import AuthEvent, PersonalToken, UserSession
 from appserver.security import audit, personal_tokens
 
 from .support import confirm_websudo
+from .test_admin import action_form
 
 TOKENS = "/rest/pat/latest/tokens"
 MYSELF = "/rest/api/2/myself"
@@ -274,8 +275,7 @@ def test_a_deactivated_users_tokens_stop_at_once_and_come_back(testapp, users, a
     admin = browser(testapp, "admin")
     confirm_websudo(admin, "admin-password")
     page = admin.get("/admin/users")
-    deactivate = [f for f in page.forms.values() if f.action.endswith(f"/{users['fred'].id}/deactivate")][0]
-    deactivate.submit(status=303)
+    action_form(page, users["fred"], "deactivate").submit(status=303)  # via its confirmation
     assert_invalid_token(testapp.get(MYSELF, headers=bearer(raw), status=401), "deactivated")
     page = admin.get("/admin/users")
     [f for f in page.forms.values() if f.action.endswith(f"/{users['fred'].id}/activate")][0].submit(status=303)
@@ -353,7 +353,7 @@ def test_log_out_everywhere_revokes_tokens_too(testapp, users, app_request):
     admin = browser(testapp, "admin")
     confirm_websudo(admin, "admin-password")
     page = admin.get("/admin/users")
-    [f for f in page.forms.values() if f.action.endswith(f"/{users['fred'].id}/revoke-sessions")][0].submit(status=303)
+    action_form(page, users["fred"], "revoke-sessions").submit(status=303)
     assert_invalid_token(testapp.get(MYSELF, headers=bearer(raw), status=401), "revoked")
 
 
@@ -460,7 +460,7 @@ def test_the_admin_page_counts_tokens_and_revokes_them_all(testapp, users, app_r
     page = admin.get("/admin/users")
     counts = {row["data-username"]: row.select_one(".token-count").text for row in page.html.select("#users tbody tr")}
     assert counts == {"admin": "0", "alice": "1", "fred": "3"}
-    [f for f in page.forms.values() if f.action.endswith(f"/{users['fred'].id}/revoke-tokens")][0].submit(status=303)
+    action_form(page, users["fred"], "revoke-tokens").submit(status=303)  # via its confirmation
     for raw in raws:
         testapp.get(MYSELF, headers=bearer(raw), status=401)
     page = admin.get("/admin/users")

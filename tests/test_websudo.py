@@ -43,8 +43,6 @@ def events(dbsession, name: str) -> list[AuthEvent]:
     return list(dbsession.scalars(select(AuthEvent).where(AuthEvent.event == name).order_by(AuthEvent.id)))
 
 
-def action_form(page, user, action):
-    return [f for f in page.forms.values() if f.action == f"{ADMIN}/{user.id}/{action}"][0]
 
 
 def test_an_admin_page_asks_for_the_password_and_returns_to_the_page(testapp, users, dbsession):
@@ -107,19 +105,20 @@ def test_ordinary_pages_do_not_extend_it(testapp, users, clock):
 def test_a_post_that_needed_it_is_not_replayed(testapp, users, dbsession):
     admin = html_login(testapp)
     confirm_websudo(admin, "admin-password")
-    page = admin.get(ADMIN)
+    confirmation = f"{ADMIN}/{users['fred'].id}/deactivate"  # deactivating asks first
+    page = admin.get(confirmation)
     admin.delete(WEBSUDO, status=204)  # the elevation ends while the page is open
-    response = action_form(page, users["fred"], "deactivate").submit(headers={"Referer": "http://localhost/admin/users"})
-    prompted(response, ADMIN, resubmit=True)
+    response = page.forms["confirm-form"].submit(headers={"Referer": f"http://localhost{confirmation}"})
+    prompted(response, confirmation, resubmit=True)
     prompt = response.follow()
     assert "not" in prompt.html.select_one("#websudo-resubmit").text
     form = prompt.forms["websudo-form"]
     form["websudo_password"] = "admin-password"
     back = form.submit(status=303)
-    assert back.location == "http://localhost/admin/users"
+    assert back.location == f"http://localhost{confirmation}"
     dbsession.expire_all()
     assert users["fred"].active  # nothing was done behind the administrator's back
-    action_form(back.follow(), users["fred"], "deactivate").submit(status=303)
+    back.follow().forms["confirm-form"].submit(status=303)
     dbsession.expire_all()
     assert not users["fred"].active
 

@@ -65,6 +65,11 @@ def phone_page(new_context: ContextFactory, who: str | None) -> tuple[BrowserCon
     page = context.new_page()
     if who is not None:
         log_in(page, who)
+    if who == "admin":  # administration needs the password confirmed (WebSudo)
+        page.goto("/websudo?os_destination=%2F")
+        page.locator("#websudo_password").fill("admin-password")
+        with page.expect_navigation():
+            page.locator("#websudo-submit").click()
     return context, page
 
 
@@ -92,6 +97,15 @@ def test_main_pages_fit_a_phone_without_sideways_scrolling(
 ) -> None:
     _, page = phone_page(new_context, who)
     page.goto(path)
+    assert_fits(page)
+
+
+def test_the_websudo_prompt_fits_a_phone(new_context: ContextFactory, server: LiveServer) -> None:
+    context = new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    log_in(page, "admin")
+    page.goto("/admin/users")  # not confirmed yet: the prompt
+    expect(page.locator("#websudo_password")).to_be_visible()
     assert_fits(page)
 
 
