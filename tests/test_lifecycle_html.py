@@ -276,7 +276,7 @@ def test_an_expired_session_on_a_login_only_page_says_so_on_the_login_page(
     assert form["os_destination"].value == path
     form["os_username"], form["os_password"] = "admin", "admin-password"
     assert form.submit(status=303).headers["Location"] == f"http://localhost{path}"
-    assert testapp.get(path).html.select_one("#session-expired") is None
+    assert testapp.get("/").html.select_one("#session-expired") is None
 
 
 def test_an_anonymous_visitor_of_a_login_only_page_is_not_told_of_an_expiry(testapp, users):

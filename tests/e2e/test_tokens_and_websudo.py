@@ -85,21 +85,25 @@ def test_an_administrator_walks_through_the_websudo_prompt(
     assert path_of(page) == "/admin/users"
     expect(page.locator("#websudo-status")).to_contain_text("another 10 minute(s)")
 
-    # Ten idle minutes later the window has closed; the open page's button meets the prompt.
-    server.clock.advance(601)
-    victor = page.locator('tr[data-username="victor"]')
+    # Deactivating asks first, on a page of its own; ten idle minutes later the window has
+    # closed, and that open page's button meets the prompt.
     with page.expect_navigation():
-        victor.locator(".action-deactivate").click()
+        page.locator('tr[data-username="victor"] .action-deactivate').click()
+    confirmation = path_of(page)
+    expect(page.locator("#confirm-title")).to_have_text("Deactivate victor?")
+    server.clock.advance(601)
+    with page.expect_navigation():
+        page.locator("#confirm-submit").click()
     assert path_of(page).startswith("/websudo?")
     expect(page.locator("#websudo-resubmit")).to_contain_text("not")
     page.locator("#websudo_password").fill("boss-password")
     with page.expect_navigation():
         page.locator("#websudo-submit").click()
-    assert path_of(page) == "/admin/users"
+    assert path_of(page) == confirmation
     with server.request() as request:
         assert find_user(request, "victor").active  # not replayed behind the admin's back
     with page.expect_navigation():
-        page.locator('tr[data-username="victor"] .action-deactivate').click()
+        page.locator("#confirm-submit").click()
     expect(page.locator("#notice")).to_contain_text("has been updated")
     expect(page.locator('tr[data-username="victor"]')).to_contain_text("Inactive")
 
