@@ -21,6 +21,7 @@ T = TypeVar("T")
 ENVIRONMENT_OVERRIDES = {
     "sqlalchemy.url": "APPSERVER_DATABASE_URL",
     "appserver.secret": "APPSERVER_SECRET",
+    "appserver.process_header": "APPSERVER_PROCESS_HEADER",
 }
 
 MIN_SECRET_LENGTH = 32
@@ -50,6 +51,7 @@ class AppSettings:
     max_password_bytes: int
     max_concurrent_hashes: int
     purge_batch_size: int
+    process_header: bool
 
     @property
     def session_cookie(self) -> str:
@@ -135,6 +137,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    "appserver.process_header": ("process_header", _boolean, "false"),
 }
 
 
