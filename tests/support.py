@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: database set-up, a live waitress server, users."""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +76,22 @@ def sibling_database(url: str, suffix: str) -> str:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+def production_environment(database: str, sqlite_file: Path, suffix: str, secret: str) -> dict[str, str]:
+    """The environment production.ini documents (APPSERVER_SECRET, APPSERVER_DATABASE_URL)
+    for a process of its own, on an emptied PostgreSQL database ``<test db>_<suffix>`` or
+    on the SQLite file ``sqlite_file``; no other APPSERVER_* variable leaks in."""
+    if database == "postgresql":
+        url = sibling_database(os.environ["TEST_DATABASE_URL"], suffix)
+        engine = get_engine({"sqlalchemy.url": url})
+        reset_database(engine)
+        engine.dispose()
+    else:
+        url = f"sqlite:///{sqlite_file}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")}
+    env.update(APPSERVER_SECRET=secret, APPSERVER_DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    return env
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
