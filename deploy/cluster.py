@@ -393,13 +393,14 @@ def stop_pid(pid: int, sig: signal.Signals, timeout: float = STOP_TIMEOUT) -> No
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+        if gone(pid):
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
 
 
-def _zombie(pid: int) -> bool:
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts as exited)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
