@@ -1,138 +1,35 @@
-"""Production as users run it (issue 13): ``deploy/cluster.py`` (``make cluster``) brings up
-Debian's nginx terminating TLS with a certificate from a CA it generated, in front of two
-``pserve production.ini`` processes sharing PostgreSQL; every test talks https to nginx and
-trusts only that CA.
-
-Chromium keeps the ``__Host-``, Secure, HttpOnly cookies (trusting the CA through an NSS
-database, not by ignoring certificate errors); the ``jira`` client searches and logs in again
-after a revoke; a session made on one process is honoured by the other (``X-Appserver-Process``
-says which answered); a process killed mid-run loses no session and no request that was safe
-to retry; a rolling restart under load fails no request; PostgreSQL restarted means 503s,
-then recovery by itself.
-
-Skipped only where nginx is not installed (CI installs it; APPSERVER_REQUIRE_ALL_TESTS=1 turns
-a skip into a failure). Runs on PostgreSQL only: several processes share one database.
+"""Production as users run it (issue 13), through ``make cluster``'s nginx over https with the
+CA it generated (fixtures: tests/deployment_fixtures.py; the browser test is
+tests/e2e/test_https_cluster.py): TLS and redirects, the forwarded headers production.ini
+trusts, one session on every process (``X-Appserver-Process`` says which answered), the
+``jira`` client with the CA bundle, a process killed mid-run, a rolling restart under load,
+PostgreSQL restarted.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import requests
 
-from appserver.models import get_engine
+from .deployment_fixtures import (
+    BIN, PROCESS, deploy, login, nginx_or_skip, postgresql_or_skip, process_names, start_cluster,
+    stop_cluster, trusting,
+)
+from .support import ROOT, record_http
 
-from .support import ROOT, record_http, reset_database, sibling_database
-from .test_cli import BIN, free_port
-
-PYTHON = str(BIN / "python")
-CLUSTER_SCRIPT = ROOT / "deploy" / "cluster.py"
-NGINX = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-PROCESS = "X-Appserver-Process"
 SEARCH = "/rest/api/2/search?jql=project%3DDEMO&maxResults=5"
 
 
-def load_cluster_module() -> ModuleType:
-    """deploy/cluster.py is a script, not a package module: load it by path."""
-    spec = importlib.util.spec_from_file_location("appserver_deploy_cluster", CLUSTER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-deploy = load_cluster_module()
-
-pytestmark = pytest.mark.skipif(
-    NGINX is None, reason="the deployment tests need Debian's nginx (apt-get install nginx-light)"
-)
-
-
-def cluster_command(run_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([PYTHON, str(CLUSTER_SCRIPT), *args, "--run-dir", str(run_dir)],
-                            capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
-
-
-def start_cluster(run_dir: Path, database_url: str, processes: int = 2):
-    """``make cluster`` on free ports; returns the Cluster it saved."""
-    ports = [free_port() for _ in range(processes)]
-    out = cluster_command(run_dir, "start", "--https-port", str(free_port()), "--http-port", str(free_port()),
-                          "--ports", ",".join(map(str, ports)), "--database-url", database_url)
-    cluster = deploy.Cluster.load(run_dir)
-    assert f"appserver cluster: {cluster.url}/" in out and str(cluster.ca_file) in out
-    assert "make cluster-stop" in out
-    return cluster
-
-
-def stop_cluster(cluster) -> None:
-    """``make cluster-stop`` leaves nothing running that it started."""
-    started = {name: pid for name, pid in cluster.running().items() if pid}
-    cluster_command(cluster.run_dir, "stop")
-    assert not any(cluster.running().values())
-    for name, pid in started.items():
-        assert not Path(f"/proc/{pid}").exists() or _state(pid) == "Z", f"{name} ({pid}) still runs"
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-@pytest.fixture(scope="module", params=["postgresql"])
-def cluster(request, tmp_path_factory) -> Iterator:
-    if not os.environ.get("TEST_DATABASE_URL"):
-        pytest.skip("the deployment tests need PostgreSQL: set TEST_DATABASE_URL")
-    url = sibling_database(os.environ["TEST_DATABASE_URL"], "cluster")
-    engine = get_engine({"sqlalchemy.url": url})
-    reset_database(engine)
-    engine.dispose()
-    run_dir = tmp_path_factory.mktemp("cluster")
-    cluster = start_cluster(run_dir, url)
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
-
-
 @pytest.fixture
-def https(cluster, monkeypatch) -> requests.Session:
-    """A requests session that trusts the cluster's CA and nothing else. REQUESTS_CA_BUNDLE
-    (set on many machines) would silently override Session.verify: drop it."""
-    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(variable, raising=False)
-    session = requests.Session()
-    session.verify = str(cluster.ca_file)
-    return session
-
-
-def login(http: requests.Session, cluster, username: str = "fred") -> requests.Response:
-    response = http.post(cluster.url + "/rest/auth/1/session", timeout=30,
-                         json={"username": username, "password": f"{username}-password"})
-    assert response.status_code == 200, response.text
-    return response
-
-
-def process_names(cluster) -> dict[str, int]:
-    """X-Appserver-Process value -> port, for the processes running now."""
-    host = os.uname().nodename
-    return {f"{host}:{pid}": int(name.split("-")[1])
-            for name, pid in cluster.running().items() if pid and name.startswith("appserver-")}
+def https(cluster) -> requests.Session:
+    return trusting(cluster.ca_file)
 
 
 # --- TLS, redirects, the proxy's headers -----------------------------------------------------
@@ -155,11 +52,12 @@ def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
     response = login(https, cluster)
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-appserver.session=") and "secure" in cookie.lower()
-    stale = https.get(cluster.url + "/rest/api/2/myself", cookies={"__Host-appserver.session": "x" * 43}, timeout=10)
+    stranger = trusting(cluster.ca_file)
+    stale = stranger.get(cluster.url + "/rest/api/2/myself", cookies={"__Host-appserver.session": "x" * 43}, timeout=10)
     assert stale.status_code == 401
     assert f'login-url="{cluster.url}/rest/auth/1/session"' in stale.headers["WWW-Authenticate"]
     # A client's own X-Forwarded-Proto/Host cannot fool waitress: nginx overwrites them.
-    spoofed = https.get(cluster.url + "/rest/api/2/myself", timeout=10,
+    spoofed = stranger.get(cluster.url + "/rest/api/2/myself", timeout=10,
                         cookies={"__Host-appserver.session": "x" * 43},
                         headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"})
     assert f'login-url="{cluster.url}/' in spoofed.headers["WWW-Authenticate"]
@@ -187,7 +85,8 @@ def test_a_session_made_on_one_process_is_honoured_by_the_other(cluster, https):
     for _ in range(6):
         page = https.get(cluster.url + "/account", timeout=10)
         token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        logout = https.post(cluster.url + "/logout", data={"csrf_token": token}, allow_redirects=False, timeout=10)
+        logout = https.post(cluster.url + "/logout", data={"csrf_token": token}, allow_redirects=False,
+                            headers={"Origin": cluster.url}, timeout=10)  # https forms need their origin
         if logout.headers[PROCESS] != page.headers[PROCESS]:
             break
         login(https, cluster)  # the same process again (other traffic): log in, try again
@@ -198,9 +97,11 @@ def test_a_session_made_on_one_process_is_honoured_by_the_other(cluster, https):
 # --- the jira client -----------------------------------------------------------------------------
 
 
-def test_the_jira_client_with_the_ca_bundle_searches_and_logs_in_again(cluster, https, monkeypatch):
+def test_the_jira_client_with_the_ca_bundle_searches_and_logs_in_again(cluster, monkeypatch):
     from jira import JIRA
 
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # they would override verify
+        monkeypatch.delenv(variable, raising=False)
     http = record_http(monkeypatch)
     with pytest.warns(DeprecationWarning, match="Cookie based Authentication"):
         jira = JIRA(cluster.url, auth=("fred", "fred-password"), options={"verify": str(cluster.ca_file)})
@@ -215,26 +116,101 @@ def test_the_jira_client_with_the_ca_bundle_searches_and_logs_in_again(cluster, 
                             ("GET", "/rest/api/2/search", 200)], statuses
 
 
-# --- Chromium over https -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium_home(cluster, tmp_path_factory) -> Path:
-    """A HOME whose NSS database (Chromium's certificate store on Linux) trusts the CA."""
-    from .e2e.conftest import CHROMIUM
-
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"the browser test needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
-    certutil = shutil.which("certutil")
-    if certutil is None:
-        pytest.skip("trusting the CA in Chromium needs certutil (apt-get install libnss3-tools)")
-    home = tmp_path_factory.mktemp("chromium-home")
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run([certutil, "-N", "-d", f"sql:{nssdb}", "--empty-password"], check=True, timeout=30)
-    subprocess.run([certutil, "-A", "-d", f"sql:{nssdb}", "-n", "appserver cluster CA", "-t", "C,,",
-                    "-i", str(cluster.ca_file)], check=True, timeout=30)
-    return home
+# --- a process killed, a rolling restart: load through nginx --------------------------------
 
 
-@contextmanagerless := None  # placeholder removed below
+@dataclass
+class Load:
+    """Clients hammering nginx from threads until stopped; every answer is recorded. Each
+    client logs in once (a session cookie) and then loops over ``requests``."""
+
+    cluster: object
+    requests: list[tuple[str, str]]
+    clients: int = 4
+    answers: list[tuple[str, str, int | str, str, str]] = field(default_factory=list)
+    done: threading.Condition = field(default_factory=threading.Condition)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> "Load":
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(self.clients)]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def client(self) -> None:
+        http = trusting(self.cluster.ca_file)
+        login(http, self.cluster)
+        while not self.stopping.is_set():
+            for method, path in self.requests:
+                try:
+                    json = {"username": "alice", "password": "alice-password"} if method == "POST" else None
+                    # a fresh jar for the POST login, so the client's own session is kept
+                    sender = trusting(self.cluster.ca_file) if method == "POST" else http
+                    response = sender.request(method, self.cluster.url + path, json=json, timeout=60)
+                    answer = (method, path, response.status_code, response.headers.get("X-AUSERNAME", ""),
+                              response.headers.get(PROCESS, ""))
+                except requests.RequestException as error:
+                    answer = (method, path, type(error).__name__, "", "")
+                with self.done:
+                    self.answers.append(answer)
+                    self.done.notify_all()
+
+    def wait_for(self, more: int) -> None:
+        """Until ``more`` further answers have come in (the load is really running)."""
+        with self.done:
+            target = len(self.answers) + more
+            assert self.done.wait_for(lambda: len(self.answers) >= target, timeout=120), "the load stalled"
+
+    def failures(self) -> list:
+        """Anything but a 200 for the right user (/status names nobody: it reads no credential)."""
+        expected_user = {"GET": "fred", "POST": "alice"}
+        return [a for a in self.answers
+                if a[2] != 200 or (a[1] != "/status" and a[3] != expected_user[a[0]])]
+
+
+def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
+    """SIGKILL, not a graceful stop: whatever that process was doing is gone. nginx sends each
+    GET it had in flight to the other process, and new requests go there too; the sessions
+    live in PostgreSQL, so every client stays logged in."""
+    victim_port = cluster.ports[1]
+    victim = deploy.live_pid(cluster.pid_file(victim_port), "pserve")
+    survivor_name = next(name for name, port in process_names(cluster).items() if port != victim_port)
+    safe = [("GET", SEARCH), ("GET", "/issues"), ("GET", "/rest/api/2/myself"), ("GET", "/status")]
+    with Load(cluster, safe) as load:
+        load.wait_for(20)
+        killed_at = len(load.answers)
+        os.kill(victim, signal.SIGKILL)
+        load.wait_for(60)
+    assert load.failures() == [], load.failures()[:5]
+    after = {a[4] for a in load.answers[killed_at + load.clients:]}
+    assert after == {survivor_name}, after
+    # A POST too is retried when the dead process refused its connection (nothing was sent).
+    assert login(trusting(cluster.ca_file), cluster).headers[PROCESS] == survivor_name
+    cluster.start_process(victim_port)
+    deploy.wait_for_status(f"http://127.0.0.1:{victim_port}/status", cluster.log_file(victim_port))
+
+
+def test_a_rolling_restart_under_load_fails_no_request(cluster):
+    """deploy/cluster.py restart (make cluster-restart): each process gets SIGTERM, finishes
+    what it has, and comes back before the next goes; logins (POST) included, no failure."""
+    before = process_names(cluster)
+    mixed = [("GET", SEARCH), ("POST", "/rest/auth/1/session"), ("GET", "/issues"), ("GET", "/rest/api/2/myself")]
+    with Load(cluster, mixed) as load:
+        load.wait_for(20)
+        restart = subprocess.Popen([str(BIN / "python"), str(deploy.__file__), "restart", "--run-dir",
+                                    str(cluster.run_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output, _ = restart.communicate(timeout=180)
+        assert restart.returncode == 0, output
+        load.wait_for(40)
+    after = process_names(cluster)
+    assert not set(before) & set(after), "every process was replaced"
+    assert load.failures() == [], (len(load.answers), load.failures()[:5])
+    assert Counter(a[0] for a in load.answers)["POST"] > 0
+    assert set(after) <= {a[4] for a in load.answers}, "the new processes served the same sessions"
