@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,3 +215,54 @@ def test_a_rolling_restart_under_load_fails_no_request(cluster):
     assert load.failures() == [], (len(load.answers), load.failures()[:5])
     assert Counter(a[0] for a in load.answers)["POST"] > 0
     assert set(after) <= {a[4] for a in load.answers}, "the new processes served the same sessions"
+
+
+# --- PostgreSQL restarted ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql"])
+def private_postgresql():
+    """A throwaway PostgreSQL cluster (tests/pgserver.py): never the machine's shared server."""
+    from .pgserver import PostgresServer, PostgresUnavailable
+
+    postgresql_or_skip()  # the suite's PostgreSQL run is where this belongs
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as error:
+        pytest.skip(str(error))
+    with server:
+        yield server
+
+
+def test_postgresql_restarted_means_503_then_recovery_by_itself(private_postgresql, tmp_path):
+    nginx_or_skip()
+    cluster = start_cluster(tmp_path / "cluster", private_postgresql.url("appserver_cluster"))
+    try:
+        http = trusting(cluster.ca_file)
+        login(http, cluster)
+        assert http.get(cluster.url + "/issues", timeout=10).headers["X-AUSERNAME"] == "fred"
+
+        private_postgresql.stop()
+        for _ in range(2 * len(cluster.ports)):  # every process, whichever nginx picks
+            status = http.get(cluster.url + "/status", timeout=30)
+            assert status.status_code == 503 and status.json() == {"state": "ERROR"}
+            page = http.get(cluster.url + "/issues", timeout=30)
+            assert page.status_code == 503 and "Try again" in page.text
+            rest = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
+            assert rest.status_code == 503 and "database is unavailable" in rest.json()["errorMessages"][0]
+
+        private_postgresql.start()  # nobody touches the processes or nginx
+        healthy: set[str] = set()
+        deadline = time.monotonic() + 60
+        while healthy != set(process_names(cluster)):
+            assert time.monotonic() < deadline, f"only {healthy} recovered"
+            status = http.get(cluster.url + "/status", timeout=30)
+            if status.status_code == 200:
+                healthy.add(status.headers[PROCESS])
+            else:
+                time.sleep(0.2)  # PostgreSQL is still starting
+        for _ in range(len(cluster.ports)):  # the same cookie, on every process
+            me = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
+            assert me.status_code == 200 and me.json()["name"] == "fred"
+    finally:
+        stop_cluster(cluster)
