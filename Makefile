@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 PROCESSES ?= 2
 NGINX ?= /usr/sbin/nginx
 
-.PHONY: run test initdb e2e screenshots benchmark clean cluster cluster-stop cluster-restart
+.PHONY: run test initdb e2e screenshots benchmark loadtest clean cluster cluster-stop cluster-restart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ screenshots: $(VENV)/.test-deps
 benchmark: $(VENV)/.test-deps
 	$(BIN)/python -m tests.benchmarks
 
+# The load-and-fault suite at full length, on SQLite and on two processes sharing a private
+# PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.
+loadtest: $(VENV)/.test-deps
+	$(BIN)/python -m tests.load --profile full --target both --out loadtest-report
+
 # Debian's nginx, installed when missing (as root; otherwise say what to run).
 $(NGINX):
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -60,4 +65,4 @@ cluster-restart: $(VENV)/.run-deps
 	$(BIN)/python deploy/cluster.py restart
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report

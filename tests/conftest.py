@@ -122,10 +122,10 @@ def connection(dbengine: Engine) -> Iterator[Connection]:
 
 
 def bind_app(app, connection: Connection) -> None:
-    """Make the app's sessions join ``connection``: its commits become savepoints."""
-    app.registry["dbsession_factory"].configure(
-        bind=connection, join_transaction_mode="create_savepoint"
-    )
+    """Make the app's sessions (the request's and its units of work) join ``connection``:
+    their commits become savepoints."""
+    for factory in ("dbsession_factory", "unit_session_factory"):
+        app.registry[factory].configure(bind=connection, join_transaction_mode="create_savepoint")
 
 
 @pytest.fixture

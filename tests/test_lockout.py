@@ -61,7 +61,7 @@ def test_cool_down_ends_and_success_resets_the_current_count(testapp, users, clo
 
 
 def test_cool_down_doubles_with_each_further_failure_up_to_the_cap(make_app, users, clock):
-    testapp = make_app(**{"appserver.login.lockout_max_seconds": "200"})
+    testapp = make_app(**{"appserver.login.max_lockout_seconds": "200"})
     for _ in range(3):
         rest_login(testapp, "fred", "wrong", 401)
     waits = []

@@ -3,24 +3,13 @@ shared server). Runs when TEST_DATABASE_URL is set, like every PostgreSQL test; 
 (APPSERVER_REQUIRE_ALL_TESTS=1) missing PostgreSQL binaries are a failure, not a skip."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from .pgserver import PostgresServer, find_bindir
-
-
-def require_private_postgres() -> None:
-    """Skip unless the suite runs on PostgreSQL; fail in CI when initdb is missing."""
-    if not os.environ.get("TEST_DATABASE_URL"):
-        pytest.skip("PostgreSQL tests run when TEST_DATABASE_URL is set")
-    if find_bindir() is None:
-        message = "PostgreSQL's initdb/pg_ctl not found (install postgresql, or set APPSERVER_PG_BINDIR)"
-        if os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+from .pgserver import PostgresServer
+from .support import require_private_postgres
 
 
 def test_private_cluster_restarts_on_its_port_keeps_its_data_and_is_deleted():

@@ -9,6 +9,7 @@ import enum
 
 from pyramid.request import Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..models import AuthEvent, User
 from . import client
@@ -49,8 +50,17 @@ DESCRIPTIONS = {
 }
 
 
-def record(request: Request, event: Event, user: User | None = None, detail: str = "") -> None:
-    request.dbsession.add(
+def record(
+    request: Request,
+    event: Event,
+    user: User | None = None,
+    detail: str = "",
+    *,
+    db: Session | None = None,
+) -> None:
+    """Add an event to ``db``: the request's unit of work unless a unit of its own is given
+    (events that must stand whatever the request does next: failed logins, lock-outs)."""
+    (request.dbsession if db is None else db).add(
         AuthEvent(
             occurred_at=request.now,
             event=event.value,

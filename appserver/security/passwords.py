@@ -12,6 +12,8 @@ from passlib.context import CryptContext
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from .credential_cache import CredentialCache
+
 
 class PasswordTooLong(ValueError):
     pass
@@ -30,9 +32,13 @@ def make_context() -> CryptContext:
 
 
 class PasswordService:
-    def __init__(self, max_bytes: int = 1024, max_concurrent: int = 4) -> None:
+    def __init__(
+        self, max_bytes: int = 1024, max_concurrent: int = 4, cache: CredentialCache | None = None
+    ) -> None:
         self.context = make_context()
         self.max_bytes = max_bytes
+        #: Right passwords verified recently (see credential_cache): None disables it.
+        self.cache = cache
         self._slots = threading.BoundedSemaphore(max_concurrent)
         #: How many hash computations ran (verifications, dummies and new hashes): tests use it
         #: to prove that a locked account's password is not even checked.
@@ -61,6 +67,15 @@ class PasswordService:
                 # An unparseable stored hash never logs anybody in.
                 return False, None
 
+    def verified_before(self, user_id: int, password_hash: str, password: str) -> bool:
+        """True when this password was verified against this very stored hash lately: it is
+        right, and no hash needs to run (nor a lock-out reservation: nothing is guessed)."""
+        return self.cache is not None and self.cache.contains(user_id, password_hash, password)
+
+    def note_verified(self, user_id: int, password_hash: str, password: str) -> None:
+        if self.cache is not None:
+            self.cache.add(user_id, password_hash, password)
+
     def dummy_verify(self) -> None:
         """Spend the time of one verification, so unknown usernames cost what known ones do."""
         with self._slots:
@@ -70,7 +85,8 @@ class PasswordService:
 
 def includeme(config: Configurator) -> None:
     settings = config.registry.appserver_settings
-    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes)
+    cache = CredentialCache(settings.secret, settings.credential_cache_size)
+    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache)
     config.registry.passwords = service
 
     def passwords(request: Request) -> PasswordService:

@@ -145,6 +145,22 @@ class LoadUser(HttpUser):
             return response
         return None
 
+    def form_login(self, who: str, jar: CookieJar, name: str, password: str, *, as_user: str | None,
+                   session: HttpSession | None = None, remember: bool = False):
+        """The login form as a browser fills it: GET /login for the CSRF token, then POST.
+        Returns the POST's answer (or the login page, when remember-me logged us in at once),
+        None when the page did not come."""
+        page = self.send(f"{who} GET /login", "GET", "/login", as_user=as_user, jar=jar, session=session, retry=True)
+        if page is None or page.status_code != 200:
+            return None
+        if as_user is not None and works_as(page, as_user):
+            return page
+        form = {"os_username": name, "os_password": password, "csrf_token": csrf_token(page.text) or "",
+                "os_destination": "/issues"}
+        if remember:
+            form["os_cookie"] = "true"
+        return self.send(f"{who} POST /login", "POST", "/login", as_user=as_user, jar=jar, session=session, data=form)
+
     def refused(self, response: Any, kind: str) -> None:
         """We held a session the server should know, and were treated as logged out."""
         JOURNAL.refused(self.username, self.issued, time.time(), kind, response.status_code, self.in_doubt)
@@ -169,19 +185,9 @@ class Browser(LoadUser):
     wait_time = between(0.05, 0.3)
 
     def login(self) -> bool:
-        page = self.send("browser GET /login", "GET", "/login", as_user=self.username, retry=True)
-        if page is None or page.status_code != 200:
-            return False
-        if works_as(page, self.username):
-            return True  # the remember-me cookie logged us in again
-        form = {
-            "os_username": self.username, "os_password": self.password,
-            "csrf_token": csrf_token(page.text) or "", "os_destination": "/issues",
-        }
-        if random.random() < 0.4:
-            form["os_cookie"] = "true"
-        answer = self.send("browser POST /login", "POST", "/login", as_user=self.username, data=form)
-        return answer is not None and answer.status_code == 303 and self.has_session()
+        answer = self.form_login("browser", self.jar, self.username, self.password, as_user=self.username,
+                                 remember=random.random() < 0.4)
+        return answer is not None and answer.status_code in (200, 303) and self.has_session()
 
     @task
     def visit(self) -> None:
@@ -333,12 +339,7 @@ class Attacker(LoadUser):
             answer = self.send("attack Basic GET /rest/api/2/myself", "GET", "/rest/api/2/myself", as_user=None,
                                jar=jar, session=session, auth=(name, password))
         else:
-            page = self.send("attack GET /login", "GET", "/login", as_user=None, jar=jar, session=session)
-            if page is None or page.status_code != 200:
-                return "other"
-            answer = self.send("attack POST /login", "POST", "/login", as_user=None, jar=jar, session=session,
-                               data={"os_username": name, "os_password": password,
-                                     "csrf_token": csrf_token(page.text) or ""})
+            answer = self.form_login("attack", jar, name, password, as_user=None, session=session)
         if answer is None:
             return "other"
         reason = answer.headers.get("X-Seraph-LoginReason", "")
@@ -404,13 +405,8 @@ class Administrator(LoadUser):
 
     # -- logins of the administrator and of the managed accounts ------------------------------
 
-    def form_login(self, jar: CookieJar, name: str, password: str) -> bool:
-        page = self.send("admin GET /login", "GET", "/login", as_user=name, jar=jar, retry=True)
-        if page is None or page.status_code != 200:
-            return False
-        answer = self.send("admin POST /login", "POST", "/login", as_user=name, jar=jar,
-                           data={"os_username": name, "os_password": password,
-                                 "csrf_token": csrf_token(page.text) or ""})
+    def log_in_form(self, jar: CookieJar, name: str, password: str) -> bool:
+        answer = self.form_login("admin", jar, name, password, as_user=name)
         return answer is not None and answer.status_code == 303 and PLAN.session_cookie in jar.values
 
     def rest_login(self, jar: CookieJar, name: str, password: str) -> bool:
@@ -426,7 +422,7 @@ class Administrator(LoadUser):
     @task(2)
     def revoke(self) -> None:
         self.count_task()
-        if not self.has_session() and not self.form_login(self.jar, self.username, self.password):
+        if not self.has_session() and not self.log_in_form(self.jar, self.username, self.password):
             return
         page = self.send("admin GET /admin/users", "GET", "/admin/users", as_user=self.username, retry=True)
         if page is None or page.status_code >= 500:
@@ -477,7 +473,7 @@ class Administrator(LoadUser):
                                as_user=name, jar=mine, json={"currentPassword": current, "password": new})
         else:
             mine = CookieJar()
-            if not self.form_login(mine, name, current):
+            if not self.log_in_form(mine, name, current):
                 return
             dead.append(mine.header(only=PLAN.session_cookie))
             page = self.send("admin GET /account", "GET", "/account", as_user=name, jar=mine, retry=True)

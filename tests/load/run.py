@@ -228,11 +228,13 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
                 (seconds * KILL_AT, kill("one waitress process killed (SIGKILL)", servers[1], 1)),
             ]
         plan = Plan.build(target, profile, [s.url for s in servers], https, folder / "journal.json")
+        for server in servers:
+            server.launch()
         say(f"{target}: creating {len(plan.all_accounts())} accounts")
         seed_accounts(database_url, plan)
         plan.save(folder / "plan.json")
         for server in servers:
-            server.start()
+            server.wait_ready()
         say(f"{target}: {sum(plan.users.values())} users for {seconds} s on {', '.join(plan.servers)}")
         locust = run_locust(folder / "plan.json", plan, seconds, folder)
         injector = FaultInjector(schedule)
@@ -249,6 +251,7 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
         say(f"{target}: checking every acknowledged write again, and the database's counts")
         after = after_the_run(plan, journal, survivor.url, database_url)
         verdict = judge(journal, injector.faults, after)
+        (folder / "faults.json").write_text(json.dumps([vars(f) for f in injector.faults], indent=1))
         return TargetResult(name, seconds, sum(plan.users.values()), journal, verdict)
     finally:
         if locust is not None and locust.poll() is None:
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in targets and find_bindir() is None:
         print("PostgreSQL's initdb/pg_ctl not found: install postgresql (Debian: postgresql-15)", file=sys.stderr)
         return 2
-    out = args.out or Path(tempfile.mkdtemp(prefix="appserver-loadtest-"))
+    out = (args.out or Path(tempfile.mkdtemp(prefix="appserver-loadtest-"))).resolve()
     profile = PROFILES[args.profile]
     results = [run_target(target, profile, out / target) for target in targets]
     print(render(results))

@@ -101,12 +101,16 @@ class Pserve:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> None:
+    def launch(self) -> None:
+        """Start the process (``wait_ready`` waits for it to serve)."""
         self._log_file = open(self.log, "ab")
         self.process = subprocess.Popen(
             [str(BIN / "pserve"), str(self.ini)], cwd=self.ini.parent, env=self.env,
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
         )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

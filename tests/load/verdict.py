@@ -31,12 +31,11 @@ class Fault:
     outage: bool  # the database was away: 503 + Retry-After is the right answer meanwhile
     server: int | None = None  # the killed process
 
-    def recovery(self, server_errors: list[dict[str, Any]]) -> float | None:
-        """Seconds from the database's return to the last 503 it caused (0: none after)."""
-        if not self.outage:
-            return None
-        late = [e["t1"] for e in server_errors if self.start <= e["t1"] <= self.end + 60]
-        return max([0.0, *[t - self.end for t in late]])
+    def recovery(self, server_errors: list[dict[str, Any]], until: float) -> float:
+        """Seconds from the database's return to the last 5xx answered before ``until``
+        (the next fault): 0 when none came after the return."""
+        late = [e["t1"] - self.end for e in server_errors if self.start <= e["t1"] < until]
+        return max([0.0, *late])
 
 
 @dataclass
@@ -113,11 +112,12 @@ def judge(journal: dict[str, Any], faults: list[Fault], after: dict[str, Any]) -
 
     allowed_503 = len(journal["server_errors"]) - len(bad)
     cut = len(journal["connection_errors"]) - len(no_answer)
-    for fault in faults:
+    for fault, following in zip(faults, [*faults[1:], None]):
         if fault.outage:
+            until = following.start if following else fault.end + 60
             verdict.notes.append(
-                f"{fault.name}: {fault.end - fault.start:.1f} s away, last 503 "
-                f"{fault.recovery(journal['server_errors']):.1f} s after its return"
+                f"{fault.name}: {fault.end - fault.start:.1f} s away, last 5xx "
+                f"{fault.recovery(journal['server_errors'], until):.1f} s after its return"
             )
         else:
             verdict.notes.append(f"{fault.name}: the clients moved to the other process")
