@@ -211,7 +211,7 @@ def live_server_factory(live_database_url: str):
     servers = []
     database = live_database_url
 
-    def start(**overrides: str):
+    def start(**overrides: Any):
         server = start_live_server(database, **overrides)
         servers.append(server)
         return server

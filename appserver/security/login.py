@@ -14,9 +14,7 @@ from datetime import datetime, timedelta
 
 from pyramid.request import Request
 from pyramid.security import forget, remember
-from typing import Any
-
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -100,41 +98,60 @@ def check_user_password(request: Request, user: User, password: str, *, channel:
     """:func:`check_password` for a user already in hand (the logged-in user re-entering
     their password): the same lock-out and counting.
 
-    The lock-out is atomic across threads and processes: each check first *reserves* a
-    failure in the database (a conditional UPDATE that only succeeds while the account is not
-    locked, and that locks it when the reservation reaches the limit), and only then hashes.
-    So however many attempts arrive at once, at most ``max_failures - failures_so_far``
-    passwords are checked before the lock; the others are denied unchecked. A right password
-    gives its reservation back (the count starts again from zero). Both steps are units of
-    their own (committed at once, outside the request's transaction), so a request that fails
-    later cannot undo them; the hash runs between them, holding no lock.
+    The lock-out is atomic across threads and processes: the check runs in a unit of work of
+    its own that first locks the account's row (``SELECT ... FOR UPDATE`` on PostgreSQL; the
+    write lock of ``BEGIN IMMEDIATE`` on SQLite), reads the count and the lock from it, hashes,
+    and commits the result before anyone else may check a password for that account. However
+    many attempts arrive at once, at most ``max_failures - failures_so_far`` passwords are
+    checked before the lock; the others wait their turn and are then denied unchecked, and
+    right passwords all succeed. The unit commits whatever the request does afterwards.
     """
     passwords = request.passwords
     if passwords.verified_before(user.id, user.password_hash, password):
         return _check_known_good(request, user, channel)
     with unit(request, write=True) as db:
-        wait = _reserve(request, db, user, channel)
+        row = db.get(User, user.id, with_for_update=True, populate_existing=True)
+        outcome, wait = _check_locked_row(request, db, row, password, channel)
+    for name in _COUNTERS:
+        set_committed_value(user, name, getattr(row, name))
+    return Attempt(outcome, user, wait)
+
+
+#: The columns a password check may change, copied back to the caller's instance.
+_COUNTERS = (
+    "current_failed_logins", "total_failed_logins", "last_failed_login_at", "locked_until", "password_hash",
+)
+
+
+def _check_locked_row(
+    request: Request, db: Session, user: User, password: str, channel: str
+) -> tuple[Outcome, int | None]:
+    """The check itself, with the account's row locked by ``db``'s transaction."""
+    now = request.now
+    wait = _seconds_until(now, user.locked_until)
     if wait is not None:
-        return Attempt(Outcome.DENIED, user, wait)
+        audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
+        return Outcome.DENIED, wait
     verified_hash = user.password_hash
-    ok, new_hash = passwords.verify(password, verified_hash)
-    if ok:
-        passwords.note_verified(user.id, new_hash or verified_hash, password)
-    with unit(request, write=True) as db:
-        if ok:
-            _settle_success(db, user, new_hash)
-        else:
-            _settle_failure(request, db, user, channel)
-        if ok and not user.active:
-            audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
-    if ok and user.active:
-        return Attempt(Outcome.OK, user)
-    return Attempt(Outcome.FAILED, user)
+    ok, new_hash = request.passwords.verify(password, verified_hash)
+    if not ok:
+        user.total_failed_logins += 1
+        _count_failure(request, db, user, user, f"{channel}: wrong password")
+        return Outcome.FAILED, None
+    request.passwords.note_verified(user.id, new_hash or verified_hash, password)
+    if new_hash is not None:
+        user.password_hash = new_hash  # verify_and_update: an old scheme is upgraded
+    user.current_failed_logins = 0
+    user.locked_until = None
+    if not user.active:
+        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
+        return Outcome.FAILED, None
+    return Outcome.OK, None
 
 
 def _check_known_good(request: Request, user: User, channel: str) -> Attempt:
-    """A password verified lately against the stored hash: nothing is guessed, so no
-    reservation and no hash; the lock-out and the account's state still apply, read from the
+    """A password verified lately against the stored hash: nothing is guessed, so nothing is
+    locked and no hash runs; the lock-out and the account's state still apply, read from the
     row just loaded. A steady Basic client writes nothing."""
     wait = locked_for(request, user)
     if wait is not None:
@@ -147,78 +164,15 @@ def _check_known_good(request: Request, user: User, channel: str) -> Attempt:
         return Attempt(Outcome.FAILED, user)
     if user.current_failed_logins or user.locked_until is not None:
         with unit(request, write=True) as db:
-            _settle_success(db, user, None)
+            db.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(current_failed_logins=0, locked_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        set_committed_value(user, "current_failed_logins", 0)
+        set_committed_value(user, "locked_until", None)
     return Attempt(Outcome.OK, user)
-
-
-def _may_try(locked_until: Any, now: datetime) -> ColumnElement[bool]:
-    return or_(locked_until.is_(None), locked_until <= now)
-
-
-def _reserve(request: Request, db: Session, user: User, channel: str) -> int | None:
-    """Count one failure in advance, unless the account is locked: seconds to wait, or None."""
-    now = request.now
-    count = db.execute(
-        update(User)
-        .where(User.id == user.id, _may_try(User.locked_until, now))
-        .values(current_failed_logins=User.current_failed_logins + 1)
-        .returning(User.current_failed_logins)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if count is None:
-        locked_until = db.scalar(select(User.locked_until).where(User.id == user.id))
-        set_committed_value(user, "locked_until", locked_until)
-        audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
-        return _seconds_until(now, locked_until) or 1
-    set_committed_value(user, "current_failed_logins", count)
-    duration = lockout_duration(request.appserver_settings, count)
-    if duration is not None:
-        db.execute(
-            update(User)
-            .where(User.id == user.id)
-            .values(locked_until=now + duration)
-            .execution_options(synchronize_session=False)
-        )
-        set_committed_value(user, "locked_until", now + duration)
-    return None
-
-
-def _settle_success(db: Session, user: User, new_hash: str | None) -> None:
-    """A right password: the count starts again, and an old hash scheme is upgraded."""
-    db.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(current_failed_logins=0, locked_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    set_committed_value(user, "current_failed_logins", 0)
-    set_committed_value(user, "locked_until", None)
-    if new_hash is not None:
-        # Only over the hash that was verified: a password changed meanwhile wins.
-        db.execute(
-            update(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=new_hash)
-            .execution_options(synchronize_session=False)
-        )
-        set_committed_value(user, "password_hash", new_hash)
-
-
-def _settle_failure(request: Request, db: Session, user: User, channel: str) -> None:
-    """A wrong password: the reserved failure stands; record it."""
-    total = db.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(total_failed_logins=User.total_failed_logins + 1, last_failed_login_at=request.now)
-        .returning(User.total_failed_logins)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
-    set_committed_value(user, "total_failed_logins", total)
-    set_committed_value(user, "last_failed_login_at", request.now)
-    audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: wrong password", db=db)
-    if user.locked_until is not None and user.locked_until > request.now:
-        seconds = int((user.locked_until - request.now).total_seconds())
-        audit.record(request, Event.LOCKED_OUT, user, f"for {seconds} seconds", db=db)
 
 
 def _name_hash(username: str) -> str:
@@ -226,57 +180,43 @@ def _name_hash(username: str) -> str:
 
 
 def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
-    """Mirror of the known-user path for a name with no account: the same reservation,
-    lock-out and audit, and the same statements, so neither answers nor timing tell them
-    apart."""
+    """Mirror of the known-user path for a name with no account: the same row lock,
+    counting, lock-out and audit, so neither answers nor timing tell them apart."""
     if not plausible_username(username):
         request.passwords.dummy_verify()
         return Attempt(Outcome.FAILED)
     key = _name_hash(username)
+    now = request.now
     with unit(request, write=True) as db:
-        wait = _reserve_name(request, db, key, channel)
-    if wait is not None:
-        return Attempt(Outcome.DENIED, None, wait)
-    request.passwords.dummy_verify()
-    with unit(request, write=True) as db:
+        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
         db.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.name_hash == key)
-            .values(last_failed_login_at=request.now)
-            .execution_options(synchronize_session=False)
+            insert(LoginThrottle)
+            .values(name_hash=key, current_failed_logins=0, last_failed_login_at=now)
+            .on_conflict_do_nothing(index_elements=["name_hash"])
         )
-        audit.record(request, Event.LOGIN_FAILED, None, f"{channel}: unknown user", db=db)
+        throttle = db.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
+        wait = _seconds_until(now, throttle.locked_until)
+        if wait is not None:
+            audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)
+            return Attempt(Outcome.DENIED, None, wait)
+        request.passwords.dummy_verify()
+        _count_failure(request, db, throttle, None, f"{channel}: unknown user")
     return Attempt(Outcome.FAILED)
 
 
-def _reserve_name(request: Request, db: Session, key: str, channel: str) -> int | None:
+def _count_failure(
+    request: Request, db: Session, row: User | LoginThrottle, user: User | None, detail: str
+) -> None:
+    """One more failure on ``row`` (an account, or an unknown name's throttle), whose lock
+    ``db`` holds; at the limit, the cool-down starts."""
     now = request.now
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.execute(
-        insert(LoginThrottle)
-        .values(name_hash=key, current_failed_logins=0, last_failed_login_at=now)
-        .on_conflict_do_nothing(index_elements=["name_hash"])
-    )
-    count = db.execute(
-        update(LoginThrottle)
-        .where(LoginThrottle.name_hash == key, _may_try(LoginThrottle.locked_until, now))
-        .values(current_failed_logins=LoginThrottle.current_failed_logins + 1)
-        .returning(LoginThrottle.current_failed_logins)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if count is None:
-        locked_until = db.scalar(select(LoginThrottle.locked_until).where(LoginThrottle.name_hash == key))
-        audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)
-        return _seconds_until(now, locked_until) or 1
-    duration = lockout_duration(request.appserver_settings, count)
+    row.current_failed_logins += 1
+    row.last_failed_login_at = now
+    audit.record(request, Event.LOGIN_FAILED, user, detail, db=db)
+    duration = lockout_duration(request.appserver_settings, row.current_failed_logins)
     if duration is not None:
-        db.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.name_hash == key)
-            .values(locked_until=now + duration)
-            .execution_options(synchronize_session=False)
-        )
-    return None
+        row.locked_until = now + duration
+        audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
 
 
 def note_login(request: Request, user: User) -> None:

@@ -43,6 +43,11 @@ class PasswordService:
         #: How many hash computations ran (verifications, dummies and new hashes): tests use it
         #: to prove that a locked account's password is not even checked.
         self.hash_count = 0
+        self._count_lock = threading.Lock()
+
+    def _counted(self) -> None:
+        with self._count_lock:  # threads of one process hash at once
+            self.hash_count += 1
 
     def too_long(self, password: str) -> bool:
         return len(password.encode("utf-8", "surrogatepass")) > self.max_bytes
@@ -51,7 +56,7 @@ class PasswordService:
         if self.too_long(password):
             raise PasswordTooLong(f"passwords are limited to {self.max_bytes} bytes")
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             return self.context.hash(password)
 
     def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
@@ -60,7 +65,7 @@ class PasswordService:
             self.dummy_verify()
             return False, None
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             try:
                 return self.context.verify_and_update(password, password_hash)
             except (ValueError, TypeError):
@@ -79,7 +84,7 @@ class PasswordService:
     def dummy_verify(self) -> None:
         """Spend the time of one verification, so unknown usernames cost what known ones do."""
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             self.context.dummy_verify()
 
 

@@ -35,7 +35,7 @@ from .cookies import NO_AUTOMATIC_COOKIES
 from .plan import PLAN_VARIABLE, PROFILES, Plan, Profile
 from .report import TargetResult, render
 from .targets import BIN, ROOT, Pserve, development_ini, new_server, production_ini, run_cli
-from .verdict import Fault, judge
+from .verdict import Fault, audited_changes, judge, password_checks
 
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
 #: When the faults happen, as fractions of the run time.
@@ -129,23 +129,14 @@ def after_the_run(plan: Plan, journal: dict[str, Any], server: str, database_url
     engine.dispose()
     for name, _ in plan.accounts["victim"]:
         user = users[name]
-        seen = journal["victim_checks"].get(name, 0)
-        audited = events[(user.id, "login.failed")]
-        checks = max(user.total_failed_logins, audited, seen)
-        if checks > plan.max_failures:
-            after["lockout_excess"].append(
-                f"{name}: {checks} passwords checked, at most {plan.max_failures} allowed "
-                f"(database {user.total_failed_logins}, audit {audited}, clients {seen})"
-            )
-        if seen > user.total_failed_logins:
-            after["uncounted"].append(f"{name}: clients saw {seen} failures, the database counted {user.total_failed_logins}")
+        excess, uncounted = password_checks(
+            name, plan.max_failures, database=user.total_failed_logins,
+            audited=events[(user.id, "login.failed")], seen=journal["victim_checks"].get(name, 0),
+        )
+        after["lockout_excess"] += excess
+        after["uncounted"] += uncounted
     for name, state in journal["passwords"].items():
-        audited = events[(users[name].id, "password.changed")]
-        if not state["landed"] <= audited <= state["landed"] + state["in_doubt"]:
-            after["half_written"].append(
-                f"{name}: the audit trail has {audited} password changes, {state['landed']} took effect"
-                f" ({state['in_doubt']} unacknowledged)"
-            )
+        after["half_written"] += audited_changes(name, state, events[(users[name].id, "password.changed")])
     return after
 
 

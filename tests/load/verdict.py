@@ -82,6 +82,26 @@ def explained_refusal(refusal: dict[str, Any], revocations: list[dict[str, Any]]
     )
 
 
+def password_checks(victim: str, max_failures: int, *, database: int, audited: int, seen: int) -> tuple[list[str], list[str]]:
+    """A victim's passwords checked: the most that any witness saw -- the database's failure
+    count, the audit trail's failed logins, the attackers' "wrong password" answers. Returns
+    (lock-out exceeded, failures not counted), each a list of one message or empty."""
+    checks = max(database, audited, seen)
+    excess = [f"{victim}: {checks} passwords checked, at most {max_failures} allowed "
+              f"(database {database}, audit {audited}, clients {seen})"] if checks > max_failures else []
+    uncounted = [f"{victim}: clients saw {seen} failures, the database counted {database}"] if seen > database else []
+    return excess, uncounted
+
+
+def audited_changes(name: str, state: dict[str, Any], audited: int) -> list[str]:
+    """The audit trail lists every password change that took effect and no other (a change
+    answered with 5xx or not at all may or may not have)."""
+    if state["landed"] <= audited <= state["landed"] + state["in_doubt"]:
+        return []
+    return [f"{name}: the audit trail has {audited} password changes, {state['landed']} took effect"
+            f" ({state['in_doubt']} unacknowledged)"]
+
+
 def judge(journal: dict[str, Any], faults: list[Fault], after: dict[str, Any]) -> Verdict:
     """``after``: the orchestrator's checks after the run (lost/half-written examples, the
     database's failure and audit counts)."""
