@@ -241,9 +241,6 @@ class Cluster:
             self.stop_process(port)
             self.start_process(port)
             wait_for_status(f"http://127.0.0.1:{port}/status", self.log_file(port))
-            # nginx skips a process for fail_timeout (1 s) after a refused connection; wait
-            # that out, so the next stop never leaves nginx with no process to try.
-            time.sleep(1.5)
 
     def describe(self) -> str:
         return (
@@ -336,7 +333,7 @@ def render_site(template: str, cluster: Cluster) -> str:
     """deploy/nginx/appserver.conf with the lines marked "cluster:" made local."""
     tls = cluster.run_dir / "tls"
     upstreams = "".join(
-        f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=1s;\n" for port in cluster.ports
+        f"    server 127.0.0.1:{port} max_fails=0;\n" for port in cluster.ports
     )
     replacements = [
         (r"(?m)^    server 127\.0\.0\.1:\d+ .*\n(    server 127\.0\.0\.1:\d+ .*\n)*", upstreams),

@@ -209,11 +209,12 @@ def test_a_rolling_restart_under_load_fails_no_request(cluster, tmp_path, monkey
     from .load.run import after_the_run, run_locust, seed_accounts
     from .load.verdict import judge
 
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cluster.ca_file))  # Locust's requests trust the CA
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cluster.ca_file))  # after_the_run's requests trust the CA
     profile = Profile("rolling-restart", seconds={"cluster": ROLLING_LOAD_SECONDS},
                       users={"Browser": 2, "RestClient": 2, "BasicClient": 1, "Attacker": 1, "Administrator": 1},
                       victims=4, burst=4, outage_seconds=0)
     plan = Plan.build("cluster", profile, [cluster.url], True, tmp_path / "journal.json")
+    plan.ca_file = str(cluster.ca_file)  # the Locust users trust the cluster's CA
     seed_accounts(cluster.database_url, plan)
     plan.save(tmp_path / "plan.json")
     before = process_names(cluster)
