@@ -181,10 +181,10 @@ def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
     victim = deploy.live_pid(cluster.pid_file(victim_port), "pserve")
     survivor_name = next(name for name, port in process_names(cluster).items() if port != victim_port)
     with Load(cluster, [SEARCH, "/issues", "/rest/api/2/myself", "/status"]) as load:
-        load.wait_for(20)
+        load.wait_for(15)
         killed_at = len(load.answers)
         os.kill(victim, signal.SIGKILL)
-        load.wait_for(60)
+        load.wait_for(30)
     assert load.failures() == [], load.failures()[:5]
     after = {a[4] for a in load.answers[killed_at + len(load.users):]}
     assert after == {survivor_name}, after
@@ -196,7 +196,7 @@ def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
 
 #: The load suite of the concurrency issue (tests/load, Locust), sized for this test: every
 #: kind of user, long enough that the whole rolling restart happens inside the run.
-ROLLING_LOAD_SECONDS = 25
+ROLLING_LOAD_SECONDS = 20
 
 
 def test_a_rolling_restart_under_load_fails_no_request(cluster, tmp_path, monkeypatch):
@@ -221,7 +221,7 @@ def test_a_rolling_restart_under_load_fails_no_request(cluster, tmp_path, monkey
     locust = run_locust(tmp_path / "plan.json", plan, ROLLING_LOAD_SECONDS, tmp_path)
     try:
         deploy.wait_for_status(cluster.url + "/status", tmp_path / "locust.log", ca_file=cluster.ca_file)
-        time.sleep(3)  # let every kind of user get going before the first process goes
+        time.sleep(2)  # let every kind of user get going before the first process goes
         restart = subprocess.run([str(BIN / "python"), str(deploy.__file__), "restart", "--run-dir",
                                   str(cluster.run_dir)], capture_output=True, text=True, timeout=120)
         assert restart.returncode == 0, restart.stdout + restart.stderr
