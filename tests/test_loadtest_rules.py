@@ -97,6 +97,7 @@ def test_judge_counts_each_invariant_and_forgives_only_the_faults():
         "revocations": [], "half_written": [], "writes": [],
         "connection_errors": [{"t0": 201, "t1": 201, "server": 1, "kind": "k", "error": "reset"},
                               {"t0": 201, "t1": 201, "server": 0, "kind": "k", "error": "reset"}],
+        "answered": {"0": {"199": 4, "201": 5}, "1": {"199": 3}},
     }
     after = {"lost_writes": {"logout-1", "password-2"}, "lost_examples": [], "lockout_excess": ["v: 5"],
              "uncounted": [], "half_written": ["m: audit"]}
@@ -106,6 +107,7 @@ def test_judge_counts_each_invariant_and_forgives_only_the_faults():
         REFUSED: 1, HALF_WRITTEN: 1, NO_ANSWER: 1,
     }
     assert verdict.violated
+    assert "SIGKILL: afterwards 0 answers from it, 5 from the other process" in verdict.notes
 
 
 def test_cookies_are_kept_and_deleted_as_set_cookie_says():

@@ -161,3 +161,20 @@ def test_below_the_limit_the_right_password_works(testapp, users, failures):
     for _ in range(failures):
         rest_login(testapp, "fred", "wrong", 401)
     rest_login(testapp, "fred", "fred-password", 200)
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_unknown_names_cost_the_statements_of_real_accounts(testapp, users, count_statements, locked):
+    """Equal work, so timing does not tell a (locked) real account from an unknown name:
+    the same statements, in the same order of kinds, on both paths."""
+    names = ("fred", "ghost")
+    if locked:
+        for name in names:
+            for _ in range(3):
+                rest_login(testapp, name, "wrong", 401)
+    kinds = {}
+    for name in names:
+        count_statements.reset()
+        rest_login(testapp, name, "still-wrong", 403 if locked else 401)
+        kinds[name] = [s.lstrip().split(None, 1)[0].upper() for s in count_statements.statements]
+    assert len(kinds["fred"]) == len(kinds["ghost"]), kinds

@@ -188,13 +188,16 @@ def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
     key = _name_hash(username)
     now = request.now
     with unit(request, write=True) as db:
+        # Insert the name's row if it is new, and lock it either way, in one statement (the
+        # known path's SELECT ... FOR UPDATE): equal work for both.
         insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-        db.execute(
+        upsert = (
             insert(LoginThrottle)
             .values(name_hash=key, current_failed_logins=0, last_failed_login_at=now)
-            .on_conflict_do_nothing(index_elements=["name_hash"])
+            .on_conflict_do_update(index_elements=["name_hash"], set_={"name_hash": key})
+            .returning(LoginThrottle)
         )
-        throttle = db.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
+        throttle = db.scalars(upsert, execution_options={"populate_existing": True}).one()
         wait = _seconds_until(now, throttle.locked_until)
         if wait is not None:
             audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)

@@ -28,6 +28,8 @@ class Journal:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: every 5xx: {t0, t1, status, retry_after, server, kind}
     server_errors: list[dict[str, Any]] = field(default_factory=list)
+    #: answers per server and wall-clock second (who served whom, before and after a kill)
+    answered: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
     #: every request that got no HTTP answer: {t0, t1, server, kind, error}
     connection_errors: list[dict[str, Any]] = field(default_factory=list)
     #: a client that held credentials it believed live was treated as logged out:
@@ -70,6 +72,7 @@ class Journal:
         """Note one response; returns the invariants it broke (empty: none)."""
         self.latencies[kind].append((t1 - t0) * 1000)
         self.statuses[kind][status] += 1
+        self.answered[server][int(t1)] += 1
         if status >= 500:
             self.server_errors.append({
                 "t0": t0, "t1": t1, "status": status, "server": server, "kind": kind,
@@ -133,6 +136,7 @@ class Journal:
             "examples": self.examples,
             "server_errors": self.server_errors,
             "connection_errors": self.connection_errors,
+            "answered": {server: dict(seconds) for server, seconds in self.answered.items()},
             "refusals": self.refusals,
             "revocations": self.revocations,
             "writes": self.writes,

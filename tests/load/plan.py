@@ -37,7 +37,7 @@ PROFILES = {
     ),
     "short": Profile(
         "short",
-        seconds={"sqlite": 10, "postgresql": 18},
+        seconds={"sqlite": 8, "postgresql": 15},
         users={"Browser": 3, "RestClient": 3, "BasicClient": 2, "Attacker": 1, "Administrator": 1},
         victims=6,
         burst=6,

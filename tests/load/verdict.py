@@ -140,7 +140,12 @@ def judge(journal: dict[str, Any], faults: list[Fault], after: dict[str, Any]) -
                 f"{fault.recovery(journal['server_errors'], until):.1f} s after its return"
             )
         else:
-            verdict.notes.append(f"{fault.name}: the clients moved to the other process")
+            after = {int(server): sum(n for second, n in seconds.items() if int(second) > fault.start)
+                     for server, seconds in journal.get("answered", {}).items()}
+            verdict.notes.append(
+                f"{fault.name}: afterwards {after.get(fault.server, 0)} answers from it, "
+                f"{sum(n for server, n in after.items() if server != fault.server)} from the other process"
+            )
     if faults:
         verdict.notes.append(f"allowed: {allowed_503} x 503 + Retry-After during outages, "
                              f"{cut} requests cut by the SIGKILL")
