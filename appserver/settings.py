@@ -140,7 +140,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
     # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
-    "appserver.password.credential_cache_size": ("credential_cache_size", _integer(0), 10000),
+    "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
     "appserver.process_header": ("process_header", _boolean, "false"),
 }

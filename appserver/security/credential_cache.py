@@ -1,12 +1,18 @@
-"""Credentials verified recently, so HTTP Basic does not pay an argon2 hash per request.
+"""A bounded in-process cache of verified credentials: HTTP Basic without argon2 on every
+request (PasswordService.verified_before, used by the lock-out logic in login.py).
 
-An entry is an HMAC, keyed with the application secret, of the user id, the stored password
-hash and the presented password: never the password itself, and nothing that helps to guess
-it without the secret. Because the stored hash is part of the key, the one SELECT that loads
-the user decides: a password change (new hash), in any process, misses at once; deactivation
-and lock-outs are read from the same row on every request. Only right passwords are added.
-The trade-off: a copy of a process's memory holds HMACs of live passwords, which an attacker
-who also has the secret could test guesses against at HMAC speed (not argon2 speed).
+An entry is ``HMAC(key derived from the app secret, user id + stored password hash +
+presented password)`` and nothing else: never the password, never the hash. The user's row
+is loaded on every request anyway (the one SELECT), so the stored hash and the account's
+state are always current: a password change makes a new hash and so a different key,
+deactivation and lock-out are checked before and after the password as before, in every
+process, with no invalidation message. Only a verification that succeeded is cached; a
+wrong password is hashed and counted towards the lock-out every time.
+
+The trade-off: a copy of the process memory holds HMACs of recently used passwords, not the
+passwords; testing a guess against one needs the app secret (which such a copy may also
+hold) and costs a SHA-256 instead of an argon2 hash. ``appserver.basic.credential_cache_size
+= 0`` turns the cache off.
 """
 from __future__ import annotations
 
@@ -17,39 +23,35 @@ from collections import OrderedDict
 
 
 class CredentialCache:
-    """A bounded, thread-safe LRU set of verified-credential HMACs."""
+    """Least recently used HMACs of verified credentials, at most ``max_entries``."""
 
-    def __init__(self, secret: str, max_entries: int) -> None:
-        self._key = hashlib.sha256(b"credential-cache:" + secret.encode("utf-8")).digest()
+    def __init__(self, secret: str, max_entries: int = 1024) -> None:
+        # A key of its own: the app secret signs other things, never these HMACs directly.
+        self._key = hmac.new(secret.encode("utf-8"), b"appserver basic credential cache", hashlib.sha256).digest()
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _mac(self, user_id: int, stored_hash: str, password: str) -> bytes:
-        message = b"\0".join(
-            [str(user_id).encode("ascii"), stored_hash.encode("utf-8"), password.encode("utf-8", "surrogatepass")]
-        )
+    def key(self, user_id: int, password_hash: str, password: str) -> bytes:
+        # Unambiguous: the id is digits, a stored hash holds no NUL, the password comes last.
+        message = f"{user_id}\x00{password_hash}\x00".encode() + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
-
-    def contains(self, user_id: int, stored_hash: str, password: str) -> bool:
-        if self.max_entries == 0:
-            return False
-        mac = self._mac(user_id, stored_hash, password)
-        with self._lock:
-            if mac not in self._entries:
-                return False
-            self._entries.move_to_end(mac)
-            return True
-
-    def add(self, user_id: int, stored_hash: str, password: str) -> None:
-        if self.max_entries == 0:
-            return
-        mac = self._mac(user_id, stored_hash, password)
-        with self._lock:
-            self._entries[mac] = None
-            self._entries.move_to_end(mac)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def contains(self, key: bytes) -> bool:
+        with self._lock:
+            if key not in self._entries:
+                return False
+            self._entries.move_to_end(key)
+            return True
+
+    def add(self, key: bytes) -> None:
+        if self.max_entries == 0:
+            return
+        with self._lock:
+            self._entries[key] = None
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -75,11 +75,11 @@ class PasswordService:
     def verified_before(self, user_id: int, password_hash: str, password: str) -> bool:
         """True when this password was verified against this very stored hash lately: it is
         right, and no hash needs to run (nor a lock-out reservation: nothing is guessed)."""
-        return self.cache is not None and self.cache.contains(user_id, password_hash, password)
+        return self.cache is not None and self.cache.contains(self.cache.key(user_id, password_hash, password))
 
     def note_verified(self, user_id: int, password_hash: str, password: str) -> None:
         if self.cache is not None:
-            self.cache.add(user_id, password_hash, password)
+            self.cache.add(self.cache.key(user_id, password_hash, password))
 
     def dummy_verify(self) -> None:
         """Spend the time of one verification, so unknown usernames cost what known ones do."""
