@@ -139,7 +139,7 @@ class Cluster:
     # --- start -------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.state_file.exists() and any(self.running().values()):
+        if self.state_file.exists() and any(Cluster.load(self.run_dir).running().values()):
             raise ClusterError(f"a cluster is already running from {self.run_dir}: stop it first (make cluster-stop)")
         nginx = find_nginx()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,8 @@ class Cluster:
             env=env, capture_output=True, text=True, timeout=300,
         )
         if result.returncode != 0:
-            raise ClusterError(f"appserver initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ClusterError(f"appserver initdb failed: {last}")
 
     def start_process(self, port: int) -> int:
         log = self.log_file(port).open("ab")
@@ -219,20 +220,26 @@ class Cluster:
     def stop(self, quiet: bool = False) -> None:
         """nginx first (no new requests reach the processes), then every process, each
         gracefully (SIGTERM) and, past the timeout, for good (SIGKILL)."""
+        stopped = []
         nginx_pid = live_pid(self.nginx_pid_file, "nginx")
         if nginx_pid:
             stop_pid(nginx_pid, signal.SIGQUIT)  # nginx's graceful shutdown
+            stopped.append(f"nginx (pid {nginx_pid})")
         self.nginx_pid_file.unlink(missing_ok=True)
         for port in self.ports:
-            self.stop_process(port)
+            pid = self.stop_process(port)
+            if pid:
+                stopped.append(f"appserver on {port} (pid {pid})")
         if not quiet:
-            print(f"stopped: nginx and {len(self.ports)} appserver process(es) from {self.run_dir}")
+            print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing from {self.run_dir} was running")
 
-    def stop_process(self, port: int) -> None:
+    def stop_process(self, port: int) -> int | None:
+        """SIGTERM (a graceful stop) to the process on ``port``; returns its pid if it ran."""
         pid = live_pid(self.pid_file(port), "pserve")
         if pid:
             stop_pid(pid, signal.SIGTERM)
         self.pid_file(port).unlink(missing_ok=True)
+        return pid
 
     def restart(self) -> None:
         """A rolling restart: one process at a time, each back and healthy before the next
