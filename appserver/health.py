@@ -53,7 +53,9 @@ def status_response(request: Request) -> Response:
 
 def status_tween_factory(handler: Handler, registry: Registry) -> Handler:
     def status_tween(request: Request) -> Response:
-        if request.path_info == STATUS_PATH:
+        # The raw WSGI path: request.path_info would raise for a path that is not UTF-8, which
+        # the tweens below this one answer with a 400.
+        if request.environ.get("PATH_INFO") == STATUS_PATH:
             return status_response(request)
         return handler(request)
 
