@@ -28,7 +28,7 @@ from locust.exception import StopUser
 
 from tests.load.cookies import NO_AUTOMATIC_COOKIES, CookieJar, admin_user_id, csrf_token
 from tests.load.journal import ANONYMOUS_REST, Journal
-from tests.load.plan import Plan
+from tests.load.plan import MANAGED_PER_ADMINISTRATOR, Plan
 
 PLAN = Plan.load()
 JOURNAL = Journal()
@@ -36,6 +36,7 @@ MAX_TASKS_PER_USER = 20000  # a bound on every loop, besides Locust's --run-time
 TIMEOUT = 20  # seconds per request
 SEARCH = "/rest/api/2/search?jql=project%20%3D%20DEMO&maxResults=20"
 ALL_ISSUES = 200  # what a logged-in user sees; anonymous sees 5
+CHANGE_CHANNELS = ("basic", "cookie", "form")  # how the administrator changes managed0, 1, 2
 
 _numbers: dict[str, itertools.count] = {}
 _victims = iter(PLAN.accounts.get("victim", []))
@@ -400,10 +401,10 @@ class Administrator(LoadUser):
     def on_start(self) -> None:
         super().on_start()
         number = int(self.username.removeprefix("admin"))
-        self.managed = PLAN.accounts["managed"][number * 3:(number + 1) * 3]
+        per = MANAGED_PER_ADMINISTRATOR
+        self.managed = PLAN.accounts["managed"][number * per:(number + 1) * per]
         for name, password in self.managed:
             JOURNAL.passwords[name] = {"password": password, "previous": None, "landed": 0, "in_doubt": 0}
-        self.channels = itertools.cycle(["basic", "cookie", "form"])
         self.targets = [name for kind in ("browser", "rest") for name, _ in PLAN.accounts.get(kind, [])]
 
     # -- logins of the administrator and of the managed accounts ------------------------------
@@ -453,14 +454,15 @@ class Administrator(LoadUser):
     @task(2)
     def change_password(self) -> None:
         self.count_task()
-        name = self.managed[_next_number("managed") % len(self.managed)][0]
+        index = _next_number("managed") % len(self.managed)
+        name = self.managed[index][0]
+        channel = CHANGE_CHANNELS[index % len(CHANGE_CHANNELS)]  # one account, one way: a lost write names its path
         state = JOURNAL.passwords[name]
         current, new = state["password"], f"{name}-{secrets.token_hex(6)}"
         other = CookieJar()  # another session of the account: the change must end it
         if not self.rest_login(other, name, current):
             return
         dead = [other.header(only=PLAN.session_cookie)]
-        channel = next(self.channels)
         if channel == "basic":
             self.send("admin wrong Basic (before a change)", "GET", "/rest/api/2/myself", as_user=name,
                       cookie="", auth=(name, "wrong-" + secrets.token_hex(3)))

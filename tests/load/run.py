@@ -194,6 +194,7 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
             env = {**os.environ, "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning"}
             server = new_server(lambda port: development_ini(folder, port, folder / "appserver.sqlite"), folder, env)
             servers.append(server)
+            server.launch()  # it starts (imports) while the database is migrated and seeded
             run_cli(server.ini, "initdb", "--demo", env=env)
             name, https, schedule = "SQLite, 1 process", False, []
         else:
@@ -208,10 +209,12 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
             env = {**os.environ, "APPSERVER_SECRET": secrets.token_urlsafe(48),
                    "APPSERVER_DATABASE_URL": database_url,
                    "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning"}
-            servers = [new_server(lambda port: production_ini(folder, port), folder, env) for _ in range(2)]
-            run_cli(servers[0].ini, "initdb", "--demo", env=env)
             # The servers reach PostgreSQL through the relay, so the connection can be cut.
-            env["APPSERVER_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:{relay.port}/appserver_load"
+            served = {**env, "APPSERVER_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{relay.port}/appserver_load"}
+            servers = [new_server(lambda port: production_ini(folder, port), folder, served) for _ in range(2)]
+            for server in servers:
+                server.launch()  # they start (import) while the database is migrated and seeded
+            run_cli(servers[0].ini, "initdb", "--demo", env=env)
             name, https = "PostgreSQL, 2 processes", True
             schedule = [
                 (seconds * RELAY_CUT_AT, outage("database connection cut", relay.stop, relay.start, profile.outage_seconds)),
@@ -219,8 +222,6 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
                 (seconds * KILL_AT, kill("one waitress process killed (SIGKILL)", servers[1], 1)),
             ]
         plan = Plan.build(target, profile, [s.url for s in servers], https, folder / "journal.json")
-        for server in servers:
-            server.launch()
         say(f"{target}: creating {len(plan.all_accounts())} accounts")
         seed_accounts(database_url, plan)
         plan.save(folder / "plan.json")
