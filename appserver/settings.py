@@ -25,6 +25,7 @@ ENVIRONMENT_OVERRIDES = {
 }
 
 MIN_SECRET_LENGTH = 32
+TOKEN_NAME_COLUMN_LENGTH = 255  # personal_tokens.name
 
 
 class ConfigurationError(ValueError):
@@ -53,6 +54,12 @@ class AppSettings:
     credential_cache_size: int
     purge_batch_size: int
     process_header: bool
+    token_name_max_length: int
+    tokens_per_user: int
+    token_max_expiry_days: int
+    tokens_without_expiry: bool
+    websudo_enabled: bool
+    websudo_timeout: int
 
     @property
     def session_cookie(self) -> str:
@@ -143,6 +150,14 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
     "appserver.process_header": ("process_header", _boolean, "false"),
+    # Personal access tokens: Jira's atlassian.pats.* defaults.
+    "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),
+    "appserver.tokens.max_per_user": ("tokens_per_user", _integer(1), 10),
+    "appserver.tokens.max_expiry_days": ("token_max_expiry_days", _integer(1), 365),
+    "appserver.tokens.allow_no_expiry": ("tokens_without_expiry", _boolean, "false"),
+    # WebSudo: Jira's jira.websudo.timeout (rolling) and jira.websudo.is.disabled.
+    "appserver.websudo.enabled": ("websudo_enabled", _boolean, "true"),
+    "appserver.websudo.timeout": ("websudo_timeout", _integer(1), 600),
 }
 
 
@@ -166,6 +181,10 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
     if parsed.max_lockout_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
             "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds"
+        )
+    if parsed.token_name_max_length > TOKEN_NAME_COLUMN_LENGTH:
+        raise ConfigurationError(
+            f"appserver.tokens.name_max_length: must be at most {TOKEN_NAME_COLUMN_LENGTH}"
         )
     if not settings.get("sqlalchemy.url"):
         raise ConfigurationError(
