@@ -22,6 +22,7 @@ T = TypeVar("T")
 ENVIRONMENT_OVERRIDES = {
     "sqlalchemy.url": "APPSERVER_DATABASE_URL",
     "appserver.secret": "APPSERVER_SECRET",
+    "appserver.process_header": "APPSERVER_PROCESS_HEADER",
 }
 
 MIN_SECRET_LENGTH = 32
@@ -53,6 +54,7 @@ class AppSettings:
     max_concurrent_hashes: int
     credential_cache_size: int
     purge_batch_size: int
+    process_header: bool
     token_name_max_length: int
     tokens_per_user: int
     token_max_expiry_days: int
@@ -150,6 +152,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
     "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    "appserver.process_header": ("process_header", _boolean, "false"),
     # Personal access tokens: Jira's atlassian.pats.* defaults.
     "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),
     "appserver.tokens.max_per_user": ("tokens_per_user", _integer(1), 10),
