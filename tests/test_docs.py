@@ -12,6 +12,13 @@ from .support import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
+#: The front door and the reference moved out of it. Other pages describe their features'
+#: settings, which may land in SCHEMA with the change that adds them.
+REFERENCE = [ROOT / "README.md"] + [
+    ROOT / "docs" / f"{name}.md"
+    for name in ("rest-api", "configuration", "cli", "security", "architecture", "testing")
+]
+
 #: The package's modules and packages: `appserver.models.x` names code, not a setting.
 MODULES = {path.stem for path in (ROOT / "appserver").iterdir()} | {"main"}
 
@@ -45,15 +52,19 @@ def test_the_settings_table_is_the_schema():
         assert table[name] == shown(default)
 
 
-def test_every_setting_is_documented_and_every_documented_setting_exists():
-    text = "\n".join(path.read_text() for path in DOCS)
-    named = {
+def settings_named(paths) -> set[str]:
+    text = "\n".join(path.read_text() for path in paths)
+    return {
         name
         for name in re.findall(r"`(appserver\.[a-z_.]+)[` =]", text)
         if name not in NOT_SETTINGS and name.split(".")[1] not in MODULES
     }
+
+
+def test_every_setting_is_documented_and_every_documented_setting_exists():
+    named = settings_named(REFERENCE)
     assert named - set(SCHEMA) - INTERNAL_SETTINGS == set(), "the docs name settings that do not exist"
-    assert set(SCHEMA) - named == set(), "settings nobody has documented"
+    assert set(SCHEMA) - settings_named(DOCS) == set(), "settings nobody has documented"
 
 
 def test_the_readme_is_a_front_door():
