@@ -57,7 +57,7 @@ def settings_named(paths) -> set[str]:
     return {
         name
         for name in re.findall(r"`(appserver\.[a-z_.]+)[` =]", text)
-        if name not in NOT_SETTINGS and name.split(".")[1] not in MODULES
+        if name in SCHEMA or (name not in NOT_SETTINGS and name.split(".")[1] not in MODULES)
     }
 
 
