@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyramid.config import Configurator
 from pyramid.request import Request
-from pyramid.tweens import EXCVIEW
+from pyramid.tweens import EXCVIEW, INGRESS
 
 from ..models import User
 from .cookies import TolerantRequestCookies
@@ -62,6 +62,14 @@ def includeme(config: Configurator) -> None:
     config.add_request_method(_remember_store, "remember_store", reify=True)
 
     tm = "pyramid_tm.tm_tween_factory"
+    headers = "appserver.security.perimeter.security_headers_tween_factory"
+    config.add_tween(headers, under=INGRESS)
+    config.add_tween(
+        "appserver.security.perimeter.allowed_host_tween_factory",
+        under=headers,
+        # Above the debug toolbar when it is included (development), else above pyramid_tm.
+        over=["pyramid_debugtoolbar.toolbar_tween_factory", tm],
+    )
     config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
     config.add_tween(
         "appserver.security.tweens.unreadable_request_tween_factory",

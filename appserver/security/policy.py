@@ -19,6 +19,7 @@ from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
 from .identity import Authentication, BasicState, Identity, Source
 from .login import Outcome, check_password, note_login
+from .paths import credential_free
 from .remember import RememberState, RememberStore
 from .sessions import CookieState, IssuedSession, SessionStore
 
@@ -112,11 +113,20 @@ class RememberMeSource:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session
             auth.cookies[settings.session_cookie] = header
+            request.remember_store.record_successor(lookup.token_id, issued.session)
             if lookup.cookie_value is not None:
                 remaining = int((lookup.expires_at - request.now).total_seconds())
                 auth.cookies[settings.remember_cookie] = set_cookie(
                     settings, settings.remember_cookie, lookup.cookie_value, remaining
                 )
+            return
+        if lookup.state is RememberState.GRACE:
+            # A parallel request of the browser that just rotated the token: it is served by
+            # the session that rotation started, and changes no cookie (the rotating response
+            # sets them), so replays never multiply sessions.
+            auth.cookies.pop(settings.session_cookie, None)
+            if lookup.successor is not None:
+                auth.identity = Identity(lookup.user, Source.REMEMBER, lookup.successor)
             return
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
         if lookup.state is RememberState.THEFT:
@@ -150,6 +160,8 @@ class AppSecurityPolicy:
 
     def _authenticate(self, request: Request) -> Authentication:
         auth = Authentication()
+        if credential_free(request):
+            return auth
         self.basic.authenticate(request, auth)
         self.session.authenticate(request, auth)
         self.remember_me.authenticate(request, auth, self.session)

@@ -5,6 +5,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.view import view_config
 
+from ..ids import parse_id
 from ..models import UserSession
 from ..security import accounts, audit
 from ..security.accounts import AccountError, TooManyAttempts, rotated_session
@@ -67,7 +68,8 @@ def change_password(request: Request):
 @view_config(route_name="account.revoke_session", request_method="POST", permission="account")
 def revoke_session(request: Request):
     user = request.user
-    session = request.dbsession.get(UserSession, int(request.matchdict["id"]))
+    session_id = parse_id(request.matchdict["id"])
+    session = request.dbsession.get(UserSession, session_id) if session_id is not None else None
     if session is None or session.user_id != user.id:
         return _back(request, "session-revoked")  # nothing of another user's is revealed
     identity = request.authentication.identity
