@@ -414,7 +414,8 @@ def free_port() -> int:
 
 @pytest.fixture(params=DATABASES)
 def production_env(request, tmp_path) -> dict[str, str]:
-    """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL."""
+    """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL,
+    APPSERVER_ALLOWED_HOSTS."""
     if request.param == "postgresql":
         url = sibling_database(os.environ["TEST_DATABASE_URL"], "production")
         engine = get_engine({"sqlalchemy.url": url})
@@ -423,7 +424,8 @@ def production_env(request, tmp_path) -> dict[str, str]:
     else:
         url = f"sqlite:///{tmp_path / 'production.sqlite'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")}
-    env.update(APPSERVER_SECRET="p" * 48, APPSERVER_DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    env.update(APPSERVER_SECRET="p" * 48, APPSERVER_DATABASE_URL=url, PYTHONUNBUFFERED="1",
+               APPSERVER_ALLOWED_HOSTS="127.0.0.1 jira.example.com")
     return env
 
 
@@ -500,6 +502,18 @@ def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_p
                                 headers={"Content-Type": "application/json"})
         assert refused.status_code == 413
 
+        # Behind its proxy (trusted_proxy = 127.0.0.1), X-Forwarded-Host names the site: an
+        # allowed one builds every URL, any other is a 400 before anything is built from it.
+        proxied = requests.get(base + "/rest/api/2/serverInfo", timeout=10, headers={
+            "X-Forwarded-Host": "jira.example.com", "X-Forwarded-Proto": "https"})
+        assert proxied.json()["baseUrl"] == "https://jira.example.com"
+        assert proxied.headers["Strict-Transport-Security"] == "max-age=31536000"
+        for headers in ({"X-Forwarded-Host": "evil.example"}, {"Host": "evil.example"},
+                        {"Host": "evil.example:80@127.0.0.1"}):
+            foreign = requests.get(base + "/login", timeout=10, headers=headers, allow_redirects=False)
+            assert foreign.status_code == 400, headers
+            assert "evil.example" not in foreign.text and "Location" not in foreign.headers
+
 
 def test_two_pserve_processes_share_lockouts_sessions_and_password_changes(production_env, tmp_path):
     """Several processes on one database (PostgreSQL in production): nothing that decides who
@@ -549,6 +563,16 @@ def test_pserve_production_ini_refuses_to_start_without_a_secret(production_env,
     )
     assert result.returncode != 0
     assert "appserver.secret is not set: set the APPSERVER_SECRET environment variable" in result.stderr
+
+
+def test_pserve_production_ini_refuses_to_start_without_allowed_hosts(production_env):
+    del production_env["APPSERVER_ALLOWED_HOSTS"]
+    result = subprocess.run(
+        [str(BIN / "pserve"), "production.ini"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "appserver.allowed_hosts is not set: set the APPSERVER_ALLOWED_HOSTS environment" in result.stderr
 
 
 def test_pserve_production_ini_refuses_a_short_secret(production_env):
