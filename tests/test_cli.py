@@ -12,15 +12,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 import appserver
-from appserver.models import User, UserSession, get_engine
+from appserver.models import AuthEvent, User, UserSession, get_engine
 from appserver.scripts import cli
 from appserver.settings import ConfigurationError, parse_settings
 
@@ -219,11 +221,34 @@ def test_a_password_over_the_size_cap_is_refused(appserver_cli):
     assert status == 1 and "1024 bytes" in err
 
 
-@pytest.mark.parametrize("username", ["", "   ", "bad\x01name", "x" * 256])
+@pytest.mark.parametrize(
+    "username", ["", "   ", "bad\x01name", "x" * 256, "bad name!", ".fred", "user€", "a/b", "fred\u200b"]
+)
 def test_an_invalid_username_is_refused(appserver_cli, username):
     appserver_cli("initdb")
     status, _, err = appserver_cli("create-user", username, stdin="a fine password\n")
     assert status == 1 and "invalid username" in err
+    assert "letters, digits and the symbols . _ - @ +" in err
+
+
+@pytest.mark.parametrize("username", ["用户", "fred.smith@example.com", "fred_2", "zoë-1"])
+def test_usernames_of_any_script_are_accepted(appserver_cli, web, username):
+    appserver_cli("initdb")
+    status, out, err = appserver_cli("create-user", username, stdin="a fine password\n")
+    assert status == 0, err
+    assert rest_login(web, username, "a fine password").headers["X-AUSERNAME"] == quote(username, safe="@")
+
+
+@pytest.mark.parametrize("password", ["x", "seven77", "tab\there-and-more"])
+def test_the_password_rule_applies_to_create_user_and_set_password(appserver_cli, web, password):
+    """One rule for every way a password is set: the account page's, here too."""
+    appserver_cli("initdb", "--demo")
+    status, _, err = appserver_cli("create-user", "dave", stdin=password + "\n")
+    assert status == 1 and "appserver: error:" in err
+    status, _, err = appserver_cli("set-password", "fred", stdin=password + "\n")
+    assert status == 1 and "appserver: error:" in err
+    rest_login(web, "fred", "fred-password")  # unchanged
+    rest_login(web, "dave", password, status=401)
 
 
 def test_on_a_terminal_the_password_is_prompted_twice():
@@ -314,6 +339,29 @@ def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli,
 
     status, out, _ = appserver_cli("purge-sessions")
     assert "0 expired or revoked session(s) purged" in out
+
+
+def test_purge_events_deletes_events_older_than_the_retention(appserver_cli, web, ini):
+    appserver_cli("initdb", "--demo")
+    for attempt in range(3):
+        rest_login(web, "fred", f"wrong-{attempt}", status=401)
+    engine = web.app.registry.dbengine
+    with engine.begin() as connection:
+        old = datetime.now(timezone.utc) - timedelta(days=91)
+        ids = connection.execute(select(AuthEvent.id).order_by(AuthEvent.id)).scalars().all()
+        connection.execute(update(AuthEvent).where(AuthEvent.id.in_(ids[:3])).values(occurred_at=old))
+    before = count(web, AuthEvent)
+
+    status, out, _ = appserver_cli("purge-events", "--batch-size", "2")
+    assert status == 0 and "3 audit event(s) older than 90 days purged" in out
+    assert count(web, AuthEvent) == before - 3
+    status, out, _ = appserver_cli("purge-events")
+    assert "0 audit event(s)" in out
+
+
+def test_batch_sizes_must_be_positive(appserver_cli):
+    with pytest.raises(SystemExit):
+        appserver_cli("purge-events", "--batch-size", "0")
 
 
 # --- Settings: a bad value stops start-up, naming the setting ---------------------------------
