@@ -19,6 +19,7 @@ from sqlalchemy import event, func, select, update
 
 from appserver.demo import ensure_user
 from appserver.hosts import HostPattern, parse_host_pattern
+from appserver.ids import parse_id
 from appserver.models import AuthEvent, RememberToken, User, UserSession, canonical_username
 from appserver.security import audit
 from appserver.security.accounts import AccountError
@@ -352,6 +353,12 @@ def test_ids_in_urls_out_of_range_are_answered_like_missing_ones(testapp, users,
     testapp.get(f"/issues/{value}", status=404)
 
 
+def test_parse_id_accepts_only_what_an_integer_column_holds():
+    assert [parse_id(v) for v in ("1", "2147483647", 2147483647, "007")] == [1, 2147483647, 2147483647, 7]
+    for value in ("2147483648", 2**31, 2**63, "0", 0, -1, "-1", "٣", "1.0", 1.0, True, None, "", " 1"):
+        assert parse_id(value) is None, value
+
+
 @pytest.mark.parametrize("jql", ["key = 2147483648", "issue = 99999999999999999999", "project = 2147483648"])
 def test_ids_in_jql_out_of_range_are_refused_or_match_nothing(testapp, users, jql):
     testapp.get(SEARCH, {"jql": jql}, status=400)
@@ -399,6 +406,8 @@ def test_a_cross_site_link_cannot_burn_the_remember_me_token(testapp, users, clo
                     headers=[("Cookie", cookies)])  # raw: WebTest cannot send a non-UTF-8 path
     assert response.status_code == status
     assert "Set-Cookie" not in response.headers
+    if response.content_type == "text/html":  # an error page: no credential was even read
+        assert '<span id="current-user">Not logged in</span>' in response.text
     assert token_hash(dbsession) == before
     clock.advance(60)  # past the rotation grace: a rotated token would now look stolen
     assert testapp.cookies[REMEMBER] == token

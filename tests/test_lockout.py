@@ -161,3 +161,11 @@ def test_below_the_limit_the_right_password_works(testapp, users, failures):
     for _ in range(failures):
         rest_login(testapp, "fred", "wrong", 401)
     rest_login(testapp, "fred", "fred-password", 200)
+
+
+def test_a_successful_basic_request_resets_the_failure_count(testapp, users):
+    """Two wrong, one right, one wrong, one right: 200. Were the count not reset by the
+    successful Basic request, the wrong one after it would be the third failure: a lock-out."""
+    for password, status in [("wrong", 401), ("wrong", 401), ("fred-password", 200), ("wrong", 401),
+                             ("fred-password", 200)]:
+        testapp.get("/rest/api/2/myself", headers=basic("fred", password), status=status)
