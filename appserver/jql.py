@@ -385,9 +385,9 @@ class Parser:
 def parse(text: str, *, max_length: int = 10_000, max_terms: int | None = None) -> Query:
     """Parse a JQL query of the supported subset; :class:`JQLError` names what is wrong.
 
-    ``max_length`` (characters) and ``max_terms`` (clauses, each word of a ``~`` search
-    counting as one, since each becomes a pattern match over every issue) bound the work
-    one anonymous request can ask of the database: ``appserver.jql.*``."""
+    ``max_length`` (characters) and ``max_terms`` (:func:`count_terms`: each word of a ``~``
+    search becomes a pattern match over every issue) bound the work one anonymous request
+    can ask of the database: ``appserver.jql.*``."""
     if len(text) > max_length:
         raise JQLError(
             f"The JQL query is too long: {len(text)} characters, and this server accepts at "
@@ -397,16 +397,19 @@ def parse(text: str, *, max_length: int = 10_000, max_terms: int | None = None) 
     terms = count_terms(query)
     if max_terms is not None and terms > max_terms:
         raise JQLError(
-            f"The JQL query has too many terms: {terms} (each word of a text search counts), "
+            f"The JQL query has too many terms: {terms} (clauses, sort keys and each word of a "
+            "text search count), "
             f"and this server accepts at most {max_terms}. Narrow the search."
         )
     return query
 
 
 def count_terms(query: Query) -> int:
-    return sum(
+    """Clauses and sort keys count one each, a ``~`` clause one per word it searches for."""
+    clauses = sum(
         max(1, len(search_words(c.value))) if c.operator == "~" else 1 for c in query.conditions
     )
+    return clauses + len(query.ordering)
 
 
 # --- Validation against the data, and translation to SQLAlchemy -----------------------------

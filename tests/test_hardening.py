@@ -470,6 +470,7 @@ def words(n: int) -> str:
         ('text ~ "' + "a " * 5000 + '"', "The JQL query is too long: 10009 characters, and this server accepts at most 2000."),
         (f'text ~ "{words(21)}"', "The JQL query has too many terms: 21"),
         (f'summary ~ "{words(10)}" AND description ~ "{words(10)}" AND project = DEMO', "too many terms: 21"),
+        ("ORDER BY " + ", ".join(["key"] * 21), "too many terms: 21"),
     ],
 )
 def test_oversized_jql_is_a_clear_400_in_jiras_shape(testapp, users, jql, message):
@@ -488,7 +489,8 @@ def test_the_limits_themselves_are_accepted_and_configurable(testapp, users, mak
     strict.get(SEARCH, {"jql": 'text ~ "login form"'})
     strict.get(SEARCH, {"jql": 'text ~ "the login form"'}, status=400)
     strict.get(SEARCH, {"jql": "text ~ login ORDER BY key DESC"}, status=200)
-    strict.get(SEARCH, {"jql": "text ~ login ORDER BY created DESC"}, status=400)
+    strict.get(SEARCH, {"jql": "text ~ login ORDER BY created DESC"}, status=400)  # 34 characters
+    strict.get(SEARCH, {"jql": "text ~ a ORDER BY key, created"}, status=400)  # 3 terms
 
 
 def is_postgresql(app) -> bool:
