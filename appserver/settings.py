@@ -47,11 +47,12 @@ class AppSettings:
     basic_realm: str
     max_failures: int
     lockout_seconds: int
-    lockout_max_seconds: int
+    max_lockout_seconds: int
     remember_cookie_name: str
     remember_max_age: int
     max_password_bytes: int
     max_concurrent_hashes: int
+    credential_cache_size: int
     purge_batch_size: int
     allowed_hosts: tuple[HostPattern, ...]
     jql_max_length: int
@@ -159,11 +160,15 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.basic_realm": ("basic_realm", _realm, "appserver"),
     "appserver.login.max_failures": ("max_failures", _integer(1), 3),
     "appserver.login.lockout_seconds": ("lockout_seconds", _integer(1), 60),
-    "appserver.login.lockout_max_seconds": ("lockout_max_seconds", _integer(1), 3600),
+    # The cap on the doubling cool-down: longer resists guessing better, but anyone who knows a
+    # name can keep that account locked with one wrong login per cool-down (docs/concurrency.md).
+    "appserver.login.max_lockout_seconds": ("max_lockout_seconds", _integer(1), 900),
     "appserver.remember.cookie_name": ("remember_cookie_name", _cookie_name, "appserver.remember"),
     "appserver.remember.max_age": ("remember_max_age", _integer(60), 14 * 24 * 3600),
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
+    # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
+    "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
     # The loopback names on any port: development and tests. production.ini requires the
     # real names (APPSERVER_ALLOWED_HOSTS).
@@ -193,9 +198,9 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
         raise ConfigurationError(
             "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout"
         )
-    if parsed.lockout_max_seconds < parsed.lockout_seconds:
+    if parsed.max_lockout_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
-            "appserver.login.lockout_max_seconds: must not be shorter than appserver.login.lockout_seconds"
+            "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds"
         )
     if not settings.get("sqlalchemy.url"):
         raise ConfigurationError(

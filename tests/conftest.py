@@ -119,10 +119,10 @@ def connection(dbengine: Engine) -> Iterator[Connection]:
 
 
 def bind_app(app, connection: Connection) -> None:
-    """Make the app's sessions join ``connection``: its commits become savepoints."""
-    app.registry["dbsession_factory"].configure(
-        bind=connection, join_transaction_mode="create_savepoint"
-    )
+    """Make the app's sessions (the request's and its units of work) join ``connection``:
+    their commits become savepoints."""
+    for factory in ("dbsession_factory", "unit_session_factory"):
+        app.registry[factory].configure(bind=connection, join_transaction_mode="create_savepoint")
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def live_server_factory(live_database_url: str):
     servers = []
     database = live_database_url
 
-    def start(**overrides: str):
+    def start(**overrides: Any):
         server = start_live_server(database, **overrides)
         servers.append(server)
         return server

@@ -138,14 +138,16 @@ class LiveServer:
         server.task_dispatcher.shutdown()
 
 
-def start_live_server(database_url: str, *, demo: bool = True, **overrides: Any) -> LiveServer:
+def start_live_server(
+    database_url: str, *, demo: bool = True, threads: int = 4, **overrides: Any
+) -> LiveServer:
     clock = FrozenClock(datetime.now(timezone.utc).replace(microsecond=0))
     engine = get_engine({"sqlalchemy.url": database_url})
     settings = base_settings(database_url, **overrides)
     settings["appserver.dbengine"] = engine
     settings["appserver.clock"] = clock
     app = appserver.main({}, **settings)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
     port = server.effective_port
     live = LiveServer(f"http://127.0.0.1:{port}", app, clock, engine, server)
     if demo:

@@ -61,7 +61,7 @@ def test_cool_down_ends_and_success_resets_the_current_count(testapp, users, clo
 
 
 def test_cool_down_doubles_with_each_further_failure_up_to_the_cap(make_app, users, clock):
-    testapp = make_app(**{"appserver.login.lockout_max_seconds": "200"})
+    testapp = make_app(**{"appserver.login.max_lockout_seconds": "200"})
     for _ in range(3):
         rest_login(testapp, "fred", "wrong", 401)
     waits = []
@@ -169,3 +169,20 @@ def test_a_successful_basic_request_resets_the_failure_count(testapp, users):
     for password, status in [("wrong", 401), ("wrong", 401), ("fred-password", 200), ("wrong", 401),
                              ("fred-password", 200)]:
         testapp.get("/rest/api/2/myself", headers=basic("fred", password), status=status)
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_unknown_names_cost_the_statements_of_real_accounts(testapp, users, count_statements, locked):
+    """Equal work, so timing does not tell a (locked) real account from an unknown name:
+    the same statements, in the same order of kinds, on both paths."""
+    names = ("fred", "ghost")
+    if locked:
+        for name in names:
+            for _ in range(3):
+                rest_login(testapp, name, "wrong", 401)
+    kinds = {}
+    for name in names:
+        count_statements.reset()
+        rest_login(testapp, name, "still-wrong", 403 if locked else 401)
+        kinds[name] = [s.lstrip().split(None, 1)[0].upper() for s in count_statements.statements]
+    assert len(kinds["fred"]) == len(kinds["ghost"]), kinds

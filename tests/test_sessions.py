@@ -245,7 +245,7 @@ def test_a_touch_in_flight_cannot_revive_a_revoked_session(testapp, users, dbses
     testapp.reset()
     clock.advance(120)  # past the touch interval: the next request writes last_seen_at
     row_id = session_row(dbsession, token).id
-    original_touch = SessionStore._touch
+    original_touch = SessionStore.touch
     revoked_at = clock.now() - timedelta(seconds=1)
 
     def logout_elsewhere_then_touch(store, session):
@@ -254,7 +254,7 @@ def test_a_touch_in_flight_cannot_revive_a_revoked_session(testapp, users, dbses
         )
         return original_touch(store, session)
 
-    monkeypatch.setattr(SessionStore, "_touch", logout_elsewhere_then_touch)
+    monkeypatch.setattr(SessionStore, "touch", logout_elsewhere_then_touch)
     response = testapp.get("/rest/api/2/myself", headers=with_cookie(token), status=401)
     assert "expired" in response.json["errorMessages"][0]
     row = session_row(dbsession, token)
@@ -268,7 +268,7 @@ def test_touch_and_revoke_only_write_live_rows(app_request, users):
     store.revoke(issued.session)
     first_revocation = issued.session.revoked_at
     later = store_at(app_request, app_request.now + timedelta(seconds=600))
-    assert later._touch(issued.session) is False
+    assert later.touch(issued.session) is False
     later.revoke(issued.session)  # a second logout does not move the revocation time
     app_request.dbsession.expire_all()
     row = app_request.dbsession.get(UserSession, issued.session.id)

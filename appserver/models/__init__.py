@@ -5,6 +5,7 @@ Importing this package imports every model, so ``Base.metadata`` is complete for
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import zope.sqlalchemy
 from pyramid.config import Configurator
@@ -29,6 +30,40 @@ configure_mappers()
 #: exhausted): answered with 503 and Retry-After, never with anonymous content.
 DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
+#: Methods whose requests only read: on SQLite their transactions begin without the write lock.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: The execution option that makes SQLite's BEGIN take the write lock at once.
+SQLITE_BEGIN = "appserver_sqlite_begin"
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for an error that the same request may not meet again a moment later: SQLite
+    busy, a PostgreSQL serialization failure or deadlock, a connection that was cut (the
+    pool throws it away). pyramid_retry runs the whole request again for these."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    message = str(error.orig).lower()
+    if "database is locked" in message or "database is busy" in message:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    # 40: transaction rollback (serialization, deadlock); 08: connection exception;
+    # 57P01-03: the server is shutting down or restarting.
+    return sqlstate.startswith(("40", "08", "57P0"))
+
+
+def retry_transient(request: Request, error: BaseException) -> bool:
+    """Mark a transient error for pyramid_retry: True when the request will run again (so
+    the caller lets the error propagate), False on the last attempt (answer with a 503)."""
+    from pyramid_retry import is_last_attempt, mark_error_retryable
+
+    if not is_transient(error):
+        return False
+    mark_error_retryable(error)
+    return not is_last_attempt(request)
+
 
 def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin, so that
@@ -36,13 +71,19 @@ def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    # A writer waits up to 10 s for the one write lock instead of failing at once.
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL's safe setting: durable at checkpoints
     cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A transaction that will write takes the write lock when it begins (BEGIN IMMEDIATE):
+    # a deferred transaction that read first cannot take it later if another connection
+    # wrote in between (SQLITE_BUSY at once, whatever the busy timeout).
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
@@ -55,6 +96,19 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     return engine
 
 
+_WRITERS: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+
+
+def writer(bind: Engine | Connection) -> Engine | Connection:
+    """The bind for a transaction that will write: on SQLite it begins with the write lock.
+    (A test's connection is already in a transaction: its units are savepoints.)"""
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return bind
+    if bind not in _WRITERS:
+        _WRITERS[bind] = bind.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    return _WRITERS[bind]
+
+
 def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -63,11 +117,20 @@ def get_tm_session(
     session_factory: sessionmaker[Session],
     transaction_manager: TransactionManager,
     request: Request | None = None,
+    bind: Engine | Connection | None = None,
 ) -> Session:
     """A session joined to ``transaction_manager``: pyramid_tm commits or aborts it."""
-    dbsession = session_factory(info={"request": request})
+    options: dict[str, Any] = {"info": {"request": request}}
+    if bind is not None:
+        options["bind"] = bind
+    dbsession = session_factory(**options)
     zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    event.listen(dbsession, "after_begin", _note_begun)
     return dbsession
+
+
+def _note_begun(session: Session, transaction: Any, connection: Connection) -> None:
+    session.info["begun"] = True
 
 
 def includeme(config: Configurator) -> None:
@@ -84,11 +147,21 @@ def includeme(config: Configurator) -> None:
     config.registry.dbengine = engine
     config.registry["dbsession_factory"] = session_factory
 
+    # Units of work outside the request's transaction (see units.py): never joined to it.
+    config.registry["unit_session_factory"] = get_session_factory(engine)
+
     def dbsession(request: Request) -> Session:
+        """The request's unit of work: pyramid_tm commits it with the response, or aborts it."""
         # Tests hand in their own session through the environ (one transaction per test).
         session = request.environ.get("app.dbsession")
         if session is None:
-            session = get_tm_session(session_factory, request.tm, request=request)
+            bind = session_factory.kw["bind"]
+            if request.method not in SAFE_METHODS:
+                bind = writer(bind)
+            session = get_tm_session(session_factory, request.tm, request=request, bind=bind)
+            from .units import attach_identity
+
+            attach_identity(request, session)
         return session
 
     config.add_request_method(dbsession, reify=True)

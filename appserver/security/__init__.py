@@ -27,20 +27,11 @@ def _user(request: Request) -> User | None:
 
 
 def _session_store(request: Request) -> SessionStore:
-    settings = request.appserver_settings
-    return SessionStore(
-        request.dbsession,
-        request.now,
-        idle_timeout=settings.idle_timeout,
-        max_age=settings.max_age,
-        touch_interval=settings.touch_interval,
-    )
+    return SessionStore.of(request)
 
 
 def _remember_store(request: Request) -> RememberStore:
-    return RememberStore(
-        request.dbsession, request.now, max_age=request.appserver_settings.remember_max_age
-    )
+    return RememberStore.of(request)
 
 
 def includeme(config: Configurator) -> None:

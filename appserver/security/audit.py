@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from pyramid.request import Request
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from ..models import AuthEvent, User
 from . import client
@@ -62,20 +63,25 @@ def record(
     user: User | None = None,
     detail: str = "",
     *,
+    db: Session | None = None,
     collapse: bool | None = None,
 ) -> None:
-    """Write one audit event. ``collapse`` (default: whether ``event`` is in
-    :data:`COLLAPSED`) counts an event identical to one already written within the collapse
-    interval on that row instead of adding a row: for anything a client can repeat cheaply,
-    so that replays cannot flood the trail. Any event name may be collapsed this way."""
+    """Add an event to ``db``: the request's unit of work unless a unit of its own is given
+    (events that must stand whatever the request does next: failed logins, lock-outs).
+
+    ``collapse`` (default: whether ``event`` is in :data:`COLLAPSED`) counts an event
+    identical to one already written within the collapse interval on that row instead of
+    adding a row: for anything a client can repeat cheaply, so that replays cannot flood the
+    trail. Any event name may be collapsed this way."""
+    db = request.dbsession if db is None else db
     name = event.value if isinstance(event, Event) else event
     detail = detail[:255]
     user_id = user.id if user is not None else None
     if collapse is None:
         collapse = name in COLLAPSED
-    if collapse and _count_repeat(request, name, user_id, detail):
+    if collapse and _count_repeat(request, db, name, user_id, detail):
         return
-    request.dbsession.add(
+    db.add(
         AuthEvent(
             occurred_at=request.now,
             event=name,
@@ -88,7 +94,7 @@ def record(
     )
 
 
-def _count_repeat(request: Request, name: str, user_id: int | None, detail: str) -> bool:
+def _count_repeat(request: Request, db: Session, name: str, user_id: int | None, detail: str) -> bool:
     """Add one to the newest identical event inside the interval; False when there is none."""
     interval = request.appserver_settings.audit_collapse_seconds
     if interval <= 0:
@@ -103,7 +109,7 @@ def _count_repeat(request: Request, name: str, user_id: int | None, detail: str)
         .limit(1)
         .scalar_subquery()
     )
-    counted = request.dbsession.execute(
+    counted = db.execute(
         update(AuthEvent)
         .where(AuthEvent.id == newest)
         .values(repeats=AuthEvent.repeats + 1, last_occurred_at=request.now)

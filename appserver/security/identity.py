@@ -57,9 +57,6 @@ class Authentication:
     #: Set-Cookie headers the response must carry (stale-cookie deletion, re-issued cookies),
     #: keyed by cookie name; applied by the authentication tween.
     cookies: dict[str, str] = field(default_factory=dict)
-    #: True when computing this wrote to the database (touch, counters, re-issue): the tween
-    #: commits those writes before the view runs, so a failing view cannot undo them.
-    wrote: bool = False
     #: The session this request issued by logging in (the REST login returns its token).
     issued: IssuedSession | None = None
 

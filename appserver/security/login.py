@@ -1,5 +1,8 @@
 """Checking passwords and logging in and out: shared by the form, the REST session resource
 and HTTP Basic, so they share one failure count and one lock-out, in every process.
+
+Password checks read and write in units of their own (:mod:`appserver.models.units`), before
+the request's transaction begins; logging in is the request's own write.
 """
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from datetime import datetime, timedelta
 from pyramid.request import Request
 from pyramid.security import forget, remember
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import LoginThrottle, User, canonical_username
+from ..models.units import attach, unit
 from ..models.user import USERNAME_MAX_LENGTH
 from ..settings import AppSettings
 from . import audit
@@ -45,12 +51,15 @@ def plausible_username(username: str) -> bool:
     return bool(username) and len(username) <= USERNAME_MAX_LENGTH and "\x00" not in username
 
 
-def find_user(request: Request, username: str) -> User | None:
+def _user_named(db: Session, username: str) -> User | None:
     if not plausible_username(username):
         return None
-    return request.dbsession.scalar(
-        select(User).where(User.username_key == canonical_username(username))
-    )
+    return db.scalar(select(User).where(User.username_key == canonical_username(username)))
+
+
+def find_user(request: Request, username: str) -> User | None:
+    """The account named ``username``, in the request's unit of work."""
+    return _user_named(request.dbsession, username)
 
 
 def _seconds_until(now: datetime, until: datetime | None) -> int | None:
@@ -69,65 +78,101 @@ def lockout_duration(settings: AppSettings, failures: int) -> timedelta | None:
     if failures < settings.max_failures:
         return None
     doublings = min(failures - settings.max_failures, 30)
-    return timedelta(seconds=min(settings.lockout_seconds * 2**doublings, settings.lockout_max_seconds))
+    return timedelta(seconds=min(settings.lockout_seconds * 2**doublings, settings.max_lockout_seconds))
 
 
 def check_password(request: Request, username: str, password: str, *, channel: str) -> Attempt:
     """Verify credentials, counting failures in the database.
 
-    A locked account is denied without looking at the password. Unknown users, wrong
-    passwords and inactive accounts give the same answer and cost one hash each; unknown
-    names are counted and locked too, so a lock-out reveals nothing.
+    Unknown users, wrong passwords and inactive accounts give the same answer and cost one
+    hash each; unknown names are counted and locked too, so a lock-out reveals nothing.
     """
-    user = find_user(request, username)
+    with unit(request) as db:
+        user = _user_named(db, username)
     if user is None:
         return _check_unknown(request, username, channel)
     return check_user_password(request, user, password, channel=channel)
 
 
 def check_user_password(request: Request, user: User, password: str, *, channel: str) -> Attempt:
-    """:func:`check_password` for a user already in hand (re-authenticating the logged-in
-    user before a password change): the same lock-out and counting, without looking them up."""
+    """:func:`check_password` for a user already in hand (the logged-in user re-entering
+    their password): the same lock-out and counting.
+
+    The lock-out is atomic across threads and processes: the check runs in a unit of work of
+    its own that first locks the account's row (``SELECT ... FOR UPDATE`` on PostgreSQL; the
+    write lock of ``BEGIN IMMEDIATE`` on SQLite), reads the count and the lock from it, hashes,
+    and commits the result before anyone else may check a password for that account. However
+    many attempts arrive at once, at most ``max_failures - failures_so_far`` passwords are
+    checked before the lock; the others wait their turn and are then denied unchecked, and
+    right passwords all succeed. The unit commits whatever the request does afterwards.
+    """
+    passwords = request.passwords
+    if passwords.verified_before(user.id, user.password_hash, password):
+        return _check_known_good(request, user, channel)
+    with unit(request, write=True) as db:
+        row = db.get(User, user.id, with_for_update=True, populate_existing=True)
+        outcome, wait = _check_locked_row(request, db, row, password, channel)
+    for name in _COUNTERS:
+        set_committed_value(user, name, getattr(row, name))
+    return Attempt(outcome, user, wait)
+
+
+#: The columns a password check may change, copied back to the caller's instance.
+_COUNTERS = (
+    "current_failed_logins", "total_failed_logins", "last_failed_login_at", "locked_until", "password_hash",
+)
+
+
+def _check_locked_row(
+    request: Request, db: Session, user: User, password: str, channel: str
+) -> tuple[Outcome, int | None]:
+    """The check itself, with the account's row locked by ``db``'s transaction."""
+    now = request.now
+    wait = _seconds_until(now, user.locked_until)
+    if wait is not None:
+        audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
+        return Outcome.DENIED, wait
+    verified_hash = user.password_hash
+    ok, new_hash = request.passwords.verify(password, verified_hash)
+    if not ok:
+        user.total_failed_logins += 1
+        _count_failure(request, db, user, user, f"{channel}: wrong password")
+        return Outcome.FAILED, None
+    request.passwords.note_verified(user.id, new_hash or verified_hash, password)
+    if new_hash is not None:
+        user.password_hash = new_hash  # verify_and_update: an old scheme is upgraded
+    user.current_failed_logins = 0
+    user.locked_until = None
+    if not user.active:
+        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
+        return Outcome.FAILED, None
+    return Outcome.OK, None
+
+
+def _check_known_good(request: Request, user: User, channel: str) -> Attempt:
+    """A password verified lately against the stored hash: nothing is guessed, so nothing is
+    locked and no hash runs; the lock-out and the account's state still apply, read from the
+    row just loaded. A steady Basic client writes nothing."""
     wait = locked_for(request, user)
     if wait is not None:
-        audit.record(request, Event.LOGIN_DENIED, user, channel)
+        with unit(request, write=True) as db:
+            audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
         return Attempt(Outcome.DENIED, user, wait)
-    ok, new_hash = request.passwords.verify(password, user.password_hash)
-    if not ok:
-        _record_failure(request, user, channel)
-        return Attempt(Outcome.FAILED, user)
     if not user.active:
-        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive")
+        with unit(request, write=True) as db:
+            audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
         return Attempt(Outcome.FAILED, user)
-    if new_hash is not None:
-        user.password_hash = new_hash  # verify_and_update: upgrade an old scheme, on success only
     if user.current_failed_logins or user.locked_until is not None:
-        user.current_failed_logins = 0
-        user.locked_until = None
+        with unit(request, write=True) as db:
+            db.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(current_failed_logins=0, locked_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        set_committed_value(user, "current_failed_logins", 0)
+        set_committed_value(user, "locked_until", None)
     return Attempt(Outcome.OK, user)
-
-
-def _record_failure(request: Request, user: User, channel: str) -> None:
-    """Atomic increments, so concurrent failures in several processes all count."""
-    current, total = request.dbsession.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(
-            current_failed_logins=User.current_failed_logins + 1,
-            total_failed_logins=User.total_failed_logins + 1,
-            last_failed_login_at=request.now,
-        )
-        .returning(User.current_failed_logins, User.total_failed_logins)
-        .execution_options(synchronize_session=False)
-    ).one()
-    set_committed_value(user, "current_failed_logins", current)
-    set_committed_value(user, "total_failed_logins", total)
-    set_committed_value(user, "last_failed_login_at", request.now)
-    audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: wrong password")
-    duration = lockout_duration(request.appserver_settings, current)
-    if duration is not None:
-        user.locked_until = request.now + duration
-        audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds")
 
 
 def _name_hash(username: str) -> str:
@@ -135,55 +180,52 @@ def _name_hash(username: str) -> str:
 
 
 def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
-    """Mirror of the known-user path for a name with no account: same answers, same cost."""
+    """Mirror of the known-user path for a name with no account: the same row lock,
+    counting, lock-out and audit, so neither answers nor timing tell them apart."""
     if not plausible_username(username):
         request.passwords.dummy_verify()
         return Attempt(Outcome.FAILED)
-    db = request.dbsession
     key = _name_hash(username)
-    throttle = db.get(LoginThrottle, key)
-    if throttle is not None:
-        wait = _seconds_until(request.now, throttle.locked_until)
+    now = request.now
+    with unit(request, write=True) as db:
+        # Insert the name's row if it is new, and lock it either way, in one statement (the
+        # known path's SELECT ... FOR UPDATE): equal work for both.
+        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        upsert = (
+            insert(LoginThrottle)
+            .values(name_hash=key, current_failed_logins=0, last_failed_login_at=now)
+            .on_conflict_do_update(index_elements=["name_hash"], set_={"name_hash": key})
+            .returning(LoginThrottle)
+        )
+        throttle = db.scalars(upsert, execution_options={"populate_existing": True}).one()
+        wait = _seconds_until(now, throttle.locked_until)
         if wait is not None:
+            audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)
             return Attempt(Outcome.DENIED, None, wait)
-    request.passwords.dummy_verify()
-    audit.record(request, Event.LOGIN_FAILED, None, f"{channel}: unknown user")
-    if throttle is None:
-        try:
-            with db.begin_nested():
-                throttle = LoginThrottle(
-                    name_hash=key, current_failed_logins=0, last_failed_login_at=request.now
-                )
-                db.add(throttle)
-        except IntegrityError:  # another process counted this name first
-            throttle = db.get(LoginThrottle, key, populate_existing=True)
-    current = db.execute(
-        update(LoginThrottle)
-        .where(LoginThrottle.name_hash == key)
-        .values(
-            current_failed_logins=LoginThrottle.current_failed_logins + 1,
-            last_failed_login_at=request.now,
-        )
-        .returning(LoginThrottle.current_failed_logins)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
-    duration = lockout_duration(request.appserver_settings, current)
-    if duration is not None:
-        db.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.name_hash == key)
-            .values(locked_until=request.now + duration)
-            .execution_options(synchronize_session=False)
-        )
+        request.passwords.dummy_verify()
+        _count_failure(request, db, throttle, None, f"{channel}: unknown user")
     return Attempt(Outcome.FAILED)
+
+
+def _count_failure(
+    request: Request, db: Session, row: User | LoginThrottle, user: User | None, detail: str
+) -> None:
+    """One more failure on ``row`` (an account, or an unknown name's throttle), whose lock
+    ``db`` holds; at the limit, the cool-down starts."""
+    now = request.now
+    row.current_failed_logins += 1
+    row.last_failed_login_at = now
+    audit.record(request, Event.LOGIN_FAILED, user, detail, db=db)
+    duration = lockout_duration(request.appserver_settings, row.current_failed_logins)
+    if duration is not None:
+        row.locked_until = now + duration
+        audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
 
 
 def note_login(request: Request, user: User) -> None:
     user.previous_login_at = user.last_login_at
     user.last_login_at = request.now
     user.login_count = (user.login_count or 0) + 1
-    user.current_failed_logins = 0
-    user.locked_until = None
 
 
 def log_in(
@@ -195,6 +237,7 @@ def log_in(
     becomes a logged-in one (session fixation), and nothing of a previous user survives.
     ``persistent`` also issues a remember-me cookie.
     """
+    user = attach(request.dbsession, user)  # loaded by the password check's unit
     note_login(request, user)
     audit.record(request, Event.LOGIN_SUCCEEDED, user, channel + (", remember me" if persistent else ""))
     request.login_reason = Outcome.OK.value
@@ -212,7 +255,7 @@ def log_out(request: Request) -> list[tuple[str, str]]:
 def purge_throttles(request: Request, batch_size: int) -> int:
     """Forget failure counts of unknown names once their cool-down (and the longest one
     possible after it) is over."""
-    horizon = request.now - timedelta(seconds=request.appserver_settings.lockout_max_seconds)
+    horizon = request.now - timedelta(seconds=request.appserver_settings.max_lockout_seconds)
     stale = LoginThrottle.last_failed_login_at <= horizon
     keys = list(
         request.dbsession.scalars(

@@ -12,6 +12,8 @@ from passlib.context import CryptContext
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from .credential_cache import CredentialCache
+
 
 class PasswordTooLong(ValueError):
     pass
@@ -30,13 +32,22 @@ def make_context() -> CryptContext:
 
 
 class PasswordService:
-    def __init__(self, max_bytes: int = 1024, max_concurrent: int = 4) -> None:
+    def __init__(
+        self, max_bytes: int = 1024, max_concurrent: int = 4, cache: CredentialCache | None = None
+    ) -> None:
         self.context = make_context()
         self.max_bytes = max_bytes
+        #: Right passwords verified recently (see credential_cache): None disables it.
+        self.cache = cache
         self._slots = threading.BoundedSemaphore(max_concurrent)
         #: How many hash computations ran (verifications, dummies and new hashes): tests use it
         #: to prove that a locked account's password is not even checked.
         self.hash_count = 0
+        self._count_lock = threading.Lock()
+
+    def _counted(self) -> None:
+        with self._count_lock:  # threads of one process hash at once
+            self.hash_count += 1
 
     def too_long(self, password: str) -> bool:
         return len(password.encode("utf-8", "surrogatepass")) > self.max_bytes
@@ -45,7 +56,7 @@ class PasswordService:
         if self.too_long(password):
             raise PasswordTooLong(f"passwords are limited to {self.max_bytes} bytes")
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             return self.context.hash(password)
 
     def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
@@ -54,23 +65,33 @@ class PasswordService:
             self.dummy_verify()
             return False, None
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             try:
                 return self.context.verify_and_update(password, password_hash)
             except (ValueError, TypeError):
                 # An unparseable stored hash never logs anybody in.
                 return False, None
 
+    def verified_before(self, user_id: int, password_hash: str, password: str) -> bool:
+        """True when this password was verified against this very stored hash lately: it is
+        right, and no hash needs to run (nor a lock-out reservation: nothing is guessed)."""
+        return self.cache is not None and self.cache.contains(self.cache.key(user_id, password_hash, password))
+
+    def note_verified(self, user_id: int, password_hash: str, password: str) -> None:
+        if self.cache is not None:
+            self.cache.add(self.cache.key(user_id, password_hash, password))
+
     def dummy_verify(self) -> None:
         """Spend the time of one verification, so unknown usernames cost what known ones do."""
         with self._slots:
-            self.hash_count += 1
+            self._counted()
             self.context.dummy_verify()
 
 
 def includeme(config: Configurator) -> None:
     settings = config.registry.appserver_settings
-    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes)
+    cache = CredentialCache(settings.secret, settings.credential_cache_size)
+    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache)
     config.registry.passwords = service
 
     def passwords(request: Request) -> PasswordService:

@@ -12,7 +12,10 @@ from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid.request import Request, RequestLocalCache
 from pyramid.security import Allowed, Denied
 
+from sqlalchemy.orm import Session
+
 from ..models import User
+from ..models.units import attach, unit
 from . import audit, client
 from .audit import Event
 from .basic import parse_authorization
@@ -43,8 +46,6 @@ class BasicAuthSource:
         attempt = check_password(
             request, credentials.username, credentials.password, channel="basic"
         )
-        # Failures are counted and audited; a success may reset the count or upgrade the hash.
-        auth.wrote = attempt.outcome is not Outcome.OK or bool(request.dbsession.dirty)
         if attempt.outcome is Outcome.OK:
             auth.basic = BasicState.VALID
             auth.identity = Identity(attempt.user, Source.BASIC)
@@ -63,21 +64,30 @@ class SessionCookieSource:
         token = request.cookies.get(settings.session_cookie)
         if token is None:
             return
-        lookup = request.session_store.lookup(token)
-        auth.cookie = lookup.state
+        with unit(request) as db:
+            lookup = SessionStore.of(request, db).lookup(token)
+        state = lookup.state
+        if lookup.due_touch:
+            with unit(request, write=True) as db:
+                if not SessionStore.of(request, db).touch(lookup.session):
+                    state = CookieState.REVOKED  # revoked while this request was on its way
+        auth.cookie = state
         auth.presented_session = lookup.session
-        auth.wrote = auth.wrote or lookup.touched
-        if lookup.state is CookieState.LIVE:
+        if state is CookieState.LIVE:
             if auth.basic is BasicState.ABSENT:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
             return
         auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
-        if lookup.state in (CookieState.EXPIRED, CookieState.REVOKED):
-            audit.record(request, Event.SESSION_EXPIRED, lookup.user, lookup.state.value)
-            auth.wrote = True
+        if state in (CookieState.EXPIRED, CookieState.REVOKED):
+            with unit(request, write=True) as db:
+                audit.record(request, Event.SESSION_EXPIRED, lookup.user, state.value, db=db)
 
-    def issue(self, request: Request, user: User, auth: Authentication) -> tuple[IssuedSession, str]:
-        store: SessionStore = request.session_store
+    def issue(
+        self, request: Request, user: User, auth: Authentication, db: Session | None = None
+    ) -> tuple[IssuedSession, str]:
+        """A new session for ``user`` in ``db`` (the request's unit of work by default); the
+        one the client presented is revoked (no fixation)."""
+        store = SessionStore.of(request, db)
         if auth.presented_session is not None:
             store.revoke(auth.presented_session)
         issued = store.issue(
@@ -96,20 +106,29 @@ class SessionCookieSource:
 
 
 class RememberMeSource:
-    """The remember-me cookie: when no session is live, it starts a new one, silently."""
+    """The remember-me cookie: when no session is live, it starts a new one, silently.
+
+    The rotation, the new session and the audit are one unit of work of their own: their
+    cookies reach the client on whatever response this request ends with, so they must be
+    in the database whatever the request does next."""
 
     def authenticate(self, request: Request, auth: Authentication, sessions: SessionCookieSource) -> None:
         settings = request.appserver_settings
         value = request.cookies.get(settings.remember_cookie)
         if value is None or auth.identity is not None or auth.basic is not BasicState.ABSENT:
             return
-        lookup = request.remember_store.use(value)
-        auth.remember = lookup.state
-        auth.wrote = True
+        with unit(request, write=True) as db:
+            lookup = RememberStore.of(request, db).use(value)
+            auth.remember = lookup.state
+            if lookup.state is RememberState.USED:
+                note_login(request, lookup.user)
+                audit.record(request, Event.REMEMBER_USED, lookup.user, db=db)
+                issued, header = sessions.issue(request, lookup.user, auth, db)
+            elif lookup.state is RememberState.THEFT:
+                # Whoever holds a copy of the cookie may also hold a session made from it.
+                SessionStore.of(request, db).revoke_user_sessions(lookup.user.id)
+                audit.record(request, Event.REMEMBER_THEFT, lookup.user, db=db)
         if lookup.state is RememberState.USED:
-            note_login(request, lookup.user)
-            audit.record(request, Event.REMEMBER_USED, lookup.user)
-            issued, header = sessions.issue(request, lookup.user, auth)
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session
             auth.cookies[settings.session_cookie] = header
@@ -129,10 +148,6 @@ class RememberMeSource:
                 auth.identity = Identity(lookup.user, Source.REMEMBER, lookup.successor)
             return
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
-        if lookup.state is RememberState.THEFT:
-            # Whoever holds a copy of the cookie may also hold a session made from it.
-            request.session_store.revoke_user_sessions(lookup.user.id)
-            audit.record(request, Event.REMEMBER_THEFT, lookup.user)
 
     def issue(self, request: Request, user: User) -> str:
         settings = request.appserver_settings
@@ -159,16 +174,25 @@ class AppSecurityPolicy:
         self._acl = ACLHelper()
 
     def _authenticate(self, request: Request) -> Authentication:
+        """Every source, each in units of work of its own (read, then write if it must);
+        the request's own transaction has not begun yet."""
         auth = Authentication()
         if credential_free(request):
             return auth
         self.basic.authenticate(request, auth)
         self.session.authenticate(request, auth)
         self.remember_me.authenticate(request, auth, self.session)
+        if auth.identity is not None and "dbsession" in request.__dict__:
+            attach(request.dbsession, auth.identity.user)
+            attach(request.dbsession, auth.identity.session)
         return auth
 
     def authentication(self, request: Request) -> Authentication:
         return self._cache.get_or_create(request)
+
+    def computed(self, request: Request) -> Authentication | None:
+        """The authentication of this request if it ran already (None otherwise)."""
+        return self._cache.get(request, None)
 
     def unauthenticated(self, request: Request) -> None:
         """Treat the rest of this request as presenting nothing: for the answer to a request
@@ -209,6 +233,7 @@ class AppSecurityPolicy:
         """Issue a new session for the user (revoking the presented session and remember-me
         series): the login step. ``persistent`` adds a remember-me cookie."""
         user = user if user is not None else request.dbsession.get(User, int(userid))
+        user = attach(request.dbsession, user)
         previous = self.authentication(request)
         issued, header = self.session.issue(request, user, previous)
         headers = [("Set-Cookie", header)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
+from pyramid.request import Request
 from sqlalchemy.orm import Session
 
 from ..models import RememberToken, User, UserSession
@@ -51,6 +52,15 @@ class RememberStore:
         self.db = dbsession
         self.now = now
         self.max_age = timedelta(seconds=max_age)
+
+    @classmethod
+    def of(cls, request: Request, db: Session | None = None) -> RememberStore:
+        """The store in ``db`` (a unit of work), or in the request's own by default."""
+        return cls(
+            request.dbsession if db is None else db,
+            request.now,
+            max_age=request.appserver_settings.remember_max_age,
+        )
 
     def issue(self, user: User) -> tuple[str, RememberToken]:
         series, token = new_token(), new_token()

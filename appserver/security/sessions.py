@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
+from pyramid.request import Request
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
 from .tokens import hash_token, is_well_formed, new_token
@@ -37,7 +39,8 @@ class SessionLookup:
     state: CookieState
     session: UserSession | None = None
     user: User | None = None
-    touched: bool = False  # this lookup wrote last_seen_at
+    #: Live, and last seen a touch interval ago or more: :meth:`SessionStore.touch` it.
+    due_touch: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,20 @@ class SessionStore:
         self.db.flush()
         return IssuedSession(token, row)
 
+    @classmethod
+    def of(cls, request: Request, db: Session | None = None) -> SessionStore:
+        """The store in ``db`` (a unit of work), or in the request's own by default."""
+        settings = request.appserver_settings
+        return cls(
+            request.dbsession if db is None else db,
+            request.now,
+            idle_timeout=settings.idle_timeout,
+            max_age=settings.max_age,
+            touch_interval=settings.touch_interval,
+        )
+
     def lookup(self, token: str) -> SessionLookup:
-        """One SELECT (session joined with its user), plus an UPDATE once per touch interval."""
+        """One SELECT (session joined with its user); it writes nothing."""
         if not is_well_formed(token):
             return SessionLookup(CookieState.MALFORMED)
         found = self.db.execute(
@@ -94,14 +109,12 @@ class SessionStore:
             return SessionLookup(CookieState.REVOKED, session, user)
         if self.now >= session.expires_at or self.now >= session.last_seen_at + self.idle:
             return SessionLookup(CookieState.EXPIRED, session, user)
-        touched = False
-        if self.now - session.last_seen_at >= self.touch_interval:
-            if not self._touch(session):
-                return SessionLookup(CookieState.REVOKED, session, user)
-            touched = True
-        return SessionLookup(CookieState.LIVE, session, user, touched)
+        due = self.now - session.last_seen_at >= self.touch_interval
+        return SessionLookup(CookieState.LIVE, session, user, due_touch=due)
 
-    def _touch(self, session: UserSession) -> bool:
+    def touch(self, session: UserSession) -> bool:
+        """Note the session as used now (for the idle timeout); False if it was revoked
+        meanwhile. At most once per touch interval, so a steady client writes nothing."""
         # The WHERE clause is what stops a request in flight from reviving a revoked session.
         result = self.db.execute(
             update(UserSession)
@@ -111,8 +124,7 @@ class SessionStore:
         )
         if result.rowcount != 1:
             return False
-        self.db.expire(session, ["last_seen_at"])
-        session.__dict__["last_seen_at"] = self.now  # no extra SELECT to reload it
+        set_committed_value(session, "last_seen_at", self.now)  # no extra SELECT to reload it
         return True
 
     def revoke(self, session: UserSession) -> None:
@@ -122,7 +134,7 @@ class SessionStore:
             .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         )
-        session.__dict__["revoked_at"] = session.revoked_at or self.now
+        set_committed_value(session, "revoked_at", session.revoked_at or self.now)
 
     def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
         """Revoke every live session of a user (except ``keep``); returns how many."""

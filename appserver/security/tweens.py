@@ -13,9 +13,11 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     rest_xsrf_tween_factory         Atlassian's XSRF rule for cookie-authenticated POSTs
     excview                         exception views
 
-They sit inside the transaction (they read the database) and above the exception view, so
-they answer with responses instead of raising: an exception view would abort the
-transaction and lose the failure counts they record.
+They sit inside pyramid_tm and above the exception view, and answer with responses instead of
+raising. Authentication's own writes (failure counts, lock-outs, touches, rotations) are not
+part of the request's transaction: they are committed by units of work of their own
+(appserver/models/units.py) before the view runs, and the request's transaction is never
+committed half-way.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE
+from ..models import DATABASE_UNAVAILABLE, retry_transient
 from .basic import basic_challenge
 from .header_values import encode_header_value
 from .identity import Authentication, BasicState
@@ -91,13 +93,12 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
         if credential_free(request):
             return handler(request)
         try:
+            # Authentication reads and writes in units of work of its own (committed as they
+            # go); the request's transaction only begins when the view uses request.dbsession.
             auth = request.authentication
-            if auth.wrote:
-                # Failure counts, session touches and re-issued sessions must survive a view
-                # that fails: commit them before the view runs.
-                request.tm.commit()
-                request.tm.begin()
-        except DATABASE_UNAVAILABLE:
+        except DATABASE_UNAVAILABLE as error:
+            if retry_transient(request, error):
+                raise  # pyramid_retry runs the request again
             log.warning("database unavailable while authenticating %s", request.path_info)
             _abandon_transaction(request)
             # The 503 page (its layout shows who is logged in) must not ask the database again.

@@ -10,7 +10,7 @@ from pyramid.request import Request
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE
+from ..models import DATABASE_UNAVAILABLE, retry_transient
 from ..security.responses import unauthorized_response, unavailable_response
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,13 @@ def http_exception(exc: HTTPException, request: Request):
 @exception_view_config(DATABASE_UNAVAILABLE[1])
 @exception_view_config(DATABASE_UNAVAILABLE[2])
 def database_unavailable(exc, request: Request):
-    log.warning("database unavailable: %s", type(exc).__name__)
+    # A transient error (SQLite busy, a serialization failure, a cut connection) is marked
+    # for pyramid_retry, which throws this answer away and runs the request again; only the
+    # last attempt's 503 reaches the client.
+    if retry_transient(request, exc):
+        log.info("transient database error, retrying: %s", type(exc).__name__)
+    else:
+        log.warning("database unavailable: %s", type(exc).__name__)
     return unavailable_response(request)
 
 

@@ -1,0 +1,79 @@
+"""Short units of work beside the request's transaction.
+
+The request's own writes go into one transaction that pyramid_tm commits with the response or
+aborts with an error, never half-way. Authentication needs two other kinds of work: reads made
+before that transaction begins, and writes that must stand whatever the request does next and
+that every other request, in every process, must see at once (the lock-out's reservation and
+failure counts, the audit of a failed login, a remember-me rotation and the session it starts,
+a session touch). Each :func:`unit` is a session and transaction of its own, on its own
+connection, committed at the end of its block.
+
+The order is the rule: a request does its units first and its own writes after. A unit that
+started once the request's transaction holds a connection could wait for that transaction (the
+SQLite write lock, a PostgreSQL row lock) while it waits for the unit: :func:`unit` refuses it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from pyramid.request import Request
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session
+
+
+class UnitOrderError(RuntimeError):
+    """A unit of work was started after the request's own transaction began (a bug)."""
+
+
+@contextmanager
+def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
+    """A session committed at the end of the block (rolled back if it raises).
+
+    ``write``: the unit will write, so on SQLite it takes the write lock when it begins and
+    waits for it (busy timeout) rather than failing half-way.
+    """
+    from . import writer
+
+    request_session = request.__dict__.get("dbsession")
+    if request_session is not None and request_session.info.get("begun"):
+        raise UnitOrderError(
+            "a security unit of work started after the request's transaction began: "
+            "check credentials before the request reads or writes through request.dbsession"
+        )
+    factory = request.registry["unit_session_factory"]
+    bind = factory.kw["bind"]
+    session = factory(bind=writer(bind) if write else bind, info={"request": request})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+T = TypeVar("T")
+
+
+def attach(session: Session, obj: T) -> T:
+    """Hand an object loaded by a unit to the request's session, without SQL, so that a view
+    can change it and pyramid_tm commits the change. The object itself is attached; if the
+    session holds that row already, the one it holds is brought up to date and returned."""
+    if obj is None or obj in session:
+        return obj
+    key = inspect(obj).identity_key
+    if key is not None and key in session.identity_map:
+        return session.merge(obj, load=False)
+    session.add(obj)
+    return obj
+
+
+def attach_identity(request: Request, session: Session) -> None:
+    """When the request's session is created, adopt what authentication loaded."""
+    auth = request.registry.security_policy.computed(request)
+    if auth is not None and auth.identity is not None:
+        attach(session, auth.identity.user)
+        attach(session, auth.identity.session)

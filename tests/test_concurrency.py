@@ -1,0 +1,252 @@
+"""Requests that overlap (issue 9, items 2-4): real waitress servers, many parallel clients,
+and invariants checked afterwards, on SQLite and PostgreSQL.
+
+- The lock-out is atomic: however many attempts arrive at once, at most
+  ``max_failures - failures_so_far`` passwords are checked; the rest are denied unchecked.
+- SQLite takes concurrent users: parallel logins all succeed, and a storm of failed logins
+  neither turns good logins into errors nor goes uncounted.
+- A burst locks an account for the first cool-down only, and no cool-down exceeds the cap.
+- A transient database error (SQLite busy, a serialization failure, a cut connection) runs
+  the request again instead of answering 503.
+"""
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select, update
+
+from appserver.models import AuthEvent, LoginThrottle, User
+
+from .support import create_user
+
+MAX_FAILURES = 3  # the default of appserver.login.max_failures
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def servers(live_server_factory):
+    """Two app instances (as two processes would be) on one database, 8 threads each."""
+    return [live_server_factory(threads=8), live_server_factory(threads=8)]
+
+
+def new_user(server, password: str = "right-password-1", **values) -> str:
+    username = f"cc{next(_names)}"
+    with server.request() as request:
+        create_user(request, username, password)
+        if values:
+            request.dbsession.execute(update(User).where(User.username == username).values(**values))
+    return username
+
+
+def hashes(servers) -> int:
+    return sum(server.app.registry.passwords.hash_count for server in servers)
+
+
+def at_once(count: int, send: Callable[[int], requests.Response]) -> list[requests.Response]:
+    """Send ``count`` requests from as many threads, released together by a barrier."""
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> requests.Response:
+        barrier.wait()
+        return send(index)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def rest_login(server, username: str, password: str) -> requests.Response:
+    return requests.post(
+        server.url + "/rest/auth/1/session", json={"username": username, "password": password}, timeout=60
+    )
+
+
+@pytest.mark.parametrize("failures_so_far", [0, 2])
+def test_parallel_wrong_logins_check_at_most_the_remaining_budget(servers, failures_so_far):
+    for server in servers:
+        server.clock.current = servers[0].clock.current
+    username = new_user(servers[0], current_failed_logins=failures_so_far)
+    budget = MAX_FAILURES - failures_so_far
+    before = hashes(servers)
+    answers = at_once(12, lambda i: rest_login(servers[i % 2], username, f"wrong-{i}"))
+    checked = hashes(servers) - before
+    statuses = Counter(answer.status_code for answer in answers)
+    assert checked <= budget, f"{checked} passwords checked, the budget was {budget}"
+    assert statuses[401] == checked
+    assert statuses[403] == 12 - checked
+    for answer in answers:
+        if answer.status_code == 403:
+            assert answer.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
+            assert answer.headers["X-Authentication-Denied-Reason"].startswith("TOO_MANY_FAILED_LOGINS")
+            assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    with servers[0].request() as request:
+        user = request.dbsession.scalar(select(User).where(User.username == username))
+        assert user.current_failed_logins == MAX_FAILURES
+        assert user.total_failed_logins == checked
+
+
+def test_a_right_guess_after_the_budget_is_spent_does_not_log_in(servers):
+    """Two failures recorded; ten wrong guesses and the right one at once. Only one password
+    is checked: the right one logs in only if it was that one."""
+    username = new_user(servers[0], current_failed_logins=MAX_FAILURES - 1)
+    before = hashes(servers)
+    guesses = [f"wrong-{i}" for i in range(10)] + ["right-password-1"]
+    answers = at_once(len(guesses), lambda i: rest_login(servers[i % 2], username, guesses[i]))
+    assert hashes(servers) - before == 1
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses[403] == 10
+    assert statuses[200] + statuses[401] == 1
+    if statuses[200]:
+        assert answers[-1].status_code == 200
+
+
+def test_unknown_names_are_locked_atomically_too(servers):
+    name = f"nobody-{secrets.token_hex(4)}"
+    before = hashes(servers)
+    answers = at_once(12, lambda i: rest_login(servers[i % 2], name, f"guess-{i}"))
+    assert hashes(servers) - before <= MAX_FAILURES
+    assert Counter(a.status_code for a in answers)[403] >= 12 - MAX_FAILURES
+
+
+def test_concurrent_correct_logins_all_succeed(servers):
+    users = [new_user(servers[0]) for _ in range(12)]
+    answers = at_once(12, lambda i: rest_login(servers[i % 2], users[i], "right-password-1"))
+    assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers if a.status_code != 200]
+
+
+def test_concurrent_form_logins_of_one_user_all_succeed(servers):
+    username = new_user(servers[0])
+
+    def form_login(i: int) -> requests.Response:
+        client = requests.Session()
+        server = servers[i % 2]
+        page = client.get(server.url + "/login", timeout=60)
+        token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        return client.post(
+            server.url + "/login",
+            data={"os_username": username, "os_password": "right-password-1", "csrf_token": token},
+            allow_redirects=False,
+            timeout=60,
+        )
+
+    answers = at_once(12, form_login)
+    assert [a.status_code for a in answers] == [303] * 12
+
+
+def test_a_failed_login_storm_leaves_good_logins_alone_and_is_counted(servers):
+    users = [new_user(servers[0]) for _ in range(12)]
+    storm_answers: list[int] = []
+    stop = threading.Event()
+    storm_names: list[str] = []
+
+    def storm(index: int) -> None:
+        for n in range(40):  # bounded: at most 40 requests per thread
+            if stop.is_set():
+                return
+            name = f"storm-{index}-{n}-{secrets.token_hex(3)}"
+            storm_names.append(name)
+            storm_answers.append(rest_login(servers[n % 2], name, "guess").status_code)
+
+    with ThreadPoolExecutor(3) as attackers:
+        for index in range(3):
+            attackers.submit(storm, index)
+        with ThreadPoolExecutor(4) as pool:
+            good = list(pool.map(lambda i: rest_login(servers[i % 2], users[i], "right-password-1"), range(12)))
+        stop.set()
+    assert [a.status_code for a in good] == [200] * 12
+    assert set(storm_answers) == {401}, Counter(storm_answers)
+    with servers[0].request() as request:
+        counted = request.dbsession.scalar(
+            select(func.count()).select_from(AuthEvent).where(
+                AuthEvent.event == "login.failed", AuthEvent.detail == "rest: unknown user",
+                AuthEvent.occurred_at == servers[0].clock.now(),
+            )
+        )
+        throttles = request.dbsession.scalar(select(func.count()).select_from(LoginThrottle).where(LoginThrottle.current_failed_logins >= 1))
+    assert counted >= len(storm_answers)
+    assert throttles >= len(storm_answers)
+
+
+def test_a_burst_locks_for_the_first_cool_down_only(servers):
+    username = new_user(servers[0])
+    answers = at_once(10, lambda i: rest_login(servers[i % 2], username, f"wrong-{i}"))
+    retry_after = [int(a.headers["Retry-After"]) for a in answers if a.status_code == 403]
+    assert retry_after and max(retry_after) <= 60
+    with servers[0].request() as request:
+        user = request.dbsession.scalar(select(User).where(User.username == username))
+        assert user.locked_until - servers[0].clock.now() <= timedelta(seconds=60)
+
+
+def test_no_cool_down_exceeds_the_cap(testapp, users, clock):
+    """Failure after failure, each after its cool-down: 60, 120, ... capped at 900 seconds."""
+    seen = []
+    for _ in range(MAX_FAILURES):
+        testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": "wrong"}, status=401)
+    for _ in range(8):
+        denied = testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": "x"}, status=403)
+        seen.append(int(denied.headers["Retry-After"]))
+        clock.advance(seen[-1])
+        testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": "wrong"}, status=401)
+    assert seen == [60, 120, 240, 480, 900, 900, 900, 900]
+
+
+def locked_error() -> sa_exc.OperationalError:
+    import sqlite3
+
+    return sa_exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+
+
+def test_a_busy_database_runs_the_request_again(make_app, users, monkeypatch):
+    from appserver.views.rest import api
+
+    calls = [0]
+    real = api.user_json
+
+    def busy_once(request, user):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise locked_error()
+        return real(request, user)
+
+    monkeypatch.setattr(api, "user_json", busy_once)
+    testapp = make_app()
+    response = testapp.get("/rest/api/2/myself", headers=basic_header("fred", "fred-password"))
+    assert response.status_code == 200
+    assert calls[0] == 2
+
+
+def test_busy_on_every_attempt_is_a_503_with_retry_after(make_app, users, monkeypatch):
+    from appserver.views.rest import api
+
+    def always_busy(request, user):
+        raise locked_error()
+
+    monkeypatch.setattr(api, "user_json", always_busy)
+    testapp = make_app(**{"retry.attempts": "2"})
+    response = testapp.get("/rest/api/2/myself", headers=basic_header("fred", "fred-password"), status=503)
+    assert response.headers["Retry-After"]
+    assert response.json["errorMessages"]
+
+
+def basic_header(username: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def test_sqlite_connections_use_wal_and_a_busy_timeout(tmp_path):
+    from appserver.models import get_engine
+
+    engine = get_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'wal.sqlite'}"})
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
+    engine.dispose()
