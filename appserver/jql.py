@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 
@@ -551,10 +551,11 @@ def run(
     ``levels`` the caller may view (see :func:`appserver.models.issue.viewable_levels`).
 
     ``statement_timeout`` (milliseconds, 0: none) bounds each statement on PostgreSQL, for
-    the rest of this transaction only (``set_config(..., true)`` is ``SET LOCAL``)."""
+    the rest of this transaction only."""
     try:
         if statement_timeout and db.get_bind().dialect.name == "postgresql":
-            db.execute(select(func.set_config("statement_timeout", f"{statement_timeout}ms", True)))
+            # SET LOCAL: this transaction only. No bind parameters in SET: an int, formatted.
+            db.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout)}"))
         return _run(db, query, levels, start, limit)
     except OperationalError as error:
         if getattr(error.orig, "sqlstate", None) == QUERY_CANCELED:

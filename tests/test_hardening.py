@@ -497,11 +497,20 @@ def is_postgresql(app) -> bool:
     return app.registry.dbengine.dialect.name == "postgresql"
 
 
-def test_searches_set_a_statement_timeout_on_postgresql(testapp, users, count_statements):
-    testapp.get(SEARCH, {"jql": "text ~ login"})
-    testapp.get("/issues", {"jql": "text ~ login"})
-    timeouts = [s for s in count_statements.statements if "set_config" in s]
-    assert len(timeouts) == (2 if is_postgresql(testapp.app) else 0)
+def test_searches_set_a_statement_timeout_on_postgresql(testapp, users, dbengine):
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(dbengine, "before_cursor_execute", seen)
+    try:
+        testapp.get(SEARCH, {"jql": "text ~ login"})
+        testapp.get("/issues", {"jql": "text ~ login"})
+    finally:
+        event.remove(dbengine, "before_cursor_execute", seen)
+    timeouts = [s for s in statements if s.startswith("SET LOCAL statement_timeout")]
+    assert timeouts == (["SET LOCAL statement_timeout = 5000"] * 2 if is_postgresql(testapp.app) else [])
 
 
 def test_a_search_stopped_by_the_timeout_is_a_503_and_the_server_goes_on(make_app, users, dbengine):
