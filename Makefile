@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= development.ini
 PYTEST_ARGS ?=
 
-.PHONY: run test initdb e2e screenshots benchmark clean
+.PHONY: run test initdb e2e screenshots benchmark loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,10 @@ screenshots: $(VENV)/.test-deps
 benchmark: $(VENV)/.test-deps
 	$(BIN)/python -m tests.benchmarks
 
+# The load-and-fault suite at full length, on SQLite and on two processes sharing a private
+# PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.
+loadtest: $(VENV)/.test-deps
+	$(BIN)/python -m tests.load --profile full --target both --out loadtest-report
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report

@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: database set-up, a live waitress server, users."""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 import transaction
 import waitress
 from alembic import command
@@ -21,6 +23,8 @@ import appserver
 from appserver.clock import FrozenClock
 from appserver.demo import ensure_user
 from appserver.models import get_engine, metadata
+
+from .pgserver import find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -196,3 +200,16 @@ def record_http(monkeypatch) -> list[Exchange]:
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
     return exchanges
+
+
+def require_private_postgres() -> None:
+    """For tests that start their own PostgreSQL (tests/pgserver.py) to restart it: they run
+    when the suite runs on PostgreSQL (TEST_DATABASE_URL), and in CI
+    (APPSERVER_REQUIRE_ALL_TESTS=1) missing initdb/pg_ctl is a failure, not a skip."""
+    if not os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("PostgreSQL tests run when TEST_DATABASE_URL is set")
+    if find_bindir() is None:
+        message = "PostgreSQL's initdb/pg_ctl not found (install postgresql, or set APPSERVER_PG_BINDIR)"
+        if os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -85,6 +85,10 @@ def database_unavailable(exc, request: Request):
         log.info("transient database error, retrying: %s", type(exc).__name__)
     else:
         log.warning("database unavailable: %s", type(exc).__name__)
+    # The page's layout shows who is logged in, but after a failed flush the user's row can
+    # no longer be read (a 500 instead of this 503): answer as the authentication tween does
+    # when the database fails it, for nobody.
+    request.registry.security_policy.unauthenticated(request)
     return unavailable_response(request)
 
 
