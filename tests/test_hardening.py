@@ -440,6 +440,8 @@ def test_replays_inside_the_grace_reuse_the_successor_session(testapp, users, cl
         response = tab.get("/rest/api/2/myself")
         assert response.json["name"] == "fred"
         assert not response.headers.getall("Set-Cookie")  # the rotating response set them
+        page = tab.get("/account")  # a page with the successor's session-bound CSRF token
+        assert page.html.select_one("#account-username").text == "fred"
     assert live_sessions(dbsession) == sessions
     successor = dbsession.scalar(select(RememberToken.successor_session_id))
     assert successor == dbsession.scalar(

@@ -124,6 +124,8 @@ class RememberMeSource:
                 note_login(request, lookup.user)
                 audit.record(request, Event.REMEMBER_USED, lookup.user, db=db)
                 issued, header = sessions.issue(request, lookup.user, auth, db)
+                # Replays of the replaced token inside the grace are served by this session.
+                RememberStore.of(request, db).record_successor(lookup.token_id, issued.session)
             elif lookup.state is RememberState.THEFT:
                 # Whoever holds a copy of the cookie may also hold a session made from it.
                 SessionStore.of(request, db).revoke_user_sessions(lookup.user.id)
@@ -132,7 +134,6 @@ class RememberMeSource:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session
             auth.cookies[settings.session_cookie] = header
-            request.remember_store.record_successor(lookup.token_id, issued.session)
             if lookup.cookie_value is not None:
                 remaining = int((lookup.expires_at - request.now).total_seconds())
                 auth.cookies[settings.remember_cookie] = set_cookie(
