@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= development.ini
 PYTEST_ARGS ?=
+# make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
+BENCHMARK_ARGS ?=
 
 .PHONY: run test initdb e2e screenshots benchmark loadtest clean
 
@@ -36,7 +38,7 @@ screenshots: $(VENV)/.test-deps
 	APPSERVER_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -q $(PYTEST_ARGS)
 
 benchmark: $(VENV)/.test-deps
-	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m benchmarks $(BENCHMARK_ARGS)
 
 # The load-and-fault suite at full length, on SQLite and on two processes sharing a private
 # PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.

@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from pyramid.config import Configurator  # noqa: E402 (after the filter above)
 from pyramid.router import Router  # noqa: E402
 
+from .request_factory import make_wsgi_app  # noqa: E402
 from .resources import Root  # noqa: E402
 
 
@@ -28,4 +29,4 @@ def main(global_config: dict, **settings: str) -> Router:
         config.include(".rendering")  # Jinja2 templates, JSON renderer, static files
         config.include(".routes")  # every URL of the HTML pages and the /rest API
         config.scan(".views")
-    return config.make_wsgi_app()
+    return make_wsgi_app(config)  # request properties without a class per request

@@ -15,9 +15,15 @@ Library use::
     for issue in client.search("project = DEMO ORDER BY key"):
         print(issue["key"], issue["fields"]["summary"])
 
+With a personal access token instead of a password (``Authorization: Bearer``; no session,
+no re-login: a 401 means the token is wrong, expired or revoked)::
+
+    client = AppserverClient("http://127.0.0.1:6543", token=os.environ["APPSERVER_TOKEN"])
+
 Command line (the ``appserver-client`` console script)::
 
     APPSERVER_PASSWORD=fred-password appserver-client -u fred http://127.0.0.1:6543 search "project = DEMO"
+    APPSERVER_TOKEN=apt_... appserver-client --token http://127.0.0.1:6543 search "project = DEMO"
 """
 from __future__ import annotations
 
@@ -86,9 +92,12 @@ class AppserverClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         rest_prefix: str = "/rest",
+        token: str | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("give both a username and a password, or neither")
+        if token is not None and username is not None:
+            raise ValueError("give a username and password, or a token, not both")
         self.base_url = base_url.rstrip("/")
         self.rest = self.base_url + rest_prefix
         self.username = username
@@ -98,9 +107,13 @@ class AppserverClient:
         self.http.headers.setdefault("Accept", "application/json")
         self.logged_in = False
         self.relogins = 0
+        self.uses_token = token is not None
+        if token is not None:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
-    def __repr__(self) -> str:  # never shows the password
-        return f"<AppserverClient {self.base_url} user={self.username or 'anonymous'}>"
+    def __repr__(self) -> str:  # never shows the password or the token
+        who = "token" if self.uses_token else self.username or "anonymous"
+        return f"<AppserverClient {self.base_url} user={who}>"
 
     # --- the session ---
 
@@ -159,6 +172,8 @@ class AppserverClient:
                     "Secure while you use plain http?)",
                     AuthenticationError,
                 )
+        if response.status_code == 401 and self.uses_token:
+            raise _error(response, "the personal access token was refused", AuthenticationError)
         if response.status_code == 401:
             raise _error(response, f"{method} {path} needs you to log in", AuthenticationError)
         if not response.ok:
@@ -206,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Talk to appserver's (or Jira's) REST API with a cookie session that logs "
         "in again once when the session expires.",
         epilog="The password comes from $APPSERVER_PASSWORD, else it is prompted for (or read "
-        "from standard input when that is not a terminal). Exit status: 0 success, 1 the "
+        "from standard input when that is not a terminal); with --token, the personal access "
+        "token comes from $APPSERVER_TOKEN, else likewise. Exit status: 0 success, 1 the "
         "server refused the request, 2 usage error, 3 authentication failed, 4 server "
         "unreachable.",
     )
@@ -214,6 +230,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-u", "--user", default=os.environ.get("APPSERVER_USER"),
         help="username (default $APPSERVER_USER; none: anonymous)",
+    )
+    parser.add_argument(
+        "--token", action="store_true",
+        help="authenticate with a personal access token (Authorization: Bearer) instead of a "
+        "password: from $APPSERVER_TOKEN, else prompted for or read from standard input",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log re-logins to stderr")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,12 +247,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _password() -> str:
-    password = os.environ.get("APPSERVER_PASSWORD")
-    if password:
-        return password
+def _secret(variable: str = "APPSERVER_PASSWORD", prompt: str = "Password: ") -> str:
+    secret = os.environ.get(variable)
+    if secret:
+        return secret
     if sys.stdin.isatty():
-        return getpass.getpass("Password: ")
+        return getpass.getpass(prompt)
     return sys.stdin.readline().rstrip("\r\n")
 
 
@@ -249,13 +270,21 @@ def main(argv: Sequence[str] | None = None, *, stdout=None, stderr=None) -> int:
         handler.setFormatter(logging.Formatter("appserver-client: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    password = None
-    if args.user:
-        password = _password()
+    password = token = None
+    if args.token:
+        if args.user:
+            print("appserver-client: give -u (a password) or --token, not both", file=err)
+            return EXIT_USAGE
+        token = _secret("APPSERVER_TOKEN", "Personal access token: ")
+        if not token:
+            print("appserver-client: no token given (set APPSERVER_TOKEN)", file=err)
+            return EXIT_USAGE
+    elif args.user:
+        password = _secret()
         if not password:
             print("appserver-client: no password given (set APPSERVER_PASSWORD)", file=err)
             return EXIT_USAGE
-    client = AppserverClient(args.url, args.user or None, password)
+    client = AppserverClient(args.url, args.user or None, password, token=token)
     try:
         if args.command == "search":
             count = 0

@@ -16,11 +16,23 @@ def includeme(config: Configurator) -> None:
     config.add_route("account.password", "/account/password")
     config.add_route("account.revoke_session", "/account/sessions/{id:\\d+}/revoke")
     config.add_route("account.revoke_others", "/account/sessions/revoke-others")
+    config.add_route("account.tokens", "/account/tokens")
+    config.add_route("account.revoke_token", "/account/tokens/{id:\\d+}/revoke")
     config.add_route("admin.users", "/admin/users")
-    config.add_route("admin.user_action", "/admin/users/{id:\\d+}/{action:activate|deactivate|unlock|revoke-sessions}")
+    config.add_route(
+        "admin.user_action",
+        "/admin/users/{id:\\d+}/{action:activate|deactivate|unlock|revoke-sessions|revoke-tokens}",
+    )
+    config.add_route("websudo", "/websudo")  # WebSudo: confirm your password for admin work
+    config.add_route("websudo.drop", "/websudo/drop")
 
     # REST: authentication (Jira's /rest/auth/1/session)
     config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")
+    config.add_route("rest.websudo", rest + "/auth/{version:1|latest}/websudo")
+
+    # REST: personal access tokens (Jira's /rest/pat/latest/tokens)
+    config.add_route("rest.tokens", rest + "/pat/{version:1|latest}/tokens")
+    config.add_route("rest.token", rest + "/pat/{version:1|latest}/tokens/{id}")
 
     # REST: the Jira API subset
     config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")

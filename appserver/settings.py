@@ -27,6 +27,7 @@ ENVIRONMENT_OVERRIDES = {
 }
 
 MIN_SECRET_LENGTH = 32
+TOKEN_NAME_COLUMN_LENGTH = 255  # personal_tokens.name
 
 
 class ConfigurationError(ValueError):
@@ -60,6 +61,12 @@ class AppSettings:
     search_statement_timeout: int
     audit_retention_days: int
     audit_collapse_seconds: int
+    token_name_max_length: int
+    tokens_per_user: int
+    token_max_expiry_days: int
+    tokens_without_expiry: bool
+    websudo_enabled: bool
+    websudo_timeout: int
 
     @property
     def session_cookie(self) -> str:
@@ -178,6 +185,14 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.search.statement_timeout": ("search_statement_timeout", _integer(0), 5000),
     "appserver.audit.retention_days": ("audit_retention_days", _integer(1), 90),
     "appserver.audit.collapse_seconds": ("audit_collapse_seconds", _integer(0), 600),
+    # Personal access tokens: Jira's atlassian.pats.* defaults.
+    "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),
+    "appserver.tokens.max_per_user": ("tokens_per_user", _integer(1), 10),
+    "appserver.tokens.max_expiry_days": ("token_max_expiry_days", _integer(1), 365),
+    "appserver.tokens.allow_no_expiry": ("tokens_without_expiry", _boolean, "false"),
+    # WebSudo: Jira's jira.websudo.timeout (rolling) and jira.websudo.is.disabled.
+    "appserver.websudo.enabled": ("websudo_enabled", _boolean, "true"),
+    "appserver.websudo.timeout": ("websudo_timeout", _integer(1), 600),
 }
 
 
@@ -201,6 +216,10 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
     if parsed.max_lockout_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
             "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds"
+        )
+    if parsed.token_name_max_length > TOKEN_NAME_COLUMN_LENGTH:
+        raise ConfigurationError(
+            f"appserver.tokens.name_max_length: must be at most {TOKEN_NAME_COLUMN_LENGTH}"
         )
     if not settings.get("sqlalchemy.url"):
         raise ConfigurationError(

@@ -202,6 +202,18 @@ def record_http(monkeypatch) -> list[Exchange]:
     return exchanges
 
 
+def confirm_websudo(client, password: str, destination: str = "/admin/users"):
+    """Confirm the password at the WebSudo prompt the way a person does (the real form, CSRF
+    token and all), so a logged-in administrator's cookie session may do admin work; returns
+    the final response (303 to ``destination``)."""
+    prompt = client.get("/websudo", params={"os_destination": destination})
+    if prompt.status_int == 303:  # already elevated, or WebSudo is switched off
+        return prompt
+    form = prompt.forms["websudo-form"]
+    form["websudo_password"] = password
+    return form.submit(status=303)
+
+
 def require_private_postgres() -> None:
     """For tests that start their own PostgreSQL (tests/pgserver.py) to restart it: they run
     when the suite runs on PostgreSQL (TEST_DATABASE_URL), and in CI
@@ -213,3 +225,4 @@ def require_private_postgres() -> None:
         if os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1":
             pytest.fail(message)
         pytest.skip(message)
+

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import webtest
 
+from .support import confirm_websudo
+
 
 def client(testapp, username):
     c = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
     form = c.get("/login").forms["login-form"]
     form["os_username"], form["os_password"] = username, f"{username}-password"
     form.submit(status=303)
+    if username == "admin":  # administrator work needs the password confirmed (WebSudo)
+        confirm_websudo(c, f"{username}-password")
     return c
 
 

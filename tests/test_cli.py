@@ -309,6 +309,50 @@ def test_revoke_sessions_logs_the_user_out_everywhere(appserver_cli, web):
     rest_login(web, "fred", "fred-password")  # the password still works
 
 
+def test_create_token_prints_only_the_token_which_then_works(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    status, out, err = appserver_cli("create-token", "fred", "CI pipeline", "--expires-days", "30")
+    assert status == 0 and err == ""
+    (token,) = out.splitlines()  # nothing else: `TOKEN=$(appserver ... create-token ...)` works
+    assert token.startswith("apt_") and out == token + "\n"
+    me = web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {token}"})
+    assert me.json["name"] == "fred" and "Set-Cookie" not in me.headers
+    listed = web.get("/rest/pat/latest/tokens", headers={"Authorization": f"Bearer {token}"}).json
+    assert [t["name"] for t in listed] == ["CI pipeline"]
+    created, expiring = (datetime.strptime(listed[0][k], "%Y-%m-%dT%H:%M:%S.%f%z") for k in ("createdAt", "expiringAt"))
+    assert expiring - created == timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("create-token", "fred", "no expiry"), "without an expiry"),
+        (("create-token", "fred", "x", "--expires-days", "366"), "1 to 365"),
+        (("create-token", "fred", ""), "Give the token a name"),
+        (("create-token", "nobody", "x", "--expires-days", "1"), "no user named 'nobody'"),
+        (("revoke-tokens", "nobody"), "no user named 'nobody'"),
+    ],
+)
+def test_create_token_errors_are_clear(appserver_cli, web, args, message):
+    appserver_cli("initdb", "--demo")
+    status, out, err = appserver_cli(*args)
+    assert status == 1 and out == "" and message in err
+
+
+def test_revoke_tokens_and_revoke_sessions_stop_tokens_at_once(appserver_cli, web):
+    appserver_cli("initdb", "--demo")
+    tokens = [appserver_cli("create-token", "fred", f"t{n}", "--expires-days", "5")[1].strip() for n in range(3)]
+    status, out, _ = appserver_cli("revoke-tokens", "fred")
+    assert status == 0 and "3 personal access token(s) of 'fred' revoked" in out
+    for token in tokens:
+        web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {token}"}, status=401)
+    token = appserver_cli("create-token", "fred", "again", "--expires-days", "5")[1].strip()
+    web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {token}"}, status=200)
+    status, out, _ = appserver_cli("revoke-sessions", "fred")  # "log out everywhere"
+    assert status == 0 and "personal access tokens revoked" in out
+    web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {token}"}, status=401)
+
+
 def test_unlock_ends_a_lock_out_at_once(appserver_cli, web):
     appserver_cli("initdb", "--demo")
     for attempt in range(3):
@@ -362,6 +406,20 @@ def test_purge_events_deletes_events_older_than_the_retention(appserver_cli, web
 def test_batch_sizes_must_be_positive(appserver_cli):
     with pytest.raises(SystemExit):
         appserver_cli("purge-events", "--batch-size", "0")
+
+
+def test_purge_sessions_deletes_revoked_tokens_and_keeps_usable_ones(appserver_cli, web):
+    from appserver.models import PersonalToken
+
+    appserver_cli("initdb", "--demo")
+    for n in range(3):
+        appserver_cli("create-token", "fred", f"old{n}", "--expires-days", "5")
+    appserver_cli("revoke-tokens", "fred")
+    keep = appserver_cli("create-token", "fred", "keep", "--expires-days", "5")[1].strip()
+    status, out, _ = appserver_cli("purge-sessions", "--batch-size", "2")
+    assert status == 0 and "3 expired or revoked personal access token(s) purged" in out
+    assert count(web, PersonalToken) == 1
+    web.get("/rest/api/2/myself", headers={"Authorization": f"Bearer {keep}"}, status=200)
 
 
 # --- Settings: a bad value stops start-up, naming the setting ---------------------------------

@@ -18,6 +18,10 @@ The seed (``shared/seed``, Atlassian's "REST and os_authType" page) and the proj
   AUTHENTICATED_FAILED`` (never anonymous); valid Basic wins over a stale cookie; every 401
   carries ``WWW-Authenticate``, a Basic challenge only when the client used Basic or asked
   for it (``basic``/``any``), else the non-Basic ``Session`` scheme.
+* Bearer (issue 12, :data:`BEARER_MATRIX`): a valid personal access token meets
+  ``os_authType=any`` but not ``basic`` or ``cookie``; a wrong, expired or revoked one is a
+  401 with ``WWW-Authenticate: Bearer ... error="invalid_token"`` and
+  ``AUTHENTICATED_FAILED`` everywhere -- stricter than Jira, which serves it as anonymous.
 
 Each row of :data:`MATRIX` is one ``os_authType`` value and one kind of credentials; its three
 cells are the expected answers on the three kinds of path. A cell reads
@@ -54,6 +58,7 @@ from appserver.clock import FrozenClock
 from appserver.models import User, get_engine
 from appserver.security import tweens
 from appserver.security.passwords import make_context
+from appserver.security.personal_tokens import TokenStore
 from appserver.security.sessions import SessionStore
 from appserver.security.tokens import new_token
 
@@ -104,7 +109,15 @@ CREDENTIALS = (
     "malformed Basic",  # "Basic !!!"
     "valid Basic + stale cookie",  # + an expired cookie
 )
-STALE = {"expired cookie", "revoked cookie", "unknown cookie", "malformed cookie", "valid Basic + stale cookie"}
+BEARER_CREDENTIALS = tuple(
+    f"{kind} Bearer{cookie}"
+    for cookie in ("", " + stale cookie")  # + an expired session cookie
+    for kind in ("valid", "wrong", "expired", "revoked")  # wrong: a valid token's id, another secret
+)
+STALE = {
+    "expired cookie", "revoked cookie", "unknown cookie", "malformed cookie", "valid Basic + stale cookie",
+    *(credentials for credentials in BEARER_CREDENTIALS if credentials.endswith("stale cookie")),
+}
 
 # fmt: off
 MATRIX: list[tuple[str, str, str, str, str]] = [
@@ -188,6 +201,75 @@ MATRIX: list[tuple[str, str, str, str, str]] = [
     ("COOKIE",  "malformed Basic",             "401 Basic   json anonymous FAILED -      ", "401 Basic   json anonymous FAILED -      ", "401 Basic   html anonymous FAILED -      "),
     ("COOKIE",  "valid Basic + stale cookie",  "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
 ]
+
+#: The Bearer column: the same cells, for personal access tokens (sorted by os_authType).
+BEARER_MATRIX: list[tuple[str, str, str, str, str]] = [
+    #os_authType credentials                      /rest/api/2/serverInfo (anonymous allowed)     POST /rest/auth/1/session (login)              HTML page /
+    # -- absent: a valid token is fred everywhere (the login POST still logs in with its password); a token that cannot be used is a 401 with the Bearer challenge everywhere.
+    ("absent",  "valid Bearer",                   "200 -       json fred      OK     -      ", "200 -       json fred      OK     new    ", "200 -       html fred      OK     -      "),
+    ("absent",  "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("absent",  "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("absent",  "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("absent",  "valid Bearer + stale cookie",    "200 -       json fred      OK     deleted", "200 -       json fred      OK     new    ", "200 -       html fred      OK     deleted"),
+    ("absent",  "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("absent",  "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("absent",  "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- none: exactly as absent.
+    ("none",    "valid Bearer",                   "200 -       json fred      OK     -      ", "200 -       json fred      OK     new    ", "200 -       html fred      OK     -      "),
+    ("none",    "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("none",    "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("none",    "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("none",    "valid Bearer + stale cookie",    "200 -       json fred      OK     deleted", "200 -       json fred      OK     new    ", "200 -       html fred      OK     deleted"),
+    ("none",    "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("none",    "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("none",    "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- basic: a token is not Basic credentials: refused, anonymous, with the Basic challenge asked for.
+    ("basic",   "valid Bearer",                   "401 Basic   json anonymous -      -      ", "401 Basic   json anonymous -      -      ", "401 Basic   html anonymous -      -      "),
+    ("basic",   "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("basic",   "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("basic",   "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("basic",   "valid Bearer + stale cookie",    "401 Basic   json anonymous -      deleted", "401 Basic   json anonymous -      deleted", "401 Basic   html anonymous -      deleted"),
+    ("basic",   "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("basic",   "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("basic",   "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- cookie: a token is not a session cookie: refused, anonymous (the challenge names the session resource).
+    ("cookie",  "valid Bearer",                   "401 Session json anonymous -      -      ", "401 Session json anonymous -      -      ", "401 Session html anonymous -      -      "),
+    ("cookie",  "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("cookie",  "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("cookie",  "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("cookie",  "valid Bearer + stale cookie",    "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
+    ("cookie",  "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("cookie",  "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("cookie",  "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- any: met by a valid token.
+    ("any",     "valid Bearer",                   "200 -       json fred      OK     -      ", "200 -       json fred      OK     new    ", "200 -       html fred      OK     -      "),
+    ("any",     "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("any",     "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("any",     "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("any",     "valid Bearer + stale cookie",    "200 -       json fred      OK     deleted", "200 -       json fred      OK     new    ", "200 -       html fred      OK     deleted"),
+    ("any",     "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("any",     "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("any",     "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- an unknown value: 400 (an unusable token is still a 401 first).
+    ("unknown", "valid Bearer",                   "400 -       json fred      OK     -      ", "400 -       json fred      OK     -      ", "400 -       html fred      OK     -      "),
+    ("unknown", "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("unknown", "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("unknown", "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("unknown", "valid Bearer + stale cookie",    "400 -       json fred      OK     deleted", "400 -       json fred      OK     deleted", "400 -       html fred      OK     deleted"),
+    ("unknown", "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("unknown", "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("unknown", "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    # -- COOKIE: as cookie.
+    ("COOKIE",  "valid Bearer",                   "401 Session json anonymous -      -      ", "401 Session json anonymous -      -      ", "401 Session html anonymous -      -      "),
+    ("COOKIE",  "wrong Bearer",                   "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("COOKIE",  "expired Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("COOKIE",  "revoked Bearer",                 "401 Bearer  json anonymous FAILED -      ", "401 Bearer  json anonymous FAILED -      ", "401 Bearer  html anonymous FAILED -      "),
+    ("COOKIE",  "valid Bearer + stale cookie",    "401 Session json anonymous -      deleted", "401 Session json anonymous -      deleted", "401 Session html anonymous -      deleted"),
+    ("COOKIE",  "wrong Bearer + stale cookie",    "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("COOKIE",  "expired Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+    ("COOKIE",  "revoked Bearer + stale cookie",  "401 Bearer  json anonymous FAILED deleted", "401 Bearer  json anonymous FAILED deleted", "401 Bearer  html anonymous FAILED deleted"),
+
+]
 # fmt: on
 
 
@@ -207,7 +289,7 @@ class Expected:
 
 
 def _cases() -> Iterator[Any]:
-    for authtype, credentials, *cells in MATRIX:
+    for authtype, credentials, *cells in MATRIX + BEARER_MATRIX:
         for path_kind, cell in zip(PATHS, cells):
             yield pytest.param(
                 path_kind, authtype, credentials, Expected.parse(cell),
@@ -219,7 +301,9 @@ def test_the_matrix_is_complete():
     """Every os_authType value meets every kind of credentials exactly once."""
     rows = [(authtype, credentials) for authtype, credentials, *_ in MATRIX]
     assert sorted(rows) == sorted((a, c) for a in AUTHTYPES for c in CREDENTIALS)
-    assert all(len(cells) == len(PATHS) for _, _, *cells in MATRIX)
+    bearer_rows = [(authtype, credentials) for authtype, credentials, *_ in BEARER_MATRIX]
+    assert sorted(bearer_rows) == sorted((a, c) for a in AUTHTYPES for c in BEARER_CREDENTIALS)
+    assert all(len(cells) == len(PATHS) for _, _, *cells in MATRIX + BEARER_MATRIX)
 
 
 # --- Arranging the credentials ---------------------------------------------------------------
@@ -265,9 +349,30 @@ def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+def bearer_token(kind: str, request, user: User) -> str:
+    """A personal access token of ``user``: valid, wrong (right id, wrong secret), expired
+    (yesterday) or revoked."""
+    if kind == "expired":
+        store = TokenStore(request.dbsession, request.now - timedelta(days=2), touch_interval=60)
+        return store.issue(user, "expired", request.now - timedelta(days=1)).raw
+    issued = request.token_store.issue(user, kind, request.now + timedelta(days=30))
+    if kind == "revoked":
+        request.token_store.revoke(issued.token)
+    if kind == "wrong":
+        secret = issued.raw.split("_", 2)[2]
+        return f"apt_{issued.token.id}_" + ("B" if secret.startswith("A") else "A") + secret[1:]
+    return issued.raw
+
+
 def present(credentials: str, request, user: User) -> tuple[dict[str, str], str | None]:
     """The request headers for ``credentials``, and the session cookie value sent (if any)."""
     idle = request.appserver_settings.idle_timeout
+    if credentials in BEARER_CREDENTIALS:
+        headers = {"Authorization": "Bearer " + bearer_token(credentials.split()[0], request, user)}
+        cookie = session_token(request, user, seconds_ago=idle + 1) if "stale" in credentials else None
+        if cookie is not None:
+            headers["Cookie"] = f"{request.appserver_settings.session_cookie}={cookie}"
+        return headers, cookie
     cookie = {
         "live cookie": lambda: session_token(request, user),
         "expired cookie": lambda: session_token(request, user, seconds_ago=idle + 1),
@@ -337,6 +442,8 @@ def test_conformance(testapp, app_request, fred, path_kind, authtype, credential
         assert expected.challenge != "-"
     if expected.challenge == "Basic":
         assert response.headers["WWW-Authenticate"].startswith('Basic realm="appserver"')
+    if expected.challenge == "Bearer":
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="appserver", error="invalid_token"')
     assert response.headers["X-AUSERNAME"] == expected.user
     reason = {"-": None, "OK": "OK", "FAILED": "AUTHENTICATED_FAILED"}[expected.reason]
     assert response.headers.get("X-Seraph-LoginReason") == reason

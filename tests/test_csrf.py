@@ -19,7 +19,9 @@ import pytest
 import webtest
 from sqlalchemy import func, select
 
-from appserver.models import RememberToken, User, UserSession
+from appserver.models import PersonalToken, RememberToken, User, UserSession
+
+from .support import confirm_websudo
 
 CSRF_ADVICE = "Go back, reload the page and try again."
 XSRF_ADVICE = "X-Atlassian-Token: no-check"
@@ -33,10 +35,14 @@ def browser(testapp) -> webtest.TestApp:
 
 
 def log_in(testapp, username: str) -> webtest.TestResponse:
-    """Log in through the real form (CSRF token and all)."""
+    """Log in through the real form (CSRF token and all); an administrator also confirms the
+    password at the WebSudo prompt, through its real form too."""
     form = testapp.get("/login").forms["login-form"]
     form["os_username"], form["os_password"] = username, f"{username}-password"
-    return form.submit(status=303)
+    response = form.submit(status=303)
+    if username == "admin":
+        confirm_websudo(testapp, "admin-password")
+    return response
 
 
 def form_for(page, action: str) -> webtest.forms.Form:
@@ -60,7 +66,8 @@ def assert_csrf_refusal(response) -> None:
 
 
 def state(dbsession) -> tuple:
-    """What a forged request could change: accounts, sessions, remember-me tokens."""
+    """What a forged request could change: accounts, sessions (and their WebSudo elevation),
+    remember-me tokens, personal access tokens."""
     dbsession.expire_all()
     return (
         dbsession.execute(
@@ -73,10 +80,13 @@ def state(dbsession) -> tuple:
             ).order_by(User.id)
         ).all(),
         dbsession.execute(
-            select(UserSession.id, UserSession.revoked_at).order_by(UserSession.id)
+            select(UserSession.id, UserSession.revoked_at, UserSession.websudo_at).order_by(UserSession.id)
         ).all(),
         dbsession.execute(
             select(RememberToken.id, RememberToken.revoked_at).order_by(RememberToken.id)
+        ).all(),
+        dbsession.execute(
+            select(PersonalToken.id, PersonalToken.revoked_at).order_by(PersonalToken.id)
         ).all(),
     )
 
@@ -93,6 +103,7 @@ class FormCase:
     action: Callable[[dict], str]
     fill: dict[str, str]
     as_user: str = "fred"
+    status: int = 303  # what the real form answers (creating a token shows the page: 200)
 
 
 FORMS = [
@@ -131,15 +142,34 @@ FORMS = [
             {},
             as_user="admin",
         )
-        for action in ("deactivate", "unlock", "revoke-sessions")
+        for action in ("deactivate", "unlock", "revoke-sessions", "revoke-tokens")
     ),
+    FormCase(
+        "create a personal access token",
+        "/account",
+        lambda ctx: "/account/tokens",
+        {"name": "forged", "expiration_days": "30"},
+        status=200,
+    ),
+    FormCase(
+        "revoke a personal access token",
+        "/account",
+        lambda ctx: f"/account/tokens/{ctx['fred_token'].id}/revoke",
+        {},
+    ),
+    FormCase("drop administrator access", "/admin/users", lambda ctx: "/websudo/drop", {}, as_user="admin"),
 ]
 
 
 @pytest.fixture
-def context(testapp, users, dbsession, clock) -> dict[str, Any]:
-    """alice has a live session elsewhere and is locked out (so every admin action does
-    something); fred has a second session (so revoking one does something)."""
+def context(testapp, users, dbsession, app_request, clock) -> dict[str, Any]:
+    """alice has a live session elsewhere, is locked out and has a personal access token (so
+    every admin action does something); fred has a second session and a token (so revoking
+    one does something)."""
+    from appserver.security import personal_tokens
+
+    alice_token = personal_tokens.create(app_request, users["alice"], "alice's", 30).token
+    fred_token = personal_tokens.create(app_request, users["fred"], "fred's", 30).token
     elsewhere = browser(testapp)
     log_in(elsewhere, "alice")
     other = browser(testapp)
@@ -149,7 +179,13 @@ def context(testapp, users, dbsession, clock) -> dict[str, Any]:
     fred_sessions = dbsession.scalars(
         select(UserSession).where(UserSession.user_id == users["fred"].id).order_by(UserSession.id)
     ).all()
-    return {"users": users, "other_session": fred_sessions[-1], "alice_browser": elsewhere}
+    return {
+        "users": users,
+        "other_session": fred_sessions[-1],
+        "alice_browser": elsewhere,
+        "fred_token": fred_token,
+        "alice_token": alice_token,
+    }
 
 
 @pytest.mark.parametrize("case", FORMS, ids=[case.name for case in FORMS])
@@ -202,7 +238,7 @@ def test_the_real_form_is_accepted(testapp, context, dbsession, case):
         form[name] = value
     before = state(dbsession)
     response = form.submit()
-    assert response.status_int == 303, response.text[:2000]
+    assert response.status_int == case.status, response.text[:2000]
     assert state(dbsession) != before, f"{case.name} did nothing"
 
 
@@ -415,8 +451,11 @@ def test_get_on_state_changing_urls_does_nothing(testapp, context, dbsession, me
         LOGIN,
         *(
             f"/admin/users/{users['alice'].id}/{action}"
-            for action in ("deactivate", "activate", "unlock", "revoke-sessions")
+            for action in ("deactivate", "activate", "unlock", "revoke-sessions", "revoke-tokens")
         ),
+        "/account/tokens",
+        f"/account/tokens/{context['fred_token'].id}/revoke",
+        "/websudo/drop",
     ]
     before = state(dbsession)
     for url in urls:

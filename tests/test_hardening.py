@@ -26,7 +26,7 @@ from appserver.security.accounts import AccountError
 from appserver.security.perimeter import PAGE_POLICY, RESOURCE_POLICY
 from appserver.settings import ConfigurationError, parse_settings
 
-from .support import ROOT, SECRET
+from .support import ROOT, SECRET, confirm_websudo
 from .test_hostile_input import endpoints, send
 
 SESSION = "appserver.session"
@@ -53,6 +53,12 @@ def form_login(client, username: str, password: str, remember: bool = False):
 
 def rest_login(client, username="fred", password="fred-password", status=200):
     return client.post_json("/rest/auth/1/session", {"username": username, "password": password}, status=status)
+
+
+def log_in_as_admin(client) -> None:
+    """A cookie session of the administrator, confirmed at the WebSudo prompt."""
+    rest_login(client, "admin", "admin-password")
+    confirm_websudo(client, "admin-password")
 
 
 # --- 1. Security headers on every response ---------------------------------------------------
@@ -311,7 +317,7 @@ def test_ascii_names_are_sent_unchanged(testapp, users):
 def test_the_admin_form_and_the_demo_seeding_refuse_names_outside_the_rule(testapp, users, app_request, username):
     with pytest.raises(AccountError, match="letters, digits and the symbols"):
         ensure_user(app_request, username, "a long password", "X", "", False)
-    rest_login(testapp, "admin", "admin-password")
+    log_in_as_admin(testapp)
     page = testapp.get("/admin/users")
     form = page.forms["create-user-form"]
     form["username"], form["password"] = username, "a long password"
@@ -322,7 +328,7 @@ def test_the_admin_form_and_the_demo_seeding_refuse_names_outside_the_rule(testa
 
 @pytest.mark.parametrize("password", ["short", "tab\there", "nul\x00password"])
 def test_one_password_rule_for_the_admin_form_the_account_page_and_rest(testapp, users, password):
-    rest_login(testapp, "admin", "admin-password")
+    log_in_as_admin(testapp)
     form = testapp.get("/admin/users").forms["create-user-form"]
     form["username"], form["password"] = "dave", password
     form.submit(status=400)
@@ -341,7 +347,7 @@ HUGE_IDS = ["2147483648", "9223372036854775808", "100000000000000000000000", "0"
 
 @pytest.mark.parametrize("value", HUGE_IDS)
 def test_ids_in_urls_out_of_range_are_answered_like_missing_ones(testapp, users, value):
-    rest_login(testapp, "admin", "admin-password")
+    log_in_as_admin(testapp)
     token = testapp.get("/admin/users").forms["create-user-form"]["csrf_token"].value
     for action in ("unlock", "activate", "deactivate", "revoke-sessions"):
         response = testapp.post(f"/admin/users/{value}/{action}", {"csrf_token": token}, status="*")

@@ -33,7 +33,7 @@ from webtest import lint
 
 from appserver.models import RememberToken, User, UserSession
 
-from .support import create_user
+from .support import confirm_websudo, create_user
 
 REST = "/rest"
 LOGIN = "/rest/auth/1/session"
@@ -272,7 +272,6 @@ MALFORMED_AUTHORIZATION = {
     "base64 without a colon": "Basic " + base64.b64encode(b"fredfred-password").decode(),
     "raw latin-1 text": "Basic fr\xe9d:p\xe4ss",
     "latin-1 bytes of an unknown user": basic("fr\xe9d".encode("latin-1"), b"p\xe4ss")[1],
-    "Bearer token": "Bearer x",
     "Digest": 'Digest username="fred", realm="appserver"',
     "empty header": "",
     "spaces": "   ",
@@ -297,6 +296,35 @@ def test_malformed_authorization_is_a_401_with_a_basic_challenge(wsgi, users, un
         assert response.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
         assert response.headers["X-AUSERNAME"] == "anonymous"
         assert "Basic authentication failed" in messages(response)
+
+
+MALFORMED_BEARER = {
+    "scheme only": "Bearer",
+    "scheme and a space": "Bearer ",
+    "not a token": "Bearer x",
+    "lower-case scheme, garbage": "bearer !!!",
+    "id too large": "Bearer apt_99999999999_" + "A" * 43,
+    "id zero": "Bearer apt_0_" + "A" * 43,
+    "negative id": "Bearer apt_-1_" + "A" * 43,
+    "non-ASCII digits": "Bearer apt_\u0661_" + "A" * 43,
+    "NUL in the token": "Bearer apt_1_" + "A" * 42 + "\x00",
+    "secret too short": "Bearer apt_1_" + "A" * 42,
+    "two tokens": "Bearer apt_1_" + "A" * 43 + " apt_2_" + "A" * 43,
+    "10,000 characters": "Bearer " + "A" * 10_000,
+    "unknown token": "Bearer apt_1_" + "A" * 43,
+}
+
+
+@pytest.mark.parametrize("header", MALFORMED_BEARER.values(), ids=MALFORMED_BEARER.keys())
+def test_malformed_bearer_is_a_401_with_a_bearer_challenge(wsgi, users, unchanged, header):
+    for path in (MYSELF, SERVER_INFO, "/"):
+        response = send(wsgi, "GET", path, headers=[("Authorization", header)])
+        assert_clear_answer(response, path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="appserver", error="invalid_token"')
+        assert response.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
+        assert response.headers["X-AUSERNAME"] == "anonymous"
+        assert "Set-Cookie" not in response.headers
 
 
 def test_no_header_with_os_authtype_basic_is_a_401_with_a_challenge(wsgi, users, unchanged):
@@ -815,6 +843,7 @@ def test_a_megabyte_password_is_refused_before_hashing(
 
 def test_a_megabyte_password_on_the_account_and_admin_forms(testapp, users, hasher_inputs, wsgi):
     testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    confirm_websudo(testapp, "admin-password")
     page = testapp.get("/account")
     form = page.forms["password-form"]
     form["current_password"], form["new_password"], form["confirm_password"] = (
@@ -968,6 +997,7 @@ HOSTILE_FORM_VALUES = {
 @pytest.mark.parametrize("value", HOSTILE_FORM_VALUES.values(), ids=HOSTILE_FORM_VALUES.keys())
 def test_hostile_values_in_the_admin_create_user_form(testapp, users, connection, value):
     testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    confirm_websudo(testapp, "admin-password")
     for field in ("username", "display_name", "email"):
         form = testapp.get("/admin/users").forms["create-user-form"]
         form["username"], form["password"] = "newcomer", "good-password-1"
@@ -1046,6 +1076,10 @@ FORM_FIELDS = [
     "os_password",
     "os_cookie",
     "os_destination",
+    "websudo_password",
+    "name",
+    "expiration_days",
+    "expirationDuration",
     "jql",
     "startAt",
     "maxResults",
@@ -1066,6 +1100,11 @@ def admin_session(wsgi, users) -> list[tuple[str, str]]:
     cookie = ("Cookie", f"{SESSION_COOKIE}={login.json['session']['value']}")
     page = send(wsgi, "GET", "/account", headers=[cookie]).body.decode()
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    elevated = send(  # the WebSudo prompt, so that admin pages answer rather than redirect
+        wsgi, "POST", "/websudo", headers=[cookie, ("X-CSRF-Token", token)],
+        body=b"websudo_password=admin-password", content_type="application/x-www-form-urlencoded",
+    )
+    assert elevated.headers["X-Atlassian-WebSudo"] == "Has-Authentication"
     return [cookie, ("X-CSRF-Token", token), ("X-Atlassian-Token", "no-check")]
 
 
@@ -1184,7 +1223,7 @@ def id_endpoints(app) -> list[str]:
 @pytest.mark.parametrize("value", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
 def test_hostile_ids_are_answered_like_missing_ones(wsgi, admin_session, value):
     templates = id_endpoints(wsgi)
-    assert len(templates) == 4, templates  # a session, an account, a REST issue, an issue page
+    assert len(templates) == 6, templates  # a session, a token (page and REST), an account, an issue (REST and page)
     for template in templates:
         path = template.replace("\0", value).encode("utf-8")
         for method in ("GET", "POST"):

@@ -9,6 +9,8 @@ import requests
 from appserver.models import AuthEvent, User
 from sqlalchemy import select
 
+from .support import confirm_websudo
+
 
 def basic(username: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -98,6 +100,7 @@ def test_admin_unlock_works_at_once(testapp, users, dbsession):
     rest_login(testapp, "fred", "fred-password", 403)
     admin = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
     rest_login(admin, "admin", "admin-password", 200)
+    confirm_websudo(admin, "admin-password")
     page = admin.get("/admin/users")
     assert "Locked for 60 s" in page.html.select_one('tr[data-username="fred"]').text
     page.forms[[f.action for f in page.forms.values()].index(

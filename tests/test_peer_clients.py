@@ -238,3 +238,82 @@ def test_atlassian_python_api_anonymous_and_wrong_password(server):
     with pytest.raises(requests.HTTPError) as raised:
         Jira(url=server.url, username="alice", password="wrong").jql("project = DEMO")
     assert raised.value.response.status_code == 401
+
+
+# --- personal access tokens (Authorization: Bearer) -----------------------------------------
+
+
+def make_token(server, username: str = "fred", name: str = "client") -> str:
+    from appserver.security import personal_tokens
+
+    with server.request() as request:
+        return personal_tokens.create(request, find_user(request, username), name, 30).raw
+
+
+def revoke_tokens(server, username: str = "fred") -> int:
+    with server.request() as request:
+        return request.token_store.revoke_user(find_user(request, username).id)
+
+
+def test_jira_token_auth(server, http):
+    token = make_token(server)
+    jira = JIRA(server.url, token_auth=token)
+    assert jira.myself()["name"] == "fred"
+    issues = jira.search_issues("project = DEMO ORDER BY key", maxResults=False)
+    assert [issue.key for issue in issues] == ALL_KEYS  # 200, not the 5 public ones
+    assert all(e.status == 200 and e.authorization == f"Bearer {token}" for e in http)
+    assert not logins(http) and all(e.cookie == "" for e in http)  # no session, no cookie
+
+    revoke_tokens(server)
+    http.clear()
+    with pytest.raises(JIRAError) as raised:
+        jira.search_issues("project = DEMO ORDER BY key", maxResults=False)
+    assert raised.value.status_code == 401  # a clean error, not 5 anonymous issues
+    assert "revoked" in raised.value.text
+    assert [e.status for e in http] == [401]  # no retry loop
+
+
+def test_jira_token_auth_with_a_stale_cookie_beside_it(server, http):
+    token = make_token(server)
+    jira = JIRA(server.url, token_auth=token)
+    # a session cookie collected earlier, since revoked: the token must win
+    login = jira._session.post(server.url + SESSION, json={"username": "fred", "password": "fred-password"})
+    assert login.status_code == 200
+    revoke_sessions(server, "fred")
+    http.clear()
+    assert len(jira.search_issues("project = DEMO", maxResults=False)) == 200
+    stale = http[0]  # the first request after the revocation still carries the cookie ...
+    assert stale.status == 200 and "appserver.session=" in stale.cookie
+    assert stale.authorization == f"Bearer {token}"
+    assert all(e.status == 200 for e in http)
+    assert "appserver.session" not in jira._session.cookies  # ... which the server deleted
+
+
+def test_jira_with_a_revoked_token_from_the_start(server):
+    token = make_token(server)
+    revoke_tokens(server)
+    with pytest.raises(JIRAError) as raised:
+        JIRA(server.url, token_auth=token).search_issues("project = DEMO")
+    assert raised.value.status_code == 401
+
+
+def test_atlassian_python_api_token(server, http):
+    token = make_token(server)
+    jira = Jira(url=server.url, token=token)
+    assert jira.myself()["name"] == "fred"
+    result = jira.jql("project = DEMO ORDER BY key", limit=100)
+    assert result["total"] == 200 and [i["key"] for i in result["issues"]] == ALL_KEYS[:100]
+    assert all(e.authorization == f"Bearer {token}" for e in http)
+
+    # a stale session cookie beside the token: still 200
+    jira.session.post(server.url + SESSION, json={"username": "fred", "password": "fred-password"})
+    revoke_sessions(server, "fred")
+    http.clear()
+    assert jira.jql("project = DEMO", limit=1)["total"] == 200
+    assert "appserver.session=" in http[0].cookie and http[0].status == 200
+
+    revoke_tokens(server)
+    with pytest.raises(requests.HTTPError) as raised:
+        jira.jql("project = DEMO")
+    assert raised.value.response.status_code == 401
+    assert raised.value.response.headers["WWW-Authenticate"].startswith("Bearer ")

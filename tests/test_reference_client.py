@@ -276,3 +276,109 @@ def test_cli_stops_quietly_when_the_reader_goes_away(server):
         status = process.wait(timeout=30)
     assert first.startswith(b"DEMO-1 ")
     assert status == 0 and "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+# --- personal access tokens: the library, the command line, curl ----------------------------
+
+
+def make_token(server, username: str = "fred") -> str:
+    from appserver.security import personal_tokens
+
+    with server.request() as request:
+        return personal_tokens.create(request, find_user(request, username), "client", 30).raw
+
+
+def revoke_tokens(server, username: str = "fred") -> None:
+    with server.request() as request:
+        request.token_store.revoke_user(find_user(request, username).id)
+
+
+def test_token_client_pages_through_all_200_without_a_session(server, http):
+    token = make_token(server)
+    client = AppserverClient(server.url, token=token)
+    assert [issue["key"] for issue in client.search("project = DEMO ORDER BY key")] == ALL_KEYS
+    assert client.myself()["name"] == "fred"
+    assert not logins(http) and all(e.cookie == "" and e.authorization == f"Bearer {token}" for e in http)
+    assert token not in repr(client)
+
+    revoke_tokens(server)
+    http.clear()
+    with pytest.raises(AuthenticationError) as raised:
+        list(client.search("project = DEMO"))
+    assert raised.value.status == 401 and "revoked" in str(raised.value)
+    assert [e.status for e in http] == [401]  # no re-login attempt, no loop
+
+
+def test_token_client_refuses_a_password_too():
+    with pytest.raises(ValueError):
+        AppserverClient("http://127.0.0.1:9", "fred", "fred-password", token="apt_1_x")
+
+
+def run_with_token(argv, monkeypatch, token=None, stdin_text=None):
+    if token is None:
+        monkeypatch.delenv("APPSERVER_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("APPSERVER_TOKEN", token)
+    return run(argv, monkeypatch, stdin_text=stdin_text)
+
+
+def test_cli_token_from_the_environment_and_from_standard_input(server, monkeypatch):
+    token = make_token(server)
+    status, out, err = run_with_token(["--token", server.url, "search", "project = DEMO"], monkeypatch, token)
+    assert status == 0 and len(out.splitlines()) == 200 and "200 issues" in err
+    status, out, _ = run_with_token(["--token", server.url, "myself"], monkeypatch, stdin_text=token + "\n")
+    assert status == 0 and out.startswith("fred (")
+
+
+def test_cli_revoked_token_is_a_clean_authentication_error(server, monkeypatch):
+    token = make_token(server)
+    revoke_tokens(server)
+    status, out, err = run_with_token(["--token", server.url, "search", "project = DEMO"], monkeypatch, token)
+    assert status == 3 and out == ""
+    assert err.startswith("appserver-client: the personal access token was refused") and "revoked" in err
+
+
+def test_cli_token_usage_errors(server, monkeypatch):
+    status, _, err = run_with_token(["--token", server.url, "myself"], monkeypatch, stdin_text="\n")
+    assert status == 2 and "no token" in err
+    status, _, err = run_with_token(["--token", "-u", "fred", server.url, "myself"], monkeypatch, "apt_1_x")
+    assert status == 2 and "not both" in err
+
+
+def curl(*args: str) -> tuple[int, dict[str, str], str]:
+    """curl as the docs show it: status, headers (lower-case names), body."""
+    result = subprocess.run(
+        ["curl", "-sS", "-D", "-", *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    head, _, body = result.stdout.partition("\n\n")  # text mode: CRLF is read as LF
+    lines = head.split("\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_curl_with_a_token(server):
+    """The docs' curl examples: create a token with Basic, use it, revoke it."""
+    import json
+
+    status, _, body = curl(
+        "-u", "fred:fred-password", "-H", "Content-Type: application/json",
+        "-d", '{"name": "curl", "expirationDuration": 30}', server.url + "/rest/pat/latest/tokens",
+    )
+    assert status == 201, body
+    created = json.loads(body)
+    bearer = f"Authorization: Bearer {created['rawToken']}"
+    status, headers, body = curl("-H", bearer, server.url + "/rest/api/2/search?jql=project%3DDEMO&maxResults=1")
+    assert status == 200 and json.loads(body)["total"] == 200 and "set-cookie" not in headers
+    status, _, body = curl(
+        "-H", bearer, "-b", "appserver.session=" + "A" * 43, server.url + "/rest/api/2/search?jql=project%3DDEMO"
+    )
+    assert status == 200 and json.loads(body)["total"] == 200  # a stale cookie beside it
+    status, _, _ = curl("-X", "DELETE", "-H", bearer, f"{server.url}/rest/pat/latest/tokens/{created['id']}")
+    assert status == 204
+    status, headers, body = curl("-H", bearer, server.url + "/rest/api/2/search?jql=project%3DDEMO")
+    assert status == 401 and headers["www-authenticate"].startswith('Bearer realm="appserver", error="invalid_token"')
+    assert headers["x-seraph-loginreason"] == "AUTHENTICATED_FAILED"
+    assert "revoked" in json.loads(body)["errorMessages"][0]

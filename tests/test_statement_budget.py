@@ -70,11 +70,67 @@ def test_a_basic_authenticated_get_costs_at_most_two_statements_and_writes_nothi
     for _ in range(5):
         assert testapp.get("/rest/api/2/myself", headers=headers).json["name"] == "fred"
     assert len(count_statements) <= 2 * 5, count_statements.statements
+    assert len(count_statements) == 5  # steady: the one SELECT of the user, no write
     assert not [s for s in count_statements.statements if not s.lstrip().upper().startswith("SELECT")]
+
+
+def test_a_steady_basic_get_costs_no_password_hash(testapp, users, app):
+    headers = {"Authorization": "Basic " + base64.b64encode(b"fred:fred-password").decode()}
+    testapp.get("/rest/api/2/myself", headers=headers)
+    hashes = app.registry.passwords.hash_count
+    for _ in range(5):
+        testapp.get("/rest/api/2/myself", headers=headers)
+    assert app.registry.passwords.hash_count == hashes
 
 
 def test_an_anonymous_get_costs_no_statement(testapp, count_statements):
     count_statements.reset()
     testapp.get("/rest/api/2/serverInfo")
     testapp.get("/")
+    testapp.get("/login")
     assert len(count_statements) == 0, count_statements.statements
+
+
+TOKEN_UPDATE = re.compile(r"^\s*UPDATE\s+personal_tokens\b", re.IGNORECASE)
+
+
+@pytest.fixture
+def fred_bearer(app_request, users) -> dict[str, str]:
+    from appserver.security import personal_tokens
+
+    raw = personal_tokens.create(app_request, users["fred"], "budget", 30).raw
+    return {"Authorization": f"Bearer {raw}"}
+
+
+@pytest.mark.parametrize("path", ["/rest/api/2/myself", "/rest/auth/1/session", "/rest/api/2/serverInfo", "/"])
+def test_a_bearer_get_costs_one_select_and_writes_nothing_in_the_steady_state(
+    testapp, fred_bearer, count_statements, clock, path
+):
+    testapp.get(path, headers=fred_bearer)  # the first use records lastAccessedAt
+    count_statements.reset()
+    for _ in range(5):
+        clock.advance((TOUCH_INTERVAL - 1) / 5)
+        response = testapp.get(path, headers=fred_bearer)
+        assert response.headers["X-AUSERNAME"] == "fred" and "Set-Cookie" not in response.headers
+    assert len(count_statements) == 5, count_statements.statements  # one SELECT each
+    assert all(s.lstrip().upper().startswith("SELECT") for s in count_statements.statements)
+    assert all("JOIN users" in s and "personal_tokens" in s for s in count_statements.statements)
+
+    clock.advance(1)  # the touch interval has passed since the first use
+    count_statements.reset()
+    testapp.get(path, headers=fred_bearer)
+    assert len(count_statements) == 2, count_statements.statements  # the lookup + the touch
+    assert sum(1 for s in count_statements.statements if TOKEN_UPDATE.match(s)) == 1
+
+
+def test_a_hundred_bearer_gets_write_last_accessed_at_most_once_and_no_session(
+    testapp, fred_bearer, count_statements, clock
+):
+    count_statements.reset()
+    for _ in range(100):
+        testapp.get("/rest/api/2/myself", headers=fred_bearer)
+        clock.advance((TOUCH_INTERVAL - 1) / 100)
+    writes = [s for s in count_statements.statements if not s.lstrip().upper().startswith("SELECT")]
+    assert len(writes) == 1 and TOKEN_UPDATE.match(writes[0]), writes
+    assert len(count_statements) == 101
+    assert session_updates(count_statements) == 0

@@ -23,6 +23,10 @@ class UserSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     user_agent: Mapped[str] = mapped_column(String(512), default="")
     remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    #: When this session last confirmed its password for administration (WebSudo), or last
+    #: used that confirmation (it rolls); None: not elevated. In the database, so every
+    #: process sees it.
+    websudo_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     user: Mapped[User] = relationship(lazy="raise")
 

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from ..demo import ensure_user, seed_demo
 from ..models import User
-from ..security import accounts, audit
+from ..security import accounts, audit, personal_tokens
 from ..security.accounts import AccountError
 from ..security.audit import Event
 from ..security.login import find_user, purge_throttles
 from ..security.passwords import PasswordTooLong
+from ..security.personal_tokens import TokenRequestError
 
 
 class CommandError(Exception):
@@ -114,7 +115,33 @@ def cmd_revoke_sessions(args: argparse.Namespace) -> None:
         request = env["request"]
         user = _existing_user(request, args.username)
         revoked = accounts.revoke_sessions(request, user, by="command line")
-        print(f"{revoked} session(s) of {user.username!r} revoked, remembered logins forgotten")
+        print(
+            f"{revoked} session(s) of {user.username!r} revoked, remembered logins forgotten, "
+            "personal access tokens revoked"
+        )
+
+
+def cmd_create_token(args: argparse.Namespace) -> None:
+    """Prints the raw token alone on standard output, so a script can capture it."""
+    with app_env(args.config_uri) as env:
+        request = env["request"]
+        user = _existing_user(request, args.username)
+        if not user.active:
+            raise CommandError(f"{user.username!r} is deactivated: activate the account first")
+        try:
+            issued = personal_tokens.create(request, user, args.name, args.expires_days, by="command line")
+        except TokenRequestError as error:
+            raise CommandError(str(error)) from None
+        raw = issued.raw
+    print(raw)
+
+
+def cmd_revoke_tokens(args: argparse.Namespace) -> None:
+    with app_env(args.config_uri) as env:
+        request = env["request"]
+        user = _existing_user(request, args.username)
+        revoked = personal_tokens.revoke_all(request, user, by="command line")
+        print(f"{revoked} personal access token(s) of {user.username!r} revoked")
 
 
 def cmd_unlock(args: argparse.Namespace) -> None:
@@ -126,7 +153,8 @@ def cmd_unlock(args: argparse.Namespace) -> None:
 
 
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
-    """Sessions, remember-me tokens and stale failure counts of unknown names, each in
+    """Sessions, remember-me tokens, personal access tokens and stale failure counts of
+    unknown names, each in
     batches committed one by one so a large purge never holds long locks."""
     with bootstrap(args.config_uri) as env:
         request = env["request"]
@@ -134,6 +162,7 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
         for label, purge in (
             ("session(s)", lambda: request.session_store.purge_batch(batch)),
             ("remember-me token(s)", lambda: request.remember_store.purge_batch(batch)),
+            ("personal access token(s)", lambda: request.token_store.purge_batch(batch)),
             ("failure count(s) of unknown names", lambda: purge_throttles(request, batch)),
         ):
             total = 0
@@ -183,9 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     setpw.add_argument("username")
     setpw.set_defaults(func=cmd_set_password)
 
-    revoke = commands.add_parser("revoke-sessions", help="log a user out everywhere")
+    revoke = commands.add_parser(
+        "revoke-sessions", help="log a user out everywhere (sessions, remember-me, tokens)"
+    )
     revoke.add_argument("username")
     revoke.set_defaults(func=cmd_revoke_sessions)
+
+    token = commands.add_parser(
+        "create-token", help="create a personal access token for a user; prints only the token"
+    )
+    token.add_argument("username")
+    token.add_argument("name", help="what the token is for, e.g. 'CI pipeline'")
+    token.add_argument("--expires-days", type=int, default=None, metavar="N",
+                       help="days until it expires (required unless tokens without expiry are allowed)")
+    token.set_defaults(func=cmd_create_token)
+
+    revoke_tokens = commands.add_parser("revoke-tokens", help="revoke every personal access token of a user")
+    revoke_tokens.add_argument("username")
+    revoke_tokens.set_defaults(func=cmd_revoke_tokens)
 
     unlock = commands.add_parser("unlock", help="end a user's lock-out after failed logins now")
     unlock.add_argument("username")

@@ -9,6 +9,7 @@ from pyramid.tweens import EXCVIEW, INGRESS
 from ..models import User
 from .cookies import TolerantRequestCookies
 from .identity import Authentication
+from .personal_tokens import TokenStore
 from .policy import AppSecurityPolicy
 from .remember import RememberStore
 from .sessions import SessionStore
@@ -34,6 +35,10 @@ def _remember_store(request: Request) -> RememberStore:
     return RememberStore.of(request)
 
 
+def _token_store(request: Request) -> TokenStore:
+    return TokenStore.of(request)
+
+
 def includeme(config: Configurator) -> None:
     from .csrf import SessionBoundCSRFStoragePolicy
 
@@ -51,6 +56,8 @@ def includeme(config: Configurator) -> None:
     config.add_request_method(_user, "user", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
     config.add_request_method(_remember_store, "remember_store", reify=True)
+    config.add_request_method(_token_store, "token_store", reify=True)
+    config.include(".websudo")
 
     tm = "pyramid_tm.tm_tween_factory"
     headers = "appserver.security.perimeter.security_headers_tween_factory"

@@ -114,10 +114,15 @@ def rotated_session(request: Request) -> list[tuple[str, str]] | None:
 
 
 def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = None, by: str = "") -> int:
+    """Log a user out: every session but ``keep``; with no ``keep`` ("log out everywhere",
+    the admin page and the command line) also every remembered login and personal access
+    token."""
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
+    tokens = ""
     if keep is None:
         request.remember_store.revoke_user(user.id)
-    audit.record(request, Event.SESSION_REVOKED, user, f"{revoked} session(s){' by ' + by if by else ''}")
+        tokens = f", {request.token_store.revoke_user(user.id)} token(s)"
+    audit.record(request, Event.SESSION_REVOKED, user, f"{revoked} session(s){tokens}{' by ' + by if by else ''}")
     return revoked
 
 

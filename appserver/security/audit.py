@@ -31,6 +31,12 @@ class Event(str, enum.Enum):
     USER_CREATED = "user.created"
     USER_DEACTIVATED = "user.deactivated"
     USER_ACTIVATED = "user.activated"
+    TOKEN_CREATED = "token.created"
+    TOKEN_REVOKED = "token.revoked"
+    TOKEN_REFUSED = "token.refused"  # collapsed: see recorded_lately
+    WEBSUDO_GRANTED = "websudo.granted"
+    WEBSUDO_REFUSED = "websudo.refused"
+    WEBSUDO_DROPPED = "websudo.dropped"
 
 
 DESCRIPTIONS = {
@@ -48,7 +54,17 @@ DESCRIPTIONS = {
     Event.USER_CREATED: "Account created",
     Event.USER_DEACTIVATED: "Account deactivated",
     Event.USER_ACTIVATED: "Account activated",
+    Event.TOKEN_CREATED: "Personal access token created",
+    Event.TOKEN_REVOKED: "Personal access token revoked",
+    Event.TOKEN_REFUSED: "Personal access token refused",
+    Event.WEBSUDO_GRANTED: "Administrator access confirmed",
+    Event.WEBSUDO_REFUSED: "Administrator access refused: wrong password",
+    Event.WEBSUDO_DROPPED: "Administrator access dropped",
 }
+
+#: Repeats of a collapsed event (same event, account and address) within this many seconds
+#: add no row: a script retrying a revoked token must not fill the trail.
+COLLAPSE_SECONDS = 300
 
 
 #: Events a client can repeat at will (replaying a revoked cookie, retrying during a lock-out):
@@ -130,6 +146,24 @@ def purge_batch(request: Request, batch_size: int) -> int:
     if ids:
         request.dbsession.execute(delete(AuthEvent).where(AuthEvent.id.in_(ids)))
     return len(ids)
+
+
+def recorded_lately(request: Request, event: Event, user: User | None = None, *, db: Session) -> bool:
+    """Whether the same event for the same account from the same address was recorded within
+    :data:`COLLAPSE_SECONDS`: repeats of a collapsed event add no row."""
+    since = request.now - timedelta(seconds=COLLAPSE_SECONDS)
+    user_id = user.id if user is not None else None
+    seen = db.scalar(
+        select(AuthEvent.id)
+        .where(
+            AuthEvent.event == event.value,
+            AuthEvent.user_id.is_(None) if user_id is None else AuthEvent.user_id == user_id,
+            AuthEvent.remote_addr == client.address(request),
+            AuthEvent.occurred_at > since,
+        )
+        .limit(1)
+    )
+    return seen is not None
 
 
 def recent(request: Request, *, user_id: int | None = None, limit: int = 20) -> list[AuthEvent]:

@@ -1,7 +1,8 @@
 """CSRF tokens bound to the login session.
 
 A logged-in user's token is an HMAC of the session (keyed by ``appserver.secret``), so it
-changes with every login and needs no storage. Anonymous visitors (the login form: login
+changes with every login and needs no storage; a Bearer request's, of its personal access
+token (no cookie is ever set for one). Anonymous visitors (the login form: login
 CSRF) get Pyramid's double-submit cookie token.
 """
 from __future__ import annotations
@@ -31,9 +32,13 @@ class SessionBoundCSRFStoragePolicy:
 
     def _bound(self, request: Request) -> str | None:
         identity = request.authentication.identity
-        if identity is None or identity.session is None:
+        if identity is not None and identity.token is not None:
+            # A Bearer request never gets a cookie, the anonymous CSRF cookie included.
+            message = b"csrf-token:" + identity.token.secret_hash.encode("ascii")
+        elif identity is not None and identity.session is not None:
+            message = b"csrf:" + identity.session.token_hash.encode("ascii")
+        else:
             return None
-        message = b"csrf:" + identity.session.token_hash.encode("ascii")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def new_csrf_token(self, request: Request) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ..models import User, UserSession
+from ..models import PersonalToken, User, UserSession
+from .personal_tokens import TokenState
 from .remember import RememberState
 from .sessions import CookieState, IssuedSession
 
@@ -31,6 +32,7 @@ class Source(enum.Enum):
     BASIC = "basic"
     REMEMBER = "remember"
     LOGIN = "login"  # logged in by this very request
+    BEARER = "bearer"  # a personal access token (Authorization: Bearer)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Identity:
     user: User
     source: Source
     session: UserSession | None = None
+    token: PersonalToken | None = None  # with Source.BEARER
 
     @property
     def cookie_based(self) -> bool:
@@ -49,6 +52,7 @@ class Authentication:
     identity: Identity | None = None
     cookie: CookieState = CookieState.ABSENT
     basic: BasicState = BasicState.ABSENT
+    bearer: TokenState = TokenState.ABSENT
     remember: RememberState = RememberState.ABSENT
     #: The session row the cookie named, whatever its state: login revokes it (no fixation).
     presented_session: UserSession | None = None
@@ -63,6 +67,11 @@ class Authentication:
     @property
     def user(self) -> User | None:
         return self.identity.user if self.identity else None
+
+    @property
+    def explicit(self) -> bool:
+        """An Authorization header (Basic or Bearer) was sent: it beats any cookie."""
+        return self.basic is not BasicState.ABSENT or self.bearer is not TokenState.ABSENT
 
     @property
     def stale_cookie(self) -> bool:

@@ -247,6 +247,9 @@ def log_in(
 def log_out(request: Request) -> list[tuple[str, str]]:
     user = request.user
     if user is not None:
+        from .websudo import drop  # websudo checks passwords with this module
+
+        drop(request)  # audited when the session was elevated
         audit.record(request, Event.LOGGED_OUT, user)
     request.login_reason = "OUT"
     return forget(request)

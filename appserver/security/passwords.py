@@ -12,6 +12,7 @@ from passlib.context import CryptContext
 from pyramid.config import Configurator
 from pyramid.request import Request
 
+from .allocator import unmap_large_blocks
 from .credential_cache import CredentialCache
 
 
@@ -90,6 +91,7 @@ class PasswordService:
 
 def includeme(config: Configurator) -> None:
     settings = config.registry.appserver_settings
+    unmap_large_blocks()  # the hash limit bounds memory too, not only CPU
     cache = CredentialCache(settings.secret, settings.credential_cache_size)
     service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache)
     config.registry.passwords = service

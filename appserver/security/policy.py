@@ -1,7 +1,8 @@
 """The security policy: one small source per kind of credential, asked in order.
 
-Explicit credentials (the ``Authorization`` header) come first, then the session cookie,
-then the remember-me cookie (Seraph's order, except that Basic wins over a stale cookie). The result, with the source that produced it, is computed once
+Explicit credentials (the ``Authorization`` header: Basic or a Bearer personal access token)
+come first and beat any cookie, then the session cookie, then the remember-me cookie
+(Seraph's order, except that Basic and Bearer win over a stale cookie). The result, with the source that produced it, is computed once
 per request and cached (Pyramid does not cache ``request.identity`` itself).
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
-from pyramid.request import Request, RequestLocalCache
+from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 
 from sqlalchemy.orm import Session
@@ -23,7 +24,9 @@ from .cookies import delete_cookie, set_cookie
 from .identity import Authentication, BasicState, Identity, Source
 from .login import Outcome, check_password, note_login
 from .paths import credential_free
+from .personal_tokens import TokenState, TokenStore, bearer_credentials, record_refusal
 from .remember import RememberState, RememberStore
+from .request_local import RequestAttributeCache
 from .sessions import CookieState, IssuedSession, SessionStore
 
 ADMIN = "role:admin"
@@ -37,8 +40,9 @@ class BasicAuthSource:
     """HTTP Basic: checked on every request that sends it; never creates a session row."""
 
     def authenticate(self, request: Request, auth: Authentication) -> None:
-        credentials = parse_authorization(request.headers.get("Authorization"))
-        if credentials is None:
+        header = request.headers.get("Authorization")
+        credentials = parse_authorization(header)
+        if credentials is None or bearer_credentials(header) is not None:
             return
         if credentials.malformed:
             auth.basic = BasicState.MALFORMED
@@ -54,6 +58,29 @@ class BasicAuthSource:
             auth.retry_after = attempt.retry_after
         else:
             auth.basic = BasicState.WRONG
+
+
+class BearerTokenSource:
+    """``Authorization: Bearer`` with a personal access token: one indexed SELECT per
+    request, never a session row or a cookie. A token that cannot be used is a 401 (the
+    authentication tween), never anonymous: stricter than Jira."""
+
+    def authenticate(self, request: Request, auth: Authentication) -> None:
+        raw = bearer_credentials(request.headers.get("Authorization"))
+        if raw is None:
+            return
+        with unit(request) as db:
+            lookup = TokenStore.of(request, db).lookup(raw)
+        state = lookup.state
+        if lookup.due_touch:  # lastAccessedAt, at most once per touch interval
+            with unit(request, write=True) as db:
+                if not TokenStore.of(request, db).touch(lookup.token):
+                    state = TokenState.REVOKED  # revoked while this request was on its way
+        auth.bearer = state
+        if state is TokenState.VALID:
+            auth.identity = Identity(lookup.user, Source.BEARER, token=lookup.token)
+        else:
+            record_refusal(request, state, lookup)
 
 
 class SessionCookieSource:
@@ -74,7 +101,7 @@ class SessionCookieSource:
         auth.cookie = state
         auth.presented_session = lookup.session
         if state is CookieState.LIVE:
-            if auth.basic is BasicState.ABSENT:
+            if not auth.explicit:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
             return
         auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
@@ -115,7 +142,7 @@ class RememberMeSource:
     def authenticate(self, request: Request, auth: Authentication, sessions: SessionCookieSource) -> None:
         settings = request.appserver_settings
         value = request.cookies.get(settings.remember_cookie)
-        if value is None or auth.identity is not None or auth.basic is not BasicState.ABSENT:
+        if value is None or auth.identity is not None or auth.explicit:
             return
         with unit(request, write=True) as db:
             lookup = RememberStore.of(request, db).use(value)
@@ -169,9 +196,10 @@ class AppSecurityPolicy:
 
     def __init__(self) -> None:
         self.basic = BasicAuthSource()
+        self.bearer = BearerTokenSource()
         self.session = SessionCookieSource()
         self.remember_me = RememberMeSource()
-        self._cache = RequestLocalCache(self._authenticate)
+        self._cache = RequestAttributeCache(self._authenticate, "_appserver_authentication")
         self._acl = ACLHelper()
 
     def _authenticate(self, request: Request) -> Authentication:
@@ -181,6 +209,7 @@ class AppSecurityPolicy:
         if credential_free(request):
             return auth
         self.basic.authenticate(request, auth)
+        self.bearer.authenticate(request, auth)
         self.session.authenticate(request, auth)
         self.remember_me.authenticate(request, auth, self.session)
         if auth.identity is not None and "dbsession" in request.__dict__:

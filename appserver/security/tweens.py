@@ -7,7 +7,8 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     pyramid_tm                      transaction per request
     unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
-                                    Basic is a 401 everywhere; identity headers; cookies
+                                    Basic or Bearer is a 401 everywhere; identity headers;
+                                    cookies
     os_authtype_tween_factory       rule 2: ?os_authType=basic|cookie|any on any URL
     rest_cookie_rule_tween_factory  rule 1: a stale cookie under /rest is a 401
     rest_xsrf_tween_factory         Atlassian's XSRF rule for cookie-authenticated POSTs
@@ -35,6 +36,7 @@ from .basic import basic_challenge
 from .header_values import encode_header_value
 from .identity import Authentication, BasicState
 from .paths import credential_free
+from .personal_tokens import bearer_challenge
 from .responses import denied_response, unauthorized_response, unavailable_response
 from .sessions import CookieState
 
@@ -113,12 +115,35 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             )
         elif auth.basic is BasicState.DENIED:
             response = denied_response(request, auth.retry_after or 1)
+        elif auth.bearer.failed:
+            response = _bearer_refused(request, auth)
         else:
             response = handler(request)
         _finish(request, response)
         return response
 
     return authentication_tween
+
+
+BEARER_REFUSALS = {
+    "malformed": "The personal access token is malformed: send the whole token as created.",
+    "unknown": "The personal access token is not valid.",
+    "expired": "The personal access token has expired: create a new one on your account page.",
+    "revoked": "The personal access token has been revoked: create a new one on your account page.",
+    "inactive": "The personal access token belongs to a deactivated account.",
+}
+
+
+def _bearer_refused(request: Request, auth: Authentication) -> Response:
+    """RFC 6750's answer to a token that cannot be used: never treated as anonymous."""
+    message = BEARER_REFUSALS[auth.bearer.value]
+    realm = request.registry.appserver_settings.basic_realm
+    return error_response(
+        request,
+        401,
+        [message],
+        headers=[("WWW-Authenticate", bearer_challenge(realm, message))],
+    )
 
 
 def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
@@ -149,7 +174,10 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         ):
             message = "os_authType=cookie: a valid session cookie is required. Log in again."
         elif wanted == "any" and identity is None:
-            message = "os_authType=any: send HTTP Basic credentials or a valid session cookie."
+            message = (
+                "os_authType=any: send HTTP Basic credentials, a personal access token "
+                "(Authorization: Bearer) or a valid session cookie."
+            )
         else:
             return handler(request)
         # A Basic challenge when asked for, or when the client itself used Basic.
@@ -188,7 +216,7 @@ BROWSER_POSTABLE = {"", "application/x-www-form-urlencoded", "multipart/form-dat
 def rest_xsrf_tween_factory(handler: Handler, registry: Registry) -> Handler:
     """A cookie-authenticated POST under /rest whose body a cross-site form could have sent
     needs ``X-Atlassian-Token: no-check`` (Atlassian's rule). JSON bodies cannot be sent
-    cross-site without CORS, and Basic credentials are not sent by a forged form."""
+    cross-site without CORS, and Basic or Bearer credentials are not sent by a forged form."""
 
     def rest_xsrf_tween(request: Request) -> Response:
         if request.method != "POST" or not is_rest(request):
@@ -238,7 +266,7 @@ def _finish(request: Request, response: Response) -> None:
     response.headers["X-AUSERNAME"] = encode_header_value(user.username) if user else "anonymous"
     reason = getattr(request, "login_reason", None)
     if reason is None:
-        if auth.basic.failed:
+        if auth.basic.failed or auth.bearer.failed:
             reason = "AUTHENTICATED_FAILED"
         elif auth.basic is BasicState.DENIED:
             reason = "AUTHENTICATION_DENIED"

@@ -1,4 +1,5 @@
-"""The account page: profile, login information, sessions, password, recent activity."""
+"""The account page: profile, login information, sessions, personal access tokens, password,
+recent activity."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -7,7 +8,8 @@ from pyramid.view import view_config
 
 from ..ids import parse_id
 from ..models import UserSession
-from ..security import accounts, audit
+from ..security import accounts, audit, personal_tokens
+from ..security.personal_tokens import TokenRequestError
 from ..security.accounts import AccountError, TooManyAttempts, rotated_session
 from ..security.login import log_out
 from .notices import notice_for
@@ -26,7 +28,22 @@ def account_page(request: Request, **extra) -> dict:
         "describe": audit.describe,
         "notice": notice_for(request),
         "password_error": None,
+        "tokens": request.token_store.listed(user.id),
+        "now": request.now,
+        "new_token": None,
+        "token_error": None,
+        "token_form": {"name": "", "days": 90},
+        "token_limits": _token_limits(request),
         **extra,
+    }
+
+
+def _token_limits(request: Request) -> dict:
+    settings = request.appserver_settings
+    return {
+        "name_max_length": settings.token_name_max_length,
+        "max_expiry_days": settings.token_max_expiry_days,
+        "without_expiry": settings.tokens_without_expiry,
     }
 
 
@@ -85,3 +102,37 @@ def revoke_others(request: Request):
     identity = request.authentication.identity
     accounts.revoke_sessions(request, request.user, keep=identity.session, by="you")
     return _back(request, "others-revoked")
+
+
+@view_config(
+    route_name="account.tokens",
+    request_method="POST",
+    renderer="appserver:templates/account.jinja2",
+    permission="account",
+)
+def create_token(request: Request):
+    """Answers with the account page itself (no redirect): the raw token is shown in this
+    response only, and ``Cache-Control: no-store`` keeps it out of caches."""
+    name = request.POST.get("name", "")
+    days_text = request.POST.get("expiration_days", "").strip()
+    form = {"name": name[:255], "days": days_text[:12]}
+    try:
+        if days_text and not (days_text.isascii() and days_text.isdigit() and len(days_text) <= 6):
+            raise TokenRequestError("Enter the number of days as a whole number.", "expirationDuration")
+        days = int(days_text) if days_text else None
+        issued = personal_tokens.create(request, request.user, name, days)
+    except TokenRequestError as error:
+        request.response.status = 400
+        return account_page(request, token_error=str(error), token_form=form)
+    request.response.headers["Cache-Control"] = "no-store"
+    return account_page(request, new_token=issued)
+
+
+@view_config(route_name="account.revoke_token", request_method="POST", permission="account")
+def revoke_token(request: Request):
+    user = request.user
+    token_id = parse_id(request.matchdict["id"])
+    token = request.token_store.get(token_id) if token_id is not None else None
+    if token is not None and token.user_id == user.id:
+        personal_tokens.revoke(request, token, user)
+    return _back(request, "token-revoked")  # nothing of another user's is revealed

@@ -1,4 +1,5 @@
-"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere."""
+"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere, revoke
+personal access tokens. Every view here needs WebSudo (``websudo=True``)."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from ..demo import ensure_user
 from ..ids import parse_id
 from ..models import User
-from ..security import accounts, audit
+from ..security import accounts, audit, personal_tokens, websudo
 from ..security.accounts import AccountError
 from ..security.audit import Event
 from ..security.login import find_user, locked_for
@@ -27,18 +28,21 @@ def users_page(request: Request, **extra) -> dict:
         "notice": notice_for(request),
         "form": {"username": "", "display_name": "", "email": "", "admin": False},
         "form_error": None,
+        "token_counts": request.token_store.usable_counts(),
+        "websudo_remaining": websudo.remaining(request),
+        "websudo_timeout": request.appserver_settings.websudo_timeout,
         **extra,
     }
 
 
 @view_config(route_name="admin.users", request_method="GET",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def list_users(request: Request) -> dict:
     return users_page(request)
 
 
 @view_config(route_name="admin.users", request_method="POST",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def create_user(request: Request):
     form = {
         "username": request.POST.get("username", "").strip(),
@@ -65,7 +69,7 @@ def create_user(request: Request):
 
 
 @view_config(route_name="admin.user_action", request_method="POST",
-             renderer="appserver:templates/admin_users.jinja2", permission="admin")
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def user_action(request: Request):
     user_id = parse_id(request.matchdict["id"])
     user = request.dbsession.get(User, user_id) if user_id is not None else None
@@ -78,6 +82,8 @@ def user_action(request: Request):
             accounts.set_active(request, user, action == "activate", by=admin)
         elif action == "unlock":
             accounts.unlock(request, user, by=admin)
+        elif action == "revoke-tokens":
+            personal_tokens.revoke_all(request, user, by=admin.username)
         else:
             accounts.revoke_sessions(request, user, by=admin.username)
     except AccountError as error:

@@ -12,6 +12,9 @@ NOTICES = {
     "others-revoked": "All your other sessions have been logged out.",
     "user-created": "The account has been created.",
     "user-updated": "The account has been updated.",
+    "token-revoked": "The personal access token has been revoked: it no longer works.",
+    "websudo-dropped": "Administrator access dropped: the next administrator page asks for "
+    "your password again.",
 }
 
 

@@ -1,7 +1,7 @@
 """remember-me successor session; collapsed audit events
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004_pat_websudo
 Create Date: 2026-11-29
 
 remember_tokens.successor_session_id: the session the token's last rotation started, which
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004_pat_websudo"
 branch_labels = None
 depends_on = None
 

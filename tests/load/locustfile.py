@@ -418,6 +418,15 @@ class Administrator(LoadUser):
         JOURNAL.session_issued(name, jar.header(only=PLAN.session_cookie), time.time())
         return True
 
+    def confirm_websudo(self) -> bool:
+        """The WebSudo prompt as a browser submits it (its CSRF token and the password)."""
+        prompt = self.send("admin GET /websudo", "GET", "/websudo", as_user=self.username, retry=True)
+        if prompt is None or prompt.status_code != 200:
+            return False
+        answer = self.send("admin POST /websudo", "POST", "/websudo", as_user=self.username,
+                           data={"csrf_token": csrf_token(prompt.text) or "", "websudo_password": self.password})
+        return answer is not None and answer.headers.get("X-Atlassian-WebSudo") == "Has-Authentication"
+
     # -- log a user out everywhere -------------------------------------------------------------
 
     @task(2)
@@ -426,6 +435,11 @@ class Administrator(LoadUser):
         if not self.has_session() and not self.log_in_form(self.jar, self.username, self.password):
             return
         page = self.send("admin GET /admin/users", "GET", "/admin/users", as_user=self.username, retry=True)
+        if page is not None and page.status_code == 303 and "/websudo" in page.headers.get("Location", ""):
+            # Administration needs the password confirmed (WebSudo), then the page again.
+            if not self.confirm_websudo():
+                return
+            page = self.send("admin GET /admin/users", "GET", "/admin/users", as_user=self.username, retry=True)
         if page is None or page.status_code >= 500:
             return
         if not works_as(page, self.username):

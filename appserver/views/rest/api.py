@@ -30,12 +30,15 @@ def _version_numbers(version: str) -> list[int]:
     return numbers + [0] * (3 - len(numbers))
 
 
+VERSION_NUMBERS = tuple(_version_numbers(VERSION))
+
+
 @view_config(route_name="rest.server_info", request_method="GET", renderer="json", permission="view")
 def server_info(request: Request) -> dict:
     return {
         "baseUrl": request.application_url,
         "version": VERSION,
-        "versionNumbers": _version_numbers(VERSION),
+        "versionNumbers": VERSION_NUMBERS,
         "deploymentType": "Server",
         "buildNumber": 1,
         "serverTime": jira_time(request.now),

@@ -1,0 +1,156 @@
+"""WebSudo (Atlassian's "secure administrator sessions", OWASP ASVS 3.7.1): a cookie session
+must have confirmed its password within ``appserver.websudo.timeout`` seconds before it may
+reach an administration page or action. The window rolls: each admin request extends it.
+
+The elevation is ``sessions.websudo_at``, so every process sees it and logging out (which
+revokes the session) drops it. Basic and Bearer requests present their credentials every
+time and are exempt, as in Jira.
+
+Views ask for it with the view option ``websudo=True``; code that needs it only sometimes
+(an administrator reading another user's token) calls :func:`require`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.response import Response
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from ..errors import is_rest
+from ..models import UserSession
+from . import audit
+from .audit import Event
+from .login import Attempt, Outcome, check_user_password
+from .redirects import safe_destination
+from .responses import session_challenge
+
+#: Jira's answer to a REST call of a ``@WebSudoRequired`` resource.
+REST_MESSAGE = "This resource requires WebSudo."
+#: Jira's header on a successful confirmation.
+HEADER = ("X-Atlassian-WebSudo", "Has-Authentication")
+
+
+def _session(request: Request) -> UserSession | None:
+    """The cookie session WebSudo applies to. None for anonymous requests, and for Basic and
+    Bearer ones: they have no session, presenting their credentials every time (exempt)."""
+    identity = request.authentication.identity
+    return identity.session if identity is not None else None
+
+
+def remaining(request: Request) -> int | None:
+    """Seconds left of this session's elevation, or None when it has none."""
+    session = _session(request)
+    if session is None or session.websudo_at is None or session.revoked_at is not None:
+        return None
+    left = (session.websudo_at + timedelta(seconds=request.appserver_settings.websudo_timeout)) - request.now
+    seconds = int(left.total_seconds())
+    return seconds if seconds > 0 else None
+
+
+def _set(request: Request, session: UserSession, value: datetime | None) -> None:
+    request.dbsession.execute(
+        update(UserSession)
+        .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+        .values(websudo_at=value)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(session, "websudo_at", value)
+
+
+def require(request: Request) -> Response | None:
+    """None when this request may go on (elevated, exempt, or WebSudo is off); otherwise the
+    answer: Jira's 401 under /rest, a redirect to the password prompt elsewhere. An elevated
+    request extends the window (rolling)."""
+    if not request.appserver_settings.websudo_enabled:
+        return None
+    session = _session(request)
+    if session is None:
+        return None
+    if remaining(request) is not None:
+        _set(request, session, request.now)
+        return None
+    if is_rest(request):
+        response = Response(
+            json_body={"message": REST_MESSAGE, "status-code": 401},
+            status=401,
+            charset="utf-8",
+            content_type="application/json",
+        )
+        response.headers["WWW-Authenticate"] = session_challenge(request)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return HTTPSeeOther(prompt_url(request))
+
+
+def prompt_url(request: Request) -> str:
+    """The prompt, returning to this page; after a POST, to the page the form was on (the
+    POST itself is never replayed: the person submits it again, knowingly)."""
+    if request.method == "GET":
+        destination = request.path_qs
+        query = {"os_destination": destination}
+    else:
+        destination = _referring_page(request)
+        query = {"os_destination": destination, "resubmit": "1"}
+    return request.route_url("websudo", _query=query)
+
+
+def _referring_page(request: Request) -> str:
+    fallback = request.route_path("admin.users")
+    referer = request.referer or ""
+    origin = request.host_url
+    if referer.startswith(origin + "/"):
+        return safe_destination(referer[len(origin):], fallback)
+    return fallback
+
+
+def confirm(request: Request, password: str) -> Attempt:
+    """Check the password of the logged-in user like a login (a wrong one counts towards the
+    lock-out) and, if right, elevate the session."""
+    session = _session(request)
+    user = request.user
+    attempt = check_user_password(request, user, password, channel="websudo")
+    if attempt.outcome is Outcome.OK:
+        if session is not None:
+            _set(request, session, request.now)
+        audit.record(request, Event.WEBSUDO_GRANTED, user)
+    else:
+        audit.record(request, Event.WEBSUDO_REFUSED, user, attempt.outcome.value)
+    return attempt
+
+
+def drop(request: Request) -> bool:
+    """End this session's elevation now; True when there was one."""
+    session = _session(request)
+    if session is None or session.websudo_at is None:
+        return False
+    elevated = remaining(request) is not None
+    _set(request, session, None)
+    if elevated:
+        audit.record(request, Event.WEBSUDO_DROPPED, request.user)
+    return elevated
+
+
+def websudo_view_deriver(view, info):
+    """The view option ``websudo=True``: runs after the permission check, so anonymous
+    visitors still go to the login page and non-admins still get a 403."""
+    if not info.options.get("websudo"):
+        return view
+
+    def websudo_view(context, request):
+        refused = require(request)
+        if refused is not None:
+            return refused
+        return view(context, request)
+
+    return websudo_view
+
+
+websudo_view_deriver.options = ("websudo",)
+
+
+def includeme(config: Configurator) -> None:
+    config.add_view_deriver(websudo_view_deriver)

@@ -1,0 +1,51 @@
+"""The WebSudo password prompt: an administrator's cookie session confirms its password
+before admin work, then returns to the page it was on."""
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.view import view_config
+
+from ..security import websudo
+from ..security.login import Outcome
+from ..security.redirects import safe_destination
+
+
+def _destination(request: Request) -> str:
+    return safe_destination(request.params.get("os_destination"), request.route_path("admin.users"))
+
+
+@view_config(route_name="websudo", renderer="appserver:templates/websudo.jinja2", permission="admin")
+def prompt(request: Request):
+    destination = _destination(request)
+    form = {
+        "destination": destination,
+        "resubmit": request.params.get("resubmit") == "1",
+        "error": None,
+        "timeout_minutes": max(1, request.appserver_settings.websudo_timeout // 60),
+    }
+    if request.method != "POST":
+        if websudo.remaining(request) is not None or websudo.require(request) is None:
+            return HTTPSeeOther(destination)  # nothing to confirm (elevated, exempt or off)
+        return form
+    attempt = websudo.confirm(request, request.POST.get("websudo_password", ""))
+    if attempt.ok:
+        response = HTTPSeeOther(destination)
+        response.headers[websudo.HEADER[0]] = websudo.HEADER[1]
+        return response
+    if attempt.outcome is Outcome.DENIED:
+        request.response.status = 403
+        request.response.headers["Retry-After"] = str(attempt.retry_after)
+        form["error"] = (
+            "Too many failed password attempts for this account. "
+            f"Wait {attempt.retry_after} seconds, then try again."
+        )
+    else:
+        form["error"] = "That password is not correct. Try again."
+    return form
+
+
+@view_config(route_name="websudo.drop", request_method="POST", permission="admin")
+def drop(request: Request):
+    websudo.drop(request)
+    return HTTPSeeOther(request.route_url("home", _query={"notice": "websudo-dropped"}))

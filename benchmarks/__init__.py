@@ -1,0 +1,12 @@
+"""``make benchmark``: the project measured side by side with anchors it defines itself.
+
+Every figure is a ratio to an anchor served by the same waitress settings in the same run,
+because the machine (2 cores, shared) changes its absolute speed from minute to minute:
+
+* ``bare-json``: a bare Pyramid JSON view (what ``serverInfo`` minimally costs);
+* ``bare-cookie``: a bare Pyramid view that hashes the cookie and does one indexed SELECT
+  of session JOIN user through SQLAlchemy Core (what a cookie check minimally costs).
+
+``wrk`` (a C load generator) drives the servers, each in its own processes, in
+round-robin rounds; the median of the rounds is reported. See docs/performance.md.
+"""

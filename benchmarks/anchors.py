@@ -1,0 +1,69 @@
+"""The two anchors: the least a JSON view and a cookie check can cost on this stack."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.router import Router
+from sqlalchemy import select
+
+from appserver.models import get_engine, metadata
+
+SESSIONS = metadata.tables["sessions"]
+USERS = metadata.tables["users"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def bare_json_app() -> Router:
+    """One route, one view, Pyramid's JSON renderer: nothing else."""
+
+    def server_info(request: Request) -> dict[str, Any]:
+        return {"baseUrl": request.application_url, "version": "1.0", "serverTitle": "bare"}
+
+    with Configurator() as config:
+        config.add_route("info", "/rest/api/2/serverInfo")
+        config.add_view(server_info, route_name="info", renderer="json")
+    return config.make_wsgi_app()
+
+
+def bare_cookie_app(database_url: str, cookie_name: str, pool_size: int) -> Router:
+    """Hash the cookie, one indexed SELECT of session JOIN user (SQLAlchemy Core), check
+    the row is live, answer JSON: what an uncached cookie check minimally needs."""
+    settings: dict[str, Any] = {"sqlalchemy.url": database_url}
+    if not database_url.startswith("sqlite:///:memory:"):
+        settings["sqlalchemy.pool_size"] = str(pool_size)
+    engine = get_engine(settings)
+    statement = (
+        select(
+            USERS.c.username,
+            USERS.c.display_name,
+            USERS.c.active,
+            SESSIONS.c.revoked_at,
+            SESSIONS.c.expires_at,
+        )
+        .select_from(SESSIONS.join(USERS, SESSIONS.c.user_id == USERS.c.id))
+    )
+
+    def myself(request: Request):
+        token = request.cookies.get(cookie_name)
+        if token is None:
+            request.response.status = 401
+            return {"errorMessages": ["no cookie"], "errors": {}}
+        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+        with engine.connect() as connection:
+            row = connection.execute(statement.where(SESSIONS.c.token_hash == digest)).first()
+        if row is None or row.revoked_at is not None or not row.active or row.expires_at <= _now():
+            request.response.status = 401
+            return {"errorMessages": ["stale cookie"], "errors": {}}
+        return {"name": row.username, "displayName": row.display_name, "active": row.active}
+
+    with Configurator() as config:
+        config.add_route("myself", "/rest/api/2/myself")
+        config.add_view(myself, route_name="myself", renderer="json")
+    return config.make_wsgi_app()

@@ -1,0 +1,112 @@
+"""Personal access tokens and WebSudo as a person lives them (issue 12): create a token on
+the account page and use it from a REST client; an administrator meets the password prompt,
+returns to the page, and a change that needed it is not made behind their back.
+
+The server's clock is frozen: the WebSudo window ends by moving it, never by sleeping.
+"""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from appserver.client import AppserverClient, AuthenticationError
+from appserver.security.login import find_user
+
+from ..support import LiveServer, create_user
+from .conftest import Screenshots
+from .flows import log_in, path_of, session_cookie
+
+pytestmark = pytest.mark.e2e
+
+ALL_KEYS = [f"DEMO-{n}" for n in range(1, 201)]
+
+
+def test_a_token_made_on_the_account_page_works_in_a_rest_client(
+    page: Page, server: LiveServer, screenshots: Screenshots
+) -> None:
+    with server.request() as request:
+        create_user(request, "tina", "tina-password")
+    log_in(page, "tina")
+    page.goto("/account")
+    expect(page.locator("#tokens")).to_contain_text("No tokens")
+    page.locator("#token_name").fill("laptop script")
+    page.locator("#token_days").fill("30")
+    with page.expect_navigation():
+        page.locator("#create-token").click()
+    expect(page.locator("#new-token-notice")).to_contain_text("shown only this once")
+    raw = page.locator("#new-token").input_value()
+    assert raw.startswith("apt_")
+    screenshots.take(page, "token-created")
+
+    client = AppserverClient(server.url, token=raw)  # a REST client, no cookie, no password
+    assert [issue["key"] for issue in client.search("project = DEMO ORDER BY key")] == ALL_KEYS
+    assert client.myself()["name"] == "tina"
+
+    page.goto("/account")  # shown once: a reload no longer holds it
+    expect(page.locator("#new-token")).to_have_count(0)
+    assert raw not in page.content()
+    row = page.locator("#tokens tbody tr").first
+    expect(row.locator(".token-name")).to_have_text("laptop script")
+    expect(row).not_to_contain_text("never")  # used just now, and it expires
+    expect(page.locator("#tokens-password-note")).to_contain_text("does not revoke your tokens")
+
+    with page.expect_navigation():
+        row.locator(".revoke-token").click()
+    expect(page.locator("#notice")).to_contain_text("has been revoked")
+    with pytest.raises(AuthenticationError) as raised:
+        client.myself()
+    assert raised.value.status == 401 and "revoked" in str(raised.value)
+
+
+def test_an_administrator_walks_through_the_websudo_prompt(
+    page: Page, server: LiveServer, screenshots: Screenshots
+) -> None:
+    with server.request() as request:
+        create_user(request, "boss", "boss-password", admin=True)
+        create_user(request, "victor", "victor-password")
+    log_in(page, "boss")
+    with page.expect_navigation():
+        page.locator("#admin-link").click()
+    assert path_of(page) == "/websudo?os_destination=%2Fadmin%2Fusers"
+    expect(page.locator("#websudo_username")).to_have_value("boss")
+    screenshots.take(page, "websudo")
+
+    page.locator("#websudo_password").fill("not-the-password")
+    with page.expect_navigation():
+        page.locator("#websudo-submit").click()
+    expect(page.locator("#websudo-error")).to_contain_text("not correct")
+
+    page.locator("#websudo_password").fill("boss-password")
+    with page.expect_response(lambda r: r.request.method == "POST" and "/websudo" in r.url) as posted:
+        with page.expect_navigation():
+            page.locator("#websudo-submit").click()
+    assert posted.value.status == 303
+    assert posted.value.headers["x-atlassian-websudo"] == "Has-Authentication"
+    assert path_of(page) == "/admin/users"
+    expect(page.locator("#websudo-status")).to_contain_text("another 10 minute(s)")
+
+    # Ten idle minutes later the window has closed; the open page's button meets the prompt.
+    server.clock.advance(601)
+    victor = page.locator('tr[data-username="victor"]')
+    with page.expect_navigation():
+        victor.locator(".action-deactivate").click()
+    assert path_of(page).startswith("/websudo?")
+    expect(page.locator("#websudo-resubmit")).to_contain_text("not")
+    page.locator("#websudo_password").fill("boss-password")
+    with page.expect_navigation():
+        page.locator("#websudo-submit").click()
+    assert path_of(page) == "/admin/users"
+    with server.request() as request:
+        assert find_user(request, "victor").active  # not replayed behind the admin's back
+    with page.expect_navigation():
+        page.locator('tr[data-username="victor"] .action-deactivate').click()
+    expect(page.locator("#notice")).to_contain_text("has been updated")
+    expect(page.locator('tr[data-username="victor"]')).to_contain_text("Inactive")
+
+    # Dropping it by hand: the next admin page asks again; the login itself goes on.
+    with page.expect_navigation():
+        page.locator("#websudo-drop").click()
+    expect(page.locator("#notice")).to_contain_text("Administrator access dropped")
+    page.goto("/admin/users")
+    assert path_of(page).startswith("/websudo?")
+    assert session_cookie(page.context, server) is not None

@@ -1,0 +1,32 @@
+"""Request extensions built into one request class (appserver/request_factory.py): no class
+is created per request, and every extension is still there, for the router's requests and
+for requests made elsewhere."""
+from __future__ import annotations
+
+from pyramid.request import Request
+from pyramid.scripting import prepare
+from webob.request import environ_from_url
+
+
+def served_request(app):
+    context = app.request_context(environ_from_url("/rest/api/2/serverInfo"))
+    request = context.begin()
+    context.end()
+    return request
+
+
+def test_the_router_makes_every_request_of_one_class_that_has_the_extensions(app):
+    first, second = served_request(app), served_request(app)
+    assert type(first) is type(second)  # Pyramid's own way makes a new class per request
+    for name in ("dbsession", "authentication", "user", "passwords", "now", "tm", "session_store"):
+        assert name in type(first).__dict__, name
+
+
+def test_a_request_made_elsewhere_still_gets_the_extensions(app):
+    request = Request.blank("/")
+    env = prepare(request=request, registry=app.registry)
+    try:
+        assert request.passwords is app.registry.passwords
+        assert request.authentication.identity is None
+    finally:
+        env["closer"]()

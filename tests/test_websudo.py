@@ -1,0 +1,260 @@
+"""WebSudo (issue 12): an administrator's cookie session confirms its password before admin
+work, within a rolling window; REST gets Jira's 401; Basic and Bearer are exempt; a wrong
+password counts towards the lock-out; the elevation lives on the server-side session."""
+from __future__ import annotations
+
+import base64
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import webtest
+from sqlalchemy import select
+
+from appserver.models import AuthEvent
+from appserver.security import personal_tokens
+
+from .support import confirm_websudo
+
+ADMIN = "/admin/users"
+LOGIN = "/rest/auth/1/session"
+WEBSUDO = "/rest/auth/1/websudo"
+TIMEOUT = 600  # the default
+
+
+def html_login(testapp, username: str = "admin") -> webtest.TestApp:
+    client = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = client.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = username, f"{username}-password"
+    form.submit(status=303)
+    return client
+
+
+def prompted(response, destination: str = ADMIN, resubmit: bool = False) -> None:
+    """The answer is a redirect to the password prompt that returns to ``destination``."""
+    assert response.status_int == 303, response.status
+    location = urlsplit(response.location)
+    assert location.path == "/websudo"
+    query = parse_qs(location.query)
+    assert query["os_destination"] == [destination]
+    assert ("resubmit" in query) is resubmit
+
+
+def events(dbsession, name: str) -> list[AuthEvent]:
+    return list(dbsession.scalars(select(AuthEvent).where(AuthEvent.event == name).order_by(AuthEvent.id)))
+
+
+def action_form(page, user, action):
+    return [f for f in page.forms.values() if f.action == f"{ADMIN}/{user.id}/{action}"][0]
+
+
+def test_an_admin_page_asks_for_the_password_and_returns_to_the_page(testapp, users, dbsession):
+    admin = html_login(testapp)
+    prompted(admin.get(ADMIN + "?x=1"), ADMIN + "?x=1")
+    prompt = admin.get("/websudo", params={"os_destination": ADMIN + "?x=1"})
+    assert prompt.status_int == 200 and prompt.html.select_one("#websudo_username")["value"] == "admin"
+    form = prompt.forms["websudo-form"]
+    form["websudo_password"] = "admin-password"
+    done = form.submit(status=303)
+    assert done.location == "http://localhost/admin/users?x=1"
+    assert done.headers["X-Atlassian-WebSudo"] == "Has-Authentication"
+    page = admin.get(ADMIN + "?x=1", status=200)
+    assert "another 10 minute(s)" in page.html.select_one("#websudo-status").text
+    assert [e.user_id for e in events(dbsession, "websudo.granted")] == [users["admin"].id]
+
+
+def test_a_wrong_password_counts_towards_the_lock_out(testapp, users, dbsession):
+    admin = html_login(testapp)
+    for attempt in range(3):
+        form = admin.get("/websudo").forms["websudo-form"]
+        form["websudo_password"] = f"wrong-{attempt}"
+        page = form.submit(status=200)
+        assert "not correct" in page.html.select_one("#websudo-error").text
+        assert "X-Atlassian-WebSudo" not in page.headers
+    dbsession.expire_all()
+    assert users["admin"].current_failed_logins == 3 and users["admin"].locked_until is not None
+    form = admin.get("/websudo").forms["websudo-form"]
+    form["websudo_password"] = "admin-password"  # right, but during the cool-down
+    denied = form.submit(status=403)
+    assert int(denied.headers["Retry-After"]) > 0
+    assert "Too many failed password attempts" in denied.html.select_one("#websudo-error").text
+    prompted(admin.get(ADMIN))
+    assert len(events(dbsession, "websudo.refused")) == 4
+    assert len(events(dbsession, "login.failed")) == 3
+    # The lock-out is the login's own: the form login is refused too.
+    testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"}, status=403)
+
+
+def test_the_window_rolls_with_each_admin_request(testapp, users, clock):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    for _ in range(3):  # 30 minutes of work, never 10 idle
+        clock.advance(TIMEOUT - 1)
+        admin.get(ADMIN, status=200)
+    clock.advance(TIMEOUT)
+    prompted(admin.get(ADMIN))
+    admin.get("/account", status=200)  # still logged in: only the elevation ended
+
+
+def test_ordinary_pages_do_not_extend_it(testapp, users, clock):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    clock.advance(TIMEOUT - 1)
+    admin.get("/account", status=200)
+    clock.advance(1)
+    prompted(admin.get(ADMIN))
+
+
+def test_a_post_that_needed_it_is_not_replayed(testapp, users, dbsession):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    page = admin.get(ADMIN)
+    admin.delete(WEBSUDO, status=204)  # the elevation ends while the page is open
+    response = action_form(page, users["fred"], "deactivate").submit(headers={"Referer": "http://localhost/admin/users"})
+    prompted(response, ADMIN, resubmit=True)
+    prompt = response.follow()
+    assert "not" in prompt.html.select_one("#websudo-resubmit").text
+    form = prompt.forms["websudo-form"]
+    form["websudo_password"] = "admin-password"
+    back = form.submit(status=303)
+    assert back.location == "http://localhost/admin/users"
+    dbsession.expire_all()
+    assert users["fred"].active  # nothing was done behind the administrator's back
+    action_form(back.follow(), users["fred"], "deactivate").submit(status=303)
+    dbsession.expire_all()
+    assert not users["fred"].active
+
+
+def test_an_off_site_referer_or_destination_falls_back_to_the_admin_page(testapp, users):
+    admin = html_login(testapp)
+    page = admin.get("/websudo", params={"os_destination": "//evil.example/x"})
+    assert page.forms["websudo-form"]["os_destination"].value == ADMIN
+    response = admin.post(f"{ADMIN}/{users['fred'].id}/unlock",
+                          {"csrf_token": page.forms["websudo-form"]["csrf_token"].value},
+                          headers={"Referer": "http://evil.example/admin/users"})
+    prompted(response, ADMIN, resubmit=True)
+
+
+def test_rest_gets_jiras_401(testapp, users, app_request):
+    raw = personal_tokens.create(app_request, users["fred"], "x", 5).raw
+    path = f"/rest/pat/latest/tokens/{raw.split('_')[1]}"
+    admin = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    admin.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    response = admin.get(path, status=401)
+    assert response.json == {"message": "This resource requires WebSudo.", "status-code": 401}
+    assert response.content_type == "application/json"
+    assert response.headers["WWW-Authenticate"].startswith('Session realm="appserver"')
+    assert response.headers["X-AUSERNAME"] == "admin"  # authenticated: only not elevated
+    confirm_websudo(admin, "admin-password")
+    admin.get(path, status=200)
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def test_basic_and_bearer_are_exempt(testapp, users, app_request):
+    testapp.get(ADMIN, headers=basic("admin", "admin-password"), status=200)
+    raw = personal_tokens.create(app_request, users["admin"], "admin script", 5).raw
+    page = testapp.get(ADMIN, headers={"Authorization": f"Bearer {raw}"}, status=200)
+    assert page.html.select_one("#websudo-status") is None  # nothing to show: no elevation
+    assert "Set-Cookie" not in page.headers
+
+
+def test_delete_rest_websudo_drops_it(testapp, users, dbsession):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    admin.get(ADMIN, status=200)
+    for version in ("1", "latest"):
+        assert admin.delete(f"/rest/auth/{version}/websudo", status=204).body == b""
+    prompted(admin.get(ADMIN))
+    assert len(events(dbsession, "websudo.dropped")) == 1  # the second had nothing to drop
+    testapp.delete(WEBSUDO, status=401)  # anonymous
+    for method in ("GET", "PUT"):  # DELETE is the only method, as in Jira
+        assert admin.request(WEBSUDO, method=method, expect_errors=True).status_int == 405
+
+
+def test_the_drop_button_on_the_admin_page(testapp, users):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    page = admin.get(ADMIN)
+    home = [f for f in page.forms.values() if f.action == "/websudo/drop"][0].submit(status=303).follow()
+    assert "Administrator access dropped" in home.text
+    prompted(admin.get(ADMIN))
+
+
+def test_logging_out_drops_it(testapp, users, dbsession):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    admin.get("/").forms[[f.action for f in admin.get("/").forms.values()].index("/logout")].submit(status=303)
+    assert len(events(dbsession, "websudo.dropped")) == 1
+    admin = html_login(testapp)
+    prompted(admin.get(ADMIN))
+
+
+def test_remember_me_brings_back_the_login_not_the_elevation(testapp, users, clock):
+    admin = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = admin.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"], form["os_cookie"] = "admin", "admin-password", True
+    form.submit(status=303)
+    confirm_websudo(admin, "admin-password")
+    clock.advance(1801)  # the session idles out; remember-me starts a new one
+    prompted(admin.get(ADMIN))
+    assert admin.get("/account").headers["X-AUSERNAME"] == "admin"
+
+
+def test_every_process_sees_the_elevation(make_app, testapp, users):
+    """Two app instances (two processes behind a load balancer) share the database: an
+    elevation granted by one is honoured, and dropped, by the other."""
+    first, second = make_app(), make_app()
+    login = first.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
+    cookie = {"Cookie": f"appserver.session={login.json['session']['value']}"}
+    prompted(second.get(ADMIN, headers=cookie))
+    first.set_cookie("appserver.session", login.json["session"]["value"])
+    confirm_websudo(first, "admin-password")
+    second.get(ADMIN, headers=cookie, status=200)
+    second.delete(WEBSUDO, headers=cookie, status=204)
+    prompted(first.get(ADMIN))
+
+
+def test_switched_off_nobody_is_asked(make_app, users):
+    testapp = make_app(**{"appserver.websudo.enabled": "false"})
+    admin = html_login(testapp)
+    page = admin.get(ADMIN, status=200)
+    assert page.html.select_one("#websudo-status") is None
+    assert admin.get("/websudo", status=303).location == "http://localhost/admin/users"
+
+
+def test_the_timeout_is_a_setting(make_app, users, clock):
+    testapp = make_app(**{"appserver.websudo.timeout": "60"})
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    assert "another 1 minute(s)" in admin.get(ADMIN).html.select_one("#websudo-status").text
+    clock.advance(60)
+    prompted(admin.get(ADMIN))
+
+
+def test_only_administrators_see_the_prompt(testapp, users):
+    testapp.get("/websudo", status=303).location.startswith("http://localhost/login")
+    fred = html_login(testapp, "fred")
+    fred.get("/websudo", status=403)
+    fred.get(ADMIN, status=403)  # the permission is checked first: no prompt for non-admins
+    fred.delete(WEBSUDO, status=204)  # harmless: nothing to drop
+
+
+def test_elevated_already_the_prompt_just_returns(testapp, users):
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    assert admin.get("/websudo", params={"os_destination": "/admin/users?y=2"}, status=303).location.endswith("/admin/users?y=2")
+    admin.get(ADMIN, status=200)
+
+
+def test_the_prompt_refuses_a_forged_post(testapp, users, dbsession):
+    """Login CSRF's cousin: a cross-site form must not elevate the administrator's session
+    (nor count a wrong password against them)."""
+    admin = html_login(testapp)
+    for token in ({}, {"csrf_token": "forged"}):
+        page = admin.post("/websudo", {"websudo_password": "admin-password", **token}, status=400)
+        assert "expired or was sent from another site" in page.text
+        assert "X-Atlassian-WebSudo" not in page.headers
+    prompted(admin.get(ADMIN))
+    assert events(dbsession, "websudo.granted") == []
