@@ -1274,7 +1274,9 @@ def legacy_account(app_request) -> Any:
     deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(username=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-                        min_size=1, max_size=40))
+                        min_size=1, max_size=40)
+       # a name that is itself a traceback marker ("sqlalchemy.url") is shown on every page
+       .filter(lambda name: not any(marker in name for marker in TRACEBACK_MARKERS)))
 def test_any_username_gets_its_answer_through_every_channel(wsgi, users, legacy_account, username):
     """X-AUSERNAME is percent-encoded UTF-8: whatever the name, every answer to its owner
     is a clean one, and the header decodes back to the name."""
