@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= development.ini
 PYTEST_ARGS ?=
+PROCESSES ?= 2
+NGINX ?= /usr/sbin/nginx
 # make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
 BENCHMARK_ARGS ?=
 
-.PHONY: run test initdb e2e screenshots benchmark loadtest clean
+.PHONY: run test initdb e2e screenshots benchmark loadtest clean cluster cluster-stop cluster-restart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,25 @@ benchmark: $(VENV)/.test-deps
 # PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.
 loadtest: $(VENV)/.test-deps
 	$(BIN)/python -m tests.load --profile full --target both --out loadtest-report
+
+# Debian's nginx, installed when missing (as root; otherwise say what to run).
+$(NGINX):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's nginx-light"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }; \
+	else echo "make cluster: nginx is missing: sudo apt-get install nginx-light"; exit 1; fi
+
+# production.ini behind nginx on https://127.0.0.1:8443: PROCESSES waitress processes on
+# PostgreSQL at 127.0.0.1:5432 (docs/deployment.md). State, logs and the CA in .cluster/.
+cluster: $(VENV)/.run-deps $(NGINX)
+	$(BIN)/python deploy/cluster.py start --processes $(PROCESSES)
+
+cluster-stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python deploy/cluster.py stop; else python3 deploy/cluster.py stop; fi
+
+cluster-restart: $(VENV)/.run-deps
+	$(BIN)/python deploy/cluster.py restart
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report

@@ -25,6 +25,8 @@ def main(global_config: dict, **settings: str) -> Router:
         config.include(".settings")  # typed, validated settings: bad values stop start-up
         config.include(".clock")  # the one source of "now" (tests inject a frozen clock)
         config.include(".models")  # SQLAlchemy, pyramid_tm, request.dbsession
+        config.include(".health")  # GET /status for the proxy and the operator, credential-free
+        config.include(".process_header")  # opt-in X-Appserver-Process: who answered
         config.include(".security")  # policy, sessions, passwords, CSRF, the seed's tweens
         config.include(".rendering")  # Jinja2 templates, JSON renderer, static files
         config.include(".routes")  # every URL of the HTML pages and the /rest API

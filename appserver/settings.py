@@ -24,6 +24,7 @@ ENVIRONMENT_OVERRIDES = {
     "sqlalchemy.url": "APPSERVER_DATABASE_URL",
     "appserver.secret": "APPSERVER_SECRET",
     "appserver.allowed_hosts": "APPSERVER_ALLOWED_HOSTS",
+    "appserver.process_header": "APPSERVER_PROCESS_HEADER",
 }
 
 MIN_SECRET_LENGTH = 32
@@ -61,6 +62,7 @@ class AppSettings:
     search_statement_timeout: int
     audit_retention_days: int
     audit_collapse_seconds: int
+    process_header: bool
     token_name_max_length: int
     tokens_per_user: int
     token_max_expiry_days: int
@@ -185,6 +187,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.search.statement_timeout": ("search_statement_timeout", _integer(0), 5000),
     "appserver.audit.retention_days": ("audit_retention_days", _integer(1), 90),
     "appserver.audit.collapse_seconds": ("audit_collapse_seconds", _integer(0), 600),
+    "appserver.process_header": ("process_header", _boolean, "false"),
     # Personal access tokens: Jira's atlassian.pats.* defaults.
     "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),
     "appserver.tokens.max_per_user": ("tokens_per_user", _integer(1), 10),

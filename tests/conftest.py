@@ -21,6 +21,9 @@ from appserver.models import get_engine
 
 from .support import base_settings, migrate, reset_database, sibling_database, start_live_server
 
+#: The ``cluster`` fixture (make cluster: nginx, TLS, two processes), started only when asked.
+pytest_plugins = ("tests.deployment_fixtures",)
+
 DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 REQUIRE_ALL = os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1"
 

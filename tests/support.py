@@ -81,6 +81,24 @@ def sibling_database(url: str, suffix: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+def production_environment(database: str, sqlite_file: Path, suffix: str, secret: str) -> dict[str, str]:
+    """The environment production.ini documents (APPSERVER_SECRET, APPSERVER_DATABASE_URL,
+    APPSERVER_ALLOWED_HOSTS) for a process of its own, on an emptied PostgreSQL database ``<test db>_<suffix>`` or
+    on the SQLite file ``sqlite_file``; no other APPSERVER_* variable leaks in."""
+    if database == "postgresql":
+        url = sibling_database(os.environ["TEST_DATABASE_URL"], suffix)
+        engine = get_engine({"sqlalchemy.url": url})
+        reset_database(engine)
+        engine.dispose()
+    else:
+        url = f"sqlite:///{sqlite_file}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")}
+    # APPSERVER_ALLOWED_HOSTS: production.ini names no host (appserver.allowed_hosts).
+    env.update(APPSERVER_SECRET=secret, APPSERVER_DATABASE_URL=url, APPSERVER_ALLOWED_HOSTS="127.0.0.1 localhost",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)

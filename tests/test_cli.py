@@ -27,7 +27,7 @@ from appserver.scripts import cli
 from appserver.settings import ConfigurationError, parse_settings
 
 from .conftest import DATABASES
-from .support import ROOT, SECRET, base_settings, reset_database, sibling_database
+from .support import ROOT, SECRET, base_settings, production_environment, reset_database, sibling_database
 
 #: The console scripts of the environment running the tests (make test: .venv/bin).
 BIN = Path(sys.executable).parent
@@ -521,17 +521,9 @@ def free_port() -> int:
 @pytest.fixture(params=DATABASES)
 def production_env(request, tmp_path) -> dict[str, str]:
     """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL,
-    APPSERVER_ALLOWED_HOSTS."""
-    if request.param == "postgresql":
-        url = sibling_database(os.environ["TEST_DATABASE_URL"], "production")
-        engine = get_engine({"sqlalchemy.url": url})
-        reset_database(engine)
-        engine.dispose()
-    else:
-        url = f"sqlite:///{tmp_path / 'production.sqlite'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPSERVER_")}
-    env.update(APPSERVER_SECRET="p" * 48, APPSERVER_DATABASE_URL=url, PYTHONUNBUFFERED="1",
-               APPSERVER_ALLOWED_HOSTS="127.0.0.1 jira.example.com")
+    APPSERVER_ALLOWED_HOSTS (here also the name the proxy test forwards)."""
+    env = production_environment(request.param, tmp_path / "production.sqlite", "production", "p" * 48)
+    env["APPSERVER_ALLOWED_HOSTS"] = "127.0.0.1 jira.example.com"
     return env
 
 

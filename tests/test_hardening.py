@@ -611,3 +611,11 @@ def test_purge_deletes_only_events_past_the_retention_in_batches(app_request, us
     app_request.now = clock.advance(2 * 86400)
     assert [audit.purge_batch(app_request, 2) for _ in range(4)] == [2, 2, 1, 0]
     assert [e.event for e in dbsession.scalars(select(AuthEvent))] == ["logout"]
+
+
+def test_the_health_check_answers_any_host_and_carries_the_headers(testapp, users):
+    """GET /status (load balancers call it by address) builds no URL and reads no credential:
+    it sits above the Host check, below the security headers."""
+    response = browser(testapp, "10.1.2.3:8080").get("/status")
+    assert response.json == {"state": "RUNNING"}
+    assert_security_headers(response, "/status")

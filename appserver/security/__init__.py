@@ -61,10 +61,14 @@ def includeme(config: Configurator) -> None:
 
     tm = "pyramid_tm.tm_tween_factory"
     headers = "appserver.security.perimeter.security_headers_tween_factory"
-    config.add_tween(headers, under=INGRESS)
+    status = "appserver.health.status_tween_factory"
+    config.add_tween(
+        headers, under=[INGRESS, "appserver.process_header.process_header_tween_factory"], over=[status, tm]
+    )
     config.add_tween(
         "appserver.security.perimeter.allowed_host_tween_factory",
-        under=headers,
+        # GET /status (load balancers, by address) builds no URL and reads no credential.
+        under=[headers, status],
         # Above the debug toolbar when it is included (development), else above pyramid_tm.
         over=["pyramid_debugtoolbar.toolbar_tween_factory", tm],
     )

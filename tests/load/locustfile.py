@@ -62,6 +62,8 @@ class LoadUser(HttpUser):
 
     def on_start(self) -> None:
         self.client.cookies.set_policy(NO_AUTOMATIC_COOKIES)
+        if PLAN.ca_file:  # Locust's clients ignore REQUESTS_CA_BUNDLE (trust_env is off)
+            self.client.verify = PLAN.ca_file
         number = _next_number(type(self).__name__)
         self.server = number % len(PLAN.servers)
         self.jar = CookieJar()
@@ -327,6 +329,7 @@ class Attacker(LoadUser):
         for _ in range(PLAN.burst):
             session = HttpSession(self.host, self.environment.events.request, self)
             session.cookies.set_policy(NO_AUTOMATIC_COOKIES)
+            session.verify = PLAN.ca_file or True
             self.sessions.append(session)
 
     def guess(self, name: str, password: str, channel: str, session: HttpSession) -> str:

@@ -62,6 +62,7 @@ class Plan:
     users: dict[str, int]
     results: str  # where the Locust process writes its journal
     accounts: dict[str, list[list[str]]] = field(default_factory=dict)  # kind -> [[name, password]]
+    ca_file: str = ""  # a CA the users trust instead of the system's (https through make cluster's nginx)
 
     @classmethod
     def build(cls, target: str, profile: Profile, servers: list[str], https: bool, results: Path) -> Plan:

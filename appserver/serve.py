@@ -1,0 +1,144 @@
+"""waitress with a graceful stop: ``use = egg:appserver#waitress`` in ``[server:main]``.
+
+waitress itself has no SIGTERM handling: the signal's default action ends the process at
+once, and every request in flight (an argon2 login, a search, a body still arriving) is cut
+off; the proxy in front sees a reset it may not retry (a POST). systemd, ``make cluster`` and
+a rolling restart all stop a process with SIGTERM, so this runner turns it into:
+
+1. stop listening: connections already waiting in the listen backlog are accepted first, so
+   nothing the kernel accepted on our behalf is reset; new connections are refused, which
+   nginx answers by trying the next process (for any method: nothing was sent);
+2. let every connection finish the request it has started (headers or body still arriving
+   included) and flush its response; idle keep-alive connections are closed;
+3. exit 0 when no connection is left, or after ``graceful_timeout`` seconds (default 30)
+   with a warning naming how many requests were cut off.
+
+The listening address may come from ``APPSERVER_LISTEN`` (``127.0.0.1:8081``), so that one
+``production.ini`` serves every instance of the systemd template unit ``appserver@.service``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from waitress import create_server, wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+
+log = logging.getLogger(__name__)
+
+LISTEN_VARIABLE = "APPSERVER_LISTEN"
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+
+#: A connection accepted but silent this long is not a request in flight (it is a client's
+#: spare keep-alive connection); during a stop it is closed.
+UNUSED_CONNECTION_GRACE = 2.0
+
+
+def run(app: Any, global_conf: dict | None = None, **settings: Any) -> int:
+    """The ``paste.server_runner`` entry point: waitress's settings, plus ``graceful_timeout``."""
+    settings = dict(settings)
+    timeout = float(settings.pop("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT))
+    listen = os.environ.get(LISTEN_VARIABLE, "").strip()
+    if listen:
+        for key in ("host", "port", "listen"):
+            settings.pop(key, None)
+        settings["listen"] = listen
+    logging.basicConfig()  # as waitress.serve does: idempotent once pserve configured logging
+    server = create_server(app, **settings)
+    server.print_listen("Serving on http://{}:{}")
+    GracefulServer(server, timeout).serve()
+    return 0
+
+
+class GracefulServer:
+    """Runs waitress's loop until SIGTERM, then drains it (see the module's docstring)."""
+
+    def __init__(self, server: Any, timeout: float = DEFAULT_GRACEFUL_TIMEOUT) -> None:
+        self.server = server
+        self.map: dict = server.map if hasattr(server, "map") else server._map
+        self.adj = server.adj
+        self.timeout = timeout
+        self.stop_requested = False
+        self.deadline: float | None = None
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
+        """The signal handler: only sets a flag; the loop notices within one loop timeout."""
+        self.stop_requested = True
+
+    def serve(self) -> None:
+        previous = signal.signal(signal.SIGTERM, self.request_stop)
+        try:
+            while True:
+                wasyncore.loop(
+                    timeout=self.adj.asyncore_loop_timeout,
+                    map=self.map,
+                    use_poll=self.adj.asyncore_use_poll,
+                    count=1,
+                )
+                if self.stop_requested and self._drained():
+                    break
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.server.task_dispatcher.shutdown(timeout=5)
+
+    def _drained(self) -> bool:
+        """One step of the stop; True once nothing is left to wait for."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout
+            self._stop_listening()
+            log.info("SIGTERM: no longer accepting connections; finishing requests in flight")
+        channels = self.channels()
+        busy = [channel for channel in channels if in_flight(channel)]
+        now = time.time()
+        for channel in channels:
+            if channel not in busy and (served(channel) or now - channel.creation_time > UNUSED_CONNECTION_GRACE):
+                channel.handle_close()
+        if not busy and not self.channels():
+            log.info("stopped gracefully")
+            return True
+        if time.monotonic() > self.deadline:
+            log.warning(
+                "graceful_timeout (%g s) passed: %d request(s) still in flight are cut off",
+                self.timeout,
+                len(busy),
+            )
+            return True
+        return False
+
+    def listeners(self) -> list[BaseWSGIServer]:
+        return [d for d in self.map.values() if isinstance(d, BaseWSGIServer)]
+
+    def channels(self) -> list[HTTPChannel]:
+        return [d for d in list(self.map.values()) if isinstance(d, HTTPChannel)]
+
+    def _stop_listening(self) -> None:
+        for listener in self.listeners():
+            # Take what the kernel has already accepted for us, so closing resets nobody.
+            for _ in range(self.adj.backlog):
+                ready, _, _ = select.select([listener.socket], [], [], 0)
+                if not ready:
+                    break
+                listener.handle_accept()
+            # dispatcher.close, not the server's: the trigger it would close is still needed
+            # by the worker threads to hand their responses to this loop.
+            wasyncore.dispatcher.close(listener)
+
+
+def in_flight(channel: HTTPChannel) -> bool:
+    """A request is being read, served or its response is still being sent."""
+    return bool(
+        channel.requests
+        or channel.request is not None
+        or channel.total_outbufs_len
+        or channel.close_when_flushed
+    )
+
+
+def served(channel: HTTPChannel) -> bool:
+    """The connection has carried a request already (it is an idle keep-alive connection)."""
+    return channel.last_activity > channel.creation_time

@@ -1,0 +1,461 @@
+"""``make cluster``: the production shape on this one machine, for real.
+
+    python deploy/cluster.py start [--processes N]   # make cluster PROCESSES=N
+    python deploy/cluster.py restart                 # a rolling restart, one process at a time
+    python deploy/cluster.py status
+    python deploy/cluster.py stop                    # make cluster-stop
+
+``start`` checks PostgreSQL at 127.0.0.1:5432, creates the database if missing, migrates and
+seeds it (``appserver production.ini initdb --demo``), starts N waitress processes from
+``production.ini`` on loopback ports (``APPSERVER_LISTEN``), generates a CA and a server
+certificate with ``openssl`` (once; kept for the next start, so a browser that trusts the CA
+keeps trusting it), renders ``deploy/nginx/appserver.conf`` for those ports and starts
+Debian's nginx on https://127.0.0.1:8443. ``stop`` stops exactly the processes whose pid
+files it wrote under the run directory (``.cluster/`` by default), and checks that each pid
+still runs the command it started before signalling it.
+
+Only the Python standard library and the project's own virtualenv are used (this file runs
+with ``.venv/bin/python``); nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE_TEMPLATE = ROOT / "deploy" / "nginx" / "appserver.conf"
+PRODUCTION_INI = ROOT / "production.ini"
+BIN = Path(sys.executable).parent  # the virtualenv's bin: pserve, appserver
+NGINX_CANDIDATES = ("/usr/sbin/nginx", "nginx")
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/appserver_cluster"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 45.0  # graceful_timeout (30 s in production.ini) and some
+
+
+class ClusterError(RuntimeError):
+    """Something the operator must fix; the message is the one line they read."""
+
+
+@dataclass
+class Cluster:
+    run_dir: Path = ROOT / ".cluster"
+    processes: int = 2
+    https_port: int = 8443
+    http_port: int = 8088
+    first_port: int = 8081
+    database_url: str = DEFAULT_DATABASE
+    host: str = "127.0.0.1"
+    process_header: bool = True
+    ports: list[int] = field(default_factory=list)
+
+    # --- paths -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.https_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.run_dir / "tls" / "ca.pem"
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.run_dir / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.nginx_dir / "nginx.conf"
+
+    @property
+    def nginx_pid_file(self) -> Path:
+        return self.nginx_dir / "nginx.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "cluster.json"
+
+    def pid_file(self, port: int) -> Path:
+        return self.run_dir / f"appserver-{port}.pid"
+
+    def log_file(self, port: int) -> Path:
+        return self.run_dir / f"appserver-{port}.log"
+
+    # --- state -------------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "processes": self.processes, "https_port": self.https_port, "http_port": self.http_port,
+            "ports": self.ports, "database_url": self.database_url, "host": self.host,
+            "process_header": self.process_header,
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Cluster":
+        state = json.loads((run_dir / "cluster.json").read_text())
+        cluster = cls(run_dir=run_dir, **{k: v for k, v in state.items() if k != "ports"})
+        cluster.ports = list(state["ports"])
+        return cluster
+
+    def environment(self, port: int) -> dict[str, str]:
+        """What the systemd unit's EnvironmentFile and Environment= lines give a process."""
+        env = dict(os.environ)
+        env.update(
+            APPSERVER_DATABASE_URL=self.database_url,
+            APPSERVER_SECRET=self.secret(),
+            APPSERVER_LISTEN=f"127.0.0.1:{port}",
+            APPSERVER_ALLOWED_HOSTS=f"{self.host} localhost",
+            APPSERVER_PROCESS_HEADER="true" if self.process_header else "false",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def secret(self) -> str:
+        """One secret for every process (CSRF tokens made by one are checked by another),
+        kept across restarts; APPSERVER_SECRET wins if set."""
+        if os.environ.get("APPSERVER_SECRET"):
+            return os.environ["APPSERVER_SECRET"]
+        path = self.run_dir / "secret"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+    # --- start -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.state_file.exists() and any(Cluster.load(self.run_dir).running().values()):
+            raise ClusterError(f"a cluster is already running from {self.run_dir}: stop it first (make cluster-stop)")
+        nginx = find_nginx()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_postgresql(self.database_url)
+        self.ports = [self.first_port + i for i in range(self.processes)] if not self.ports else self.ports
+        for port in [self.https_port, self.http_port, *self.ports]:
+            ensure_free(self.host if port in (self.https_port, self.http_port) else "127.0.0.1", port)
+        self.save()
+        self.initdb()
+        make_certificates(self.run_dir / "tls", self.host)
+        try:
+            for port in self.ports:
+                self.start_process(port)
+            for port in self.ports:
+                wait_for_status(f"http://127.0.0.1:{port}/status", self.log_file(port))
+            self.write_nginx_conf()
+            run([nginx, "-t", "-q", "-p", str(self.nginx_dir), "-c", str(self.nginx_conf)], "nginx -t")
+            run([nginx, "-p", str(self.nginx_dir), "-c", str(self.nginx_conf)], "nginx")
+            wait_for_status(self.url + "/status", self.nginx_dir / "error.log", ca_file=self.ca_file)
+        except BaseException:
+            self.stop(quiet=True)
+            raise
+
+    def initdb(self) -> None:
+        env = self.environment(self.first_port)
+        result = subprocess.run(
+            [str(BIN / "appserver"), str(PRODUCTION_INI), "initdb", "--demo"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ClusterError(f"appserver initdb failed: {last}")
+
+    def start_process(self, port: int) -> int:
+        log = self.log_file(port).open("ab")
+        process = subprocess.Popen(
+            [str(BIN / "pserve"), str(PRODUCTION_INI)],
+            cwd=ROOT, env=self.environment(port), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self.pid_file(port).write_text(f"{process.pid}\n")
+        return process.pid
+
+    def write_nginx_conf(self) -> None:
+        self.nginx_dir.mkdir(parents=True, exist_ok=True)
+        (self.nginx_dir / "appserver.conf").write_text(render_site(SITE_TEMPLATE.read_text(), self))
+        worker_user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+        self.nginx_conf.write_text(
+            "# Written by deploy/cluster.py: nginx for `make cluster`, all state in this directory.\n"
+            f"{worker_user}"
+            "worker_processes 2;\n"
+            f"pid {self.nginx_pid_file};\n"
+            f"error_log {self.nginx_dir / 'error.log'} warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            "    include /etc/nginx/mime.types;\n"
+            f"    access_log {self.nginx_dir / 'access.log'};\n"
+            f"    client_body_temp_path {self.nginx_dir / 'client_body'};\n"
+            f"    proxy_temp_path {self.nginx_dir / 'proxy'};\n"
+            f"    fastcgi_temp_path {self.nginx_dir / 'fastcgi'};\n"
+            f"    uwsgi_temp_path {self.nginx_dir / 'uwsgi'};\n"
+            f"    scgi_temp_path {self.nginx_dir / 'scgi'};\n"
+            f"    include {self.nginx_dir / 'appserver.conf'};\n"
+            "}\n"
+        )
+
+    # --- stop, restart, status ---------------------------------------------------------
+
+    def running(self) -> dict[str, int | None]:
+        """name -> pid of what this cluster started and is still running (None if not)."""
+        found: dict[str, int | None] = {}
+        for port in self.ports:
+            found[f"appserver-{port}"] = live_pid(self.pid_file(port), "pserve")
+        found["nginx"] = live_pid(self.nginx_pid_file, "nginx")
+        return found
+
+    def stop(self, quiet: bool = False) -> None:
+        """nginx first (no new requests reach the processes), then every process, each
+        gracefully (SIGTERM) and, past the timeout, for good (SIGKILL)."""
+        stopped = []
+        nginx_pid = live_pid(self.nginx_pid_file, "nginx")
+        if nginx_pid:
+            stop_pid(nginx_pid, signal.SIGQUIT)  # nginx's graceful shutdown
+            stopped.append(f"nginx (pid {nginx_pid})")
+        self.nginx_pid_file.unlink(missing_ok=True)
+        for port in self.ports:
+            pid = self.stop_process(port)
+            if pid:
+                stopped.append(f"appserver on {port} (pid {pid})")
+        if not quiet:
+            print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing from {self.run_dir} was running")
+
+    def stop_process(self, port: int) -> int | None:
+        """SIGTERM (a graceful stop) to the process on ``port``; returns its pid if it ran."""
+        pid = live_pid(self.pid_file(port), "pserve")
+        if pid:
+            stop_pid(pid, signal.SIGTERM)
+        self.pid_file(port).unlink(missing_ok=True)
+        return pid
+
+    def restart(self) -> None:
+        """A rolling restart: one process at a time, each back and healthy before the next
+        goes. nginx sends new requests to the others meanwhile."""
+        for port in self.ports:
+            self.stop_process(port)
+            self.start_process(port)
+            wait_for_status(f"http://127.0.0.1:{port}/status", self.log_file(port))
+
+    def describe(self) -> str:
+        return (
+            f"appserver cluster: {self.url}/  ({len(self.ports)} waitress processes on "
+            f"127.0.0.1:{', '.join(map(str, self.ports))}; http://{self.host}:{self.http_port} redirects)\n"
+            f"  CA certificate for clients: {self.ca_file}\n"
+            f"    curl --cacert {self.ca_file} {self.url}/status\n"
+            f"  database: {self.database_url}   logs: {self.run_dir}/*.log\n"
+            "  demo users: admin/admin-password, fred/fred-password, alice/alice-password\n"
+            "  stop it:    make cluster-stop"
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def find_nginx() -> str:
+    for candidate in NGINX_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise ClusterError("nginx is not installed: apt-get install nginx-light (make cluster does it as root)")
+
+
+def check_postgresql(database_url: str) -> None:
+    """Is the server there? Then create the database if it is missing."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(database_url.replace("postgresql+psycopg://", "postgresql://", 1))
+    name = parts.path.lstrip("/")
+    server = parts._replace(path="/postgres").geturl()
+    try:
+        connection = psycopg.connect(server, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        raise ClusterError(
+            f"PostgreSQL is not answering at {parts.hostname}:{parts.port or 5432}: start it "
+            f"(pg_ctlcluster 15 main start) or set CLUSTER_DATABASE_URL"
+        ) from None
+    with connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def ensure_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        if sock.connect_ex((host, port)) == 0:
+            raise ClusterError(f"{host}:{port} is already in use: stop what listens there or choose another port")
+
+
+def run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise ClusterError(f"{what} failed: {(result.stderr or result.stdout).strip()}")
+
+
+def make_certificates(directory: Path, host: str) -> None:
+    """A CA (kept, so clients that trust it keep trusting it) and a server certificate for
+    127.0.0.1 and localhost signed by it, both with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ca_key, ca_cert = directory / "ca-key.pem", directory / "ca.pem"
+    key, cert = directory / "server-key.pem", directory / "server.pem"
+    if not (ca_key.exists() and ca_cert.exists()):
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "365",
+             "-subj", f"/CN=appserver cluster CA {socket.gethostname()} {secrets.token_hex(4)}",
+             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "openssl (CA)")
+        cert.unlink(missing_ok=True)
+    if not (key.exists() and cert.exists()):
+        request = directory / "server.csr"
+        run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(key), "-out", str(request), "-subj", f"/CN={host}"], "openssl (key)")
+        extensions = directory / "server.ext"
+        extensions.write_text(
+            f"subjectAltName=IP:127.0.0.1,DNS:localhost{'' if host in ('127.0.0.1', 'localhost') else ',DNS:' + host}\n"
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
+        run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "90", "-sha256", "-extfile", str(extensions), "-out", str(cert)],
+            "openssl (sign)")
+        request.unlink()
+
+
+def render_site(template: str, cluster: Cluster) -> str:
+    """deploy/nginx/appserver.conf with the lines marked "cluster:" made local."""
+    tls = cluster.run_dir / "tls"
+    upstreams = "".join(
+        f"    server 127.0.0.1:{port} max_fails=0;\n" for port in cluster.ports
+    )
+    replacements = [
+        (r"(?m)^    server 127\.0\.0\.1:\d+ .*\n(    server 127\.0\.0\.1:\d+ .*\n)*", upstreams),
+        (r"(?m)^    listen \[::\]:.*\n", ""),
+        (r"listen 80;", f"listen {cluster.host}:{cluster.http_port};"),
+        (r"listen 443 ssl", f"listen {cluster.host}:{cluster.https_port} ssl"),
+        (r"server_name appserver\.example\.com;", "server_name 127.0.0.1 localhost;"),
+        (r"https://\$host\$request_uri", f"https://$host:{cluster.https_port}$request_uri"),
+        (r"/etc/ssl/appserver/fullchain\.pem", str(tls / "server.pem")),
+        (r"/etc/ssl/appserver/privkey\.pem", str(tls / "server-key.pem")),
+    ]
+    for pattern, replacement in replacements:
+        template, count = re.subn(pattern, lambda _: replacement, template)
+        if count == 0:
+            raise ClusterError(f"deploy/nginx/appserver.conf changed: nothing matches {pattern!r}")
+    return template
+
+
+def wait_for_status(url: str, log: Path, ca_file: Path | None = None, timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``url`` answers 200 {"state": "RUNNING"}."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                if json.load(response).get("state") == "RUNNING":
+                    return
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            last = str(error)
+        time.sleep(0.2)  # waiting for a process to start listening
+    raise ClusterError(f"{url} did not report RUNNING within {timeout:g} s ({last}); see {log}")
+
+
+def live_pid(pid_file: Path, name: str) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and is ``name`` (pids are reused)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    if state == "Z" or not any(name.encode() in part for part in command[:2]):
+        return None
+    return pid
+
+
+def stop_pid(pid: int, sig: signal.Signals, timeout: float = STOP_TIMEOUT) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy/cluster.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "restart", "status"])
+    parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster")))
+    parser.add_argument("--processes", type=int, default=int(os.environ.get("PROCESSES", "2")))
+    parser.add_argument("--https-port", type=int, default=8443)
+    parser.add_argument("--http-port", type=int, default=8088)
+    parser.add_argument("--first-port", type=int, default=8081, help="waitress ports: this one and up")
+    parser.add_argument("--ports", help="comma-separated waitress ports (instead of --first-port)")
+    parser.add_argument("--database-url", default=os.environ.get("CLUSTER_DATABASE_URL", DEFAULT_DATABASE))
+    parser.add_argument("--no-process-header", action="store_true", help="leave X-Appserver-Process off")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    try:
+        if args.command == "start":
+            if args.processes < 1:
+                raise ClusterError("PROCESSES must be at least 1")
+            cluster = Cluster(
+                run_dir=run_dir, processes=args.processes, https_port=args.https_port,
+                http_port=args.http_port, first_port=args.first_port, database_url=args.database_url,
+                process_header=not args.no_process_header,
+                ports=[int(p) for p in args.ports.split(",")] if args.ports else [],
+            )
+            if cluster.ports:
+                cluster.processes = len(cluster.ports)
+            cluster.start()
+            print(cluster.describe())
+            return 0
+        if not (run_dir / "cluster.json").exists():
+            print(f"no cluster was started from {run_dir}: nothing to {args.command}")
+            return 0 if args.command in ("stop", "status") else 1
+        cluster = Cluster.load(run_dir)
+        if args.command == "stop":
+            cluster.stop()
+        elif args.command == "restart":
+            cluster.restart()
+            print(f"restarted {len(cluster.ports)} process(es), one at a time")
+        else:
+            for name, pid in cluster.running().items():
+                print(f"{name:<16} {'running, pid ' + str(pid) if pid else 'stopped'}")
+        return 0
+    except ClusterError as error:
+        print(f"make cluster: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Production as users run it (issue 13), through ``make cluster``'s nginx over https with the
+CA it generated (fixtures: tests/deployment_fixtures.py; the browser test is
+tests/e2e/test_https_cluster.py): TLS and redirects, the forwarded headers production.ini
+trusts, one session on every process (``X-Appserver-Process`` says which answered), the
+``jira`` client with the CA bundle, a process killed mid-run, a rolling restart under load,
+PostgreSQL restarted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from .deployment_fixtures import (
+    BIN, PROCESS, deploy, login, nginx_or_skip, postgresql_or_skip, process_names, start_cluster,
+    stop_cluster, trusting,
+)
+from .support import ROOT, record_http
+
+SEARCH = "/rest/api/2/search?jql=project%3DDEMO&maxResults=5"
+
+
+@pytest.fixture
+def https(cluster) -> requests.Session:
+    return trusting(cluster.ca_file)
+
+
+# --- TLS, redirects, the proxy's headers -----------------------------------------------------
+
+
+def test_https_with_the_generated_ca_and_http_redirects(cluster, https):
+    status = https.get(cluster.url + "/status", timeout=10)
+    assert status.status_code == 200 and status.json() == {"state": "RUNNING"}
+    assert status.headers["Strict-Transport-Security"] == "max-age=31536000"
+    with pytest.raises(requests.exceptions.SSLError):  # no other trust anchor would do
+        requests.get(cluster.url + "/status", timeout=10, verify=True)
+    plain = https.get(f"http://127.0.0.1:{cluster.http_port}/issues?x=1", allow_redirects=False, timeout=10)
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == f"{cluster.url}/issues?x=1"
+
+
+def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
+    """The forwarded headers production.ini trusts: Secure __Host- cookies, https links with
+    nginx's host and port; nginx refuses what waitress would (bodies over 1 MiB)."""
+    response = login(https, cluster)
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-appserver.session=") and "secure" in cookie.lower()
+    stranger = trusting(cluster.ca_file)
+    stale = stranger.get(cluster.url + "/rest/api/2/myself", cookies={"__Host-appserver.session": "x" * 43}, timeout=10)
+    assert stale.status_code == 401
+    assert f'login-url="{cluster.url}/rest/auth/1/session"' in stale.headers["WWW-Authenticate"]
+    # A client's own X-Forwarded-Proto/Host cannot fool waitress: nginx overwrites them.
+    spoofed = stranger.get(cluster.url + "/rest/api/2/myself", timeout=10,
+                        cookies={"__Host-appserver.session": "x" * 43},
+                        headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"})
+    assert f'login-url="{cluster.url}/' in spoofed.headers["WWW-Authenticate"]
+    too_big = https.post(cluster.url + "/rest/auth/1/session", data=b"x" * (1024 * 1024 + 1),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert too_big.status_code == 413
+
+
+# --- one session, every process ----------------------------------------------------------------
+
+
+def test_a_session_made_on_one_process_is_honoured_by_the_other(cluster, https):
+    names = process_names(cluster)
+    assert len(names) == 2
+    made_on = login(https, cluster).headers[PROCESS]
+    assert made_on in names
+    answered: Counter[str] = Counter()
+    for _ in range(8):
+        response = https.get(cluster.url + "/rest/api/2/myself", timeout=10)
+        assert response.status_code == 200 and response.json()["name"] == "fred"
+        answered[response.headers[PROCESS]] += 1
+    assert set(answered) == set(names), answered  # both processes served the one session
+
+    # A form rendered by one process is accepted by the other: one secret, one CSRF key.
+    for _ in range(6):
+        page = https.get(cluster.url + "/account", timeout=10)
+        token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        logout = https.post(cluster.url + "/logout", data={"csrf_token": token}, allow_redirects=False,
+                            headers={"Origin": cluster.url}, timeout=10)  # https forms need their origin
+        if logout.headers[PROCESS] != page.headers[PROCESS]:
+            break
+        login(https, cluster)  # the same process again (other traffic): log in, try again
+    assert logout.status_code == 303 and logout.headers[PROCESS] != page.headers[PROCESS]
+    assert https.get(cluster.url + "/rest/api/2/myself", timeout=10).status_code == 401
+
+
+# --- the jira client -----------------------------------------------------------------------------
+
+
+def test_the_jira_client_with_the_ca_bundle_searches_and_logs_in_again(cluster, monkeypatch):
+    from jira import JIRA
+
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # they would override verify
+        monkeypatch.delenv(variable, raising=False)
+    http = record_http(monkeypatch)
+    with pytest.warns(DeprecationWarning, match="Cookie based Authentication"):
+        jira = JIRA(cluster.url, auth=("fred", "fred-password"), options={"verify": str(cluster.ca_file)})
+    assert len(jira.search_issues("project = DEMO ORDER BY key", maxResults=False)) == 200
+    revoke = subprocess.run([str(BIN / "appserver"), str(ROOT / "production.ini"), "revoke-sessions", "fred"],
+                            env=cluster.environment(cluster.ports[0]), capture_output=True, text=True, timeout=60)
+    assert revoke.returncode == 0, revoke.stderr
+    http.clear()
+    assert len(jira.search_issues("project = DEMO ORDER BY key", maxResults=False)) == 200
+    statuses = [(e.method, e.path.split("?")[0], e.status) for e in http]
+    assert statuses[:3] == [("GET", "/rest/api/2/search", 401), ("POST", "/rest/auth/1/session", 200),
+                            ("GET", "/rest/api/2/search", 200)], statuses
+
+
+
+
+# --- a process killed, a rolling restart: load through nginx --------------------------------
+
+
+@dataclass
+class Load:
+    """Clients sending safe requests (GET) to nginx from threads until stopped, each logged
+    in once as its own user (concurrent logins of one account would meet the lock-out's
+    reservation of a failure per attempt in flight); every answer is recorded."""
+
+    cluster: object
+    paths: list[str]
+    users: tuple[str, ...] = ("fred", "alice", "admin")
+    answers: list[tuple[str, str, int | str, str, str]] = field(default_factory=list)
+    done: threading.Condition = field(default_factory=threading.Condition)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> "Load":
+        self.threads = [threading.Thread(target=self.client, args=(user,), daemon=True) for user in self.users]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def client(self, user: str) -> None:
+        http = trusting(self.cluster.ca_file)
+        login(http, self.cluster, user)
+        while not self.stopping.is_set():
+            for path in self.paths:
+                try:
+                    response = http.get(self.cluster.url + path, timeout=60)
+                    answer = (user, path, response.status_code, response.headers.get("X-AUSERNAME", ""),
+                              response.headers.get(PROCESS, ""))
+                except requests.RequestException as error:
+                    answer = (user, path, type(error).__name__, "", "")
+                with self.done:
+                    self.answers.append(answer)
+                    self.done.notify_all()
+
+    def wait_for(self, more: int) -> None:
+        """Until ``more`` further answers have come in (the load is really running)."""
+        with self.done:
+            target = len(self.answers) + more
+            assert self.done.wait_for(lambda: len(self.answers) >= target, timeout=120), "the load stalled"
+
+    def failures(self) -> list:
+        """Anything but a 200 for the client's own user (/status names nobody: it reads no
+        credential)."""
+        return [a for a in self.answers if a[2] != 200 or (a[1] != "/status" and a[3] != a[0])]
+
+
+def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
+    """SIGKILL, not a graceful stop: whatever that process was doing is gone. nginx sends each
+    GET it had in flight to the other process, and new requests go there too; the sessions
+    live in PostgreSQL, so every client stays logged in."""
+    victim_port = cluster.ports[1]
+    victim = deploy.live_pid(cluster.pid_file(victim_port), "pserve")
+    survivor_name = next(name for name, port in process_names(cluster).items() if port != victim_port)
+    with Load(cluster, [SEARCH, "/issues", "/rest/api/2/myself", "/status"]) as load:
+        load.wait_for(15)
+        killed_at = len(load.answers)
+        os.kill(victim, signal.SIGKILL)
+        load.wait_for(30)
+    assert load.failures() == [], load.failures()[:5]
+    after = {a[4] for a in load.answers[killed_at + len(load.users):]}
+    assert after == {survivor_name}, after
+    # A POST too is retried when the dead process refused its connection (nothing was sent).
+    assert login(trusting(cluster.ca_file), cluster).headers[PROCESS] == survivor_name
+    cluster.start_process(victim_port)
+    deploy.wait_for_status(f"http://127.0.0.1:{victim_port}/status", cluster.log_file(victim_port))
+
+
+#: The load suite of the concurrency issue (tests/load, Locust), sized for this test: every
+#: kind of user, long enough that the whole rolling restart happens inside the run.
+ROLLING_LOAD_SECONDS = 20
+
+
+def test_a_rolling_restart_under_load_fails_no_request(cluster, tmp_path, monkeypatch):
+    """deploy/cluster.py restart (make cluster-restart) while tests/load's users (browsers,
+    jira-style REST clients, Basic clients, an attacker, an administrator) work through nginx:
+    each process gets SIGTERM, finishes what it has and comes back before the next goes. The
+    suite's verdict, with no fault declared, allows no 5xx and no unanswered request, and
+    checks every acknowledged write again afterwards."""
+    from .load.plan import Plan, Profile
+    from .load.run import after_the_run, run_locust, seed_accounts
+    from .load.verdict import judge
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cluster.ca_file))  # after_the_run's requests trust the CA
+    profile = Profile("rolling-restart", seconds={"cluster": ROLLING_LOAD_SECONDS},
+                      users={"Browser": 2, "RestClient": 2, "BasicClient": 1, "Attacker": 1, "Administrator": 1},
+                      victims=4, burst=4, outage_seconds=0)
+    plan = Plan.build("cluster", profile, [cluster.url], True, tmp_path / "journal.json")
+    plan.ca_file = str(cluster.ca_file)  # the Locust users trust the cluster's CA
+    seed_accounts(cluster.database_url, plan)
+    plan.save(tmp_path / "plan.json")
+    before = process_names(cluster)
+    locust = run_locust(tmp_path / "plan.json", plan, ROLLING_LOAD_SECONDS, tmp_path)
+    try:
+        deploy.wait_for_status(cluster.url + "/status", tmp_path / "locust.log", ca_file=cluster.ca_file)
+        time.sleep(2)  # let every kind of user get going before the first process goes
+        restart = subprocess.run([str(BIN / "python"), str(deploy.__file__), "restart", "--run-dir",
+                                  str(cluster.run_dir)], capture_output=True, text=True, timeout=120)
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        assert locust.poll() is None, "the load ended before the rolling restart did: raise ROLLING_LOAD_SECONDS"
+        locust.wait(timeout=ROLLING_LOAD_SECONDS + 120)
+    finally:
+        if locust.poll() is None:
+            locust.kill()
+            locust.wait()
+    after = process_names(cluster)
+    assert not set(before) & set(after), "every process was replaced"
+
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    verdict = judge(journal, [], after_the_run(plan, journal, cluster.url, cluster.database_url))
+    assert not verdict.violated, ({k: v for k, v in verdict.counts.items() if v}, verdict.examples)
+    answered = sum(sum(counts.values()) for counts in journal["statuses"].values())
+    assert answered > 100, journal["statuses"]
+
+
+# --- PostgreSQL restarted ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql"])
+def private_postgresql():
+    """A throwaway PostgreSQL cluster (tests/pgserver.py): never the machine's shared server."""
+    from .pgserver import PostgresServer, PostgresUnavailable
+
+    postgresql_or_skip()  # the suite's PostgreSQL run is where this belongs
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as error:
+        pytest.skip(str(error))
+    with server:
+        yield server
+
+
+def test_postgresql_restarted_means_503_then_recovery_by_itself(private_postgresql, tmp_path):
+    nginx_or_skip()
+    cluster = start_cluster(tmp_path / "cluster", private_postgresql.url("appserver_cluster"))
+    try:
+        http = trusting(cluster.ca_file)
+        login(http, cluster)
+        assert http.get(cluster.url + "/issues", timeout=10).headers["X-AUSERNAME"] == "fred"
+
+        private_postgresql.stop()
+        for _ in range(2 * len(cluster.ports)):  # every process, whichever nginx picks
+            status = http.get(cluster.url + "/status", timeout=30)
+            assert status.status_code == 503 and status.json() == {"state": "ERROR"}
+            page = http.get(cluster.url + "/issues", timeout=30)
+            assert page.status_code == 503 and "Try again" in page.text
+            rest = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
+            assert rest.status_code == 503 and "database is unavailable" in rest.json()["errorMessages"][0]
+
+        private_postgresql.start()  # nobody touches the processes or nginx
+        healthy: set[str] = set()
+        deadline = time.monotonic() + 60
+        while healthy != set(process_names(cluster)):
+            assert time.monotonic() < deadline, f"only {healthy} recovered"
+            status = http.get(cluster.url + "/status", timeout=30)
+            if status.status_code == 200:
+                healthy.add(status.headers[PROCESS])
+            else:
+                time.sleep(0.2)  # PostgreSQL is still starting
+        for _ in range(len(cluster.ports)):  # the same cookie, on every process
+            me = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
+            assert me.status_code == 200 and me.json()["name"] == "fred"
+    finally:
+        stop_cluster(cluster)
