@@ -2,10 +2,10 @@
 
 Order (outermost first; ``ptweens development.ini`` shows it):
 
-    security_headers_tween          (perimeter.py) headers on every response
-    allowed_host_tween              (perimeter.py) 400 for a Host not allowed
     process_header_tween_factory    X-Appserver-Process when enabled (appserver/process_header.py)
+    security_headers_tween          (perimeter.py) headers on every response
     status_tween_factory            GET /status, before any transaction or credential (health.py)
+    allowed_host_tween              (perimeter.py) 400 for a Host not allowed
     pyramid_tm                      transaction per request
     unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
