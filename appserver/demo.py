@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from .models import Issue, Project, User, canonical_username
 from .models.issue import PUBLIC, USERS
+from .security.accounts import validate_new_password, validate_username
 from .security.login import find_user
 
 #: (username, password, display name, email, admin). Shown in the README.
@@ -22,9 +23,14 @@ DEMO_USERS = [
 def ensure_user(
     request: Request, username: str, password: str, display_name: str, email: str, admin: bool
 ) -> tuple[User, bool]:
+    """The account named ``username``, created if missing: the one way accounts are made
+    (command line, admin form, demo data), so the username and password rules apply to
+    all of them (:class:`~appserver.security.accounts.AccountError` when broken)."""
     user = find_user(request, username)
     if user is not None:
         return user, False
+    username = validate_username(username)
+    validate_new_password(request, password)
     now = request.now
     user = User(
         username=username,

@@ -24,9 +24,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 
+from .ids import parse_id
 from .models.issue import KEY_PATTERN, STATUSES, Issue, Project
 
 
@@ -380,11 +382,34 @@ class Parser:
         return Sort(field, descending)
 
 
-def parse(text: str) -> Query:
-    """Parse a JQL query of the supported subset; :class:`JQLError` names what is wrong."""
-    if len(text) > 10_000:
-        raise JQLError("The JQL query is too long (more than 10000 characters).")
-    return Parser(text).parse()
+def parse(text: str, *, max_length: int = 10_000, max_terms: int | None = None) -> Query:
+    """Parse a JQL query of the supported subset; :class:`JQLError` names what is wrong.
+
+    ``max_length`` (characters) and ``max_terms`` (:func:`count_terms`: each word of a ``~``
+    search becomes a pattern match over every issue) bound the work one anonymous request
+    can ask of the database: ``appserver.jql.*``."""
+    if len(text) > max_length:
+        raise JQLError(
+            f"The JQL query is too long: {len(text)} characters, and this server accepts at "
+            f"most {max_length}. Narrow the search."
+        )
+    query = Parser(text).parse()
+    terms = count_terms(query)
+    if max_terms is not None and terms > max_terms:
+        raise JQLError(
+            f"The JQL query has too many terms: {terms} (clauses, sort keys and each word of a "
+            "text search count), "
+            f"and this server accepts at most {max_terms}. Narrow the search."
+        )
+    return query
+
+
+def count_terms(query: Query) -> int:
+    """Clauses and sort keys count one each, a ``~`` clause one per word it searches for."""
+    clauses = sum(
+        max(1, len(search_words(c.value))) if c.operator == "~" else 1 for c in query.conditions
+    )
+    return clauses + len(query.ordering)
 
 
 # --- Validation against the data, and translation to SQLAlchemy -----------------------------
@@ -406,15 +431,17 @@ def _status_name(value: str) -> str | None:
 
 def _project_filter(value: str) -> ColumnElement[bool]:
     matches = [Project.key == value.upper(), func.lower(Project.name) == value.lower()]
-    if value.isascii() and value.isdigit() and len(value) < 10:
-        matches.append(Project.id == int(value))
+    project_id = parse_id(value)
+    if project_id is not None:
+        matches.append(Project.id == project_id)
     return or_(*matches)
 
 
 def _parse_key(value: str) -> tuple[str, int] | int | None:
     """``DEMO-7`` -> ("DEMO", 7); an issue id -> int; anything else -> None."""
-    if value.isascii() and value.isdigit() and len(value) < 10:
-        return int(value)
+    issue_id = parse_id(value)
+    if issue_id is not None:
+        return issue_id
     match = KEY_PATTERN.match(value.strip().upper())
     if match is None:
         return None
@@ -502,9 +529,41 @@ class SearchResult:
     issues: list[Issue]
 
 
-def run(db: Session, query: Query, levels: Sequence[str], start: int, limit: int) -> SearchResult:
+class SearchTimeout(Exception):
+    """The database stopped the search at ``appserver.search.statement_timeout``; the
+    transaction is unusable and must be aborted."""
+
+
+#: PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
+QUERY_CANCELED = "57014"
+
+
+def run(
+    db: Session,
+    query: Query,
+    levels: Sequence[str],
+    start: int,
+    limit: int,
+    *,
+    statement_timeout: int = 0,
+) -> SearchResult:
     """Count and fetch one page of the issues matching ``query`` among the security
-    ``levels`` the caller may view (see :func:`appserver.models.issue.viewable_levels`)."""
+    ``levels`` the caller may view (see :func:`appserver.models.issue.viewable_levels`).
+
+    ``statement_timeout`` (milliseconds, 0: none) bounds each statement on PostgreSQL, for
+    the rest of this transaction only."""
+    try:
+        if statement_timeout and db.get_bind().dialect.name == "postgresql":
+            # SET LOCAL: this transaction only. No bind parameters in SET: an int, formatted.
+            db.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout)}"))
+        return _run(db, query, levels, start, limit)
+    except OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) == QUERY_CANCELED:
+            raise SearchTimeout(statement_timeout) from error
+        raise
+
+
+def _run(db: Session, query: Query, levels: Sequence[str], start: int, limit: int) -> SearchResult:
     where = [Issue.security_level.in_(list(levels)) if levels else false(), *filters(query)]
     total = db.scalar(select(func.count()).select_from(Issue).where(*where)) or 0
     issues: list[Issue] = []

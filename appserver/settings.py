@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from pyramid.config import Configurator
 from pyramid.settings import asbool
 
+from .hosts import HostPattern, InvalidHost, parse_host_pattern
+
 T = TypeVar("T")
 
 #: Environment variables that override a setting (Warehouse's pattern): deployments keep
@@ -22,6 +24,7 @@ T = TypeVar("T")
 ENVIRONMENT_OVERRIDES = {
     "sqlalchemy.url": "APPSERVER_DATABASE_URL",
     "appserver.secret": "APPSERVER_SECRET",
+    "appserver.allowed_hosts": "APPSERVER_ALLOWED_HOSTS",
     "appserver.process_header": "APPSERVER_PROCESS_HEADER",
 }
 
@@ -54,6 +57,12 @@ class AppSettings:
     max_concurrent_hashes: int
     credential_cache_size: int
     purge_batch_size: int
+    allowed_hosts: tuple[HostPattern, ...]
+    jql_max_length: int
+    jql_max_terms: int
+    search_statement_timeout: int
+    audit_retention_days: int
+    audit_collapse_seconds: int
     process_header: bool
     token_name_max_length: int
     tokens_per_user: int
@@ -100,6 +109,14 @@ def _text(name: str, value: Any) -> str:
     return text
 
 
+def _realm(name: str, value: Any) -> str:
+    """Sent in every Basic challenge: header values must be printable ASCII to be portable."""
+    text = _text(name, value)
+    if not (text.isascii() and text.isprintable()):
+        raise ConfigurationError(f"{name}: use printable ASCII characters only, got {value!r}")
+    return text
+
+
 def _cookie_name(name: str, value: Any) -> str:
     text = _text(name, value)
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -127,6 +144,19 @@ def _secret(name: str, value: Any) -> str:
     return text
 
 
+def _allowed_hosts(name: str, value: Any) -> tuple[HostPattern, ...]:
+    entries = str(value or "").replace(",", " ").split()
+    if not entries:
+        raise ConfigurationError(
+            f"{name} is not set: set the APPSERVER_ALLOWED_HOSTS environment variable to the "
+            "names this server answers to, e.g. 'jira.example.com'"
+        )
+    try:
+        return tuple(parse_host_pattern(entry) for entry in entries)
+    except InvalidHost as error:
+        raise ConfigurationError(f"{name}: {error}") from None
+
+
 #: setting name -> (field, parser, default). docs/configuration.md's table mirrors this
 #: (tests/test_docs.py compares them).
 SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
@@ -139,7 +169,7 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.rest_prefix": ("rest_prefix", _prefix, "/rest"),
     "appserver.rest_cookie_rule": ("rest_cookie_rule", _boolean, "true"),
     "appserver.os_authtype": ("os_authtype", _boolean, "true"),
-    "appserver.basic_realm": ("basic_realm", _text, "appserver"),
+    "appserver.basic_realm": ("basic_realm", _realm, "appserver"),
     "appserver.login.max_failures": ("max_failures", _integer(1), 3),
     "appserver.login.lockout_seconds": ("lockout_seconds", _integer(1), 60),
     # The cap on the doubling cool-down: longer resists guessing better, but anyone who knows a
@@ -152,6 +182,14 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
     "appserver.basic.credential_cache_size": ("credential_cache_size", _integer(0), 1024),
     "appserver.purge.batch_size": ("purge_batch_size", _integer(1), 1000),
+    # The loopback names on any port: development and tests. production.ini requires the
+    # real names (APPSERVER_ALLOWED_HOSTS).
+    "appserver.allowed_hosts": ("allowed_hosts", _allowed_hosts, "localhost 127.0.0.1 [::1]"),
+    "appserver.jql.max_length": ("jql_max_length", _integer(1), 2000),
+    "appserver.jql.max_terms": ("jql_max_terms", _integer(1), 20),
+    "appserver.search.statement_timeout": ("search_statement_timeout", _integer(0), 5000),
+    "appserver.audit.retention_days": ("audit_retention_days", _integer(1), 90),
+    "appserver.audit.collapse_seconds": ("audit_collapse_seconds", _integer(0), 600),
     "appserver.process_header": ("process_header", _boolean, "false"),
     # Personal access tokens: Jira's atlassian.pats.* defaults.
     "appserver.tokens.name_max_length": ("token_name_max_length", _integer(1), 40),

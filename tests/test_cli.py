@@ -12,16 +12,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 import appserver
-from appserver.models import User, UserSession, get_engine
+from appserver.models import AuthEvent, User, UserSession, get_engine
 from appserver.scripts import cli
 from appserver.settings import ConfigurationError, parse_settings
 
@@ -220,11 +221,34 @@ def test_a_password_over_the_size_cap_is_refused(appserver_cli):
     assert status == 1 and "1024 bytes" in err
 
 
-@pytest.mark.parametrize("username", ["", "   ", "bad\x01name", "x" * 256])
+@pytest.mark.parametrize(
+    "username", ["", "   ", "bad\x01name", "x" * 256, "bad name!", ".fred", "user€", "a/b", "fred\u200b"]
+)
 def test_an_invalid_username_is_refused(appserver_cli, username):
     appserver_cli("initdb")
     status, _, err = appserver_cli("create-user", username, stdin="a fine password\n")
     assert status == 1 and "invalid username" in err
+    assert "letters, digits and the symbols . _ - @ +" in err
+
+
+@pytest.mark.parametrize("username", ["用户", "fred.smith@example.com", "fred_2", "zoë-1"])
+def test_usernames_of_any_script_are_accepted(appserver_cli, web, username):
+    appserver_cli("initdb")
+    status, out, err = appserver_cli("create-user", username, stdin="a fine password\n")
+    assert status == 0, err
+    assert rest_login(web, username, "a fine password").headers["X-AUSERNAME"] == quote(username, safe="@")
+
+
+@pytest.mark.parametrize("password", ["x", "seven77", "tab\there-and-more"])
+def test_the_password_rule_applies_to_create_user_and_set_password(appserver_cli, web, password):
+    """One rule for every way a password is set: the account page's, here too."""
+    appserver_cli("initdb", "--demo")
+    status, _, err = appserver_cli("create-user", "dave", stdin=password + "\n")
+    assert status == 1 and "appserver: error:" in err
+    status, _, err = appserver_cli("set-password", "fred", stdin=password + "\n")
+    assert status == 1 and "appserver: error:" in err
+    rest_login(web, "fred", "fred-password")  # unchanged
+    rest_login(web, "dave", password, status=401)
 
 
 def test_on_a_terminal_the_password_is_prompted_twice():
@@ -361,6 +385,29 @@ def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli,
     assert "0 expired or revoked session(s) purged" in out
 
 
+def test_purge_events_deletes_events_older_than_the_retention(appserver_cli, web, ini):
+    appserver_cli("initdb", "--demo")
+    for attempt in range(3):
+        rest_login(web, "fred", f"wrong-{attempt}", status=401)
+    engine = web.app.registry.dbengine
+    with engine.begin() as connection:
+        old = datetime.now(timezone.utc) - timedelta(days=91)
+        ids = connection.execute(select(AuthEvent.id).order_by(AuthEvent.id)).scalars().all()
+        connection.execute(update(AuthEvent).where(AuthEvent.id.in_(ids[:3])).values(occurred_at=old))
+    before = count(web, AuthEvent)
+
+    status, out, _ = appserver_cli("purge-events", "--batch-size", "2")
+    assert status == 0 and "3 audit event(s) older than 90 days purged" in out
+    assert count(web, AuthEvent) == before - 3
+    status, out, _ = appserver_cli("purge-events")
+    assert "0 audit event(s)" in out
+
+
+def test_batch_sizes_must_be_positive(appserver_cli):
+    with pytest.raises(SystemExit):
+        appserver_cli("purge-events", "--batch-size", "0")
+
+
 def test_purge_sessions_deletes_revoked_tokens_and_keeps_usable_ones(appserver_cli, web):
     from appserver.models import PersonalToken
 
@@ -473,8 +520,11 @@ def free_port() -> int:
 
 @pytest.fixture(params=DATABASES)
 def production_env(request, tmp_path) -> dict[str, str]:
-    """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL."""
-    return production_environment(request.param, tmp_path / "production.sqlite", "production", "p" * 48)
+    """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL,
+    APPSERVER_ALLOWED_HOSTS (here also the name the proxy test forwards)."""
+    env = production_environment(request.param, tmp_path / "production.sqlite", "production", "p" * 48)
+    env["APPSERVER_ALLOWED_HOSTS"] = "127.0.0.1 jira.example.com"
+    return env
 
 
 def production_ini_on(port: int, tmp_path: Path) -> Path:
@@ -550,6 +600,18 @@ def test_pserve_production_ini_serves_with_the_environment(production_env, tmp_p
                                 headers={"Content-Type": "application/json"})
         assert refused.status_code == 413
 
+        # Behind its proxy (trusted_proxy = 127.0.0.1), X-Forwarded-Host names the site: an
+        # allowed one builds every URL, any other is a 400 before anything is built from it.
+        proxied = requests.get(base + "/rest/api/2/serverInfo", timeout=10, headers={
+            "X-Forwarded-Host": "jira.example.com", "X-Forwarded-Proto": "https"})
+        assert proxied.json()["baseUrl"] == "https://jira.example.com"
+        assert proxied.headers["Strict-Transport-Security"] == "max-age=31536000"
+        for headers in ({"X-Forwarded-Host": "evil.example"}, {"Host": "evil.example"},
+                        {"Host": "evil.example:80@127.0.0.1"}):
+            foreign = requests.get(base + "/login", timeout=10, headers=headers, allow_redirects=False)
+            assert foreign.status_code == 400, headers
+            assert "evil.example" not in foreign.text and "Location" not in foreign.headers
+
 
 def test_two_pserve_processes_share_lockouts_sessions_and_password_changes(production_env, tmp_path):
     """Several processes on one database (PostgreSQL in production): nothing that decides who
@@ -599,6 +661,16 @@ def test_pserve_production_ini_refuses_to_start_without_a_secret(production_env,
     )
     assert result.returncode != 0
     assert "appserver.secret is not set: set the APPSERVER_SECRET environment variable" in result.stderr
+
+
+def test_pserve_production_ini_refuses_to_start_without_allowed_hosts(production_env):
+    del production_env["APPSERVER_ALLOWED_HOSTS"]
+    result = subprocess.run(
+        [str(BIN / "pserve"), "production.ini"],
+        cwd=ROOT, env=production_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "appserver.allowed_hosts is not set: set the APPSERVER_ALLOWED_HOSTS environment" in result.stderr
 
 
 def test_pserve_production_ini_refuses_a_short_secret(production_env):

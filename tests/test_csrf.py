@@ -476,3 +476,13 @@ def test_get_on_every_route_changes_no_account_session_or_token(testapp, context
         response = testapp.get(path, expect_errors=True)
         assert response.status_int < 500, (path, response.status)
     assert state(dbsession) == before
+
+
+def test_a_logged_in_form_post_with_the_anonymous_csrf_token_is_refused(testapp, users):
+    """Once logged in, only the session-bound token counts: the anonymous double-submit token
+    (still in its cookie, and known to anything that saw the login page) is refused."""
+    anonymous = testapp.get("/login").forms["login-form"]["csrf_token"].value
+    log_in(testapp, "fred")
+    assert anonymous in testapp.cookies.values()  # the browser still sends it
+    assert_csrf_refusal(testapp.post("/logout", {"csrf_token": anonymous}, status=400))
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"

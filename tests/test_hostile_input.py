@@ -1,4 +1,5 @@
-"""Hostile input, proven (issue 5; session-security.md items 11, 14, 16).
+"""Hostile input, proven (issue 5; session-security.md items 11, 14, 16; issue 10: Host
+headers, ids, non-Latin-1 usernames, long JQL).
 
 Malformed ``Authorization`` headers, garbage and oversized cookies, bytes that are not UTF-8
 in paths, query strings and bodies, odd and huge JSON, SQL-looking and oversized usernames,
@@ -21,7 +22,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 import webob
@@ -945,6 +946,7 @@ def test_fuzz_every_endpoint(wsgi, users, connection, data):
         "Authorization": st.one_of(HEADER_TEXT, basic_bytes),
         "X-Atlassian-Token": HEADER_TEXT,
         "User-Agent": user_agent,
+        "X-Forwarded-Host": HEADER_TEXT,  # no trusted proxy here: never used for a URL
     }
     headers = [
         (name, data.draw(values, label=name))
@@ -1131,3 +1133,192 @@ def test_fuzz_every_endpoint_as_an_administrator(wsgi, admin_session, data):
         wsgi, method, path, query=query, headers=admin_session, body=body, content_type=content_type
     )
     assert_clear_answer(response, path, method)
+
+
+# --- Host headers (issue 10) -------------------------------------------------------------
+
+HOSTILE_HOSTS = {
+    "another site": "evil.example",
+    "userinfo": "evil.example:80@localhost",
+    "userinfo the other way": "localhost@evil.example",
+    "suffix": "localhost.evil.example",
+    "path": "localhost/evil.example",
+    "two hosts": "localhost evil.example",
+    "port out of range": "localhost:65536",
+    "empty port": "localhost:",
+    "empty": "",
+    "unterminated IPv6": "[::1",
+    "IPv6 with a zone": "[fe80::1%25eth0]",
+    "another IPv6": "[::2]:6543",
+    "Latin-1": "l\xf6calhost",
+    "CRLF": "localhost\r\nX-Injected: 1",
+    "10,000 characters": "a" * 10_000,
+    "trailing dots": "localhost..",
+}
+
+
+@pytest.mark.parametrize("host", HOSTILE_HOSTS.values(), ids=HOSTILE_HOSTS.keys())
+def test_hostile_hosts_are_a_400_everywhere(wsgi, users, fred_cookie, unchanged, host):
+    for path in endpoints(wsgi):
+        for headers in ([("Host", host)], [("Host", host), fred_cookie],
+                        [("Host", host), basic("fred", "wrong")]):
+            response = send(wsgi, "GET", path, query="os_destination=/account", headers=headers)
+            assert_clear_answer(response, path)
+            assert response.status_code == 400, (path, response.status)
+            assert "Host" in messages(response) or "host name" in messages(response)
+            assert "Set-Cookie" not in response.headers and "Location" not in response.headers
+
+
+@settings(
+    deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(host=st.one_of(
+    HEADER_TEXT,
+    st.from_regex(r"(localhost|127\.0\.0\.1|\[::1\])\.?(:[0-9]{0,6})?[@/.a-z]{0,3}", fullmatch=True),
+))
+def test_any_host_is_refused_or_builds_urls_on_itself(wsgi, users, host):
+    """Whatever the Host, the answer is a clean 400, or (for an allowed name) every URL the
+    response builds starts with exactly that host."""
+    for path, query in (("/account", ""), (SERVER_INFO, ""), ("/login", "os_destination=/x")):
+        response = send(wsgi, "GET", path, query=query, headers=[("Host", host)])
+        assert response.status_code < 500, (host, response.status)
+        if response.status_code == 400:
+            assert "Location" not in response.headers
+            continue
+        assert re.fullmatch(r"(localhost|127\.0\.0\.1|\[::1\])\.?(:[0-9]{1,5})?", host, re.IGNORECASE), host
+        if "Location" in response.headers:
+            assert response.headers["Location"].startswith(f"http://{host}/")
+        if path == SERVER_INFO:
+            assert response.json["baseUrl"] == f"http://{host}"
+
+
+# --- ids (issue 10) ----------------------------------------------------------------------
+
+HOSTILE_IDS = {
+    "2**31": str(2**31),
+    "2**63": str(2**63),
+    "10**23": str(10**23),
+    "1,000 digits": "9" * 1000,
+    "zero": "0",
+    "leading zeros": "0" * 20 + "1",
+    "Arabic-Indic digits": "\u0663\u0664",
+    "fullwidth digits": "\uff11\uff12",
+    "superscript": "\u00b2",
+}
+
+
+def id_endpoints(app) -> list[str]:
+    """Every route with an id or key in its path, that placeholder left as ``\\0``."""
+    templates = []
+    for route in app.routes_mapper.get_routes():
+        pattern = "/" + route.pattern.lstrip("/")
+        if re.search(r"\{(id|id_or_key|key)[:}]", pattern):
+            templates.append(_PLACEHOLDER.sub(
+                lambda m: "\0" if m.group(1) in ("id", "id_or_key", "key") else _sample(m.group(2)),
+                pattern,
+            ))
+    return templates
+
+
+@pytest.mark.parametrize("value", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
+def test_hostile_ids_are_answered_like_missing_ones(wsgi, admin_session, value):
+    templates = id_endpoints(wsgi)
+    assert len(templates) == 6, templates  # a session, a token (page and REST), an account, an issue (REST and page)
+    for template in templates:
+        path = template.replace("\0", value).encode("utf-8")
+        for method in ("GET", "POST"):
+            response = send(wsgi, method, path, headers=admin_session)
+            assert_clear_answer(response, path, method)
+            assert response.status_code in (303, 404, 405), (template, method, response.status)
+
+
+@pytest.mark.parametrize("value", [2**31, 2**63, 10**23, -(2**63), 1e300, "9" * 1000, [1], {"a": 1}])
+@pytest.mark.parametrize("name", ["startAt", "maxResults"])
+def test_hostile_paging_numbers_are_a_400(wsgi, users, unchanged, name, value):
+    response = send(wsgi, "POST", "/rest/api/2/search", body=json.dumps({name: value}).encode(),
+                    content_type="application/json")
+    assert_clear_answer(response, "/rest/api/2/search", "POST")
+    assert response.status_code == 400 and name in response.json["errors"]
+
+
+# --- non-Latin-1 usernames (issue 10) ------------------------------------------------------
+
+
+@pytest.fixture
+def legacy_account(app_request) -> Any:
+    """``legacy_account(name)`` makes an account under any name, as an older version (or
+    straight SQL) could have; False when the name is taken or cannot be looked up."""
+    from appserver.models import canonical_username
+
+    password_hash = app_request.passwords.hash("a long password")  # once, not per example
+    taken = {"fred", "alice", "admin"}
+
+    def make(username: str) -> bool:
+        key = canonical_username(username)
+        if not key or key in taken or len(username) > 255:
+            return False
+        taken.add(key)
+        now = app_request.now
+        app_request.dbsession.add(User(
+            username=username, username_key=key, display_name=username, email="",
+            password_hash=password_hash, active=True, admin=False, created_at=now,
+            password_changed_at=now, login_count=0, current_failed_logins=0, total_failed_logins=0,
+        ))
+        app_request.dbsession.flush()
+        return True
+
+    return make
+
+
+@settings(
+    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(username=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                        min_size=1, max_size=40)
+       # a name that is itself a traceback marker ("sqlalchemy.url") is shown on every page
+       .filter(lambda name: not any(marker in name for marker in TRACEBACK_MARKERS)))
+def test_any_username_gets_its_answer_through_every_channel(wsgi, users, legacy_account, username):
+    """X-AUSERNAME is percent-encoded UTF-8: whatever the name, every answer to its owner
+    is a clean one, and the header decodes back to the name."""
+    if not legacy_account(username):
+        return
+    login = send(wsgi, "POST", LOGIN, body=json_body(username=username, password="a long password"),
+                 content_type="application/json")
+    assert login.status_code == 200, login.body[:300]
+    header = login.headers["X-AUSERNAME"]
+    assert header.isascii() and header.isprintable() and unquote(header) == username
+    cookie = ("Cookie", f"{SESSION_COOKIE}={login.json['session']['value']}")
+    for path in ("/", "/account", MYSELF, "/issues"):
+        response = send(wsgi, "GET", path, headers=[cookie])
+        assert_clear_answer(response, path)
+        assert response.status_code == 200 and response.headers["X-AUSERNAME"] == header
+    if ":" not in username:
+        response = send(wsgi, "GET", MYSELF, headers=[basic(username, "a long password")])
+        assert response.status_code == 200 and response.json["name"] == username
+
+
+# --- long and many-termed JQL (issue 10) ---------------------------------------------------
+
+LONG_JQL = {
+    "10 KB of words": 'text ~ "' + "a " * 5000 + '"',
+    "a megabyte": "text ~ " + "a" * 1_000_000,
+    "many clauses": " AND ".join(["status = Open"] * 500),
+    "many sort keys": "ORDER BY " + ", ".join(["key"] * 500),
+    "deeply nested parentheses": "(" * 1000 + "status = Open" + ")" * 1000,
+    "many unquoted words": "text ~ " + " ".join(["w"] * 1000),
+    "long quoted word": 'text ~ "' + "x" * 1990 + '"',
+}
+
+
+@pytest.mark.parametrize("jql", LONG_JQL.values(), ids=LONG_JQL.keys())
+def test_long_jql_is_a_clear_400_at_every_search(wsgi, users, fred_cookie, unchanged, jql):
+    for headers in ([], [fred_cookie]):
+        for method, path, query, body, content_type in (
+            ("GET", "/rest/api/2/search", urlencode({"jql": jql}), b"", None),
+            ("POST", "/rest/api/2/search", "", json.dumps({"jql": jql}).encode(), "application/json"),
+            ("GET", "/issues", urlencode({"jql": jql}), b"", None),
+        ):
+            response = send(wsgi, method, path, query=query, headers=headers, body=body,
+                            content_type=content_type)
+            assert_clear_answer(response, path, method)
+            assert response.status_code in (200, 400, 413), (method, path, response.status)

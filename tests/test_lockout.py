@@ -166,6 +166,14 @@ def test_below_the_limit_the_right_password_works(testapp, users, failures):
     rest_login(testapp, "fred", "fred-password", 200)
 
 
+def test_a_successful_basic_request_resets_the_failure_count(testapp, users):
+    """Two wrong, one right, one wrong, one right: 200. Were the count not reset by the
+    successful Basic request, the wrong one after it would be the third failure: a lock-out."""
+    for password, status in [("wrong", 401), ("wrong", 401), ("fred-password", 200), ("wrong", 401),
+                             ("fred-password", 200)]:
+        testapp.get("/rest/api/2/myself", headers=basic("fred", password), status=status)
+
+
 @pytest.mark.parametrize("locked", [False, True])
 def test_unknown_names_cost_the_statements_of_real_accounts(testapp, users, count_statements, locked):
     """Equal work, so timing does not tell a (locked) real account from an unknown name:

@@ -82,6 +82,25 @@ KEPT = [
 ]
 
 
+#: Same-site paths a browser would resolve to something else: their dot segments are resolved
+#: here, and no result starts with ``//`` (which a later redirect could read as a host).
+RESOLVED = [
+    ("/.//evil.example", "/evil.example"),
+    ("/%2e//evil.example", "/evil.example"),
+    ("/./../..//evil.example/x?y=1", "/evil.example/x?y=1"),
+    ("/a/../b", "/b"),
+    ("/a/./b/.", "/a/b/"),
+    ("/a/b/..", "/a/"),
+    ("/%2E%2e/account", "/account"),
+    ("/issues?jql=a/./b", "/issues?jql=a/./b"),  # the query is not a path
+]
+
+
+@pytest.mark.parametrize("candidate, expected", RESOLVED)
+def test_dot_segments_are_resolved_to_a_plain_path(candidate, expected):
+    assert safe_destination(candidate) == expected
+
+
 @pytest.mark.parametrize("candidate", OFF_SITE)
 def test_off_site_destinations_fall_back_to_the_home_page(candidate):
     assert safe_destination(candidate) == DEFAULT_DESTINATION == "/"

@@ -321,3 +321,19 @@ def test_times_come_back_aware_utc_on_every_database(app_request, users):
     assert row.created_at == when
     assert row.created_at.tzinfo == timezone.utc
     assert row.created_at.isoformat() == "2026-06-01T12:30:15.123000+00:00"
+
+
+@pytest.mark.parametrize("path, status", [("/rest/api/2/myself", 401), ("/account", 303)])
+def test_a_live_session_ends_once_its_user_is_inactive_however_the_flag_was_set(
+    testapp, users, dbsession, path, status
+):
+    """Not only the admin action (which also revokes the sessions): the flag alone, set here
+    with straight SQL and the session row left as it was, ends the session at once."""
+    from appserver.models import User
+
+    token = rest_login(testapp)
+    testapp.get(path, status=200)
+    dbsession.execute(update(User).where(User.id == users["fred"].id).values(active=False))
+    testapp.get(path, status=status)
+    assert session_row(dbsession, token).revoked_at is None
+    testapp.get("/rest/api/2/myself", headers=with_cookie(token), status=401)

@@ -16,6 +16,7 @@ from pyramid.request import Request
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, joinedload, mapped_column, relationship
 
+from ..ids import parse_id
 from .meta import Base, UTCDateTime
 from .user import User
 
@@ -132,8 +133,9 @@ def find_issue(db: Session, id_or_key: str) -> Issue | None:
     """The issue with this key (case-insensitive, ``demo-7``) or numeric id, with its project
     and reporter loaded. Visibility is the caller's business (ask ``has_permission``)."""
     value = id_or_key.strip()
-    if value.isascii() and value.isdigit() and len(value) < 10:
-        where = Issue.id == int(value)
+    issue_id = parse_id(value)
+    if issue_id is not None:
+        where = Issue.id == issue_id
     elif KEY_PATTERN.match(value.upper()):
         where = Issue.key == value.upper()
     else:

@@ -25,3 +25,8 @@ class RememberToken(Base):
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The session the last rotation started: replays of the replaced token inside the
+    #: rotation grace are served by it instead of each minting a session.
+    successor_session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True
+    )

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from .. import startup
 from ..demo import ensure_user, seed_demo
 from ..models import DATABASE_UNAVAILABLE, User, get_engine
-from ..models.user import USERNAME_MAX_LENGTH
 from ..security import accounts, audit, personal_tokens
+from ..security.accounts import AccountError
 from ..security.audit import Event
 from ..security.login import find_user, purge_throttles
 from ..security.passwords import PasswordTooLong
@@ -42,6 +42,13 @@ def read_password(stdin=None, prompt: Callable[[str], str] = getpass.getpass) ->
     if not password:
         raise CommandError("the password must not be empty")
     return password
+
+
+def positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def migrate(config_uri: str) -> None:
@@ -100,8 +107,10 @@ def cmd_initdb(args: argparse.Namespace) -> None:
 
 def _create_user(request, args: argparse.Namespace, password: str) -> User:
     username = args.username.strip()
-    if not username or len(username) > USERNAME_MAX_LENGTH or any(ord(c) < 32 for c in username):
-        raise CommandError(f"invalid username {args.username!r}")
+    try:
+        username = accounts.validate_username(username)
+    except AccountError as error:
+        raise CommandError(f"invalid username {args.username[:300]!r}: {error}") from None
     user, created = ensure_user(
         request, username, password, args.display_name or username, args.email or "", args.admin
     )
@@ -198,6 +207,23 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
             print(f"{total} expired or revoked {label} purged")
 
 
+def cmd_purge_events(args: argparse.Namespace) -> None:
+    """Audit events older than ``appserver.audit.retention_days``, in batches committed one
+    by one like purge-sessions."""
+    with bootstrap(args.config_uri) as env:
+        request = env["request"]
+        settings = request.appserver_settings
+        batch = args.batch_size or settings.purge_batch_size
+        total = 0
+        while True:
+            with request.tm:
+                deleted = audit.purge_batch(request, batch)
+            total += deleted
+            if deleted < batch:
+                break
+        print(f"{total} audit event(s) older than {settings.audit_retention_days} days purged")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appserver", description=__doc__)
     parser.add_argument("config_uri", help="the ini file, e.g. development.ini")
@@ -242,8 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.set_defaults(func=cmd_unlock)
 
     purge = commands.add_parser("purge-sessions", help="delete expired and revoked sessions in batches")
-    purge.add_argument("--batch-size", type=int, default=None)
+    purge.add_argument("--batch-size", type=positive, default=None)
     purge.set_defaults(func=cmd_purge_sessions)
+
+    events = commands.add_parser(
+        "purge-events", help="delete audit events older than appserver.audit.retention_days"
+    )
+    events.add_argument("--batch-size", type=positive, default=None)
+    events.set_defaults(func=cmd_purge_events)
 
     check = commands.add_parser(
         "check", help="check the settings, the database and that the server's address is free"
@@ -271,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup_logging(str(startup.config_file(args.config_uri)))
         args.func(args)
-    except (CommandError, PasswordTooLong, startup.StartupError) as error:
+    except (CommandError, PasswordTooLong, AccountError, startup.StartupError) as error:
         return fail(error)
     except ConfigurationError as error:
         return fail(f"{args.config_uri.split('#', 1)[0]}: {error}")

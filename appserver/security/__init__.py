@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyramid.config import Configurator
 from pyramid.request import Request
-from pyramid.tweens import EXCVIEW
+from pyramid.tweens import EXCVIEW, INGRESS
 
 from ..models import User
 from .cookies import TolerantRequestCookies
@@ -60,6 +60,18 @@ def includeme(config: Configurator) -> None:
     config.include(".websudo")
 
     tm = "pyramid_tm.tm_tween_factory"
+    headers = "appserver.security.perimeter.security_headers_tween_factory"
+    status = "appserver.health.status_tween_factory"
+    config.add_tween(
+        headers, under=[INGRESS, "appserver.process_header.process_header_tween_factory"], over=[status, tm]
+    )
+    config.add_tween(
+        "appserver.security.perimeter.allowed_host_tween_factory",
+        # GET /status (load balancers, by address) builds no URL and reads no credential.
+        under=[headers, status],
+        # Above the debug toolbar when it is included (development), else above pyramid_tm.
+        over=["pyramid_debugtoolbar.toolbar_tween_factory", tm],
+    )
     config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
     config.add_tween(
         "appserver.security.tweens.unreadable_request_tween_factory",

@@ -3,15 +3,24 @@ the admin pages and the command line: each revokes what it must and leaves an au
 """
 from __future__ import annotations
 
+import unicodedata
+
 from pyramid.request import Request
 from pyramid.security import remember
 
 from ..models import User, UserSession
+from ..models.user import USERNAME_MAX_LENGTH
 from . import audit
 from .audit import Event
 from .login import Outcome, check_user_password
 
 MIN_PASSWORD_LENGTH = 8
+#: Besides letters, digits and combining marks of any script.
+USERNAME_SYMBOLS = "._-@+"
+USERNAME_RULE = (
+    f"Choose a username of 1 to {USERNAME_MAX_LENGTH} letters, digits and the symbols "
+    f"{' '.join(USERNAME_SYMBOLS)}, starting with a letter or a digit."
+)
 
 
 class AccountError(ValueError):
@@ -31,9 +40,33 @@ class TooManyAttempts(AccountError):
         self.retry_after = retry_after
 
 
+def _username_character(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category[0] in "LM" or category == "Nd" or ch in USERNAME_SYMBOLS
+
+
+def validate_username(username: str) -> str:
+    """The one rule for new usernames (command line, admin form, demo data); returns the
+    name as stored (NFC). Names made before the rule existed keep working: logins look names
+    up by their canonical key and never apply this rule."""
+    name = unicodedata.normalize("NFC", username)
+    if (
+        not name
+        or len(name) > USERNAME_MAX_LENGTH
+        or not unicodedata.category(name[0]) in ("Lu", "Ll", "Lt", "Lm", "Lo", "Nd")
+        or not all(_username_character(ch) for ch in name)
+    ):
+        raise AccountError(USERNAME_RULE, "username")
+    return name
+
+
 def validate_new_password(request: Request, password: str, confirm: str | None = None) -> None:
+    """The one rule for new passwords, wherever they are set (account page, REST, admin
+    form, command line, demo data)."""
     if confirm is not None and password != confirm:
         raise AccountError("The two new passwords do not match.", "password")
+    if not password.isprintable():  # NUL and other controls: no client can send them in Basic
+        raise AccountError("Passwords cannot contain control characters.", "password")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.", "password")
     if request.passwords.too_long(password):
@@ -62,6 +95,7 @@ def set_password(request: Request, user: User, password: str, *, keep: UserSessi
     Basic auth with the old password fails from the next request on, in every process,
     because Basic is checked against the stored hash each time.
     """
+    validate_new_password(request, password)
     user.password_hash = request.passwords.hash(password)
     user.password_changed_at = request.now
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)

@@ -9,7 +9,7 @@ import enum
 from datetime import timedelta
 
 from pyramid.request import Request
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ..models import AuthEvent, User
@@ -67,26 +67,85 @@ DESCRIPTIONS = {
 COLLAPSE_SECONDS = 300
 
 
+#: Events a client can repeat at will (replaying a revoked cookie, retrying during a lock-out):
+#: written at most once per user, detail and ``appserver.audit.collapse_seconds``; the
+#: repeats are counted on that row.
+COLLAPSED = frozenset({Event.SESSION_EXPIRED, Event.LOGIN_DENIED})
+
+
 def record(
     request: Request,
-    event: Event,
+    event: Event | str,
     user: User | None = None,
     detail: str = "",
     *,
     db: Session | None = None,
+    collapse: bool | None = None,
 ) -> None:
     """Add an event to ``db``: the request's unit of work unless a unit of its own is given
-    (events that must stand whatever the request does next: failed logins, lock-outs)."""
-    (request.dbsession if db is None else db).add(
+    (events that must stand whatever the request does next: failed logins, lock-outs).
+
+    ``collapse`` (default: whether ``event`` is in :data:`COLLAPSED`) counts an event
+    identical to one already written within the collapse interval on that row instead of
+    adding a row: for anything a client can repeat cheaply, so that replays cannot flood the
+    trail. Any event name may be collapsed this way."""
+    db = request.dbsession if db is None else db
+    name = event.value if isinstance(event, Event) else event
+    detail = detail[:255]
+    user_id = user.id if user is not None else None
+    if collapse is None:
+        collapse = name in COLLAPSED
+    if collapse and _count_repeat(request, db, name, user_id, detail):
+        return
+    db.add(
         AuthEvent(
             occurred_at=request.now,
-            event=event.value,
-            user_id=user.id if user is not None else None,
-            detail=detail[:255],
+            event=name,
+            user_id=user_id,
+            detail=detail,
             remote_addr=client.address(request),
             user_agent=client.user_agent(request),
+            repeats=0,
         )
     )
+
+
+def _count_repeat(request: Request, db: Session, name: str, user_id: int | None, detail: str) -> bool:
+    """Add one to the newest identical event inside the interval; False when there is none."""
+    interval = request.appserver_settings.audit_collapse_seconds
+    if interval <= 0:
+        return False
+    since = request.now - timedelta(seconds=interval)
+    same_user = AuthEvent.user_id.is_(None) if user_id is None else AuthEvent.user_id == user_id
+    newest = (
+        select(AuthEvent.id)
+        .where(AuthEvent.event == name, same_user, AuthEvent.detail == detail,
+               AuthEvent.occurred_at > since)
+        .order_by(AuthEvent.occurred_at.desc(), AuthEvent.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    counted = db.execute(
+        update(AuthEvent)
+        .where(AuthEvent.id == newest)
+        .values(repeats=AuthEvent.repeats + 1, last_occurred_at=request.now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return counted > 0
+
+
+def purge_batch(request: Request, batch_size: int) -> int:
+    """Delete up to ``batch_size`` events older than ``appserver.audit.retention_days``;
+    the caller commits each batch (``appserver CONFIG purge-events``)."""
+    horizon = request.now - timedelta(days=request.appserver_settings.audit_retention_days)
+    ids = list(
+        request.dbsession.scalars(
+            select(AuthEvent.id).where(AuthEvent.occurred_at < horizon).limit(batch_size)
+        )
+    )
+    if ids:
+        request.dbsession.execute(delete(AuthEvent).where(AuthEvent.id.in_(ids)))
+    return len(ids)
 
 
 def recorded_lately(request: Request, event: Event, user: User | None = None, *, db: Session) -> bool:

@@ -23,6 +23,7 @@ from .basic import parse_authorization
 from .cookies import delete_cookie, set_cookie
 from .identity import Authentication, BasicState, Identity, Source
 from .login import Outcome, check_password, note_login
+from .paths import credential_free
 from .personal_tokens import TokenState, TokenStore, bearer_credentials, record_refusal
 from .remember import RememberState, RememberStore
 from .request_local import RequestAttributeCache
@@ -150,6 +151,8 @@ class RememberMeSource:
                 note_login(request, lookup.user)
                 audit.record(request, Event.REMEMBER_USED, lookup.user, db=db)
                 issued, header = sessions.issue(request, lookup.user, auth, db)
+                # Replays of the replaced token inside the grace are served by this session.
+                RememberStore.of(request, db).record_successor(lookup.token_id, issued.session)
             elif lookup.state is RememberState.THEFT:
                 # Whoever holds a copy of the cookie may also hold a session made from it.
                 SessionStore.of(request, db).revoke_user_sessions(lookup.user.id)
@@ -163,6 +166,14 @@ class RememberMeSource:
                 auth.cookies[settings.remember_cookie] = set_cookie(
                     settings, settings.remember_cookie, lookup.cookie_value, remaining
                 )
+            return
+        if lookup.state is RememberState.GRACE:
+            # A parallel request of the browser that just rotated the token: it is served by
+            # the session that rotation started, and changes no cookie (the rotating response
+            # sets them), so replays never multiply sessions.
+            auth.cookies.pop(settings.session_cookie, None)
+            if lookup.successor is not None:
+                auth.identity = Identity(lookup.user, Source.REMEMBER, lookup.successor)
             return
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
 
@@ -195,6 +206,8 @@ class AppSecurityPolicy:
         """Every source, each in units of work of its own (read, then write if it must);
         the request's own transaction has not begun yet."""
         auth = Authentication()
+        if credential_free(request):
+            return auth
         self.basic.authenticate(request, auth)
         self.bearer.authenticate(request, auth)
         self.session.authenticate(request, auth)

@@ -30,4 +30,27 @@ def safe_destination(candidate: str | None, default: str = DEFAULT_DESTINATION) 
     parts = urlsplit(normalised)
     if parts.scheme or parts.netloc:
         return default
-    return quote(candidate, safe="!#$%&'()*+,/:;=?@[]~")
+    end = min((i for i in (candidate.find("?"), candidate.find("#")) if i >= 0), default=len(candidate))
+    return quote(plain_path(candidate[:end]) + candidate[end:], safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def plain_path(path: str) -> str:
+    """``path`` with its dot segments resolved the way a browser resolves them, and never
+    starting with ``//``: ``/.//evil.example`` is ``/evil.example`` (resolved as it stands
+    it would be ``//evil.example``, which a later redirect may read as another host)."""
+    segments: list[str] = []
+    parts = path.split("/")[1:]
+    for index, segment in enumerate(parts):
+        dots = segment.lower().replace("%2e", ".")  # browsers read %2e in a path as a dot
+        last = index == len(parts) - 1
+        if dots == ".":
+            if last:
+                segments.append("")
+        elif dots == "..":
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        else:
+            segments.append(segment)
+    return "/" + "/".join(segments).lstrip("/")

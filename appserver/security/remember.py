@@ -15,7 +15,7 @@ from sqlalchemy import delete, or_, select, update
 from pyramid.request import Request
 from sqlalchemy.orm import Session
 
-from ..models import RememberToken, User
+from ..models import RememberToken, User, UserSession
 from .tokens import hash_token, is_well_formed, new_token
 
 #: Parallel requests of one browser may all present the token that the first one rotated.
@@ -25,6 +25,7 @@ ROTATION_GRACE = timedelta(seconds=30)
 class RememberState(enum.Enum):
     ABSENT = "absent"
     USED = "used"
+    GRACE = "grace"  # the token just replaced, inside the grace: served by the successor
     INVALID = "invalid"  # unknown, expired, revoked or garbage
     THEFT = "theft"
 
@@ -36,6 +37,10 @@ class RememberLookup:
     #: The rotated cookie value to send back (None: keep the cookie the browser has).
     cookie_value: str | None = None
     expires_at: datetime | None = None
+    #: With USED: the row, so that the session started from it can be recorded.
+    token_id: int | None = None
+    #: With GRACE: the live session the rotation started (None: it is gone; anonymous).
+    successor: UserSession | None = None
 
 
 def _cookie(series: str, token: str) -> str:
@@ -99,15 +104,34 @@ class RememberStore:
                 .execution_options(synchronize_session=False)
             ).rowcount
             value = _cookie(series, fresh) if rotated == 1 else None
-            return RememberLookup(RememberState.USED, user, value, row.expires_at)
+            return RememberLookup(RememberState.USED, user, value, row.expires_at, row.id)
         if (
             row.previous_token_hash is not None
             and hmac.compare_digest(presented, row.previous_token_hash)
             and self.now - row.rotated_at <= ROTATION_GRACE
         ):
-            return RememberLookup(RememberState.USED, user, None, row.expires_at)
+            return RememberLookup(
+                RememberState.GRACE, user, None, row.expires_at, successor=self._successor(row)
+            )
         self.revoke_user(user.id)
         return RememberLookup(RememberState.THEFT, user)
+
+    def _successor(self, row: RememberToken) -> UserSession | None:
+        if row.successor_session_id is None:
+            return None
+        session = self.db.get(UserSession, row.successor_session_id)
+        if session is None or session.revoked_at is not None or self.now >= session.expires_at:
+            return None
+        return session
+
+    def record_successor(self, token_id: int, session: UserSession) -> None:
+        """Remember which session the rotation of ``token_id`` started (see GRACE)."""
+        self.db.execute(
+            update(RememberToken)
+            .where(RememberToken.id == token_id)
+            .values(successor_session_id=session.id)
+            .execution_options(synchronize_session=False)
+        )
 
     def revoke_series(self, value: str) -> None:
         series = value.partition(".")[0]

@@ -3,7 +3,9 @@
 Order (outermost first; ``ptweens development.ini`` shows it):
 
     process_header_tween_factory    X-Appserver-Process when enabled (appserver/process_header.py)
+    security_headers_tween          (perimeter.py) headers on every response
     status_tween_factory            GET /status, before any transaction or credential (health.py)
+    allowed_host_tween              (perimeter.py) 400 for a Host not allowed
     pyramid_tm                      transaction per request
     unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
@@ -34,7 +36,9 @@ from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE, retry_transient
 from ..startup import database_problem
 from .basic import basic_challenge
+from .header_values import encode_header_value
 from .identity import Authentication, BasicState
+from .paths import credential_free
 from .personal_tokens import bearer_challenge
 from .responses import denied_response, unauthorized_response, unavailable_response
 from .sessions import CookieState
@@ -63,7 +67,10 @@ def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Ha
         if status is None:
             return handler(request)
         # The request is refused: make its URL safe to render the error page (which
-        # links back to the current path), since the original cannot be decoded.
+        # links back to the current path), since the original cannot be decoded. The page
+        # answers as anonymous without reading credentials: a remember-me token rotated
+        # here would never reach the client.
+        registry.security_policy.unauthenticated(request)
         raw_path = request.environ.get("PATH_INFO", "").encode("latin-1")
         request.environ["PATH_INFO"] = quote(raw_path, safe="/")
         request.environ["QUERY_STRING"] = ""
@@ -88,7 +95,7 @@ def _unreadable(request: Request) -> tuple[int | None, str]:
 
 def authentication_tween_factory(handler: Handler, registry: Registry) -> Handler:
     def authentication_tween(request: Request) -> Response:
-        if request.path_info.startswith("/static/"):
+        if credential_free(request):
             return handler(request)
         try:
             # Authentication reads and writes in units of work of its own (committed as they
@@ -162,6 +169,8 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
                 [f"Unsupported os_authType {given}: use one of {', '.join(OS_AUTHTYPES)}."],
                 errors={"os_authType": "must be one of " + ", ".join(OS_AUTHTYPES)},
             )
+        if credential_free(request):  # no credential is read there, so none is demanded
+            return handler(request)
         (wanted,) = values
         auth: Authentication = request.authentication
         identity = auth.identity
@@ -261,7 +270,7 @@ def _finish(request: Request, response: Response) -> None:
     """Stamp who answered and apply the cookie changes authentication decided on."""
     auth: Authentication = request.authentication
     user = auth.user
-    response.headers["X-AUSERNAME"] = user.username if user else "anonymous"
+    response.headers["X-AUSERNAME"] = encode_header_value(user.username) if user else "anonymous"
     reason = getattr(request, "login_reason", None)
     if reason is None:
         if auth.basic.failed or auth.bearer.failed:

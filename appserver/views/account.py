@@ -6,6 +6,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.view import view_config
 
+from ..ids import parse_id
 from ..models import UserSession
 from ..security import accounts, audit, personal_tokens
 from ..security.personal_tokens import TokenRequestError
@@ -84,7 +85,8 @@ def change_password(request: Request):
 @view_config(route_name="account.revoke_session", request_method="POST", permission="account")
 def revoke_session(request: Request):
     user = request.user
-    session = request.dbsession.get(UserSession, int(request.matchdict["id"]))
+    session_id = parse_id(request.matchdict["id"])
+    session = request.dbsession.get(UserSession, session_id) if session_id is not None else None
     if session is None or session.user_id != user.id:
         return _back(request, "session-revoked")  # nothing of another user's is revealed
     identity = request.authentication.identity
@@ -129,8 +131,8 @@ def create_token(request: Request):
 @view_config(route_name="account.revoke_token", request_method="POST", permission="account")
 def revoke_token(request: Request):
     user = request.user
-    token_id = int(request.matchdict["id"])
-    token = request.token_store.get(token_id) if token_id < 2**31 else None
+    token_id = parse_id(request.matchdict["id"])
+    token = request.token_store.get(token_id) if token_id is not None else None
     if token is not None and token.user_id == user.id:
         personal_tokens.revoke(request, token, user)
     return _back(request, "token-revoked")  # nothing of another user's is revealed

@@ -10,8 +10,8 @@ from pyramid.view import view_config
 from sqlalchemy import select
 
 from ..demo import ensure_user
+from ..ids import parse_id
 from ..models import User
-from ..models.user import USERNAME_MAX_LENGTH
 from ..security import accounts, audit, personal_tokens, websudo
 from ..security.accounts import AccountError
 from ..security.audit import Event
@@ -55,9 +55,7 @@ def create_user(request: Request):
     }
     password = request.POST.get("password", "")
     try:
-        username = form["username"]
-        if not username or len(username) > USERNAME_MAX_LENGTH or any(ord(c) < 32 for c in username):
-            raise AccountError("Enter a username of 1 to 255 printable characters.")
+        username = accounts.validate_username(form["username"])
         if not (form["display_name"] + form["email"]).isprintable():  # NUL: PostgreSQL refuses it
             raise AccountError("Display names and email addresses cannot contain control characters.")
         if find_user(request, username) is not None:
@@ -130,7 +128,8 @@ def confirm_user_action(request: Request):
 @view_config(route_name="admin.user_action", request_method="POST",
              renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def user_action(request: Request):
-    user = request.dbsession.get(User, int(request.matchdict["id"]))
+    user_id = parse_id(request.matchdict["id"])
+    user = request.dbsession.get(User, user_id) if user_id is not None else None
     if user is None:
         request.response.status = 404
         return users_page(request, form_error="That account no longer exists.")

@@ -14,9 +14,9 @@ import re
 from pyramid.request import Request
 from pyramid.view import view_config
 
-from .. import jql
+from .. import jql, search
 from ..errors import error_response
-from ..models.issue import STATUSES, find_issue, viewable_levels
+from ..models.issue import STATUSES, find_issue
 
 PAGE_SIZE = 50
 ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it."
@@ -44,7 +44,7 @@ def issue_list(request: Request):
         "first": 0, "prev_url": None, "next_url": None,
     }
     try:
-        query = jql.parse(text)
+        query = search.parse(request, text)
         problems = jql.check_values(query, request.dbsession)
         if problems:
             raise jql.JQLError(" ".join(problems))
@@ -52,9 +52,10 @@ def issue_list(request: Request):
         request.response.status = 400
         context["error"] = str(error)
         return context
-    result = jql.run(
-        request.dbsession, query, viewable_levels(request), (page - 1) * PAGE_SIZE, PAGE_SIZE
-    )
+    try:
+        result = search.run(request, query, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    except jql.SearchTimeout:
+        return search.timeout_response(request)
     pages = max(1, -(-result.total // PAGE_SIZE))
 
     def page_url(number: int) -> str:

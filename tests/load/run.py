@@ -207,7 +207,7 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
             relay.start()
             cleanups.append(relay.stop)
             env = {**os.environ, "APPSERVER_SECRET": secrets.token_urlsafe(48),
-                   "APPSERVER_DATABASE_URL": database_url,
+                   "APPSERVER_DATABASE_URL": database_url, "APPSERVER_ALLOWED_HOSTS": "127.0.0.1",
                    "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning"}
             # The servers reach PostgreSQL through the relay, so the connection can be cut.
             served = {**env, "APPSERVER_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{relay.port}/appserver_load"}

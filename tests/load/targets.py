@@ -63,7 +63,7 @@ def development_ini(folder: Path, port: int, sqlite_file: Path) -> Path:
 
 def production_ini(folder: Path, port: int) -> Path:
     """production.ini unchanged but for ``listen`` (the database and the secret come from
-    APPSERVER_DATABASE_URL and APPSERVER_SECRET, as in production)."""
+    APPSERVER_DATABASE_URL, APPSERVER_SECRET and APPSERVER_ALLOWED_HOSTS, as in production)."""
     path = folder / f"production-{port}.ini"
     source = ROOT / "production.ini"
     path.write_text(

@@ -15,9 +15,10 @@ from typing import Any
 from pyramid.request import Request
 from pyramid.view import view_config
 
-from ... import jql
+from ... import jql, search
 from ...errors import error_response
-from ...models.issue import STATUSES, Issue, find_issue, viewable_levels
+from ...ids import MAX_ID
+from ...models.issue import STATUSES, Issue, find_issue
 from ...rendering import jira_time
 from . import BadJSON, bad_json_response, json_object
 
@@ -193,6 +194,8 @@ def _integer(name: str, value: Any, default: int) -> int:
         value = int(text)
     if value < 0:
         raise BadParameter(name, f"'{name}' must not be negative (got {value}).")
+    if value > MAX_ID:  # an offset beyond any INTEGER id: refused, not sent to the database
+        raise BadParameter(name, f"'{name}' must be at most {MAX_ID}.")
     return value
 
 
@@ -298,7 +301,7 @@ def search_post(request: Request):
 
 def _search(request: Request, parameters: SearchParameters):
     try:
-        query = jql.parse(parameters.jql)
+        query = search.parse(request, parameters.jql)
     except jql.JQLError as error:
         return error_response(request, 400, [str(error)])
     warnings: list[str] = []
@@ -307,10 +310,10 @@ def _search(request: Request, parameters: SearchParameters):
         if problems and parameters.validate == "strict":
             return error_response(request, 400, problems)
         warnings = problems
-    result = jql.run(
-        request.dbsession, query, viewable_levels(request),
-        parameters.start_at, parameters.max_results,
-    )
+    try:
+        result = search.run(request, query, parameters.start_at, parameters.max_results)
+    except jql.SearchTimeout:
+        return search.timeout_response(request)
     fields = select_fields(parameters.fields, "*navigable")
     body: dict[str, Any] = {
         "expand": "schema,names",

@@ -10,6 +10,7 @@ from pyramid.request import Request
 from pyramid.view import view_config, view_defaults
 
 from ...errors import error_response
+from ...ids import parse_id
 from ...models import PersonalToken, User
 from ...rendering import jira_time
 from ...security import personal_tokens, websudo
@@ -33,10 +34,8 @@ def token_json(request: Request, token: PersonalToken, owner: User) -> dict[str,
 
 
 def _token_id(request: Request) -> int | None:
-    value = request.matchdict["id"]
-    if value.isascii() and value.isdigit() and len(value) <= 10 and int(value) < 2**31:
-        return int(value)
-    return None  # not an id any token could have (and PostgreSQL's INTEGER would refuse it)
+    """None: not an id any token could have (and PostgreSQL's INTEGER would refuse it)."""
+    return parse_id(request.matchdict["id"])
 
 
 @view_defaults(renderer="json", permission="account", require_csrf=False)

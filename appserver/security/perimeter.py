@@ -1,0 +1,86 @@
+"""The two outermost tweens: security headers on every response, and the Host allow-list.
+
+Order (outermost first)::
+
+    security_headers_tween   every response, whoever made it: views, exception views,
+                             static files, the tweens below, the debug toolbar
+    allowed_host_tween       400 for a Host not in appserver.allowed_hosts, before anything
+                             reads a credential or builds a URL (above the debug toolbar, so
+                             a rebound DNS name cannot reach it either)
+    (debug toolbar, pyramid_tm, the seed's tweens: see tweens.py)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyramid.registry import Registry
+from pyramid.request import Request
+from pyramid.response import Response
+
+from ..errors import error_response
+from ..hosts import host_allowed
+
+Handler = Callable[[Request], Response]
+
+#: Pages: only this site's own scripts, styles, images and form targets; never framed.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+#: JSON, CSS and anything else that is not a page: nothing to load, never framed.
+RESOURCE_POLICY = "default-src 'none'; frame-ancestors 'none'"
+#: The debug toolbar's own pages use inline script; it exists in development only.
+TOOLBAR_PREFIX = "/_debug_toolbar/"
+HSTS = "max-age=31536000"
+
+COMMON_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+)
+
+
+def security_headers(request: Request, response: Response, *, https: bool) -> None:
+    """Add the headers a view did not set itself."""
+    for name, value in COMMON_HEADERS:
+        response.headers.setdefault(name, value)
+    if not request.path_info.startswith(TOOLBAR_PREFIX):
+        policy = PAGE_POLICY if response.content_type == "text/html" else RESOURCE_POLICY
+        response.headers.setdefault("Content-Security-Policy", policy)
+    if https:
+        # Only where cookies are Secure (production behind TLS): on plain http in
+        # development it would lock the browser out of http://localhost for a year.
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+
+
+def security_headers_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    https = registry.appserver_settings.secure_cookies
+
+    def security_headers_tween(request: Request) -> Response:
+        response = handler(request)
+        security_headers(request, response, https=https)
+        return response
+
+    return security_headers_tween
+
+
+def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
+    patterns = registry.appserver_settings.allowed_hosts
+
+    def allowed_host_tween(request: Request) -> Response:
+        # WebOb's host: the Host header (set from X-Forwarded-Host by waitress only for a
+        # trusted proxy), else SERVER_NAME:SERVER_PORT. Every absolute URL is built from it.
+        if host_allowed(request.host, patterns):
+            return handler(request)
+        # The error page shows who is logged in: answer as anonymous without reading any
+        # credential (reading one may rotate a remember-me token the client would never get).
+        registry.security_policy.unauthenticated(request)
+        return error_response(
+            request,
+            400,
+            ["This server does not answer to the host name in this request. "
+             "Use the server's own address."],
+            errors={"Host": "not one of the names this server answers to"},
+        )
+
+    return allowed_host_tween
