@@ -111,15 +111,10 @@ def confirm_page(request: Request, user: User) -> Response:
     )
 
 
-#: The largest id a database integer column holds (PostgreSQL's INTEGER): anything above it
-#: names no account, and asking the database would be an error, not an answer.
-MAX_ID = 2**31 - 1
-
-
 @view_config(route_name="admin.confirm", permission="admin", websudo=True)
 def confirm_user_action(request: Request):
-    user_id = int(request.matchdict["id"])
-    user = request.dbsession.get(User, user_id) if user_id <= MAX_ID else None
+    user_id = parse_id(request.matchdict["id"])
+    user = request.dbsession.get(User, user_id) if user_id is not None else None
     if user is None:
         return HTTPSeeOther(request.route_url("admin.users"))
     return confirm_page(request, user)
