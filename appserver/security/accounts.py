@@ -98,8 +98,8 @@ def set_password(request: Request, user: User, password: str, *, keep: UserSessi
     validate_new_password(request, password)
     user.password_hash = request.passwords.hash(password)
     user.password_changed_at = request.now
+    request.remember_store.revoke_user(user.id)  # first: see revoke_sessions
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
-    request.remember_store.revoke_user(user.id)
     audit.record(request, Event.PASSWORD_CHANGED, user, f"{revoked} other session(s) revoked")
     return revoked
 
@@ -116,12 +116,16 @@ def rotated_session(request: Request) -> list[tuple[str, str]] | None:
 def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = None, by: str = "") -> int:
     """Log a user out: every session but ``keep``; with no ``keep`` ("log out everywhere",
     the admin page and the command line) also every remembered login and personal access
-    token."""
-    revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
+    token.
+
+    The remember-me tokens go first: revoking them waits for a remember-me login in flight
+    (it holds its token's row) to commit, so the sessions revoked next include the one it
+    started. Sessions first would let that session outlive "log out everywhere"."""
     tokens = ""
     if keep is None:
         request.remember_store.revoke_user(user.id)
         tokens = f", {request.token_store.revoke_user(user.id)} token(s)"
+    revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     audit.record(request, Event.SESSION_REVOKED, user, f"{revoked} session(s){tokens}{' by ' + by if by else ''}")
     return revoked
 
@@ -136,8 +140,8 @@ def set_active(request: Request, user: User, active: bool, *, by: User | None = 
         raise AccountError("You cannot deactivate your own account.")
     user.active = active
     if not active:
+        request.remember_store.revoke_user(user.id)  # first: see revoke_sessions
         request.session_store.revoke_user_sessions(user.id)
-        request.remember_store.revoke_user(user.id)
     audit.record(request, Event.USER_ACTIVATED if active else Event.USER_DEACTIVATED, user,
                  f"by {by.username}" if by is not None else "")
 

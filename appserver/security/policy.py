@@ -132,6 +132,11 @@ class SessionCookieSource:
         return delete_cookie(settings, settings.session_cookie)
 
 
+#: In the WSGI environ, which pyramid_retry keeps across the attempts of one request: the
+#: remember-me cookie an attempt rotated, the session it started and the cookies it set.
+ROTATED_KEY = "appserver.remember.rotated"
+
+
 class RememberMeSource:
     """The remember-me cookie: when no session is live, it starts a new one, silently.
 
@@ -160,12 +165,16 @@ class RememberMeSource:
         if lookup.state is RememberState.USED:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session
+            remaining = int((lookup.expires_at - request.now).total_seconds())
             auth.cookies[settings.session_cookie] = header
-            if lookup.cookie_value is not None:
-                remaining = int((lookup.expires_at - request.now).total_seconds())
-                auth.cookies[settings.remember_cookie] = set_cookie(
-                    settings, settings.remember_cookie, lookup.cookie_value, remaining
-                )
+            auth.cookies[settings.remember_cookie] = set_cookie(
+                settings, settings.remember_cookie, lookup.cookie_value, remaining
+            )
+            # If this request is run again (pyramid_retry: a transient error after this
+            # point), the next attempt presents the token just replaced; it must still send
+            # the client the cookies committed here, or the browser keeps the old token and
+            # its use after the grace reads as theft.
+            request.environ[ROTATED_KEY] = (value, issued.session.id, dict(auth.cookies))
             return
         if lookup.state is RememberState.GRACE:
             # A parallel request of the browser that just rotated the token: it is served by
@@ -174,6 +183,11 @@ class RememberMeSource:
             auth.cookies.pop(settings.session_cookie, None)
             if lookup.successor is not None:
                 auth.identity = Identity(lookup.user, Source.REMEMBER, lookup.successor)
+                rotated = request.environ.get(ROTATED_KEY)
+                if rotated is not None and rotated[:2] == (value, lookup.successor.id):
+                    # The same request, run again: its first attempt did the rotation.
+                    auth.presented_session = lookup.successor
+                    auth.cookies.update(rotated[2])
             return
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
 

@@ -34,7 +34,7 @@ class RememberState(enum.Enum):
 class RememberLookup:
     state: RememberState
     user: User | None = None
-    #: The rotated cookie value to send back (None: keep the cookie the browser has).
+    #: With USED: the rotated cookie value to send back.
     cookie_value: str | None = None
     expires_at: datetime | None = None
     #: With USED: the row, so that the session started from it can be recorded.
@@ -80,10 +80,15 @@ class RememberStore:
         series, _, token = value.partition(".")
         if not (is_well_formed(series) and is_well_formed(token)):
             return RememberLookup(RememberState.INVALID)
+        # The row stays locked until the caller's unit ends (PostgreSQL; SQLite's write
+        # transaction already holds the database): a parallel use of the same token waits
+        # and then sees the rotation (GRACE, served by its successor) instead of minting a
+        # second session, and a revocation in flight is seen instead of overtaken.
         found = self.db.execute(
             select(RememberToken, User)
             .join(User, RememberToken.user_id == User.id)
             .where(RememberToken.series == series)
+            .with_for_update(of=RememberToken)
         ).one_or_none()
         if found is None:
             return RememberLookup(RememberState.INVALID)
@@ -103,8 +108,9 @@ class RememberStore:
                 .values(token_hash=hash_token(fresh), previous_token_hash=presented, rotated_at=self.now)
                 .execution_options(synchronize_session=False)
             ).rowcount
-            value = _cookie(series, fresh) if rotated == 1 else None
-            return RememberLookup(RememberState.USED, user, value, row.expires_at, row.id)
+            if rotated != 1:  # changed under us after all: never start a session from it
+                return RememberLookup(RememberState.INVALID, user)
+            return RememberLookup(RememberState.USED, user, _cookie(series, fresh), row.expires_at, row.id)
         if (
             row.previous_token_hash is not None
             and hmac.compare_digest(presented, row.previous_token_hash)

@@ -1,0 +1,188 @@
+"""Remember-me when requests overlap: a login from the remember-me cookie against a
+revocation in flight, and a request that pyramid_retry runs again after its rotation.
+
+The load suite found the first one on PostgreSQL: "log out everywhere" was acknowledged while
+a remember-me login of the same user was minting a session, and that session (or the rotated
+token) outlived it. Here each race is set up deterministically: one side holds its
+transaction open until the other is seen waiting for it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from pyramid.scripting import prepare
+from sqlalchemy import func, select, text, update
+
+from appserver.models import AuthEvent, RememberToken, User, UserSession, writer
+from appserver.models.units import unit
+from appserver.security import accounts
+from appserver.security.remember import RememberState, RememberStore
+from appserver.security.sessions import SessionStore
+
+from .support import create_user
+from .test_concurrency import basic_header, locked_error
+from .test_remember_me import REMEMBER, SESSION, cookie, login
+
+_names = iter(range(1, 1000))
+
+
+@pytest.fixture(scope="module")
+def server(live_server_factory):
+    return live_server_factory(threads=4)
+
+
+def remembered_user(server) -> tuple[int, str]:
+    """A new user with a remember-me token: (user id, the cookie's value)."""
+    with server.request() as request:
+        user = create_user(request, f"rr{next(_names)}", "right-password-1")
+        value, _ = request.remember_store.issue(user)
+        return user.id, value
+
+
+def username(server, user_id: int) -> str:
+    with server.engine.connect() as connection:
+        return connection.execute(select(User.username).where(User.id == user_id)).scalar_one()
+
+
+def wait_until_blocked(server, started: threading.Event) -> None:
+    """Return once the other side is waiting for our transaction: on PostgreSQL, when a
+    backend waits for a lock; on SQLite (which shows no waiters) once the other thread runs,
+    which gives the same outcome whether or not it reached the lock yet."""
+    assert started.wait(10)
+    if server.engine.dialect.name != "postgresql":
+        return
+    deadline = time.monotonic() + 10
+    with server.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity "
+                     "WHERE wait_event_type = 'Lock' AND datname = current_database()")
+            ).scalar()
+            connection.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+    pytest.fail("the other transaction never waited for ours")
+
+
+def in_thread(work: Callable[[], object]):
+    """Run ``work`` in a thread; return (its future, an event set when it starts)."""
+    started = threading.Event()
+
+    def run():
+        started.set()
+        return work()
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future, started
+
+
+def live_sessions(server, user_id: int) -> int:
+    with server.engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).select_from(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+        ).scalar()
+
+
+def test_a_revocation_in_flight_is_seen_by_a_remember_me_login(server):
+    """The revocation commits while the remember-me login waits: the login must see it
+    (anonymous, the cookie deleted, no session), not overtake it with a session of its own."""
+    user_id, value = remembered_user(server)
+    with writer(server.engine).begin() as connection:
+        connection.execute(
+            update(RememberToken).where(RememberToken.user_id == user_id).values(revoked_at=func.now())
+        )
+        future, started = in_thread(
+            lambda: requests.get(server.url + "/", cookies={REMEMBER: value}, timeout=30)
+        )
+        wait_until_blocked(server, started)
+    response = future.result(timeout=30)
+    assert response.status_code == 200
+    assert response.headers["X-AUSERNAME"] == "anonymous"
+    assert f"{REMEMBER}=;" in response.headers.get("Set-Cookie", "")
+    assert live_sessions(server, user_id) == 0
+
+
+def test_log_out_everywhere_includes_a_remember_me_login_in_flight(server):
+    """The remember-me login holds its token while it starts a session; "log out everywhere"
+    arriving then waits for it and revokes that session too."""
+    user_id, value = remembered_user(server)
+    env = prepare(registry=server.app.registry)
+    try:
+        with unit(env["request"], write=True) as db:
+            lookup = RememberStore.of(env["request"], db).use(value)
+            assert lookup.state is RememberState.USED
+            SessionStore.of(env["request"], db).issue(lookup.user)
+
+            def log_out_everywhere():
+                with server.request() as request:
+                    request.method = "POST"  # before request.dbsession: the writer's binding
+                    accounts.revoke_sessions(request, request.dbsession.get(User, user_id), by="test")
+
+            future, started = in_thread(log_out_everywhere)
+            wait_until_blocked(server, started)
+    finally:
+        env["closer"]()
+    future.result(timeout=30)
+    assert live_sessions(server, user_id) == 0
+    with server.engine.connect() as connection:
+        live_tokens = connection.execute(
+            select(func.count()).select_from(RememberToken)
+            .where(RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None))
+        ).scalar()
+    assert live_tokens == 0
+
+
+def test_parallel_uses_of_one_token_start_one_session(server):
+    """Tabs of one browser restored at once all present the same token: one rotation, one
+    new session; the others are served by it (the grace), none is treated as theft."""
+    user_id, value = remembered_user(server)
+    barrier = threading.Barrier(6)
+
+    def restore(_):
+        barrier.wait()
+        return requests.get(server.url + "/rest/api/2/myself", cookies={REMEMBER: value}, timeout=30)
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(restore, range(6)))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert {r.headers["X-AUSERNAME"] for r in responses} == {username(server, user_id)}
+    assert sum(REMEMBER in r.cookies for r in responses) == 1, "one rotation, sent once"
+    assert live_sessions(server, user_id) == 1
+
+
+def test_a_retried_request_still_sends_the_rotated_cookies(make_app, users, clock, monkeypatch, dbsession):
+    """pyramid_retry runs a request again after a transient error; its first attempt had
+    rotated the remember-me token (committed). The answer must carry the new cookies, or the
+    browser keeps the replaced token and, after the grace, is logged out everywhere as a thief."""
+    from appserver.views.rest import api
+
+    testapp = make_app()
+    login(testapp, remember=True)
+    old = cookie(testapp, REMEMBER)
+    clock.advance(1800)  # the session is idle-dead; the remember-me cookie brings it back
+    calls = [0]
+    real = api.user_json
+
+    def busy_once(request, user):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise locked_error()
+        return real(request, user)
+
+    monkeypatch.setattr(api, "user_json", busy_once)
+    response = testapp.get("/rest/api/2/myself")
+    assert calls[0] == 2 and response.json["name"] == "fred"
+    assert cookie(testapp, REMEMBER) not in (None, old), "the rotated token reached the client"
+    monkeypatch.setattr(api, "user_json", real)
+    clock.advance(3600)  # past the grace and the session's idle timeout: the new token is used
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
+    assert dbsession.scalar(select(func.count()).where(AuthEvent.event == "remember.theft")) == 0
