@@ -23,11 +23,14 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+
+from .startup import StartupError, check_free, exit_with
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,12 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0
 UNUSED_CONNECTION_GRACE = 2.0
 
 
-def run(app: Any, global_conf: dict | None = None, **settings: Any) -> int:
-    """The ``paste.server_runner`` entry point: waitress's settings, plus ``graceful_timeout``."""
+def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable[[Any], None]:
+    """The ``paste.server_factory`` entry point: waitress's settings, plus ``graceful_timeout``.
+
+    pserve loads the server before the application, so a busy address is said here, in one
+    line, before anything else starts (as ``egg:appserver#main`` does).
+    """
     settings = dict(settings)
     timeout = float(settings.pop("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT))
     listen = os.environ.get(LISTEN_VARIABLE, "").strip()
@@ -48,11 +55,18 @@ def run(app: Any, global_conf: dict | None = None, **settings: Any) -> int:
         for key in ("host", "port", "listen"):
             settings.pop(key, None)
         settings["listen"] = listen
-    logging.basicConfig()  # as waitress.serve does: idempotent once pserve configured logging
-    server = create_server(app, **settings)
-    server.print_listen("Serving on http://{}:{}")
-    GracefulServer(server, timeout).serve()
-    return 0
+    try:
+        check_free(settings)
+    except StartupError as error:
+        exit_with(str(error))
+
+    def serve(app: Any) -> None:
+        logging.basicConfig()  # as waitress.serve does: idempotent once pserve configured logging
+        server = create_server(app, **settings)
+        server.print_listen("Serving on http://{}:{}")
+        GracefulServer(server, timeout).serve()
+
+    return serve
 
 
 class GracefulServer:

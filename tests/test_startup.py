@@ -127,6 +127,14 @@ def test_pserve_on_a_busy_port_says_so_in_one_line_and_exits(tmp_path, migrated,
     )
 
 
+def test_the_graceful_runner_on_a_busy_port_says_so_in_one_line_too(tmp_path, migrated, busy_port):
+    """production.ini's ``egg:appserver#waitress`` (appserver/serve.py), not only ``#main``."""
+    ini = write_ini(tmp_path, migrated, port=busy_port)
+    ini.write_text(ini.read_text().replace("use = egg:appserver#main", "use = egg:appserver#waitress"))
+    status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
+    assert_one_line(status, lines, f"127.0.0.1:{busy_port} is in use — is another server running?")
+
+
 def test_pserve_takes_another_port_from_http_port(tmp_path, migrated, busy_port):
     """``make run PORT=N`` and ``pserve CONFIG http_port=N``: the ini's port is busy, N is free."""
     ini = write_ini(tmp_path, migrated, port=busy_port)
