@@ -208,19 +208,25 @@ def locked_error() -> sa_exc.OperationalError:
     return sa_exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
 
 
-def test_a_busy_database_runs_the_request_again(make_app, users, monkeypatch):
-    from appserver.views.rest import api
-
+def busy_once(monkeypatch, module, name: str) -> list[int]:
+    """``module.name`` raises "database is locked" on its first call only; the list counts calls."""
     calls = [0]
-    real = api.user_json
+    real = getattr(module, name)
 
-    def busy_once(request, user):
+    def wrapper(*args, **kwargs):
         calls[0] += 1
         if calls[0] == 1:
             raise locked_error()
-        return real(request, user)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "user_json", busy_once)
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_a_busy_database_runs_the_request_again(make_app, users, monkeypatch):
+    from appserver.views.rest import api
+
+    calls = busy_once(monkeypatch, api, "user_json")
     testapp = make_app()
     response = testapp.get("/rest/api/2/myself", headers=basic_header("fred", "fred-password"))
     assert response.status_code == 200

@@ -25,7 +25,7 @@ from appserver.security.remember import RememberState, RememberStore
 from appserver.security.sessions import SessionStore
 
 from .support import create_user
-from .test_concurrency import basic_header, locked_error
+from .test_concurrency import busy_once
 from .test_remember_me import REMEMBER, SESSION, cookie, login
 
 _names = iter(range(1, 1000))
@@ -169,20 +169,10 @@ def test_a_retried_request_still_sends_the_rotated_cookies(make_app, users, cloc
     login(testapp, remember=True)
     old = cookie(testapp, REMEMBER)
     clock.advance(1800)  # the session is idle-dead; the remember-me cookie brings it back
-    calls = [0]
-    real = api.user_json
-
-    def busy_once(request, user):
-        calls[0] += 1
-        if calls[0] == 1:
-            raise locked_error()
-        return real(request, user)
-
-    monkeypatch.setattr(api, "user_json", busy_once)
+    calls = busy_once(monkeypatch, api, "user_json")
     response = testapp.get("/rest/api/2/myself")
     assert calls[0] == 2 and response.json["name"] == "fred"
     assert cookie(testapp, REMEMBER) not in (None, old), "the rotated token reached the client"
-    monkeypatch.setattr(api, "user_json", real)
     clock.advance(3600)  # past the grace and the session's idle timeout: the new token is used
     assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
     assert dbsession.scalar(select(func.count()).where(AuthEvent.event == "remember.theft")) == 0
