@@ -26,7 +26,7 @@ from appserver.security.sessions import SessionStore
 
 from .support import create_user
 from .test_concurrency import busy_once
-from .test_remember_me import REMEMBER, SESSION, cookie, login
+from .test_remember_me import REMEMBER, cookie, login
 
 _names = iter(range(1, 1000))
 
