@@ -230,18 +230,34 @@ def note_login(request: Request, user: User) -> None:
 
 def log_in(
     request: Request, user: User, *, persistent: bool = False, channel: str = "form"
-) -> list[tuple[str, str]]:
-    """Start a new session for ``user``; returns the headers that set its cookie(s).
+) -> list[tuple[str, str]] | None:
+    """Start a new session for ``user``; returns the headers that set its cookie(s), or None
+    when the password changed or the account was deactivated since the check passed.
 
     The session the client had (any state) is revoked first, so a planted token never
     becomes a logged-in one (session fixation), and nothing of a previous user survives.
     ``persistent`` also issues a remember-me cookie.
     """
+    checked_hash = user.password_hash
     user = attach(request.dbsession, user)  # loaded by the password check's unit
+    if not unchanged_since_check(request, user, checked_hash):
+        return None
     note_login(request, user)
     audit.record(request, Event.LOGIN_SUCCEEDED, user, channel + (", remember me" if persistent else ""))
     request.login_reason = Outcome.OK.value
     return remember(request, user.id, user=user, persistent=persistent)
+
+
+def unchanged_since_check(request: Request, user: User, checked_hash: str) -> bool:
+    """The password was checked in a unit of its own, before this transaction; a password
+    change or deactivation may have committed since. Lock the account's row until this
+    transaction ends and look again: a change in flight then either committed first (seen
+    here: the login loses, as if it came after) or waits for this login and revokes the
+    session it starts. One SELECT, on logins only."""
+    current = request.dbsession.execute(
+        select(User.password_hash, User.active).where(User.id == user.id).with_for_update()
+    ).one_or_none()
+    return current is not None and current.active and current.password_hash == checked_hash
 
 
 def log_out(request: Request) -> list[tuple[str, str]]:

@@ -279,12 +279,17 @@ class AppSecurityPolicy:
         user = user if user is not None else request.dbsession.get(User, int(userid))
         user = attach(request.dbsession, user)
         previous = self.authentication(request)
+        # Remember-me tokens before sessions, as every revocation orders its row locks
+        # (accounts.revoke_sessions): two transactions never wait for each other in a circle.
+        remembered = None
+        if persistent:
+            remembered = self.remember_me.issue(request, user)
+        elif request.appserver_settings.remember_cookie in request.cookies:
+            remembered = self.remember_me.end(request)
         issued, header = self.session.issue(request, user, previous)
         headers = [("Set-Cookie", header)]
-        if persistent:
-            headers.append(("Set-Cookie", self.remember_me.issue(request, user)))
-        elif request.appserver_settings.remember_cookie in request.cookies:
-            headers.append(("Set-Cookie", self.remember_me.end(request)))
+        if remembered is not None:
+            headers.append(("Set-Cookie", remembered))
         self._cache.set(
             request,
             Authentication(
@@ -299,9 +304,10 @@ class AppSecurityPolicy:
     def forget(self, request: Request, **kw) -> list:
         """Revoke the session and the remember-me series on the server and delete both
         cookies: the logout step."""
+        remembered = self.remember_me.end(request)  # tokens before sessions (see remember)
         headers = [
             ("Set-Cookie", self.session.end(request, self.authentication(request))),
-            ("Set-Cookie", self.remember_me.end(request)),
+            ("Set-Cookie", remembered),
         ]
         self._cache.set(request, Authentication())
         return headers

@@ -50,8 +50,10 @@ def login(request: Request):
     if attempt.ok:
         persistent = request.POST.get("os_cookie") == "true"
         headers = log_in(request, attempt.user, persistent=persistent, channel="form")
-        return HTTPSeeOther(destination, headers=headers)
-    if attempt.outcome is Outcome.DENIED:
+        if headers is not None:
+            return HTTPSeeOther(destination, headers=headers)
+        request.login_reason = Outcome.FAILED.value  # changed since the check: try the new one
+    elif attempt.outcome is Outcome.DENIED:
         request.response.status = 403
         request.response.headers["Retry-After"] = str(attempt.retry_after)
         form["retry_after"] = attempt.retry_after

@@ -31,7 +31,11 @@ class SessionResource:
         if attempt.outcome is Outcome.DENIED:
             request.login_reason = Outcome.DENIED.value
             return denied_response(request, attempt.retry_after or 1)
-        if not attempt.ok:
+        persistent = str(body.get("os_cookie", request.GET.get("os_cookie", ""))).lower() == "true"
+        # log_in is None when the password changed or the account was deactivated since the
+        # check: as failed as a wrong password.
+        headers = log_in(request, attempt.user, persistent=persistent, channel="rest") if attempt.ok else None
+        if headers is None:
             request.login_reason = Outcome.FAILED.value
             return error_response(
                 request,
@@ -39,8 +43,6 @@ class SessionResource:
                 ["Login failed"],
                 headers=[("WWW-Authenticate", "JIRA REST POST")],
             )
-        persistent = str(body.get("os_cookie", request.GET.get("os_cookie", ""))).lower() == "true"
-        headers = log_in(request, attempt.user, persistent=persistent, channel="rest")
         request.response.headerlist.extend(headers)
         settings = request.appserver_settings
         return {

@@ -1,10 +1,12 @@
-"""Remember-me when requests overlap: a login from the remember-me cookie against a
-revocation in flight, and a request that pyramid_retry runs again after its rotation.
+"""Logins against revocations when requests overlap: a login from the remember-me cookie or
+the password against "log out everywhere", a password change or a deactivation in flight, and
+a request that pyramid_retry runs again after its remember-me rotation.
 
 The load suite found the first one on PostgreSQL: "log out everywhere" was acknowledged while
 a remember-me login of the same user was minting a session, and that session (or the rotated
 token) outlived it. Here each race is set up deterministically: one side holds its
-transaction open until the other is seen waiting for it.
+transaction open (or is paused between its password check and its session) until the other
+has done its part or is seen waiting for it.
 """
 from __future__ import annotations
 
@@ -176,3 +178,78 @@ def test_a_retried_request_still_sends_the_rotated_cookies(make_app, users, cloc
     clock.advance(3600)  # past the grace and the session's idle timeout: the new token is used
     assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
     assert dbsession.scalar(select(func.count()).where(AuthEvent.event == "remember.theft")) == 0
+
+
+def password_user(server) -> tuple[int, str]:
+    with server.request() as request:
+        user = create_user(request, f"rp{next(_names)}", "right-password-1")
+        return user.id, user.username
+
+
+def change_account(server, user_id: int, change: str) -> None:
+    with server.request() as request:
+        request.method = "POST"  # before request.dbsession: the writer's binding
+        user = request.dbsession.get(User, user_id)
+        if change == "password":
+            accounts.set_password(request, user, "another-password-2")
+        else:
+            accounts.set_active(request, user, False)
+
+
+def rest_login(server, username: str):
+    return requests.post(server.url + "/rest/auth/1/session",
+                         json={"username": username, "password": "right-password-1"}, timeout=30)
+
+
+@pytest.mark.parametrize("change", ["password", "deactivation"])
+def test_a_change_committed_between_the_check_and_the_session_wins(server, monkeypatch, change):
+    """The password was right when checked; the change commits before the login starts its
+    session: the login fails, as if it had come after (no session outlives the change)."""
+    from appserver.views.rest import session as rest_session
+
+    user_id, name = password_user(server)
+    checked, release = threading.Event(), threading.Event()
+    real = rest_session.log_in
+
+    def paused_log_in(*args, **kwargs):
+        checked.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rest_session, "log_in", paused_log_in)
+    future, _ = in_thread(lambda: rest_login(server, name))
+    assert checked.wait(30)
+    change_account(server, user_id, change)
+    release.set()
+    response = future.result(timeout=30)
+    assert response.status_code == 401, response.text
+    assert response.json()["errorMessages"] == ["Login failed"]
+    assert live_sessions(server, user_id) == 0
+
+
+@pytest.mark.parametrize("change", ["password", "deactivation"])
+def test_a_change_arriving_while_a_login_commits_revokes_its_session(server, monkeypatch, change):
+    """The login has started its session and not yet committed; the change waits for it and
+    revokes that session too."""
+    from appserver.views.rest import session as rest_session
+
+    user_id, name = password_user(server)
+    started, release = threading.Event(), threading.Event()
+    real = rest_session.log_in
+
+    def log_in_then_pause(*args, **kwargs):
+        headers = real(*args, **kwargs)
+        args[0].dbsession.flush()  # the session row written, the transaction still open
+        started.set()
+        assert release.wait(30)
+        return headers
+
+    monkeypatch.setattr(rest_session, "log_in", log_in_then_pause)
+    login, _ = in_thread(lambda: rest_login(server, name))
+    assert started.wait(30)
+    changed, running = in_thread(lambda: change_account(server, user_id, change))
+    wait_until_blocked(server, running)
+    release.set()
+    assert login.result(timeout=30).status_code == 200
+    changed.result(timeout=30)
+    assert live_sessions(server, user_id) == 0
