@@ -579,12 +579,12 @@ def test_the_account_page_shows_the_repeats(testapp, users, clock):
 
 
 def test_any_event_can_be_collapsed_per_user_and_detail(app_request, users, clock, dbsession):
-    """The API the personal-token code uses for "token refused"."""
+    """Any event name, per user and detail (and address); collapse=False writes a row anyway."""
     fred, alice = users["fred"], users["alice"]
     for user, detail in ((fred, "token 1"), (fred, "token 1"), (alice, "token 1"), (fred, "token 2"),
                          (fred, "token 1"), (None, "token 1"), (None, "token 1")):
         audit.record(app_request, "token.refused", user, detail, collapse=True)
-    audit.record(app_request, "token.refused", fred, "token 1")  # not collapsed by default
+    audit.record(app_request, "token.refused", fred, "token 1", collapse=False)  # when asked not to
     dbsession.flush()
     rows = [(e.user_id, e.detail, e.repeats) for e in events(dbsession, "token.refused")]
     assert rows == [(fred.id, "token 1", 2), (alice.id, "token 1", 0), (fred.id, "token 2", 0),

@@ -11,7 +11,7 @@ import webtest
 from sqlalchemy import func, select
 
 from appserver.models import AuthEvent, PersonalToken, UserSession
-from appserver.security import audit, personal_tokens
+from appserver.security import personal_tokens
 
 from .support import confirm_websudo
 from .test_admin import action_form
@@ -397,9 +397,11 @@ def test_audit_created_revoked_and_refusals_collapsed(testapp, users, app_reques
     assert [(e.user_id, e.detail) for e in events("token.created")] == [(users["fred"].id, "'CI', expires 2026-01-06")]
     assert [e.user_id for e in events("token.revoked")] == [users["fred"].id]
     refused = events("token.refused")
-    assert [(e.user_id, e.detail) for e in refused] == [(users["fred"].id, "'CI': revoked"), (None, "malformed")]
+    assert [(e.user_id, e.detail, e.repeats) for e in refused] == [
+        (users["fred"].id, "'CI': revoked", 19), (None, "malformed", 2)
+    ]
     assert raw.split("_", 2)[2] not in " ".join(e.detail for e in dbsession.scalars(select(AuthEvent)))
-    clock.advance(audit.COLLAPSE_SECONDS)
+    clock.advance(testapp.app.registry.appserver_settings.audit_collapse_seconds)
     testapp.get(MYSELF, headers=bearer(raw), status=401)
     assert len(events("token.refused")) == 3
     # Another address is another row.

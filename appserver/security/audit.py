@@ -33,7 +33,7 @@ class Event(str, enum.Enum):
     USER_ACTIVATED = "user.activated"
     TOKEN_CREATED = "token.created"
     TOKEN_REVOKED = "token.revoked"
-    TOKEN_REFUSED = "token.refused"  # collapsed: see recorded_lately
+    TOKEN_REFUSED = "token.refused"
     WEBSUDO_GRANTED = "websudo.granted"
     WEBSUDO_REFUSED = "websudo.refused"
     WEBSUDO_DROPPED = "websudo.dropped"
@@ -62,15 +62,10 @@ DESCRIPTIONS = {
     Event.WEBSUDO_DROPPED: "Administrator access dropped",
 }
 
-#: Repeats of a collapsed event (same event, account and address) within this many seconds
-#: add no row: a script retrying a revoked token must not fill the trail.
-COLLAPSE_SECONDS = 300
-
-
-#: Events a client can repeat at will (replaying a revoked cookie, retrying during a lock-out):
-#: written at most once per user, detail and ``appserver.audit.collapse_seconds``; the
-#: repeats are counted on that row.
-COLLAPSED = frozenset({Event.SESSION_EXPIRED, Event.LOGIN_DENIED})
+#: Events a client can repeat at will (replaying a revoked cookie, retrying during a lock-out,
+#: a script retrying a revoked token): written at most once per user, detail, address and
+#: ``appserver.audit.collapse_seconds``; the repeats are counted on that row.
+COLLAPSED = frozenset({Event.SESSION_EXPIRED, Event.LOGIN_DENIED, Event.TOKEN_REFUSED})
 
 
 def record(
@@ -95,7 +90,8 @@ def record(
     user_id = user.id if user is not None else None
     if collapse is None:
         collapse = name in COLLAPSED
-    if collapse and _count_repeat(request, db, name, user_id, detail):
+    address = client.address(request)
+    if collapse and _count_repeat(request, db, name, user_id, detail, address):
         return
     db.add(
         AuthEvent(
@@ -103,15 +99,18 @@ def record(
             event=name,
             user_id=user_id,
             detail=detail,
-            remote_addr=client.address(request),
+            remote_addr=address,
             user_agent=client.user_agent(request),
             repeats=0,
         )
     )
 
 
-def _count_repeat(request: Request, db: Session, name: str, user_id: int | None, detail: str) -> bool:
-    """Add one to the newest identical event inside the interval; False when there is none."""
+def _count_repeat(
+    request: Request, db: Session, name: str, user_id: int | None, detail: str, address: str | None
+) -> bool:
+    """Add one to the newest identical event (from the same address: another one is another
+    story) inside the interval; False when there is none."""
     interval = request.appserver_settings.audit_collapse_seconds
     if interval <= 0:
         return False
@@ -120,6 +119,7 @@ def _count_repeat(request: Request, db: Session, name: str, user_id: int | None,
     newest = (
         select(AuthEvent.id)
         .where(AuthEvent.event == name, same_user, AuthEvent.detail == detail,
+               AuthEvent.remote_addr.is_(None) if address is None else AuthEvent.remote_addr == address,
                AuthEvent.occurred_at > since)
         .order_by(AuthEvent.occurred_at.desc(), AuthEvent.id.desc())
         .limit(1)
@@ -146,24 +146,6 @@ def purge_batch(request: Request, batch_size: int) -> int:
     if ids:
         request.dbsession.execute(delete(AuthEvent).where(AuthEvent.id.in_(ids)))
     return len(ids)
-
-
-def recorded_lately(request: Request, event: Event, user: User | None = None, *, db: Session) -> bool:
-    """Whether the same event for the same account from the same address was recorded within
-    :data:`COLLAPSE_SECONDS`: repeats of a collapsed event add no row."""
-    since = request.now - timedelta(seconds=COLLAPSE_SECONDS)
-    user_id = user.id if user is not None else None
-    seen = db.scalar(
-        select(AuthEvent.id)
-        .where(
-            AuthEvent.event == event.value,
-            AuthEvent.user_id.is_(None) if user_id is None else AuthEvent.user_id == user_id,
-            AuthEvent.remote_addr == client.address(request),
-            AuthEvent.occurred_at > since,
-        )
-        .limit(1)
-    )
-    return seen is not None
 
 
 def recent(request: Request, *, user_id: int | None = None, limit: int = 20) -> list[AuthEvent]:

@@ -285,15 +285,10 @@ def revoke_all(request: Request, user: User, *, by: str = "") -> int:
     return revoked
 
 
-def record_refusal(request: Request, state: TokenState, lookup: TokenLookup) -> bool:
-    """Audit a refused token, collapsed: a client retrying a revoked token in a loop leaves
-    one row per window, not one per request (a read, and a write only when due). In units of
-    work of their own: the refusal stands whatever the request does next. True when a row was
-    written."""
-    with unit(request) as db:
-        if audit.recorded_lately(request, Event.TOKEN_REFUSED, lookup.user, db=db):
-            return False
+def record_refusal(request: Request, state: TokenState, lookup: TokenLookup) -> None:
+    """Audit a refused token, collapsed like every event a client can repeat at will: a
+    script retrying a revoked token in a loop leaves one row per window with its repeats
+    counted. In a unit of its own: the refusal stands whatever the request does next."""
     detail = state.value if lookup.token is None else f"{lookup.token.name!r}: {state.value}"
     with unit(request, write=True) as db:
         audit.record(request, Event.TOKEN_REFUSED, lookup.user, detail, db=db)
-    return True
