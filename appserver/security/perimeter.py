@@ -44,10 +44,11 @@ def security_headers(request: Request, response: Response, *, https: bool) -> No
     """Add the headers a view did not set itself. (One pass over the response's headers:
     ``headers.setdefault`` scans them all again for every header, on every response.)"""
     headerlist = response.headerlist
-    present = {name.lower() for name, _ in headerlist}
+    present = {name.lower(): value for name, value in headerlist}
     headerlist.extend(header for header in COMMON_HEADERS if header[0].lower() not in present)
     if "content-security-policy" not in present and not request.path_info.startswith(TOOLBAR_PREFIX):
-        policy = PAGE_POLICY if response.content_type == "text/html" else RESOURCE_POLICY
+        media_type = present.get("content-type", "").split(";", 1)[0].strip().lower()
+        policy = PAGE_POLICY if media_type == "text/html" else RESOURCE_POLICY
         headerlist.append(("Content-Security-Policy", policy))
     if https and "strict-transport-security" not in present:
         # Only where cookies are Secure (production behind TLS): on plain http in
