@@ -6,7 +6,8 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     security_headers_tween          (perimeter.py) headers on every response
     status_tween_factory            GET /status, before any transaction or credential (health.py)
     allowed_host_tween              (perimeter.py) 400 for a Host not allowed
-    pyramid_tm                      transaction per request
+    pyramid_tm                      transaction per unsafe request (none for GET, HEAD,
+                                    OPTIONS: appserver.models.transaction_wanted)
     unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
                                     Basic or Bearer is a 401 everywhere; identity headers;
