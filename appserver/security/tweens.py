@@ -262,6 +262,10 @@ def _is_rest_login(request: Request) -> bool:
     )
 
 
+#: What an answer that depends on the credentials varies with (sorted, as WebOb writes it).
+VARY = ("Authorization", "Cookie")
+
+
 def _finish(request: Request, response: Response) -> None:
     """Stamp who answered and apply the cookie changes authentication decided on."""
     auth: Authentication = request.authentication
@@ -295,4 +299,7 @@ def _finish(request: Request, response: Response) -> None:
     if user is not None or auth.stale_cookie:
         if "cache-control" not in present:
             headerlist.append(("Cache-Control", "no-store"))
-        response.vary = tuple(sorted(set(response.vary or ()) | {"Cookie", "Authorization"}))
+        if "vary" in present:
+            response.vary = tuple(sorted(set(response.vary or ()) | set(VARY)))
+        else:
+            headerlist.append(("Vary", ", ".join(VARY)))
