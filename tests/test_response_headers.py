@@ -2,21 +2,11 @@
 what a view set itself."""
 from __future__ import annotations
 
-import pytest
 from pyramid.response import Response
 
 from appserver.hosts import host_allowed, parse_host_pattern
 from appserver.security.perimeter import security_headers
 from appserver.security.tweens import _finish
-
-
-@pytest.fixture
-def fred_cookie(testapp, users) -> dict[str, str]:
-    token = testapp.post_json(
-        "/rest/auth/1/session", {"username": "fred", "password": "fred-password"}
-    ).json["session"]["value"]
-    testapp.reset()
-    return {"Cookie": f"appserver.session={token}"}
 
 
 def names(response) -> list[str]:

@@ -20,13 +20,6 @@ MYSELF = "/rest/api/2/myself"
 
 
 @pytest.fixture
-def fred_cookie(testapp, users) -> dict[str, str]:
-    token = testapp.post_json(LOGIN, {"username": "fred", "password": "fred-password"}).json["session"]["value"]
-    testapp.reset()
-    return {"Cookie": f"appserver.session={token}"}
-
-
-@pytest.fixture
 def begun(monkeypatch) -> list[object]:
     """Every transaction pyramid_tm's (explicit) managers begin."""
     managers: list[object] = []
