@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: ``name[:port]`` or ``[ipv6][:port]``; anything else (userinfo ``@``, paths, spaces,
 #: several colons outside brackets) is not a host.
@@ -85,7 +86,11 @@ def parse_host_pattern(entry: str) -> HostPattern:
     return HostPattern(host.name, host.port, subdomains)
 
 
+@lru_cache(maxsize=256)
 def host_allowed(value: str, patterns: tuple[HostPattern, ...]) -> bool:
+    """Whether ``value`` (a ``Host`` header) names this server. Remembered for the last few
+    hundred values: a server answers to a handful of names, and parsing them cost more than
+    anything else before the request reached its view."""
     try:
         host = parse_host(value)
     except InvalidHost:

@@ -18,15 +18,31 @@ from pyramid.request import Request
 from pyramid.router import Router
 
 
+def _path_info(request: Request) -> str:
+    # WebOb decodes PATH_INFO again on every read, and a request reads it a dozen times
+    # (tweens, routing, the policy): decoded once per value of PATH_INFO. A tween that
+    # rewrites the environ's PATH_INFO (the unreadable-request tween) gets the new value.
+    raw = request.environ.get("PATH_INFO")
+    cached = request.__dict__.get("_appserver_path_info")
+    if cached is not None and cached[0] is raw:
+        return cached[1]
+    value = Request.path_info.fget(request)  # raises for a path that is not UTF-8
+    request.__dict__["_appserver_path_info"] = (raw, value)
+    return value
+
+
+#: ``request.path_info``, decoded once (WebOb's setter and deleter).
+PATH_INFO = property(_path_info, Request.path_info.fset, Request.path_info.fdel, Request.path_info.__doc__)
+
+
 def bake_request_extensions(config: Configurator) -> type[Request]:
     """Commit the configuration and register the request class with the extensions built in."""
     config.commit()
     registry = config.registry
     extensions = registry.queryUtility(IRequestExtensions)
     base = registry.queryUtility(IRequestFactory, default=Request)
-    if extensions is None:
-        return base
-    attributes = {**extensions.methods, **extensions.descriptors, "__module__": base.__module__}
+    methods, descriptors = (extensions.methods, extensions.descriptors) if extensions else ({}, {})
+    attributes = {"path_info": PATH_INFO, **methods, **descriptors, "__module__": base.__module__}
     baked = type(base.__name__, (base,), attributes)
     registry.registerUtility(baked, IRequestFactory)
     return baked

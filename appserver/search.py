@@ -8,6 +8,7 @@ from pyramid.response import Response
 
 from . import jql
 from .errors import error_response
+from .models import is_read_only
 from .models.issue import viewable_levels
 
 RETRY_AFTER_SECONDS = 10
@@ -29,7 +30,10 @@ def run(request: Request, query: jql.Query, start: int, limit: int) -> jql.Searc
 def timeout_response(request: Request) -> Response:
     """The database stopped the search: abort the transaction (PostgreSQL refuses anything
     more in it) and say so."""
-    request.tm.doom()
+    if is_read_only(request):  # a GET has no transaction: end its read-only session's
+        request.dbsession.close()
+    else:
+        request.tm.doom()
     return error_response(
         request,
         503,

@@ -28,6 +28,8 @@ def build_app(args: argparse.Namespace):
 
     os.environ["APPSERVER_DATABASE_URL"] = args.url
     os.environ.setdefault("APPSERVER_SECRET", "benchmark-secret-0123456789-0123456789-abcdef")
+    # production.ini refuses to start without it; wrk and the checks send Host: 127.0.0.1:port.
+    os.environ.setdefault("APPSERVER_ALLOWED_HOSTS", "127.0.0.1")
     return get_app(args.config, "main")
 
 

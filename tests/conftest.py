@@ -180,6 +180,16 @@ def users(app_request) -> dict[str, Any]:
     return made
 
 
+@pytest.fixture
+def fred_cookie(testapp, users) -> dict[str, str]:
+    """The Cookie header of a session fred logged in to over REST."""
+    token = testapp.post_json(
+        "/rest/auth/1/session", {"username": "fred", "password": "fred-password"}
+    ).json["session"]["value"]
+    testapp.reset()
+    return {"Cookie": f"appserver.session={token}"}
+
+
 class StatementCounter:
     def __init__(self) -> None:
         self.statements: list[str] = []

@@ -30,3 +30,21 @@ def test_a_request_made_elsewhere_still_gets_the_extensions(app):
         assert request.authentication.identity is None
     finally:
         env["closer"]()
+
+
+def test_path_info_is_decoded_once_and_follows_the_environ(app):
+    request = served_request(app)
+    request.environ["PATH_INFO"] = "/caf\xc3\xa9"  # WSGI: the UTF-8 bytes as Latin-1
+    assert request.path_info == "/café"
+    assert request.path_info is request.path_info  # decoded once
+    request.environ["PATH_INFO"] = "/other"  # a tween may rewrite it
+    assert request.path_info == "/other"
+    request.path_info = "/set"  # WebOb's setter
+    assert request.environ["PATH_INFO"] == "/set" and request.path_info == "/set"
+    request.environ["PATH_INFO"] = "/\xff"
+    try:
+        request.path_info
+    except UnicodeDecodeError:
+        pass
+    else:
+        raise AssertionError("a path that is not UTF-8 must raise, as WebOb's does")

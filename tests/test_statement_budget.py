@@ -16,15 +16,6 @@ def session_updates(counter) -> int:
     return sum(1 for statement in counter.statements if SESSION_UPDATE.match(statement))
 
 
-@pytest.fixture
-def fred_cookie(testapp, users) -> dict[str, str]:
-    token = testapp.post_json(
-        "/rest/auth/1/session", {"username": "fred", "password": "fred-password"}
-    ).json["session"]["value"]
-    testapp.reset()
-    return {"Cookie": f"appserver.session={token}"}
-
-
 @pytest.mark.parametrize("path", ["/rest/api/2/myself", "/rest/auth/1/session", "/rest/api/2/serverInfo", "/"])
 def test_an_authenticated_get_costs_at_most_two_statements(testapp, fred_cookie, count_statements, clock, path):
     count_statements.reset()

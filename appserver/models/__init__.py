@@ -4,6 +4,7 @@ Importing this package imports every model, so ``Base.metadata`` is complete for
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -27,6 +28,8 @@ from .user_session import UserSession  # noqa: F401
 
 configure_mappers()
 
+log = logging.getLogger(__name__)
+
 #: Errors that mean "the database cannot be reached right now" (down, restarting, pool
 #: exhausted): answered with 503 and Retry-After, never with anonymous content.
 DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
@@ -36,6 +39,60 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: The execution option that makes SQLite's BEGIN take the write lock at once.
 SQLITE_BEGIN = "appserver_sqlite_begin"
+
+#: Marks a safe request served without a pyramid_tm transaction (environ), and its read-only
+#: ``request.dbsession`` (``session.info``).
+READ_ONLY = "appserver.read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A safe request (GET, HEAD, OPTIONS) tried to write through ``request.dbsession``, which
+    has no transaction to commit: a bug. Such a write belongs in a unit of work
+    (:func:`appserver.models.units.writing`), or to an unsafe method."""
+
+
+def transaction_wanted(request: Request) -> bool:
+    """pyramid_tm's ``tm.activate_hook``: a transaction for unsafe methods only.
+
+    A safe request is served without one: no transaction manager begun and committed on every
+    GET, most of which never open a session at all. What such a request reads through
+    ``request.dbsession`` comes from a read-only session closed when the request ends; the
+    few writes a safe request makes (authentication's, the WebSudo window) are units of work.
+    """
+    if request.method in SAFE_METHODS:
+        request.environ[READ_ONLY] = True
+        return False
+    return True
+
+
+def is_read_only(request: Request) -> bool:
+    """True for a safe request served without a transaction (see :func:`transaction_wanted`)."""
+    return request.environ.get(READ_ONLY, False)
+
+
+def abandon_request_transaction(request: Request) -> None:
+    """After a database failure, make sure the request commits nothing and can still answer:
+    pyramid_tm is left a doomed transaction to abort; a safe request's read-only session is
+    closed (its objects keep their loaded state), so that nothing reads through a failed one."""
+    if is_read_only(request):
+        session = request.__dict__.get("dbsession")
+        if session is not None:
+            _close_quietly(session)
+        return
+    manager = request.tm
+    try:
+        manager.abort()
+    except Exception:  # the connection is already broken; nothing left to undo
+        log.debug("abort after database failure failed", exc_info=True)
+    manager.begin()
+    manager.doom()
+
+
+def _close_quietly(session: Session) -> None:
+    try:
+        session.close()
+    except Exception:  # a connection the database dropped: the pool discards it
+        log.debug("closing a read-only session failed", exc_info=True)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -115,7 +172,37 @@ def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:
     # Listeners once here, not per request (each event.listen costs ~40 us).
     register_once(factory)  # zope.sqlalchemy's, for sessions made with a transaction manager
     event.listen(factory, "after_begin", _note_begun)
+    event.listen(factory, "before_flush", _refuse_read_only_flush)
+    event.listen(factory, "do_orm_execute", _refuse_read_only_dml)
     return factory
+
+
+def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    if session.info.get(READ_ONLY):
+        raise ReadOnlySessionError(
+            f"a safe request tried to flush changes through request.dbsession: "
+            f"{len(session.new)} new, {len(session.dirty)} changed, {len(session.deleted)} deleted"
+        )
+
+
+def _refuse_read_only_dml(state: Any) -> None:
+    if state.session.info.get(READ_ONLY) and (state.is_insert or state.is_update or state.is_delete):
+        raise ReadOnlySessionError(f"a safe request tried to write through request.dbsession: {state.statement}")
+
+
+def read_only_session(session_factory: sessionmaker[Session], request: Request) -> Session:
+    """A safe request's ``request.dbsession``: it reads, refuses writes (ReadOnlySessionError)
+    and is closed when the request ends (its transaction, if it began, is rolled back)."""
+    session = session_factory(info={"request": request, READ_ONLY: True})
+    request.add_finished_callback(lambda request: _close_read_only(session))
+    return session
+
+
+def _close_read_only(session: Session) -> None:
+    if session.new or session.deleted or any(session.is_modified(obj) for obj in session.dirty):
+        # Never flushed, hence never refused: changes a GET view made and would lose.
+        log.error("a safe request left changes in request.dbsession; they were discarded")
+    _close_quietly(session)
 
 
 def get_tm_session(
@@ -141,6 +228,7 @@ def includeme(config: Configurator) -> None:
     # pyramid_tm would otherwise ask for request.authenticated_userid on every request,
     # which for Basic auth means a password hash per request.
     settings["tm.annotate_user"] = False
+    settings["tm.activate_hook"] = transaction_wanted  # none for GET, HEAD, OPTIONS
     config.include("pyramid_tm")
     config.include("pyramid_retry")
 
@@ -153,14 +241,18 @@ def includeme(config: Configurator) -> None:
     config.registry["unit_session_factory"] = get_session_factory(engine)
 
     def dbsession(request: Request) -> Session:
-        """The request's unit of work: pyramid_tm commits it with the response, or aborts it."""
+        """The request's unit of work: pyramid_tm commits it with the response, or aborts it.
+        A safe request served without a transaction reads through a read-only session."""
         # Tests hand in their own session through the environ (one transaction per test).
         session = request.environ.get("app.dbsession")
         if session is None:
-            bind = session_factory.kw["bind"]
-            if request.method not in SAFE_METHODS:
-                bind = writer(bind)
-            session = get_tm_session(session_factory, request.tm, request=request, bind=bind)
+            if is_read_only(request):
+                session = read_only_session(session_factory, request)
+            else:
+                bind = session_factory.kw["bind"]
+                if request.method not in SAFE_METHODS:
+                    bind = writer(bind)
+                session = get_tm_session(session_factory, request.tm, request=request, bind=bind)
             from .units import attach_identity
 
             attach_identity(request, session)

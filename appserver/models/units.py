@@ -11,6 +11,10 @@ connection, committed at the end of its block.
 The order is the rule: a request does its units first and its own writes after. A unit that
 started once the request's transaction holds a connection could wait for that transaction (the
 SQLite write lock, a PostgreSQL row lock) while it waits for the unit: :func:`unit` refuses it.
+A safe request (GET, HEAD, OPTIONS) has no transaction of its own, only a read-only session
+(``appserver.models.transaction_wanted``) that holds no lock (plain SELECTs; SQLite in WAL mode
+lets a writer in beside a reader): a unit may start after it has read, and
+:func:`writing` is where such a request writes.
 """
 from __future__ import annotations
 
@@ -34,10 +38,11 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
     ``write``: the unit will write, so on SQLite it takes the write lock when it begins and
     waits for it (busy timeout) rather than failing half-way.
     """
-    from . import writer
+    from . import READ_ONLY, writer
 
     request_session = request.__dict__.get("dbsession")
-    if request_session is not None and request_session.info.get("begun"):
+    info = request_session.info if request_session is not None else {}
+    if info.get("begun") and not info.get(READ_ONLY):
         raise UnitOrderError(
             "a security unit of work started after the request's transaction began: "
             "check credentials before the request reads or writes through request.dbsession"
@@ -47,12 +52,28 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
     session = factory(bind=writer(bind) if write else bind, info={"request": request})
     try:
         yield session
-        session.commit()
+        # A unit whose reads ran on connections of their own (SessionStore.lookup) never
+        # began: nothing to commit, and no transaction to begin only to commit it.
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def writing(request: Request) -> Iterator[Session]:
+    """Where this request writes: its own transaction (committed with the response), or for
+    a safe request, which has none, a unit of work committed at the end of the block."""
+    from . import is_read_only
+
+    if is_read_only(request):
+        with unit(request, write=True) as session:
+            yield session
+    else:
+        yield request.dbsession
 
 
 T = TypeVar("T")

@@ -41,16 +41,19 @@ COMMON_HEADERS = (
 
 
 def security_headers(request: Request, response: Response, *, https: bool) -> None:
-    """Add the headers a view did not set itself."""
-    for name, value in COMMON_HEADERS:
-        response.headers.setdefault(name, value)
-    if not request.path_info.startswith(TOOLBAR_PREFIX):
-        policy = PAGE_POLICY if response.content_type == "text/html" else RESOURCE_POLICY
-        response.headers.setdefault("Content-Security-Policy", policy)
-    if https:
+    """Add the headers a view did not set itself. (One pass over the response's headers:
+    ``headers.setdefault`` scans them all again for every header, on every response.)"""
+    headerlist = response.headerlist
+    present = {name.lower(): value for name, value in headerlist}
+    headerlist.extend(header for header in COMMON_HEADERS if header[0].lower() not in present)
+    if "content-security-policy" not in present and not request.path_info.startswith(TOOLBAR_PREFIX):
+        media_type = present.get("content-type", "").split(";", 1)[0].strip().lower()
+        policy = PAGE_POLICY if media_type == "text/html" else RESOURCE_POLICY
+        headerlist.append(("Content-Security-Policy", policy))
+    if https and "strict-transport-security" not in present:
         # Only where cookies are Secure (production behind TLS): on plain http in
         # development it would lock the browser out of http://localhost for a year.
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
+        headerlist.append(("Strict-Transport-Security", HSTS))
 
 
 def security_headers_tween_factory(handler: Handler, registry: Registry) -> Handler:

@@ -8,13 +8,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pyramid.request import Request
 from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql import Executable
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
+from ..models.rows import RowLoader
 from .tokens import hash_token, is_well_formed, new_token
 
 
@@ -49,12 +53,30 @@ class IssuedSession:
     session: UserSession
 
 
-#: Built once: constructing the statement per request cost more than running it.
+_SESSION_ROW = RowLoader(UserSession, "s_")
+_USER_ROW = RowLoader(User, "u_")
+
+#: Built once: constructing the statement per request cost more than running it. A Core
+#: statement, run on the unit's connection: the ORM's loading cost more than the query.
 _LOOKUP = (
-    select(UserSession, User)
-    .join(User, UserSession.user_id == User.id)
+    select(*_SESSION_ROW.columns, *_USER_ROW.columns)
+    .join_from(UserSession, User, UserSession.user_id == User.id)
     .where(UserSession.token_hash == bindparam("token_hash"))
 )
+
+
+def _first(db: Session, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
+    """The first row of a read-only Core statement. Outside a transaction of ``db`` (a read
+    unit that has done nothing else yet) it runs on a connection of its own from ``db``'s
+    bind, returned at once, so that the unit's session never begins: the bare cookie view's
+    cost, without a Session transaction to begin and commit around one SELECT."""
+    if db.in_transaction():
+        return db.connection().execute(statement, parameters).first()
+    bind = db.get_bind()
+    if isinstance(bind, Connection):  # already in a transaction of its own (tests)
+        return bind.execute(statement, parameters).first()
+    with bind.connect() as connection:
+        return connection.execute(statement, parameters).first()
 
 
 class SessionStore:
@@ -106,10 +128,12 @@ class SessionStore:
         """One SELECT (session joined with its user); it writes nothing."""
         if not is_well_formed(token):
             return SessionLookup(CookieState.MALFORMED)
-        found = self.db.execute(_LOOKUP, {"token_hash": hash_token(token)}).one_or_none()
+        found = _first(self.db, _LOOKUP, {"token_hash": hash_token(token)})
         if found is None:
             return SessionLookup(CookieState.UNKNOWN)
-        session, user = found
+        session = _SESSION_ROW.load(found)
+        user = _USER_ROW.load(found, len(_SESSION_ROW.keys))
+        set_committed_value(session, "user", user)
         if session.revoked_at is not None or not user.active:
             return SessionLookup(CookieState.REVOKED, session, user)
         if self.now >= session.expires_at or self.now >= session.last_seen_at + self.idle:

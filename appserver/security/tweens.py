@@ -6,7 +6,8 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     security_headers_tween          (perimeter.py) headers on every response
     status_tween_factory            GET /status, before any transaction or credential (health.py)
     allowed_host_tween              (perimeter.py) 400 for a Host not allowed
-    pyramid_tm                      transaction per request
+    pyramid_tm                      transaction per unsafe request (none for GET, HEAD,
+                                    OPTIONS: appserver.models.transaction_wanted)
     unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
                                     Basic or Bearer is a 401 everywhere; identity headers;
@@ -33,7 +34,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, retry_transient
+from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient
 from ..startup import database_problem
 from .basic import basic_challenge
 from .header_values import encode_header_value
@@ -88,7 +89,13 @@ def _unreadable(request: Request) -> tuple[int | None, str]:
         request.GET
     except UnicodeDecodeError:
         return 400, "The query string of this request is not valid UTF-8. Check the link."
-    if request.content_type.strip().lower() in FORM_TYPES and request.charset != "UTF-8":
+    content_type = request.content_type.strip().lower()
+    # WebOb decodes a form only then: a GET without a Content-Type has no form to refuse.
+    if (
+        content_type in FORM_TYPES
+        and (content_type or request.method == "POST")
+        and request.charset != "UTF-8"
+    ):
         return 415, "Form data must be sent encoded as UTF-8."
     return None, ""
 
@@ -109,7 +116,7 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
                 request.path_info,
                 database_problem(error, registry.dbengine.url),
             )
-            _abandon_transaction(request)
+            abandon_request_transaction(request)
             # The 503 page (its layout shows who is logged in) must not ask the database again.
             registry.security_policy.unauthenticated(request)
             return unavailable_response(request)
@@ -255,22 +262,23 @@ def _is_rest_login(request: Request) -> bool:
     )
 
 
-def _abandon_transaction(request: Request) -> None:
-    """Leave pyramid_tm a doomed transaction to abort, whatever state the failure left."""
-    manager = request.tm
-    try:
-        manager.abort()
-    except Exception:  # the connection is already broken; nothing left to undo
-        log.debug("abort after database failure failed", exc_info=True)
-    manager.begin()
-    manager.doom()
+#: What an answer that depends on the credentials varies with (sorted, as WebOb writes it).
+VARY = ("Authorization", "Cookie")
 
 
 def _finish(request: Request, response: Response) -> None:
     """Stamp who answered and apply the cookie changes authentication decided on."""
     auth: Authentication = request.authentication
     user = auth.user
-    response.headers["X-AUSERNAME"] = encode_header_value(user.username) if user else "anonymous"
+    # Headers appended to the list directly, after one pass to see which are there already:
+    # response.headers scans every header again for each lookup, on every response.
+    headerlist = response.headerlist
+    present = {name.lower() for name, _ in headerlist}
+    who = encode_header_value(user.username) if user else "anonymous"
+    if "x-ausername" in present:
+        response.headers["X-AUSERNAME"] = who
+    else:
+        headerlist.append(("X-AUSERNAME", who))
     reason = getattr(request, "login_reason", None)
     if reason is None:
         if auth.basic.failed or auth.bearer.failed:
@@ -279,14 +287,19 @@ def _finish(request: Request, response: Response) -> None:
             reason = "AUTHENTICATION_DENIED"
         elif user is not None:
             reason = "OK"
-    if reason is not None and "X-Seraph-LoginReason" not in response.headers:
-        response.headers["X-Seraph-LoginReason"] = reason
-    already_set = {
-        value.split("=", 1)[0].strip() for value in response.headers.getall("Set-Cookie")
-    }
-    for name, header in auth.cookies.items():
-        if name not in already_set:
-            response.headers.add("Set-Cookie", header)
+    if reason is not None and "x-seraph-loginreason" not in present:
+        headerlist.append(("X-Seraph-LoginReason", reason))
+    if auth.cookies:
+        already_set = {
+            value.split("=", 1)[0].strip() for name, value in headerlist if name.lower() == "set-cookie"
+        }
+        for name, header in auth.cookies.items():
+            if name not in already_set:
+                headerlist.append(("Set-Cookie", header))
     if user is not None or auth.stale_cookie:
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.vary = tuple(sorted(set(response.vary or ()) | {"Cookie", "Authorization"}))
+        if "cache-control" not in present:
+            headerlist.append(("Cache-Control", "no-store"))
+        if "vary" in present:
+            response.vary = tuple(sorted(set(response.vary or ()) | set(VARY)))
+        else:
+            headerlist.append(("Vary", ", ".join(VARY)))

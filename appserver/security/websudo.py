@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import is_rest
 from ..models import UserSession
+from ..models.units import writing
 from . import audit
 from .audit import Event
 from .login import Attempt, Outcome, check_user_password
@@ -52,12 +53,14 @@ def remaining(request: Request) -> int | None:
 
 
 def _set(request: Request, session: UserSession, value: datetime | None) -> None:
-    request.dbsession.execute(
-        update(UserSession)
-        .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
-        .values(websudo_at=value)
-        .execution_options(synchronize_session=False)
-    )
+    # A GET extends the window too: a safe request writes in a unit of its own.
+    with writing(request) as db:
+        db.execute(
+            update(UserSession)
+            .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+            .values(websudo_at=value)
+            .execution_options(synchronize_session=False)
+        )
     set_committed_value(session, "websudo_at", value)
 
 

@@ -1,0 +1,59 @@
+"""The headers the tweens add straight to the header list (issue 11): each once, never over
+what a view set itself."""
+from __future__ import annotations
+
+from pyramid.response import Response
+
+from appserver.hosts import host_allowed, parse_host_pattern
+from appserver.security.perimeter import security_headers
+from appserver.security.tweens import _finish
+
+
+def names(response) -> list[str]:
+    return [name.lower() for name, _ in response.headerlist]
+
+
+def test_an_authenticated_answer_varies_with_the_credentials_once(testapp, fred_cookie):
+    response = testapp.get("/rest/api/2/myself", headers=fred_cookie)
+    assert response.headers["Vary"] == "Authorization, Cookie"
+    assert response.headers["Cache-Control"] == "no-store"
+    for name in ("vary", "cache-control", "x-ausername", "x-seraph-loginreason", "content-security-policy"):
+        assert names(response).count(name) == 1, name
+
+
+def test_a_vary_the_view_set_is_kept_and_merged(app_request, users):
+    from appserver.security.identity import Authentication, Identity, Source
+
+    app_request.__dict__["_appserver_authentication"] = Authentication(identity=Identity(users["fred"], Source.BASIC))
+    response = Response()
+    response.headers.update({"Vary": "Accept", "Cache-Control": "private"})
+    _finish(app_request, response)
+    assert response.headers["Vary"] == "Accept, Authorization, Cookie"
+    assert response.headers.getall("Cache-Control") == ["private"]
+    assert response.headers["X-AUSERNAME"] == "fred"
+
+
+def test_security_headers_never_replace_a_views_own(app_request):
+    response = Response(content_type="text/html")
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    security_headers(app_request, response, https=True)
+    assert response.headers.getall("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert response.headers["Strict-Transport-Security"]
+    security_headers(app_request, response, https=True)  # a second pass adds nothing
+    assert len(names(response)) == len(set(names(response)))
+
+    json = Response(content_type="application/json", charset="utf-8")
+    security_headers(app_request, json, https=False)
+    assert json.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "Strict-Transport-Security" not in json.headers
+
+
+def test_the_host_check_answers_the_same_from_its_cache():
+    patterns = (parse_host_pattern("example.com"), parse_host_pattern(".example.org"))
+    for _ in range(2):  # the second time from the cache
+        assert host_allowed("example.com:8080", patterns)
+        assert host_allowed("www.example.org", patterns)
+        assert not host_allowed("evil.example", patterns)
+        assert not host_allowed("example.com@evil", patterns)
+    assert not host_allowed("example.com", (parse_host_pattern("other.example"),))
