@@ -82,6 +82,20 @@ def test_an_anonymous_get_costs_no_statement(testapp, count_statements):
     assert len(count_statements) == 0, count_statements.statements
 
 
+def test_no_credential_source_is_asked_without_an_authorization_or_cookie_header(app, testapp, monkeypatch):
+    """The anonymous shortcut: every credential arrives in one of those two headers."""
+    policy = app.registry.security_policy
+    asked = []
+    for source in (policy.basic, policy.bearer, policy.session, policy.remember_me):
+        monkeypatch.setattr(source, "authenticate", lambda *args, _source=source: asked.append(_source))
+    testapp.get("/rest/api/2/serverInfo")
+    testapp.get("/login")
+    assert asked == []
+    testapp.get("/rest/api/2/serverInfo", headers={"Cookie": "unrelated=1"})
+    testapp.get("/rest/api/2/serverInfo", headers={"Authorization": "Negotiate abc"})
+    assert len(asked) == 8
+
+
 TOKEN_UPDATE = re.compile(r"^\s*UPDATE\s+personal_tokens\b", re.IGNORECASE)
 
 

@@ -205,6 +205,14 @@ class RememberMeSource:
         return delete_cookie(settings, settings.remember_cookie)
 
 
+def presents_credentials(request: Request) -> bool:
+    """Whether the request could carry a credential at all: every kind this policy knows
+    (Basic, Bearer, the session and remember-me cookies) arrives in the ``Authorization`` or
+    the ``Cookie`` header. Without either, no source needs to look (most anonymous requests)."""
+    environ = request.environ
+    return "HTTP_AUTHORIZATION" in environ or "HTTP_COOKIE" in environ
+
+
 class AppSecurityPolicy:
     """Pyramid 2 ``ISecurityPolicy`` combining the sources above, with ACL permissions."""
 
@@ -220,7 +228,7 @@ class AppSecurityPolicy:
         """Every source, each in units of work of its own (read, then write if it must);
         the request's own transaction has not begun yet."""
         auth = Authentication()
-        if credential_free(request):
+        if credential_free(request) or not presents_credentials(request):
             return auth
         self.basic.authenticate(request, auth)
         self.bearer.authenticate(request, auth)
