@@ -22,6 +22,7 @@ from appserver.settings import SCHEMA, ConfigurationError, parse_settings
 from appserver.startup import with_port
 
 from .conftest import DATABASES
+from .ini import logging_sections
 from .support import ROOT, SECRET, alembic_config, base_settings, migrate
 from .test_cli import BIN, database, free_port, wait_until_served  # noqa: F401 (a fixture)
 
@@ -40,28 +41,7 @@ script_location = {migrations}
 use = egg:appserver#main
 listen = 127.0.0.1:{port}
 
-[loggers]
-keys = root
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(levelname)s %(message)s
-"""
+""" + logging_sections("%(levelname)s %(message)s")
 
 #: pyramid's own import-time deprecation warning (setuptools) is not ours to judge here.
 ENV = {

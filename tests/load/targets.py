@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from ..ini import logging_sections
 from ..pgserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,28 +25,7 @@ _COMMON = """\
 [alembic]
 script_location = {root}/migrations
 
-[loggers]
-keys = root
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARN
-handlers = console
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(asctime)s %(levelname)-5.5s [%(name)s][%(threadName)s] %(message)s
-"""
+""" + logging_sections("%(asctime)s %(levelname)-5.5s [%(name)s][%(threadName)s] %(message)s")
 
 
 def development_ini(folder: Path, port: int, sqlite_file: Path) -> Path:
