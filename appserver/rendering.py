@@ -13,7 +13,10 @@ def jira_time(value: datetime | None) -> str | None:
     """Jira's timestamp format: ``2016-01-27T07:30:51.349+0000``."""
     if value is None:
         return None
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}" + value.strftime("%z")
+    # isoformat is one C call where strftime was two (serverInfo's serverTime, every call);
+    # its offset "+00:00" becomes Jira's "+0000" (and no offset stays none, as with %z).
+    text = value.isoformat(timespec="milliseconds")
+    return text[:23] + text[23:].replace(":", "")
 
 
 def _csrf_token(request: Request) -> str:

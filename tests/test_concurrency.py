@@ -202,6 +202,124 @@ def test_no_cool_down_exceeds_the_cap(testapp, users, clock):
     assert seen == [60, 120, 240, 480, 900, 900, 900, 900]
 
 
+TOUCH_INTERVAL = 60  # tests/support.py base_settings
+
+
+def test_requests_due_for_the_same_touch_write_it_once_per_process(servers, monkeypatch):
+    """Every request that looked the session up before its touch committed finds the touch
+    due; only one per process writes it (appserver/security/touches.py). Each touch here
+    waits until every request of the burst has looked the session up, so without the claim
+    all 16 would write (and queue on the row's lock)."""
+    from sqlalchemy import event
+
+    from appserver.models import UserSession
+    from appserver.security.sessions import SessionStore
+
+    for server in servers:
+        server.clock.current = servers[0].clock.current
+    username = new_user(servers[0])
+    login = rest_login(servers[0], username, "right-password-1")
+    cookie = {"Cookie": f"{login.json()['session']['name']}={login.json()['session']['value']}"}
+    for server in servers:
+        server.clock.advance(TOUCH_INTERVAL)
+
+    burst = 16
+    lookups = [0]
+    looked_up = threading.Condition()
+    original_lookup, original_touch = SessionStore.lookup, SessionStore.touch
+
+    def lookup(self, token):
+        try:
+            return original_lookup(self, token)
+        finally:
+            with looked_up:
+                lookups[0] += 1
+                looked_up.notify_all()
+
+    def touch(self, session):
+        # Hold the touch until the whole burst has read the old last_seen_at.
+        with looked_up:
+            looked_up.wait_for(lambda: lookups[0] >= burst, timeout=20)
+        return original_touch(self, session)
+
+    monkeypatch.setattr(SessionStore, "lookup", lookup)
+    monkeypatch.setattr(SessionStore, "touch", touch)
+    updates: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE SESSIONS"):
+            updates.append(statement)
+
+    for server in servers:
+        event.listen(server.engine, "before_cursor_execute", count)
+    try:
+        answers = at_once(
+            burst,
+            lambda i: requests.get(servers[i % 2].url + "/rest/api/2/myself", headers=cookie, timeout=60),
+        )
+    finally:
+        for server in servers:
+            event.remove(server.engine, "before_cursor_execute", count)
+    assert [a.status_code for a in answers] == [200] * burst
+    assert {a.headers["X-AUSERNAME"] for a in answers} == {username}
+    assert 1 <= len(updates) <= len(servers), updates  # one per process at most
+    with servers[0].request() as request:
+        seen = request.dbsession.scalar(
+            select(UserSession.last_seen_at).where(UserSession.revoked_at.is_(None), UserSession.user.has(username=username))
+        )
+    assert seen == servers[0].clock.current  # the touch did happen
+
+
+def test_parallel_first_basic_requests_of_a_client_hash_once(servers, monkeypatch):
+    """A Basic client's first requests arrive together, miss the credential cache and queue
+    on the account's row lock; the first verifies the password, the others find it verified
+    when their turn comes (login.py) instead of each running argon2 again."""
+    server = servers[0]
+    username = new_user(server)
+    passwords = server.app.registry.passwords
+    prechecks = [0]
+    checked = threading.Condition()
+    original_before, original_verify = passwords.verified_before, passwords.verify
+
+    def verified_before(*args):
+        with checked:
+            prechecks[0] += 1
+            checked.notify_all()
+        return original_before(*args)
+
+    def verify(*args):
+        # Hash only once every request of the burst has missed the cache.
+        with checked:
+            checked.wait_for(lambda: prechecks[0] >= burst, timeout=20)
+        return original_verify(*args)
+
+    monkeypatch.setattr(passwords, "verified_before", verified_before)
+    monkeypatch.setattr(passwords, "verify", verify)
+    burst = 8
+    before = passwords.hash_count
+    answers = at_once(
+        burst,
+        lambda i: requests.get(
+            server.url + "/rest/api/2/myself", headers=basic_header(username, "right-password-1"), timeout=60
+        ),
+    )
+    assert [a.status_code for a in answers] == [200] * burst
+    assert passwords.hash_count - before == 1
+
+
+def test_a_claimed_touch_that_failed_is_tried_again():
+    from appserver.security.touches import RecentTouches
+
+    touches = RecentTouches(max_entries=2)
+    assert touches.claim(("session", "a", 1))
+    assert not touches.claim(("session", "a", 1))  # the same touch: claimed already
+    assert touches.claim(("session", "a", 2))  # the next one (a new last_seen_at)
+    touches.release(("session", "a", 1))
+    assert touches.claim(("session", "a", 1))  # given back: the next request tries
+    assert touches.claim(("session", "b", 1))
+    assert len(touches) == 2  # bounded: the oldest claims are forgotten
+
+
 def locked_error() -> sa_exc.OperationalError:
     import sqlite3
 

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from pyramid.request import Request
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 
@@ -61,6 +62,13 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def read_bind(request: Request) -> Engine | Connection:
+    """Where authentication reads outside any unit: the units' engine, a connection of its
+    own per statement. A plain SELECT takes no lock (PostgreSQL's MVCC, SQLite in WAL
+    mode), so unlike a unit it may come in any order."""
+    return request.registry["unit_session_factory"].kw["bind"]
 
 
 @contextmanager

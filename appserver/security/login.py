@@ -133,7 +133,12 @@ def _check_locked_row(
         audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
         return Outcome.DENIED, wait
     verified_hash = user.password_hash
-    ok, new_hash = request.passwords.verify(password, verified_hash)
+    if request.passwords.verified_before(user.id, verified_hash, password):
+        # Verified by the request that held this lock just before: a client's parallel
+        # first requests (Basic) wait here in turn, and only the first runs the hash.
+        ok, new_hash = True, None
+    else:
+        ok, new_hash = request.passwords.verify(password, verified_hash)
     if not ok:
         user.total_failed_logins += 1
         _count_failure(request, db, user, user, f"{channel}: wrong password")

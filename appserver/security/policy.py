@@ -28,6 +28,7 @@ from .personal_tokens import TokenState, TokenStore, bearer_credentials, record_
 from .remember import RememberState, RememberStore
 from .request_local import RequestAttributeCache
 from .sessions import CookieState, IssuedSession, SessionStore
+from .touches import RecentTouches, touch_once
 
 ADMIN = "role:admin"
 
@@ -65,6 +66,9 @@ class BearerTokenSource:
     request, never a session row or a cookie. A token that cannot be used is a 401 (the
     authentication tween), never anonymous: stricter than Jira."""
 
+    def __init__(self) -> None:
+        self.touches = RecentTouches()
+
     def authenticate(self, request: Request, auth: Authentication) -> None:
         raw = bearer_credentials(request.headers.get("Authorization"))
         if raw is None:
@@ -72,10 +76,12 @@ class BearerTokenSource:
         with unit(request) as db:
             lookup = TokenStore.of(request, db).lookup(raw)
         state = lookup.state
-        if lookup.due_touch:  # lastAccessedAt, at most once per touch interval
-            with unit(request, write=True) as db:
-                if not TokenStore.of(request, db).touch(lookup.token):
-                    state = TokenState.REVOKED  # revoked while this request was on its way
+        # lastAccessedAt, at most once per touch interval (and per process: touches.py)
+        if lookup.due_touch and not touch_once(
+            request, self.touches, ("token", lookup.token.secret_hash, lookup.token.last_accessed_at),
+            lambda db: TokenStore.of(request, db).touch(lookup.token),
+        ):
+            state = TokenState.REVOKED  # revoked while this request was on its way
         auth.bearer = state
         if state is TokenState.VALID:
             auth.identity = Identity(lookup.user, Source.BEARER, token=lookup.token)
@@ -86,18 +92,21 @@ class BearerTokenSource:
 class SessionCookieSource:
     """The server-side session named by the session cookie."""
 
+    def __init__(self) -> None:
+        self.touches = RecentTouches()
+
     def authenticate(self, request: Request, auth: Authentication) -> None:
         settings = request.appserver_settings
         token = request.cookies.get(settings.session_cookie)
         if token is None:
             return
-        with unit(request) as db:
-            lookup = SessionStore.of(request, db).lookup(token)
+        lookup = SessionStore.reader(request).lookup(token)
         state = lookup.state
-        if lookup.due_touch:
-            with unit(request, write=True) as db:
-                if not SessionStore.of(request, db).touch(lookup.session):
-                    state = CookieState.REVOKED  # revoked while this request was on its way
+        if lookup.due_touch and not touch_once(
+            request, self.touches, ("session", lookup.session.token_hash, lookup.session.last_seen_at),
+            lambda db: SessionStore.of(request, db).touch(lookup.session),
+        ):
+            state = CookieState.REVOKED  # revoked while this request was on its way
         auth.cookie = state
         auth.presented_session = lookup.session
         if state is CookieState.LIVE:

@@ -12,13 +12,14 @@ from typing import Any
 
 from pyramid.request import Request
 from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import Executable
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
 from ..models.rows import RowLoader
+from ..models.units import read_bind
 from .tokens import hash_token, is_well_formed, new_token
 
 
@@ -65,17 +66,18 @@ _LOOKUP = (
 )
 
 
-def _first(db: Session, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
-    """The first row of a read-only Core statement. Outside a transaction of ``db`` (a read
-    unit that has done nothing else yet) it runs on a connection of its own from ``db``'s
-    bind, returned at once, so that the unit's session never begins: the bare cookie view's
-    cost, without a Session transaction to begin and commit around one SELECT."""
-    if db.in_transaction():
-        return db.connection().execute(statement, parameters).first()
-    bind = db.get_bind()
-    if isinstance(bind, Connection):  # already in a transaction of its own (tests)
-        return bind.execute(statement, parameters).first()
-    with bind.connect() as connection:
+def _first(db: Session | Engine | Connection, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
+    """The first row of a read-only Core statement. Inside a transaction of ``db`` it runs
+    there; otherwise on a connection of its own from the engine, returned at once: the bare
+    cookie view's cost, without a Session or a transaction to begin and commit around one
+    SELECT."""
+    if isinstance(db, Session):
+        if db.in_transaction():
+            return db.connection().execute(statement, parameters).first()
+        db = db.get_bind()
+    if isinstance(db, Connection):  # already in a transaction of its own (tests)
+        return db.execute(statement, parameters).first()
+    with db.connect() as connection:
         return connection.execute(statement, parameters).first()
 
 
@@ -113,7 +115,13 @@ class SessionStore:
         return IssuedSession(token, row)
 
     @classmethod
-    def of(cls, request: Request, db: Session | None = None) -> SessionStore:
+    def reader(cls, request: Request) -> SessionStore:
+        """A store for :meth:`lookup` alone, on the engine of the units of work: no Session
+        and no transaction for the one SELECT of a cookie request."""
+        return cls.of(request, read_bind(request))
+
+    @classmethod
+    def of(cls, request: Request, db: Session | Engine | Connection | None = None) -> SessionStore:
         """The store in ``db`` (a unit of work), or in the request's own by default."""
         settings = request.appserver_settings
         return cls(
