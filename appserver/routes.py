@@ -1,5 +1,10 @@
 """Every URL. REST routes live under ``appserver.rest_prefix`` (default ``/rest``) and accept
-``latest`` wherever Jira accepts it."""
+``latest`` wherever Jira accepts it.
+
+Pyramid tries routes in the order they are added, one pattern after another. The REST routes
+come first: REST clients send most requests (every call of a script or an integration, where
+a person loads a page now and then), and no pattern below matches a path under the REST
+prefix or the other way round, so the order changes nothing but the cost."""
 from __future__ import annotations
 
 from pyramid.config import Configurator
@@ -7,6 +12,24 @@ from pyramid.config import Configurator
 
 def includeme(config: Configurator) -> None:
     rest = config.registry.appserver_settings.rest_prefix
+
+    # REST: the Jira API subset
+    config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")
+    config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
+    config.add_route("rest.myself.password", rest + "/api/{version:2|latest}/myself/password")
+    config.add_route("rest.user", rest + "/api/{version:2|latest}/user")
+    # REST: the demo issue tracker's resources real clients use
+    config.add_route("rest.search", rest + "/api/{version:2|latest}/search")
+    config.add_route("rest.issue", rest + "/api/{version:2|latest}/issue/{id_or_key}")
+    config.add_route("rest.field", rest + "/api/{version:2|latest}/field")
+
+    # REST: authentication (Jira's /rest/auth/1/session)
+    config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")
+    config.add_route("rest.websudo", rest + "/auth/{version:1|latest}/websudo")
+
+    # REST: personal access tokens (Jira's /rest/pat/latest/tokens)
+    config.add_route("rest.tokens", rest + "/pat/{version:1|latest}/tokens")
+    config.add_route("rest.token", rest + "/pat/{version:1|latest}/tokens/{id}")
 
     # HTML pages
     config.add_route("home", "/")
@@ -33,23 +56,6 @@ def includeme(config: Configurator) -> None:
     config.add_route("websudo", "/websudo")  # WebSudo: confirm your password for admin work
     config.add_route("websudo.drop", "/websudo/drop")
 
-    # REST: authentication (Jira's /rest/auth/1/session)
-    config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")
-    config.add_route("rest.websudo", rest + "/auth/{version:1|latest}/websudo")
-
-    # REST: personal access tokens (Jira's /rest/pat/latest/tokens)
-    config.add_route("rest.tokens", rest + "/pat/{version:1|latest}/tokens")
-    config.add_route("rest.token", rest + "/pat/{version:1|latest}/tokens/{id}")
-
-    # REST: the Jira API subset
-    config.add_route("rest.server_info", rest + "/api/{version:2|latest}/serverInfo")
-    config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
-    config.add_route("rest.myself.password", rest + "/api/{version:2|latest}/myself/password")
-    config.add_route("rest.user", rest + "/api/{version:2|latest}/user")
-
-    # The demo issue tracker: HTML pages and the Jira REST resources real clients use
+    # The demo issue tracker's pages
     config.add_route("issues", "/issues")
     config.add_route("issue", "/issues/{key}")
-    config.add_route("rest.search", rest + "/api/{version:2|latest}/search")
-    config.add_route("rest.issue", rest + "/api/{version:2|latest}/issue/{id_or_key}")
-    config.add_route("rest.field", rest + "/api/{version:2|latest}/field")

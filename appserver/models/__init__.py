@@ -141,6 +141,8 @@ def _sqlite_begin(connection: Connection) -> None:
     # a deferred transaction that read first cannot take it later if another connection
     # wrote in between (SQLITE_BUSY at once, whatever the busy timeout).
     mode = connection.get_execution_options().get(SQLITE_BEGIN, "")
+    if mode == AUTOCOMMIT:
+        return  # reader(): each statement its own transaction (isolation_level is None)
     connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
@@ -165,6 +167,25 @@ def writer(bind: Engine | Connection) -> Engine | Connection:
     if bind not in _WRITERS:
         _WRITERS[bind] = bind.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
     return _WRITERS[bind]
+
+
+_READERS: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+AUTOCOMMIT = "AUTOCOMMIT"
+
+
+def reader(bind: Engine | Connection) -> Engine | Connection:
+    """The bind for a single SELECT outside any transaction: no BEGIN before it and no
+    ROLLBACK after it (PostgreSQL: two round trips of three). One statement is a transaction
+    of its own and sees what it would see at READ COMMITTED; nothing it reads is locked."""
+    if not isinstance(bind, Engine):
+        return bind
+    if bind not in _READERS:
+        if bind.dialect.name == "sqlite":
+            # Not SQLAlchemy's AUTOCOMMIT: its reset would undo _sqlite_connect's setting.
+            _READERS[bind] = bind.execution_options(**{SQLITE_BEGIN: AUTOCOMMIT})
+        else:
+            _READERS[bind] = bind.execution_options(isolation_level=AUTOCOMMIT)
+    return _READERS[bind]
 
 
 def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:

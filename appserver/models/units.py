@@ -37,9 +37,11 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
     """A session committed at the end of the block (rolled back if it raises).
 
     ``write``: the unit will write, so on SQLite it takes the write lock when it begins and
-    waits for it (busy timeout) rather than failing half-way.
+    waits for it (busy timeout) rather than failing half-way. Without it, the unit only
+    reads and each statement is a transaction of its own (``appserver.models.reader``: no
+    BEGIN and COMMIT round trips around a lookup); a row lock needs ``write``.
     """
-    from . import READ_ONLY, writer
+    from . import READ_ONLY, reader, writer
 
     request_session = request.__dict__.get("dbsession")
     info = request_session.info if request_session is not None else {}
@@ -50,7 +52,7 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
         )
     factory = request.registry["unit_session_factory"]
     bind = factory.kw["bind"]
-    session = factory(bind=writer(bind) if write else bind, info={"request": request})
+    session = factory(bind=writer(bind) if write else reader(bind), info={"request": request})
     try:
         yield session
         # A unit whose reads ran on connections of their own (SessionStore.lookup) never
@@ -66,9 +68,12 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
 
 def read_bind(request: Request) -> Engine | Connection:
     """Where authentication reads outside any unit: the units' engine, a connection of its
-    own per statement. A plain SELECT takes no lock (PostgreSQL's MVCC, SQLite in WAL
-    mode), so unlike a unit it may come in any order."""
-    return request.registry["unit_session_factory"].kw["bind"]
+    own per statement, no transaction around it (``appserver.models.reader``). A plain
+    SELECT takes no lock (PostgreSQL's MVCC, SQLite in WAL mode), so unlike a unit it may
+    come in any order."""
+    from . import reader
+
+    return reader(request.registry["unit_session_factory"].kw["bind"])
 
 
 @contextmanager
