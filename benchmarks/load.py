@@ -5,6 +5,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -41,19 +42,43 @@ def parse(report: str) -> Result:
     return Result(float(rate.group(1)), _seconds(p50.group(1)), _seconds(p99.group(1)), int(count.group(1)))
 
 
+#: wrk's setup() runs once per thread: thread i drives the i-th port (one server process).
+SPREAD = """
+local ports = {%s}
+local started = 0
+function setup(thread)
+   started = started + 1
+   thread.addr = wrk.lookup("127.0.0.1", tostring(ports[(started - 1) %% #ports + 1]))[1]
+end
+"""
+
+
 def wrk(url: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None,
-        script: str | None = None) -> Result:
-    """One wrk run: one thread (the machine has 2 cores; the servers need them)."""
+        script: str | None = None, ports: list[int] | None = None) -> Result:
+    """One wrk run. With ``ports`` (one per server process), its connections are spread
+    evenly over them: one wrk thread per port (or per connection when they do not divide
+    evenly), each thread's connections to its port. Otherwise one thread, ``url`` alone."""
     binary = shutil.which("wrk")
     if binary is None:
         raise LoadError("wrk is not installed (Debian: apt-get install wrk)")
-    command = [binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+    threads = 1
+    if ports and len(ports) > 1 and connections > 1:
+        if script:
+            raise LoadError("a script of its own and several ports: not both")
+        threads = len(ports) if connections % len(ports) == 0 else connections
+    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+               "--timeout", "10s"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    if script:
-        command += ["-s", script]
-    command.append(url)
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as spread:
+        if threads > 1:
+            spread.write(SPREAD % ", ".join(str(port) for port in ports))
+            spread.flush()
+            script = spread.name
+        if script:
+            command += ["-s", script]
+        command.append(url)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise LoadError(done.stderr or done.stdout)
     return parse(done.stdout)

@@ -63,7 +63,7 @@ def cookie_cost(small: str, large: str, setup: Setup, *, rounds: int, seconds: f
             for _ in range(rounds):
                 for (kind, size), target in targets.items():
                     runs[kind, size, count].append(
-                        wrk(target.url + PATH, connections=count, seconds=seconds, headers=cookies[size])
+                        servers.drive(target, PATH, connections=count, seconds=seconds, headers=cookies[size])
                     )
         results = {key: median_result(value) for key, value in runs.items()}
     finally:

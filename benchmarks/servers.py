@@ -1,4 +1,5 @@
-"""Benchmark servers: each target is a group of waitress processes sharing one socket."""
+"""Benchmark servers: each target is a group of waitress processes, each on a port of its
+own, driven as a proxy would drive them (``load.wrk`` spreads the connections evenly)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .load import Result, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +30,13 @@ class Setup:
 @dataclass
 class Target:
     kind: str
-    url: str
+    ports: list[int] = field(default_factory=list)
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The first process's address (checks, logins; ``drive`` uses every process)."""
+        return f"http://127.0.0.1:{self.ports[0]}"
 
     @property
     def pids(self) -> list[int]:
@@ -47,16 +55,42 @@ class Target:
 
 def start(kind: str, setup: Setup, *, database_url: str = "", config: str = "production.ini",
           cookie_name: str = "__Host-appserver.session") -> Target:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    listener.set_inheritable(True)
-    port = listener.getsockname()[1]
-    target = Target(kind, f"http://127.0.0.1:{port}")
+    """``setup.processes`` server processes, each listening on a loopback port of its own.
+
+    Not one socket shared by every process: a shared accept queue hands wrk's persistent
+    connections to whichever process accepts first, and a run could put 6 of 8 connections
+    on one process and 2 on the other, one core idle. A proxy spreads requests evenly
+    (nginx's round robin, the deployment); :func:`drive` spreads connections evenly."""
+    target = Target(kind)
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        for _ in range(setup.processes):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1024)
+            listener.set_inheritable(True)
+            try:
+                process = subprocess.Popen(
+                    _command(kind, setup, listener.fileno(), database_url, config, cookie_name),
+                    pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, text=True, cwd=ROOT, env=environment,
+                )
+                target.processes.append(process)
+                target.ports.append(listener.getsockname()[1])
+            finally:
+                listener.close()
+            if process.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the {kind} server did not start (exit status {process.wait()})")
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+def _command(kind: str, setup: Setup, fd: int, database_url: str, config: str, cookie_name: str) -> list[str]:
     command = [
         sys.executable, "-m", "benchmarks.serve", kind,
-        "--fd", str(listener.fileno()),
+        "--fd", str(fd),
         "--threads", str(setup.threads),
         "--url", database_url,
         "--config", str(ROOT / config),
@@ -66,22 +100,18 @@ def start(kind: str, setup: Setup, *, database_url: str = "", config: str = "pro
     ]
     if setup.switch_interval:
         command += ["--switch-interval", str(setup.switch_interval)]
-    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    try:
-        for _ in range(setup.processes):
-            process = subprocess.Popen(
-                command, pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, text=True,
-                cwd=ROOT, env=environment,
-            )
-            target.processes.append(process)
-            if process.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"the {kind} server did not start (exit status {process.wait()})")
-    except BaseException:
-        target.stop()
-        raise
-    finally:
-        listener.close()
-    return target
+    return command
+
+
+def drive(target: Target, path: str, **options) -> Result:
+    """One wrk run on ``path`` of every process of ``target``, connections spread evenly."""
+    return wrk(target.url + path, ports=target.ports, **options)
+
+
+def warm(target: Target, path: str, headers: dict[str, str]) -> None:
+    """A second of one connection on every process: imports, pools, caches."""
+    for port in target.ports:
+        wrk(f"http://127.0.0.1:{port}{path}", connections=1, seconds=1, headers=headers)
 
 
 def peak_memory_kib(pid: int) -> int:

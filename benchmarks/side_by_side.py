@@ -10,7 +10,7 @@ import requests
 
 from . import servers
 from .data import Credentials, log_in, prepare_database
-from .load import Result, median_result, wrk
+from .load import Result, median_result
 from .servers import ROOT, Setup
 
 CONNECTIONS = (1, 8, 32)
@@ -78,16 +78,15 @@ def run(database_url: str, setup: Setup, *, rounds: int, seconds: float,
         credentials = log_in(targets["app"].url)
         for case in CASES:
             check(case, targets[case.target].url, headers_for(case, credentials))
-        for case in CASES:  # warm-up: imports, pools, caches
-            wrk(targets[case.target].url + case.path, connections=1, seconds=1,
-                headers=headers_for(case, credentials))
+        for case in CASES:
+            servers.warm(targets[case.target], case.path, headers_for(case, credentials))
         runs: dict[tuple[str, int], list[Result]] = defaultdict(list)
         for count in connections:
             for _ in range(rounds):
                 for case in CASES:
                     runs[case.label, count].append(
-                        wrk(targets[case.target].url + case.path, connections=count, seconds=seconds,
-                            headers=headers_for(case, credentials))
+                        servers.drive(targets[case.target], case.path, connections=count, seconds=seconds,
+                                      headers=headers_for(case, credentials))
                     )
         return {key: median_result(values) for key, values in runs.items()}
     finally:

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from . import servers
 from .data import log_in, prepare_database
-from .load import Result, median_result, wrk
+from .load import Result, median_result
 from .servers import Setup
 from .side_by_side import CONNECTIONS
 
@@ -32,12 +32,14 @@ def measure_group(url: str, setups: list[Setup], *, rounds: int, seconds: float)
             targets[setup] = servers.start("app", setup, database_url=url)
         cookie = log_in(targets[setups[0]].url).cookie_header
         for target in targets.values():
-            wrk(target.url + PATH, connections=1, seconds=1, headers=cookie)
+            servers.warm(target, PATH, cookie)
         runs: dict[tuple[Setup, int], list[Result]] = defaultdict(list)
         for count in CONNECTIONS:
             for _ in range(rounds):
                 for setup, target in targets.items():
-                    runs[setup, count].append(wrk(target.url + PATH, connections=count, seconds=seconds, headers=cookie))
+                    runs[setup, count].append(
+                        servers.drive(target, PATH, connections=count, seconds=seconds, headers=cookie)
+                    )
         return {key: median_result(value) for key, value in runs.items()}
     finally:
         for target in targets.values():
