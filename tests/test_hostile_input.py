@@ -1186,10 +1186,13 @@ def test_any_host_is_refused_or_builds_urls_on_itself(wsgi, users, host):
             assert "Location" not in response.headers
             continue
         assert re.fullmatch(r"(localhost|127\.0\.0\.1|\[::1\])\.?(:[0-9]{1,5})?", host, re.IGNORECASE), host
+        # WebOb leaves out http's default port (Host "localhost:80" builds http://localhost/):
+        # the same address.
+        origin = "http://" + re.sub(r":80$", "", host)
         if "Location" in response.headers:
-            assert response.headers["Location"].startswith(f"http://{host}/")
+            assert response.headers["Location"].startswith(origin + "/")
         if path == SERVER_INFO:
-            assert response.json["baseUrl"] == f"http://{host}"
+            assert response.json["baseUrl"] == origin
 
 
 # --- ids (issue 10) ----------------------------------------------------------------------
