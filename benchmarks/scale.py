@@ -82,8 +82,7 @@ def cookie_cost(small: str, large: str, setup: Setup, *, rounds: int, seconds: f
 
 
 def _environment(url: str) -> dict[str, str]:
-    return {**os.environ, "APPSERVER_DATABASE_URL": url, "PYTHONWARNINGS": "ignore",
-            "APPSERVER_SECRET": os.environ.get("APPSERVER_SECRET", "benchmark-secret-0123456789-0123456789-abcdef")}
+    return {**os.environ, **servers.production_environment(url), "PYTHONWARNINGS": "ignore"}
 
 
 def _login_latencies(base: str, stop: threading.Event, into: list[float]) -> None:

@@ -26,10 +26,9 @@ def build_app(args: argparse.Namespace):
         return bare_cookie_app(args.url, args.cookie_name, args.pool_size)
     from pyramid.paster import get_app
 
-    os.environ["APPSERVER_DATABASE_URL"] = args.url
-    os.environ.setdefault("APPSERVER_SECRET", "benchmark-secret-0123456789-0123456789-abcdef")
-    # production.ini refuses to start without it; wrk and the checks send Host: 127.0.0.1:port.
-    os.environ.setdefault("APPSERVER_ALLOWED_HOSTS", "127.0.0.1")
+    from .servers import production_environment
+
+    os.environ.update(production_environment(args.url))
     return get_app(args.config, "main")
 
 

@@ -14,6 +14,16 @@ from .load import Result, wrk
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def production_environment(database_url: str) -> dict[str, str]:
+    """What production.ini takes from the environment, for a benchmark: the database, a
+    secret, and the one host name the drivers send (it refuses to start without them)."""
+    return {
+        "APPSERVER_DATABASE_URL": database_url,
+        "APPSERVER_SECRET": os.environ.get("APPSERVER_SECRET", "benchmark-secret-0123456789-0123456789-abcdef"),
+        "APPSERVER_ALLOWED_HOSTS": os.environ.get("APPSERVER_ALLOWED_HOSTS", "127.0.0.1"),
+    }
+
+
 @dataclass(frozen=True)
 class Setup:
     """How every target of a run is served: the same for the project and the anchors."""
