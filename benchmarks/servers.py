@@ -14,12 +14,15 @@ from .load import Result, wrk
 ROOT = Path(__file__).resolve().parent.parent
 
 
+BENCHMARK_SECRET = "benchmark-secret-0123456789-0123456789-abcdef"
+
+
 def production_environment(database_url: str) -> dict[str, str]:
     """What production.ini takes from the environment, for a benchmark: the database, a
     secret, and the one host name the drivers send (it refuses to start without them)."""
     return {
         "APPSERVER_DATABASE_URL": database_url,
-        "APPSERVER_SECRET": os.environ.get("APPSERVER_SECRET", "benchmark-secret-0123456789-0123456789-abcdef"),
+        "APPSERVER_SECRET": os.environ.get("APPSERVER_SECRET", BENCHMARK_SECRET),
         "APPSERVER_ALLOWED_HOSTS": os.environ.get("APPSERVER_ALLOWED_HOSTS", "127.0.0.1"),
     }
 
@@ -83,7 +86,8 @@ def start(kind: str, setup: Setup, *, database_url: str = "", config: str = "pro
             try:
                 process = subprocess.Popen(
                     _command(kind, setup, listener.fileno(), database_url, config, cookie_name),
-                    pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, text=True, cwd=ROOT, env=environment,
+                    pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                    env=environment,
                 )
                 target.processes.append(process)
                 target.ports.append(listener.getsockname()[1])

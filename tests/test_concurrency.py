@@ -265,7 +265,9 @@ def test_requests_due_for_the_same_touch_write_it_once_per_process(servers, monk
     assert 1 <= len(updates) <= len(servers), updates  # one per process at most
     with servers[0].request() as request:
         seen = request.dbsession.scalar(
-            select(UserSession.last_seen_at).where(UserSession.revoked_at.is_(None), UserSession.user.has(username=username))
+            select(UserSession.last_seen_at).where(
+                UserSession.revoked_at.is_(None), UserSession.user.has(username=username)
+            )
         )
     assert seen == servers[0].clock.current  # the touch did happen
 

@@ -66,7 +66,9 @@ _LOOKUP = (
 )
 
 
-def _first(db: Session | Engine | Connection, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
+def _first(
+    db: Session | Engine | Connection, statement: Executable, parameters: dict[str, Any]
+) -> Row[Any] | None:
     """The first row of a read-only Core statement. Inside a transaction of ``db`` it runs
     there; otherwise on a connection of its own from the engine, returned at once: the bare
     cookie view's cost, without a Session or a transaction to begin and commit around one
