@@ -5,8 +5,8 @@ per touch interval. But every request that looked the row up before that write c
 also finds the touch due: under load, dozens of requests of one client arrive in the same
 millisecond, each would ``UPDATE`` the same row, and on PostgreSQL each waits for the row
 lock of the one before and commits in turn. Every worker thread of the process stalls behind
-that queue for as long as it lasts (hundreds of milliseconds at 32 connections: the p99 of
-the benchmark). Here the first request of a process claims the touch and the others skip it.
+that queue for as long as it lasts (the benchmark's p99 outliers of 150-560 ms). Here the
+first request of a process claims the touch and the others skip it.
 
 Skipping is safe: a skipped touch changes nothing a client can see. The request is served as
 its lookup found the session, like every request that was not due; the claiming request does
