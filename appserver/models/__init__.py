@@ -156,7 +156,16 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     return engine
 
 
-_WRITERS: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+_VARIANTS: WeakKeyDictionary[Engine, dict[str, Engine]] = WeakKeyDictionary()
+AUTOCOMMIT = "AUTOCOMMIT"
+
+
+def _variant(engine: Engine, name: str, **options: Any) -> Engine:
+    """``engine.execution_options(**options)`` (same pool), made once per engine and name."""
+    variants = _VARIANTS.setdefault(engine, {})
+    if name not in variants:
+        variants[name] = engine.execution_options(**options)
+    return variants[name]
 
 
 def writer(bind: Engine | Connection) -> Engine | Connection:
@@ -164,13 +173,7 @@ def writer(bind: Engine | Connection) -> Engine | Connection:
     (A test's connection is already in a transaction: its units are savepoints.)"""
     if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
         return bind
-    if bind not in _WRITERS:
-        _WRITERS[bind] = bind.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-    return _WRITERS[bind]
-
-
-_READERS: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
-AUTOCOMMIT = "AUTOCOMMIT"
+    return _variant(bind, "writer", **{SQLITE_BEGIN: "IMMEDIATE"})
 
 
 def reader(bind: Engine | Connection) -> Engine | Connection:
@@ -179,13 +182,10 @@ def reader(bind: Engine | Connection) -> Engine | Connection:
     of its own and sees what it would see at READ COMMITTED; nothing it reads is locked."""
     if not isinstance(bind, Engine):
         return bind
-    if bind not in _READERS:
-        if bind.dialect.name == "sqlite":
-            # Not SQLAlchemy's AUTOCOMMIT: its reset would undo _sqlite_connect's setting.
-            _READERS[bind] = bind.execution_options(**{SQLITE_BEGIN: AUTOCOMMIT})
-        else:
-            _READERS[bind] = bind.execution_options(isolation_level=AUTOCOMMIT)
-    return _READERS[bind]
+    if bind.dialect.name == "sqlite":
+        # Not SQLAlchemy's AUTOCOMMIT: its reset would undo _sqlite_connect's setting.
+        return _variant(bind, "reader", **{SQLITE_BEGIN: AUTOCOMMIT})
+    return _variant(bind, "reader", isolation_level=AUTOCOMMIT)
 
 
 def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:

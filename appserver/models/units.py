@@ -55,8 +55,7 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
     session = factory(bind=writer(bind) if write else reader(bind), info={"request": request})
     try:
         yield session
-        # A unit whose reads ran on connections of their own (SessionStore.lookup) never
-        # began: nothing to commit, and no transaction to begin only to commit it.
+        # A unit that never used its session has nothing to commit.
         if session.in_transaction() or session.new or session.dirty or session.deleted:
             session.commit()
     except BaseException:

@@ -69,15 +69,10 @@ _LOOKUP = (
 def _first(
     db: Session | Engine | Connection, statement: Executable, parameters: dict[str, Any]
 ) -> Row[Any] | None:
-    """The first row of a read-only Core statement. Inside a transaction of ``db`` it runs
-    there; otherwise on a connection of its own from the engine, returned at once: the bare
-    cookie view's cost, without a Session or a transaction to begin and commit around one
-    SELECT."""
-    if isinstance(db, Session):
-        if db.in_transaction():
-            return db.connection().execute(statement, parameters).first()
-        db = db.get_bind()
-    if isinstance(db, Connection):  # already in a transaction of its own (tests)
+    """The first row of a read-only Core statement: in the session's transaction, or on an
+    engine's connection of its own, returned at once (:meth:`SessionStore.reader`: the bare
+    cookie view's cost, without a Session around one SELECT)."""
+    if isinstance(db, (Session, Connection)):  # a Connection: a test's, in its transaction
         return db.execute(statement, parameters).first()
     with db.connect() as connection:
         return connection.execute(statement, parameters).first()
