@@ -28,7 +28,9 @@ TITLES = {
 
 def is_rest(request: Request) -> bool:
     prefix = request.registry.appserver_settings.rest_prefix
-    path = request.path_info
+    # The raw WSGI path: the prefix is ASCII, so it matches the raw path exactly when it
+    # matches the decoded one (and a path that is not UTF-8 still gets its JSON 400).
+    path = request.environ.get("PATH_INFO", "")
     return path == prefix or path.startswith(prefix + "/")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 #: ``name[:port]`` or ``[ipv6][:port]``; anything else (userinfo ``@``, paths, spaces,
 #: several colons outside brackets) is not a host.
@@ -86,13 +87,18 @@ def parse_host_pattern(entry: str) -> HostPattern:
     return HostPattern(host.name, host.port, subdomains)
 
 
-@lru_cache(maxsize=256)
 def host_allowed(value: str, patterns: tuple[HostPattern, ...]) -> bool:
-    """Whether ``value`` (a ``Host`` header) names this server. Remembered for the last few
-    hundred values: a server answers to a handful of names, and parsing them cost more than
-    anything else before the request reached its view."""
+    """Whether ``value`` (a ``Host`` header) names this server."""
     try:
         host = parse_host(value)
     except InvalidHost:
         return False
     return any(pattern.matches(host) for pattern in patterns)
+
+
+def host_checker(patterns: tuple[HostPattern, ...]) -> Callable[[str], bool]:
+    """:func:`host_allowed` for one list of patterns, remembered for the last few hundred
+    values: a server answers to a handful of names, and parsing them cost more than anything
+    else before the request reached its view. Keyed by the value alone (hashing the patterns
+    on every request would cost a call per pattern)."""
+    return lru_cache(maxsize=256)(partial(host_allowed, patterns=patterns))

@@ -6,6 +6,9 @@ routing the request. Once the configuration is complete, the extensions are made
 attributes of one subclass of the request class, registered as the request factory, and the
 router no longer applies them per request: the same attributes, at no cost per request.
 
+Two WebOb methods are replaced too, for the same reason: ``path_info`` is decoded once, and a
+request without a body is not copied to make it seekable.
+
 The registry keeps its extensions, so a request made elsewhere (``pyramid.scripting.prepare``
 with ``Request.blank``, pshell) still gets them the usual way. A subrequest should be made
 with the app's class, ``type(request).blank(...)``: the router applies nothing to it.
@@ -35,6 +38,17 @@ def _path_info(request: Request) -> str:
 PATH_INFO = property(_path_info, Request.path_info.fset, Request.path_info.fdel, Request.path_info.__doc__)
 
 
+def _make_body_seekable(request: Request) -> None:
+    """pyramid_retry makes every request's body seekable before the first attempt, so that
+    a retry can read it again. A request with neither ``Content-Length`` nor
+    ``Transfer-Encoding`` has no body (RFC 9112, section 6.3): nothing to copy. WebOb would
+    copy it anyway (waitress marks its input terminated), on every GET."""
+    environ = request.environ
+    if environ.get("CONTENT_LENGTH", "") in ("", "0") and "HTTP_TRANSFER_ENCODING" not in environ:
+        return
+    Request.make_body_seekable(request)
+
+
 def bake_request_extensions(config: Configurator) -> type[Request]:
     """Commit the configuration and register the request class with the extensions built in."""
     config.commit()
@@ -42,7 +56,13 @@ def bake_request_extensions(config: Configurator) -> type[Request]:
     extensions = registry.queryUtility(IRequestExtensions)
     base = registry.queryUtility(IRequestFactory, default=Request)
     methods, descriptors = (extensions.methods, extensions.descriptors) if extensions else ({}, {})
-    attributes = {"path_info": PATH_INFO, **methods, **descriptors, "__module__": base.__module__}
+    attributes = {
+        "path_info": PATH_INFO,
+        "make_body_seekable": _make_body_seekable,
+        **methods,
+        **descriptors,
+        "__module__": base.__module__,
+    }
     baked = type(base.__name__, (base,), attributes)
     registry.registerUtility(baked, IRequestFactory)
     return baked

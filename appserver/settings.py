@@ -127,8 +127,9 @@ def _cookie_name(name: str, value: Any) -> str:
 
 def _prefix(name: str, value: Any) -> str:
     text = _text(name, value)
-    if not text.startswith("/") or text == "/" or text.endswith("/"):
-        raise ConfigurationError(f"{name}: expected a path like /rest, got {value!r}")
+    # ASCII: it is compared with the raw WSGI path (appserver.errors.is_rest).
+    if not text.startswith("/") or text == "/" or text.endswith("/") or not text.isascii():
+        raise ConfigurationError(f"{name}: expected an ASCII path like /rest, got {value!r}")
     return text
 
 

@@ -23,8 +23,9 @@ def test_an_authenticated_answer_varies_with_the_credentials_once(testapp, fred_
 
 def test_a_vary_the_view_set_is_kept_and_merged(app_request, users):
     from appserver.security.identity import Authentication, Identity, Source
+    from appserver.security.policy import AUTHENTICATION_KEY
 
-    app_request.__dict__["_appserver_authentication"] = Authentication(identity=Identity(users["fred"], Source.BASIC))
+    app_request.__dict__[AUTHENTICATION_KEY] = Authentication(identity=Identity(users["fred"], Source.BASIC))
     response = Response()
     response.headers.update({"Vary": "Accept", "Cache-Control": "private"})
     _finish(app_request, response)

@@ -51,8 +51,11 @@ def includeme(config: Configurator) -> None:
 
     # Replaces WebOb's strict cookie jar, for everything that reads cookies (the policy and
     # Pyramid's CSRF cookie alike): see TolerantRequestCookies.
-    config.add_request_method(_cookies, "cookies", property=True)
-    config.add_request_method(_authentication, "authentication", property=True)
+    config.add_request_method(_cookies, "cookies", reify=True)
+    # Reified under the very key the policy caches it at (request.__dict__["authentication"]):
+    # after the first read, every read is a plain attribute lookup, and the policy's later
+    # replacements (refuse, unauthenticated, log_in) are what the attribute returns.
+    config.add_request_method(_authentication, "authentication", reify=True)
     config.add_request_method(_user, "user", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
     config.add_request_method(_remember_store, "remember_store", reify=True)

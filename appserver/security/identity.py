@@ -74,5 +74,17 @@ class Authentication:
         return self.basic is not BasicState.ABSENT or self.bearer is not TokenState.ABSENT
 
     @property
+    def anonymous(self) -> bool:
+        """Nothing was presented and nothing is to be set: no header, no cookie to change."""
+        return (
+            self.identity is None
+            and self.cookie is CookieState.ABSENT
+            and self.basic is BasicState.ABSENT
+            and self.bearer is TokenState.ABSENT
+            and self.remember is RememberState.ABSENT
+            and not self.cookies
+        )
+
+    @property
     def stale_cookie(self) -> bool:
         return self.cookie.stale

@@ -13,4 +13,6 @@ CREDENTIAL_FREE_PREFIXES = ("/static/",)
 
 
 def credential_free(request: Request) -> bool:
-    return request.path_info.startswith(CREDENTIAL_FREE_PREFIXES)
+    # The raw WSGI path: an ASCII prefix matches it exactly when it matches the decoded one,
+    # without decoding (and this is asked several times per request).
+    return request.environ.get("PATH_INFO", "").startswith(CREDENTIAL_FREE_PREFIXES)

@@ -18,7 +18,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..errors import error_response
-from ..hosts import host_allowed
+from ..hosts import host_checker
 
 Handler = Callable[[Request], Response]
 
@@ -40,13 +40,22 @@ COMMON_HEADERS = (
 )
 
 
+#: The same, keyed by the lower-case name the check compares.
+_COMMON_BY_NAME = tuple((name.lower(), (name, value)) for name, value in COMMON_HEADERS)
+
+
 def security_headers(request: Request, response: Response, *, https: bool) -> None:
     """Add the headers a view did not set itself. (One pass over the response's headers:
     ``headers.setdefault`` scans them all again for every header, on every response.)"""
     headerlist = response.headerlist
     present = {name.lower(): value for name, value in headerlist}
-    headerlist.extend(header for header in COMMON_HEADERS if header[0].lower() not in present)
-    if "content-security-policy" not in present and not request.path_info.startswith(TOOLBAR_PREFIX):
+    for lowered, header in _COMMON_BY_NAME:
+        if lowered not in present:
+            headerlist.append(header)
+    # The raw WSGI path: the prefix is ASCII (and a path that is not UTF-8 gets a 400 page).
+    if "content-security-policy" not in present and not request.environ.get(
+        "PATH_INFO", ""
+    ).startswith(TOOLBAR_PREFIX):
         media_type = present.get("content-type", "").split(";", 1)[0].strip().lower()
         policy = PAGE_POLICY if media_type == "text/html" else RESOURCE_POLICY
         headerlist.append(("Content-Security-Policy", policy))
@@ -68,12 +77,12 @@ def security_headers_tween_factory(handler: Handler, registry: Registry) -> Hand
 
 
 def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
-    patterns = registry.appserver_settings.allowed_hosts
+    allowed = host_checker(registry.appserver_settings.allowed_hosts)
 
     def allowed_host_tween(request: Request) -> Response:
         # WebOb's host: the Host header (set from X-Forwarded-Host by waitress only for a
         # trusted proxy), else SERVER_NAME:SERVER_PORT. Every absolute URL is built from it.
-        if host_allowed(request.host, patterns):
+        if allowed(request.host):
             return handler(request)
         # The error page shows who is logged in: answer as anonymous without reading any
         # credential (reading one may rotate a remember-me token the client would never get).

@@ -31,6 +31,9 @@ from .sessions import CookieState, IssuedSession, SessionStore
 from .touches import RecentTouches, touch_once
 
 ADMIN = "role:admin"
+#: Where a request keeps its Authentication: the name of the reified ``request.authentication``
+#: (appserver/security/__init__.py), so that reading the attribute is a dict lookup.
+AUTHENTICATION_KEY = "authentication"
 
 
 def user_principal(user_id: int) -> str:
@@ -230,7 +233,7 @@ class AppSecurityPolicy:
         self.bearer = BearerTokenSource()
         self.session = SessionCookieSource()
         self.remember_me = RememberMeSource()
-        self._cache = RequestAttributeCache(self._authenticate, "_appserver_authentication")
+        self._cache = RequestAttributeCache(self._authenticate, AUTHENTICATION_KEY)
         self._acl = ACLHelper()
 
     def _authenticate(self, request: Request) -> Authentication:

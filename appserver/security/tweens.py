@@ -40,7 +40,7 @@ from .basic import basic_challenge
 from .header_values import encode_header_value
 from .identity import Authentication, BasicState
 from .paths import credential_free
-from .personal_tokens import bearer_challenge
+from .personal_tokens import TokenState, bearer_challenge
 from .responses import denied_response, unauthorized_response, unavailable_response
 from .sessions import CookieState
 
@@ -81,16 +81,27 @@ def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Ha
 
 
 def _unreadable(request: Request) -> tuple[int | None, str]:
-    try:
-        request.path_info
-    except UnicodeDecodeError:
-        return 400, "The address of this request is not valid UTF-8. Check the link."
-    try:
-        request.GET
-    except UnicodeDecodeError:
-        return 400, "The query string of this request is not valid UTF-8. Check the link."
+    # The raw WSGI values first: an ASCII path (WSGI hands it over unquoted) and a query
+    # string with neither escapes nor non-ASCII bytes decode, so most requests never make
+    # WebOb decode and cache them here. Only a query string can fail to decode; WebOb's GET
+    # also keeps a reference cycle (environ -> GET -> environ) only the garbage collector frees.
+    environ = request.environ
+    if not environ.get("PATH_INFO", "").isascii():
+        try:
+            request.path_info
+        except UnicodeDecodeError:
+            return 400, "The address of this request is not valid UTF-8. Check the link."
+    query = environ.get("QUERY_STRING", "")
+    if query and not (query.isascii() and "%" not in query):
+        try:
+            request.GET
+        except UnicodeDecodeError:
+            return 400, "The query string of this request is not valid UTF-8. Check the link."
+    # WebOb decodes a form only then: a request with no Content-Type has a form to refuse
+    # only when it is a POST.
+    if not environ.get("CONTENT_TYPE") and request.method != "POST":
+        return None, ""
     content_type = request.content_type.strip().lower()
-    # WebOb decodes a form only then: a GET without a Content-Type has no form to refuse.
     if (
         content_type in FORM_TYPES
         and (content_type or request.method == "POST")
@@ -120,7 +131,9 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             # The 503 page (its layout shows who is logged in) must not ask the database again.
             registry.security_policy.unauthenticated(request)
             return unavailable_response(request)
-        if auth.basic.failed:
+        if auth.basic is BasicState.ABSENT and auth.bearer is TokenState.ABSENT:
+            response = handler(request)  # no Authorization header: most requests
+        elif auth.basic.failed:
             response = error_response(
                 request,
                 401,
@@ -165,6 +178,8 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         return handler
 
     def os_authtype_tween(request: Request) -> Response:
+        if not request.environ.get("QUERY_STRING"):
+            return handler(request)
         values = {v.strip().lower() for v in request.GET.getall("os_authType")}
         if not values or values == {"none"}:
             return handler(request)
@@ -207,10 +222,10 @@ def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Hand
         return handler
 
     def rest_cookie_rule_tween(request: Request) -> Response:
-        if not is_rest(request) or _is_rest_login(request):
-            return handler(request)
         auth: Authentication = request.authentication
-        if auth.identity is None and auth.stale_cookie:
+        if auth.cookie is CookieState.ABSENT or auth.identity is not None:
+            return handler(request)  # no cookie, or someone is logged in: nothing to refuse
+        if auth.stale_cookie and is_rest(request) and not _is_rest_login(request):
             login = request.route_url("rest.session", version="1")
             return unauthorized_response(
                 request,
@@ -269,6 +284,15 @@ VARY = ("Authorization", "Cookie")
 def _finish(request: Request, response: Response) -> None:
     """Stamp who answered and apply the cookie changes authentication decided on."""
     auth: Authentication = request.authentication
+    if auth.anonymous and getattr(request, "login_reason", None) is None:
+        # Nothing presented, nothing to set (most anonymous requests): only who answered.
+        headerlist = response.headerlist
+        for name, _ in headerlist:
+            if name.lower() == "x-ausername":
+                break
+        else:
+            headerlist.append(("X-AUSERNAME", "anonymous"))
+            return
     user = auth.user
     # Headers appended to the list directly, after one pass to see which are there already:
     # response.headers scans every header again for each lookup, on every response.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from .. import jql, search
@@ -29,7 +30,11 @@ def _page_number(request: Request) -> int | None:
     return int(value)
 
 
-@view_config(route_name="issues", renderer="appserver:templates/issues.jinja2", permission="view")
+@view_config(
+    route_name="issues",
+    renderer="appserver:templates/issues.jinja2",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def issue_list(request: Request):
     page = _page_number(request)
     if page is None:
@@ -75,7 +80,11 @@ def issue_list(request: Request):
     return context
 
 
-@view_config(route_name="issue", renderer="appserver:templates/issues_detail.jinja2", permission="view")
+@view_config(
+    route_name="issue",
+    renderer="appserver:templates/issues_detail.jinja2",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def issue_page(request: Request):
     issue = find_issue(request.dbsession, request.matchdict["key"])
     if issue is None or not request.has_permission("view", issue):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from sqlalchemy import select
@@ -18,12 +19,20 @@ from .notices import notice_for
 SESSION_EXPIRED_PARAM = "expired"
 
 
-@view_config(route_name="home", renderer="appserver:templates/home.jinja2", permission="view")
+@view_config(
+    route_name="home",
+    renderer="appserver:templates/home.jinja2",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def home(request: Request) -> dict:
     return {"notice": notice_for(request)}
 
 
-@view_config(route_name="login", renderer="appserver:templates/login.jinja2", permission="view")
+@view_config(
+    route_name="login",
+    renderer="appserver:templates/login.jinja2",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def login(request: Request):
     destination = safe_destination(request.params.get("os_destination"))
     form = {

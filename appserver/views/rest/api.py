@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPNoContent
 from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from ... import __name__ as package_name
@@ -33,7 +34,12 @@ def _version_numbers(version: str) -> list[int]:
 VERSION_NUMBERS = tuple(_version_numbers(VERSION))
 
 
-@view_config(route_name="rest.server_info", request_method="GET", renderer="json", permission="view")
+@view_config(
+    route_name="rest.server_info",
+    request_method="GET",
+    renderer="json",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def server_info(request: Request) -> dict:
     return {
         "baseUrl": request.application_url,

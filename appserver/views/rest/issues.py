@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from ... import jql, search
@@ -268,7 +269,12 @@ def _bad_parameter(request: Request, error: BadParameter):
 # --- Views ----------------------------------------------------------------------------------
 
 
-@view_config(route_name="rest.search", request_method="GET", renderer="json", permission="view")
+@view_config(
+    route_name="rest.search",
+    request_method="GET",
+    renderer="json",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def search_get(request: Request):
     try:
         parameters = search_parameters(_from_query_string(request))
@@ -278,7 +284,7 @@ def search_get(request: Request):
 
 
 @view_config(
-    route_name="rest.search", request_method="POST", renderer="json", permission="view",
+    route_name="rest.search", request_method="POST", renderer="json", permission=NO_PERMISSION_REQUIRED,
     require_csrf=False,
 )
 def search_post(request: Request):
@@ -328,7 +334,12 @@ def _search(request: Request, parameters: SearchParameters):
     return body
 
 
-@view_config(route_name="rest.issue", request_method="GET", renderer="json", permission="view")
+@view_config(
+    route_name="rest.issue",
+    request_method="GET",
+    renderer="json",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def issue(request: Request):
     found = find_issue(request.dbsession, request.matchdict["id_or_key"])
     if found is None or not request.has_permission("view", found):
@@ -338,6 +349,11 @@ def issue(request: Request):
     return issue_json(request, found, fields, expand)
 
 
-@view_config(route_name="rest.field", request_method="GET", renderer="json", permission="view")
+@view_config(
+    route_name="rest.field",
+    request_method="GET",
+    renderer="json",
+    permission=NO_PERMISSION_REQUIRED,
+)
 def field_list(request: Request) -> list[dict]:
     return [field.describe() for field in FIELDS]
