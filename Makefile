@@ -11,8 +11,10 @@ PROCESSES ?= 2
 NGINX ?= /usr/sbin/nginx
 # make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
 BENCHMARK_ARGS ?=
+# make benchmark-django: Django 5.2 in a venv of its own, for the outside comparison only.
+DJANGO_VENV ?= .venv-django
 
-.PHONY: run test initdb e2e screenshots benchmark loadtest clean cluster cluster-stop cluster-restart
+.PHONY: run test initdb e2e screenshots benchmark benchmark-django loadtest clean cluster cluster-stop cluster-restart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,13 @@ screenshots: $(VENV)/.test-deps
 benchmark: $(VENV)/.test-deps
 	$(BIN)/python -m benchmarks $(BENCHMARK_ARGS)
 
+$(DJANGO_VENV)/bin/python:
+	$(PYTHON) -m venv $(DJANGO_VENV)
+	$(DJANGO_VENV)/bin/pip install --quiet 'django>=5.2,<5.3' waitress 'psycopg[binary]'
+
+benchmark-django: $(VENV)/.test-deps $(DJANGO_VENV)/bin/python
+	DJANGO_PYTHON=$(abspath $(DJANGO_VENV))/bin/python $(BIN)/python -m benchmarks django
+
 # The load-and-fault suite at full length, on SQLite and on two processes sharing a private
 # PostgreSQL (docs/loadtest.md). Reports: loadtest-report/. A short run is part of `make test`.
 loadtest: $(VENV)/.test-deps
@@ -74,4 +83,4 @@ cluster-restart: $(VENV)/.run-deps
 	$(BIN)/python deploy/cluster.py restart
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report
+	rm -rf $(VENV) $(DJANGO_VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report

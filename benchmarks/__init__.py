@@ -7,6 +7,9 @@ because the machine (2 cores, shared) changes its absolute speed from minute to 
 * ``bare-cookie``: a bare Pyramid view that hashes the cookie and does one indexed SELECT
   of session JOIN user through SQLAlchemy Core (what a cookie check minimally costs).
 
+``make benchmark-django`` compares the cookie request with Django 5.2 (database sessions,
+``login_required``: ``django_app.py``, run by a venv of its own), the issue's outside row.
+
 ``wrk`` (a C load generator) drives the servers, each in its own processes, in
 round-robin rounds; the median of the rounds is reported. See docs/performance.md.
 """

@@ -1,4 +1,5 @@
-"""``python -m benchmarks [side-by-side|sweep|scale]`` (``make benchmark`` runs side-by-side)."""
+"""``python -m benchmarks [side-by-side|sweep|scale|django]`` (``make benchmark`` runs
+side-by-side; ``make benchmark-django`` the Django comparison)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ RECOMMENDED_PROCESSES = 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__)
-    parser.add_argument("mode", nargs="?", default="side-by-side", choices=["side-by-side", "sweep", "scale"])
+    parser.add_argument("mode", nargs="?", default="side-by-side", choices=["side-by-side", "sweep", "scale", "django"])
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCHMARK_ROUNDS", "3")))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCHMARK_SECONDS", "3")))
     parser.add_argument("--processes", type=int, default=RECOMMENDED_PROCESSES)
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import sweep
 
             sweep.main(folder, rounds=args.rounds, seconds=args.seconds)
+        elif args.mode == "django":
+            from . import django_side
+
+            return django_side.main(folder, setup, rounds=args.rounds, seconds=args.seconds)
         else:
             from . import scale
 

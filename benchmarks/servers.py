@@ -102,6 +102,9 @@ def start(kind: str, setup: Setup, *, database_url: str = "", config: str = "pro
 
 
 def _command(kind: str, setup: Setup, fd: int, database_url: str, config: str, cookie_name: str) -> list[str]:
+    if kind == "django":  # another interpreter, with Django: benchmarks/django_app.py
+        return [django_python(), "-m", "benchmarks.django_app", database_url, "serve",
+                "--fd", str(fd), "--threads", str(setup.threads)]
     command = [
         sys.executable, "-m", "benchmarks.serve", kind,
         "--fd", str(fd),
@@ -115,6 +118,14 @@ def _command(kind: str, setup: Setup, fd: int, database_url: str, config: str, c
     if setup.switch_interval:
         command += ["--switch-interval", str(setup.switch_interval)]
     return command
+
+
+def django_python() -> str:
+    """The interpreter that has Django (``make benchmark-django`` sets it up)."""
+    python = os.environ.get("DJANGO_PYTHON")
+    if not python:
+        raise RuntimeError("DJANGO_PYTHON is not set: run `make benchmark-django`")
+    return python
 
 
 def drive(target: Target, path: str, **options) -> Result:

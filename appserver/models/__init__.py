@@ -59,8 +59,9 @@ def transaction_wanted(request: Request) -> bool:
     ``request.dbsession`` comes from a read-only session closed when the request ends; the
     few writes a safe request makes (authentication's, the WebSudo window) are units of work.
     """
-    if request.method in SAFE_METHODS:
-        request.environ[READ_ONLY] = True
+    environ = request.environ  # request.method reads it too, through a descriptor
+    if environ.get("REQUEST_METHOD") in SAFE_METHODS:
+        environ[READ_ONLY] = True
         return False
     return True
 

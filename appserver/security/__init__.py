@@ -8,15 +8,10 @@ from pyramid.tweens import EXCVIEW, INGRESS
 
 from ..models import User
 from .cookies import TolerantRequestCookies
-from .identity import Authentication
 from .personal_tokens import TokenStore
 from .policy import AppSecurityPolicy
 from .remember import RememberStore
 from .sessions import SessionStore
-
-
-def _authentication(request: Request) -> Authentication:
-    return request.registry.security_policy.authentication(request)
 
 
 def _cookies(request: Request) -> TolerantRequestCookies:
@@ -55,7 +50,7 @@ def includeme(config: Configurator) -> None:
     # Reified under the very key the policy caches it at (request.__dict__["authentication"]):
     # after the first read, every read is a plain attribute lookup, and the policy's later
     # replacements (refuse, unauthenticated, log_in) are what the attribute returns.
-    config.add_request_method(_authentication, "authentication", reify=True)
+    config.add_request_method(policy.authentication, "authentication", reify=True)
     config.add_request_method(_user, "user", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
     config.add_request_method(_remember_store, "remember_store", reify=True)

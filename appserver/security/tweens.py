@@ -99,7 +99,7 @@ def _unreadable(request: Request) -> tuple[int | None, str]:
             return 400, "The query string of this request is not valid UTF-8. Check the link."
     # WebOb decodes a form only then: a request with no Content-Type has a form to refuse
     # only when it is a POST.
-    if not environ.get("CONTENT_TYPE") and request.method != "POST":
+    if not environ.get("CONTENT_TYPE") and environ.get("REQUEST_METHOD") != "POST":
         return None, ""
     content_type = request.content_type.strip().lower()
     if (
@@ -248,7 +248,7 @@ def rest_xsrf_tween_factory(handler: Handler, registry: Registry) -> Handler:
     cross-site without CORS, and Basic or Bearer credentials are not sent by a forged form."""
 
     def rest_xsrf_tween(request: Request) -> Response:
-        if request.method != "POST" or not is_rest(request):
+        if request.environ.get("REQUEST_METHOD") != "POST" or not is_rest(request):
             return handler(request)
         identity = request.authentication.identity
         if identity is None or not identity.cookie_based:

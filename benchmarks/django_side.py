@@ -1,0 +1,90 @@
+"""``python -m benchmarks django``: the issue's outside row, cookie ``GET myself`` against
+Django 5.2 with database sessions and ``login_required`` (benchmarks/django_app.py), on
+SQLite and, with ``BENCHMARK_DATABASE_URL``, PostgreSQL. Same waitress set-up, same rounds."""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import defaultdict
+
+import requests
+
+from . import servers
+from .data import log_in, prepare_database
+from .load import Result, median_result
+from .servers import ROOT, Setup
+from .side_by_side import CONNECTIONS, databases
+
+GOAL = 3.0
+PATH = "/rest/api/2/myself"
+
+
+def django_database(name: str, folder: str) -> str:
+    if name == "SQLite":
+        return f"{folder}/django.sqlite"
+    from tests.support import sibling_database
+
+    return sibling_database(os.environ["BENCHMARK_DATABASE_URL"], "django")
+
+
+def prepare_django(database: str) -> str:
+    """Migrate (from scratch) and seed fred; the key of a session he is logged in to."""
+    if database.startswith("postgresql"):
+        from sqlalchemy import create_engine
+
+        from tests.support import reset_database
+
+        engine = create_engine(database)
+        reset_database(engine)
+        engine.dispose()
+    command = [servers.django_python(), "-m", "benchmarks.django_app", database]
+    subprocess.run(command + ["migrate"], check=True, cwd=ROOT)
+    return subprocess.run(command + ["seed"], check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def check(base: str, headers: dict[str, str], name: str) -> None:
+    response = requests.get(base + PATH, headers=headers, timeout=30, allow_redirects=False)
+    if response.status_code != 200 or response.json().get("name") != "fred":
+        raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+
+
+def main(folder: str, setup: Setup, *, rounds: int, seconds: float) -> int:
+    for name, url in databases(folder):
+        prepare_database(url)
+        django_db = django_database(name, folder)
+        session_key = prepare_django(django_db)
+        targets = {}
+        try:
+            targets["appserver"] = servers.start("app", setup, database_url=url)
+            targets["django"] = servers.start("django", setup, database_url=django_db)
+            headers = {
+                "appserver": log_in(targets["appserver"].url).cookie_header,
+                "django": {"Cookie": f"sessionid={session_key}"},
+            }
+            for label, target in targets.items():
+                check(target.url, headers[label], label)
+                servers.warm(target, PATH, headers[label])
+            runs: dict[tuple[str, int], list[Result]] = defaultdict(list)
+            for count in CONNECTIONS:
+                for _ in range(rounds):
+                    for label, target in targets.items():
+                        runs[label, count].append(
+                            servers.drive(target, PATH, connections=count, seconds=seconds, headers=headers[label])
+                        )
+        finally:
+            for target in targets.values():
+                target.stop()
+        results = {key: median_result(values) for key, values in runs.items()}
+        print(f"## {name}: cookie GET {PATH}, {setup}\n")
+        print("| | " + " | ".join(f"{c} conn: req/s, p50, p99" for c in CONNECTIONS) + " |")
+        print("|---|" + "---|" * len(CONNECTIONS))
+        for label in targets:
+            cells = [f"{r.requests_per_second:.0f}, {r.p50 * 1000:.1f} ms, {r.p99 * 1000:.1f} ms"
+                     for r in (results[label, c] for c in CONNECTIONS)]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        ratios = [results["appserver", c].requests_per_second / results["django", c].requests_per_second
+                  for c in CONNECTIONS]
+        met = "yes" if all(r >= GOAL for r in ratios) else "NO"
+        print(f"\nappserver / Django: {' / '.join(f'{r:.2f}x' for r in ratios)} "
+              f"(goal >= {GOAL:g}x: {met})\n", flush=True)
+    return 0
