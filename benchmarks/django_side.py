@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections import defaultdict
 
 import requests
 
 from . import servers
 from .data import log_in, prepare_database
-from .load import Result, median_result
 from .servers import ROOT, Setup
 from .side_by_side import CONNECTIONS, databases
 
@@ -64,17 +62,11 @@ def main(folder: str, setup: Setup, *, rounds: int, seconds: float) -> int:
             for label, target in targets.items():
                 check(target.url, headers[label], label)
                 servers.warm(target, PATH, headers[label])
-            runs: dict[tuple[str, int], list[Result]] = defaultdict(list)
-            for count in CONNECTIONS:
-                for _ in range(rounds):
-                    for label, target in targets.items():
-                        runs[label, count].append(
-                            servers.drive(target, PATH, connections=count, seconds=seconds, headers=headers[label])
-                        )
+            runs = {label: (target, PATH, headers[label]) for label, target in targets.items()}
+            results = servers.round_robin(runs, CONNECTIONS, rounds=rounds, seconds=seconds)
         finally:
             for target in targets.values():
                 target.stop()
-        results = {key: median_result(values) for key, values in runs.items()}
         print(f"## {name}: cookie GET {PATH}, {setup}\n")
         print("| | " + " | ".join(f"{c} conn: req/s, p50, p99" for c in CONNECTIONS) + " |")
         print("|---|" + "---|" * len(CONNECTIONS))

@@ -11,7 +11,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import requests
@@ -20,7 +19,7 @@ from tests.support import sibling_database
 
 from . import bulk, servers
 from .data import PASSWORD, USERNAME, log_in, prepare_database
-from .load import Result, median_result, wrk
+from .load import wrk
 from .servers import ROOT, Setup
 from .side_by_side import production_threads
 
@@ -58,14 +57,8 @@ def cookie_cost(small: str, large: str, setup: Setup, *, rounds: int, seconds: f
             targets["app", size] = servers.start("app", setup, database_url=url)
             targets["bare-cookie", size] = servers.start("bare-cookie", setup, database_url=url)
         cookies = {size: log_in(targets["app", size].url).cookie_header for size in ("10^3", "10^6")}
-        runs: dict[tuple[str, str, int], list[Result]] = defaultdict(list)
-        for count in (1, 8):
-            for _ in range(rounds):
-                for (kind, size), target in targets.items():
-                    runs[kind, size, count].append(
-                        servers.drive(target, PATH, connections=count, seconds=seconds, headers=cookies[size])
-                    )
-        results = {key: median_result(value) for key, value in runs.items()}
+        runs = {key: (target, PATH, cookies[key[1]]) for key, target in targets.items()}
+        results = servers.round_robin(runs, (1, 8), rounds=rounds, seconds=seconds)
     finally:
         for target in targets.values():
             target.stop()
@@ -73,7 +66,7 @@ def cookie_cost(small: str, large: str, setup: Setup, *, rounds: int, seconds: f
     print("|---|---|---|---|---|---|")
     for kind, label in (("app", "cookie GET myself"), ("bare-cookie", "bare cookie view")):
         for count in (1, 8):
-            a, b = results[kind, "10^3", count], results[kind, "10^6", count]
+            a, b = results[(kind, "10^3"), count], results[(kind, "10^6"), count]
             ratio = a.requests_per_second / b.requests_per_second
             goal = f"<= {COST_GOAL}x: {'met' if ratio <= COST_GOAL else 'NOT met'}" if kind == "app" else "(anchor)"
             print(f"| {label} | {count} | {a.requests_per_second:.0f}, {a.p99 * 1000:.1f} ms | "

@@ -6,10 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .load import Result, wrk
+from .load import Result, median_result, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +133,19 @@ def django_python() -> str:
 def drive(target: Target, path: str, **options) -> Result:
     """One wrk run on ``path`` of every process of ``target``, connections spread evenly."""
     return wrk(target.url + path, ports=target.ports, **options)
+
+
+def round_robin(runs: Mapping[Hashable, tuple[Target, str, dict[str, str]]], connections: Iterable[int],
+                *, rounds: int, seconds: float) -> dict[tuple[Hashable, int], Result]:
+    """Drive every (target, path, headers) of ``runs`` in turn, ``rounds`` times per connection
+    count; the median of each, keyed by (the run's key, connections). Round-robin, so a
+    slow minute of the shared machine falls on every target alike."""
+    results: dict[tuple[Hashable, int], list[Result]] = defaultdict(list)
+    for count in connections:
+        for _ in range(rounds):
+            for key, (target, path, headers) in runs.items():
+                results[key, count].append(drive(target, path, connections=count, seconds=seconds, headers=headers))
+    return {key: median_result(values) for key, values in results.items()}
 
 
 def warm(target: Target, path: str, headers: dict[str, str]) -> None:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import configparser
 import os
-from collections import defaultdict
 from dataclasses import dataclass
 
 import requests
 
 from . import servers
 from .data import Credentials, log_in, prepare_database
-from .load import Result, median_result
+from .load import Result
 from .servers import ROOT, Setup
 
 CONNECTIONS = (1, 8, 32)
@@ -80,15 +79,8 @@ def run(database_url: str, setup: Setup, *, rounds: int, seconds: float,
             check(case, targets[case.target].url, headers_for(case, credentials))
         for case in CASES:
             servers.warm(targets[case.target], case.path, headers_for(case, credentials))
-        runs: dict[tuple[str, int], list[Result]] = defaultdict(list)
-        for count in connections:
-            for _ in range(rounds):
-                for case in CASES:
-                    runs[case.label, count].append(
-                        servers.drive(targets[case.target], case.path, connections=count, seconds=seconds,
-                                      headers=headers_for(case, credentials))
-                    )
-        return {key: median_result(values) for key, values in runs.items()}
+        runs = {case.label: (targets[case.target], case.path, headers_for(case, credentials)) for case in CASES}
+        return servers.round_robin(runs, connections, rounds=rounds, seconds=seconds)
     finally:
         for target in targets.values():
             target.stop()

@@ -10,11 +10,10 @@ reference's at the same connection count, measured in the same rounds.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 from . import servers
 from .data import log_in, prepare_database
-from .load import Result, median_result
+from .load import Result
 from .servers import Setup
 from .side_by_side import CONNECTIONS
 
@@ -33,14 +32,8 @@ def measure_group(url: str, setups: list[Setup], *, rounds: int, seconds: float)
         cookie = log_in(targets[setups[0]].url).cookie_header
         for target in targets.values():
             servers.warm(target, PATH, cookie)
-        runs: dict[tuple[Setup, int], list[Result]] = defaultdict(list)
-        for count in CONNECTIONS:
-            for _ in range(rounds):
-                for setup, target in targets.items():
-                    runs[setup, count].append(
-                        servers.drive(target, PATH, connections=count, seconds=seconds, headers=cookie)
-                    )
-        return {key: median_result(value) for key, value in runs.items()}
+        runs = {setup: (target, PATH, cookie) for setup, target in targets.items()}
+        return servers.round_robin(runs, CONNECTIONS, rounds=rounds, seconds=seconds)
     finally:
         for target in targets.values():
             target.stop()
