@@ -29,6 +29,7 @@ def main(global_config: dict, **settings: str) -> Router:
         config.include(".process_header")  # opt-in X-Appserver-Process: who answered
         config.include(".security")  # policy, sessions, passwords, CSRF, the seed's tweens
         config.include(".rendering")  # Jinja2 templates, JSON renderer, static files
+        config.include(".errors")  # exception views free their tracebacks when a request ends
         config.include(".routes")  # every URL of the HTML pages and the /rest API
         config.scan(".views")
     return make_wsgi_app(config)  # request properties without a class per request

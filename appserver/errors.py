@@ -1,12 +1,16 @@
 """One way to answer with an error: Jira's JSON shape under ``/rest``, a page elsewhere.
 
 Used by the exception views and by the tweens (which sit above the exception view and so
-must answer with a response rather than raise).
+must answer with a response rather than raise). And what an exception view leaves behind:
+its traceback, freed when the request ends.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from pyramid.config import Configurator
+from pyramid.interfaces import IViewDeriverInfo
 from pyramid.renderers import render_to_response
 from pyramid.request import Request
 from pyramid.response import Response
@@ -80,3 +84,41 @@ def error_response(
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+def _free_tracebacks(request: Request) -> None:
+    """Drop the tracebacks of the exception an exception view answered (and of its causes).
+
+    Pyramid keeps the exception and its traceback on the request (``request.exception``,
+    ``request.exc_info``); the traceback holds the frames it passed through, whose locals
+    hold the request: a reference cycle of some seventy objects per refused request (a 401
+    for a protected resource, a 404), which only the garbage collector frees, walking the
+    whole process to do so. Run when the request is finished, after every tween and
+    logger; the exception itself stays (pyramid_retry reads ``request.exception`` then).
+    """
+    exc_info = request.__dict__.get("exc_info")
+    if not exc_info:
+        return
+    seen: set[int] = set()
+    error: BaseException | None = exc_info[1]
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+    request.exc_info = (exc_info[0], exc_info[1], None)
+
+
+def free_tracebacks_view_deriver(view: Callable[..., Any], info: IViewDeriverInfo) -> Callable[..., Any]:
+    """Exception views only: other views run without a traceback (and unwrapped)."""
+    if not info.exception_only:
+        return view
+
+    def exception_view(context: Any, request: Request) -> Any:
+        request.add_finished_callback(_free_tracebacks)
+        return view(context, request)
+
+    return exception_view
+
+
+def includeme(config: Configurator) -> None:
+    config.add_view_deriver(free_tracebacks_view_deriver)

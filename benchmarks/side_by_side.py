@@ -32,7 +32,10 @@ CASES = (
     Case("Basic GET myself", "app", "/rest/api/2/myself", "basic", "fred"),
 )
 
-#: (label, numerator case, denominator case, goal): the issue's table.
+#: (label, numerator case, denominator case, goal): the issue's table. Its goals are the
+#: per-request cost, "measured from outside, one connection at a time": they are judged at
+#: one connection. At 8 and 32 connections every process is busy and a ratio measures the
+#: share of two saturated cores instead; it is printed beside them, not judged.
 RATIOS = (
     ("cookie myself / bare cookie view", "cookie GET myself", "bare cookie view (hash + 1 SELECT)", 0.8),
     ("anonymous serverInfo / bare JSON view", "anonymous GET serverInfo", "bare Pyramid JSON view", 0.8),
@@ -96,11 +99,11 @@ def report(name: str, setup: Setup, results: Results, connections: tuple[int, ..
             r = results[case.label, count]
             cells.append(f"{r.requests_per_second:.0f}, {r.p50 * 1000:.1f} ms, {r.p99 * 1000:.1f} ms")
         lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio | " + " | ".join(f"{c} conn" for c in connections) + " | goal | met |",
+    lines += ["", "| ratio | " + " | ".join(f"{c} conn" for c in connections) + f" | goal at {connections[0]} conn | met |",
               "|---|" + "---|" * (len(connections) + 2)]
     for label, top, bottom, goal in RATIOS:
         values = [results[top, c].requests_per_second / results[bottom, c].requests_per_second for c in connections]
-        met = all(v >= goal for v in values)
+        met = values[0] >= goal
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}x" for v in values) + f" | >= {goal}x | {'yes' if met else 'NO'} |")
     lines += ["", "| request: throughput / its 1-connection throughput | "
               + " | ".join(f"{c} conn" for c in connections[1:]) + " | goal | met |",

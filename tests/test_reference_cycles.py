@@ -76,3 +76,27 @@ def test_a_basic_request_leaves_no_cycles(testapp, app, basic_headers):
 def test_a_stale_cookie_refused_under_rest_leaves_no_cycles(testapp, app):
     stale = {"Cookie": "appserver.session=" + "x" * 43}
     assert garbage_after(app, environ_for("/rest/api/2/myself", stale), status="401") == []
+
+
+def test_an_anonymous_request_for_a_protected_resource_leaves_no_cycles(testapp, app):
+    """Refused through the forbidden view: an exception view, which Pyramid gives the
+    exception and its traceback (request.exception, request.exc_info)."""
+    assert garbage_after(app, environ_for("/rest/api/2/myself"), status="401") == []
+
+
+def test_a_rest_not_found_leaves_no_cycles(testapp, app):
+    assert garbage_after(app, environ_for("/rest/api/2/no-such-resource"), status="404") == []
+
+
+def test_a_page_not_found_leaves_no_cycles(testapp, app):
+    assert garbage_after(app, environ_for("/no-such-page"), status="404") == []
+
+
+def test_a_page_refused_to_an_anonymous_browser_leaves_no_cycles(testapp, app):
+    """The forbidden view's redirect to the login page."""
+    assert garbage_after(app, environ_for("/account"), status="303") == []
+
+
+def test_a_method_not_allowed_leaves_no_cycles(testapp, app):
+    """PredicateMismatch, answered by the not-found view as a 405 (logging out is POST only)."""
+    assert garbage_after(app, environ_for("/logout"), status="405") == []

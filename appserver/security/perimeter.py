@@ -82,7 +82,8 @@ def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
     def allowed_host_tween(request: Request) -> Response:
         # WebOb's host: the Host header (set from X-Forwarded-Host by waitress only for a
         # trusted proxy), else SERVER_NAME:SERVER_PORT. Every absolute URL is built from it.
-        if allowed(request.host):
+        # The header read from the environ first: what request.host returns, without two calls.
+        if allowed(request.environ.get("HTTP_HOST") or request.host):
             return handler(request)
         # The error page shows who is logged in: answer as anonymous without reading any
         # credential (reading one may rotate a remember-me token the client would never get).
