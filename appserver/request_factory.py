@@ -6,8 +6,9 @@ routing the request. Once the configuration is complete, the extensions are made
 attributes of one subclass of the request class, registered as the request factory, and the
 router no longer applies them per request: the same attributes, at no cost per request.
 
-Two WebOb methods are replaced too, for the same reason: ``path_info`` is decoded once, and a
-request without a body is not copied to make it seekable.
+Three WebOb attributes are replaced too: ``path_info`` is decoded once, a request without a
+body is not copied to make it seekable, and ``GET`` is kept on the request, not in the
+environ (where it made a reference cycle).
 
 The registry keeps its extensions, so a request made elsewhere (``pyramid.scripting.prepare``
 with ``Request.blank``, pshell) still gets them the usual way. A subrequest should be made
@@ -19,6 +20,7 @@ from pyramid.config import Configurator
 from pyramid.interfaces import IRequestExtensions, IRequestFactory
 from pyramid.request import Request
 from pyramid.router import Router
+from webob.multidict import GetDict
 
 
 def _path_info(request: Request) -> str:
@@ -36,6 +38,28 @@ def _path_info(request: Request) -> str:
 
 #: ``request.path_info``, decoded once (WebOb's setter and deleter).
 PATH_INFO = property(_path_info, Request.path_info.fset, Request.path_info.fdel, Request.path_info.__doc__)
+
+
+_PARSED_QUERY = "webob._parsed_query_vars"
+
+
+def _get(request: Request) -> GetDict:
+    # WebOb keeps the parsed query string in the environ, as a GetDict that refers to the
+    # environ: a reference cycle on every request with a query string (the os_authType rule
+    # reads it), which only the garbage collector frees. The same GetDict, parsed as WebOb
+    # does and again when QUERY_STRING changes, kept on the request instead.
+    source = request.environ.get("QUERY_STRING", "")
+    cached = request.__dict__.get("_appserver_get")
+    if cached is not None and cached[0] == source:
+        return cached[1]
+    value = Request.GET.fget(request)  # raises for a query string that is not UTF-8
+    request.environ.pop(_PARSED_QUERY, None)
+    request.__dict__["_appserver_get"] = (source, value)
+    return value
+
+
+#: ``request.GET``, without the environ -> GetDict -> environ cycle.
+GET = property(_get, doc=Request.GET.__doc__)
 
 
 def _make_body_seekable(request: Request) -> None:
@@ -58,6 +82,7 @@ def bake_request_extensions(config: Configurator) -> type[Request]:
     methods, descriptors = (extensions.methods, extensions.descriptors) if extensions else ({}, {})
     attributes = {
         "path_info": PATH_INFO,
+        "GET": GET,
         "make_body_seekable": _make_body_seekable,
         **methods,
         **descriptors,

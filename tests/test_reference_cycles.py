@@ -5,7 +5,10 @@ then walks every object of the process (an app's worth of modules, routes and ma
 request that made cycles paid for a collection every few hundred requests, and the
 anonymous serverInfo was 0.72x the bare JSON view partly for that reason. These were
 ``Root`` keeping the request (request -> root -> request) and reading ``request.GET`` for a
-request without a query string (environ -> GET -> environ). docs/performance.md has the
+request without a query string (environ -> GET -> environ); then the traceback an exception
+view's answer kept (request -> exception -> traceback -> frames -> request), WebOb's parsed
+query string (now kept on the request) and the cookiecutter's ``session.info["request"]``
+(request -> dbsession -> request). docs/performance.md has the
 figures; this test counts what ``gc.collect()`` finds after requests made with the
 collector off, through the WSGI app itself (WebTest makes cycles of its own).
 """
@@ -100,3 +103,13 @@ def test_a_page_refused_to_an_anonymous_browser_leaves_no_cycles(testapp, app):
 def test_a_method_not_allowed_leaves_no_cycles(testapp, app):
     """PredicateMismatch, answered by the not-found view as a 405 (logging out is POST only)."""
     assert garbage_after(app, environ_for("/logout"), status="405") == []
+
+
+def test_a_request_with_a_query_string_leaves_no_cycles(testapp, app):
+    """Read by the os_authType rule on every such request: WebOb keeps the parsed query in
+    the environ as a GetDict that keeps the environ (environ -> GetDict -> environ)."""
+    assert garbage_after(app, environ_for("/rest/api/2/serverInfo?os_authType=none&expand=all")) == []
+
+
+def test_a_page_with_a_query_string_leaves_no_cycles(testapp, app):
+    assert garbage_after(app, environ_for("/login?os_destination=%2Fissues")) == []

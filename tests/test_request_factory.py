@@ -48,3 +48,22 @@ def test_path_info_is_decoded_once_and_follows_the_environ(app):
         pass
     else:
         raise AssertionError("a path that is not UTF-8 must raise, as WebOb's does")
+
+
+def test_get_is_kept_on_the_request_and_follows_the_query_string(app):
+    request = served_request(app)
+    request.environ["QUERY_STRING"] = "os_authType=basic&q=caf%C3%A9"
+    assert request.GET.getall("os_authType") == ["basic"] and request.GET["q"] == "café"
+    assert request.GET is request.GET  # parsed once
+    assert "webob._parsed_query_vars" not in request.environ  # it would keep the environ
+    request.GET["q"] = "tea"  # WebOb's GetDict writes changes back to the query string
+    assert "q=tea" in request.environ["QUERY_STRING"] and request.GET["q"] == "tea"
+    request.environ["QUERY_STRING"] = "other=1"  # a tween may rewrite it
+    assert dict(request.GET) == {"other": "1"}
+    request.environ["QUERY_STRING"] = "q=%FF"
+    try:
+        request.GET
+    except UnicodeDecodeError:
+        pass
+    else:
+        raise AssertionError("a query string that is not UTF-8 must raise, as WebOb's does")

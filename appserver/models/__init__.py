@@ -215,7 +215,9 @@ def _refuse_read_only_dml(state: Any) -> None:
 def read_only_session(session_factory: sessionmaker[Session], request: Request) -> Session:
     """A safe request's ``request.dbsession``: it reads, refuses writes (ReadOnlySessionError)
     and is closed when the request ends (its transaction, if it began, is rolled back)."""
-    session = session_factory(info={"request": request, READ_ONLY: True})
+    # The session does not keep the request (the request keeps it: request.dbsession), or
+    # the pair would be a reference cycle only the garbage collector frees.
+    session = session_factory(info={READ_ONLY: True})
     request.add_finished_callback(lambda request: _close_read_only(session))
     return session
 
@@ -230,11 +232,12 @@ def _close_read_only(session: Session) -> None:
 def get_tm_session(
     session_factory: sessionmaker[Session],
     transaction_manager: TransactionManager,
-    request: Request | None = None,
     bind: Engine | Connection | None = None,
 ) -> Session:
-    """A session joined to ``transaction_manager``: pyramid_tm commits or aborts it."""
-    options: dict[str, Any] = {"info": {"request": request, MANAGER_KEY: transaction_manager}}
+    """A session joined to ``transaction_manager``: pyramid_tm commits or aborts it. (Not
+    the cookiecutter's ``info["request"]``: nothing reads it, and request.dbsession would
+    make it a reference cycle.)"""
+    options: dict[str, Any] = {"info": {MANAGER_KEY: transaction_manager}}
     if bind is not None:
         options["bind"] = bind
     return session_factory(**options)
@@ -274,7 +277,7 @@ def includeme(config: Configurator) -> None:
                 bind = session_factory.kw["bind"]
                 if request.method not in SAFE_METHODS:
                     bind = writer(bind)
-                session = get_tm_session(session_factory, request.tm, request=request, bind=bind)
+                session = get_tm_session(session_factory, request.tm, bind=bind)
             from .units import attach_identity
 
             attach_identity(request, session)

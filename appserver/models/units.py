@@ -52,7 +52,7 @@ def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
         )
     factory = request.registry["unit_session_factory"]
     bind = factory.kw["bind"]
-    session = factory(bind=writer(bind) if write else reader(bind), info={"request": request})
+    session = factory(bind=writer(bind) if write else reader(bind))
     try:
         yield session
         # A unit that never used its session has nothing to commit.
