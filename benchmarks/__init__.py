@@ -3,7 +3,8 @@
 Every figure is a ratio to an anchor served by the same waitress settings in the same run,
 because the machine (2 cores, shared) changes its absolute speed from minute to minute:
 
-* ``bare-json``: a bare Pyramid JSON view (what ``serverInfo`` minimally costs);
+* ``bare-json``: a bare Pyramid JSON view answering ``serverInfo``'s eight fields (what
+  ``serverInfo`` minimally costs);
 * ``bare-cookie``: a bare Pyramid view that hashes the cookie and does one indexed SELECT
   of session JOIN user through SQLAlchemy Core (what a cookie check minimally costs).
 

@@ -1,6 +1,8 @@
 """``/rest/api/2``: server information, users, and changing your own password."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyramid.httpexceptions import HTTPNoContent
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
@@ -41,13 +43,18 @@ VERSION_NUMBERS = tuple(_version_numbers(VERSION))
     permission=NO_PERMISSION_REQUIRED,
 )
 def server_info(request: Request) -> dict:
+    return server_info_body(request.application_url, request.now)
+
+
+def server_info_body(base_url: str, now: datetime) -> dict:
+    """Jira's serverInfo fields (the benchmark's bare JSON view answers the same)."""
     return {
-        "baseUrl": request.application_url,
+        "baseUrl": base_url,
         "version": VERSION,
         "versionNumbers": VERSION_NUMBERS,
         "deploymentType": "Server",
         "buildNumber": 1,
-        "serverTime": jira_time(request.now),
+        "serverTime": jira_time(now),
         "scmInfo": "",
         "serverTitle": "appserver",
     }
