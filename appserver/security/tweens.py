@@ -82,9 +82,8 @@ def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Ha
 
 def _unreadable(request: Request) -> tuple[int | None, str]:
     # The raw WSGI values first: an ASCII path (WSGI hands it over unquoted) and a query
-    # string with neither escapes nor non-ASCII bytes decode, so most requests never make
-    # WebOb decode and cache them here. Only a query string can fail to decode; WebOb's GET
-    # also keeps a reference cycle (environ -> GET -> environ) only the garbage collector frees.
+    # string with neither escapes nor non-ASCII bytes decode, so most requests are not
+    # decoded here (a view that needs request.GET decodes it then).
     environ = request.environ
     if not environ.get("PATH_INFO", "").isascii():
         try:
