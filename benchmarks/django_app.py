@@ -7,10 +7,12 @@ backend, as a Django project would serve it::
 
     python -m benchmarks.django_app DATABASE migrate
     python -m benchmarks.django_app DATABASE seed        # prints a session key for fred
-    python -m benchmarks.django_app DATABASE serve --fd N --threads T
+    python -m benchmarks.django_app DATABASE serve --fd N --threads T [--per-request-connections]
 
 ``DATABASE`` is a SQLite file or a ``postgresql://`` URL. Connections persist across
-requests (``CONN_MAX_AGE``), as any production Django set-up on PostgreSQL would have them.
+requests (``CONN_MAX_AGE = 600``), as a tuned production Django set-up has them; with
+``--per-request-connections``, Django's own default (``CONN_MAX_AGE = 0``): a connection
+opened and closed by every request.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from django.conf import settings
 USERNAME, PASSWORD = "fred", "fred-password"
 
 
-def database(value: str) -> dict:
+def database(value: str, conn_max_age: int) -> dict:
     if value.startswith("postgresql"):
         url = urlsplit(value.replace("+psycopg", ""))
         return {
@@ -36,18 +38,18 @@ def database(value: str) -> dict:
             "PASSWORD": url.password or "",
             "HOST": url.hostname or "127.0.0.1",
             "PORT": str(url.port or 5432),
-            "CONN_MAX_AGE": 600,
+            "CONN_MAX_AGE": conn_max_age,
         }
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": value, "CONN_MAX_AGE": 600}
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": value, "CONN_MAX_AGE": conn_max_age}
 
 
-def configure(value: str) -> None:
+def configure(value: str, conn_max_age: int) -> None:
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmark-only-" + "x" * 40,
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         ROOT_URLCONF=__name__,
-        DATABASES={"default": database(value)},
+        DATABASES={"default": database(value, conn_max_age)},
         INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"],
         # startproject's stack, minus messages (no templates here).
         MIDDLEWARE=[
@@ -99,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["migrate", "seed", "serve"])
     parser.add_argument("--fd", type=int)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--per-request-connections", action="store_true",
+                        help="Django's default CONN_MAX_AGE = 0 instead of persistent connections")
     args = parser.parse_args(argv)
-    configure(args.database)
+    configure(args.database, 0 if args.per_request_connections else 600)
     from django.contrib.auth.decorators import login_required
     from django.urls import path
 

@@ -104,9 +104,10 @@ def start(kind: str, setup: Setup, *, database_url: str = "", config: str = "pro
 
 
 def _command(kind: str, setup: Setup, fd: int, database_url: str, config: str, cookie_name: str) -> list[str]:
-    if kind == "django":  # another interpreter, with Django: benchmarks/django_app.py
-        return [django_python(), "-m", "benchmarks.django_app", database_url, "serve",
-                "--fd", str(fd), "--threads", str(setup.threads)]
+    if kind in ("django", "django-per-request"):  # another interpreter: benchmarks/django_app.py
+        command = [django_python(), "-m", "benchmarks.django_app", database_url, "serve",
+                   "--fd", str(fd), "--threads", str(setup.threads)]
+        return command + ["--per-request-connections"] if kind == "django-per-request" else command
     command = [
         sys.executable, "-m", "benchmarks.serve", kind,
         "--fd", str(fd),
