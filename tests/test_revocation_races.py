@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -27,7 +28,7 @@ from appserver.security.remember import RememberState, RememberStore
 from appserver.security.sessions import SessionStore
 
 from .support import create_user
-from .test_concurrency import busy_once
+from .test_concurrency import busy_once, locked_error
 from .test_remember_me import REMEMBER, cookie, login
 
 _names = iter(range(1, 1000))
@@ -143,6 +144,41 @@ def test_log_out_everywhere_includes_a_remember_me_login_in_flight(server):
     assert live_tokens == 0
 
 
+def test_a_remember_me_login_waits_for_the_account_before_it_locks_its_token(server):
+    """A password change or a deactivation writes the account's row, then revokes the
+    remember-me tokens and the sessions. A remember-me login that locked its token and then
+    waited for the account would close a circle with it (a deadlock: PostgreSQL aborts one
+    and pyramid_retry runs it again). It takes the account first: while it waits, its token
+    is free, the change revokes it, and the login sees that."""
+    user_id, value = remembered_user(server)
+    with writer(server.engine).begin() as connection:
+        # The change's first write: the account's row, locked until the change commits.
+        connection.execute(update(User).where(User.id == user_id).values(password_changed_at=func.now()))
+        future, started = in_thread(
+            lambda: requests.get(server.url + "/", cookies={REMEMBER: value}, timeout=30)
+        )
+        wait_until_blocked(server, started)
+        if server.engine.dialect.name == "postgresql":
+            with server.engine.connect() as probe:
+                free = probe.execute(
+                    select(RememberToken.id).where(RememberToken.user_id == user_id)
+                    .with_for_update(nowait=True)  # raises if the waiting login holds it
+                ).all()
+                probe.rollback()
+            assert len(free) == 1
+        connection.execute(
+            update(RememberToken).where(RememberToken.user_id == user_id).values(revoked_at=func.now())
+        )
+        connection.execute(
+            update(UserSession).where(UserSession.user_id == user_id).values(revoked_at=func.now())
+        )
+    response = future.result(timeout=30)
+    assert response.status_code == 200
+    assert response.headers["X-AUSERNAME"] == "anonymous"
+    assert f"{REMEMBER}=;" in response.headers.get("Set-Cookie", "")
+    assert live_sessions(server, user_id) == 0
+
+
 def test_parallel_uses_of_one_token_start_one_session(server):
     """Tabs of one browser restored at once all present the same token: one rotation, one
     new session; the others are served by it (the grace), none is treated as theft."""
@@ -253,3 +289,39 @@ def test_a_change_arriving_while_a_login_commits_revokes_its_session(server, mon
     assert login.result(timeout=30).status_code == 200
     changed.result(timeout=30)
     assert live_sessions(server, user_id) == 0
+
+
+def test_a_rotation_committed_without_acknowledgement_still_reaches_the_client(
+    make_app, users, clock, monkeypatch, dbsession
+):
+    """The remember-me unit's COMMIT reached the database but its answer did not (a
+    connection lost at that moment): the request sees a transient error and runs again,
+    presenting the token just replaced. The answer must still carry the rotated cookies."""
+    from appserver.security import policy
+
+    testapp = make_app()
+    login(testapp, remember=True)
+    old = cookie(testapp, REMEMBER)
+    clock.advance(1800)  # the session is idle-dead; the remember-me cookie brings it back
+    real_unit, real_use, rotating, failed = policy.unit, RememberStore.use, [], []
+
+    def use(store, value):
+        rotating.append(store.db)
+        return real_use(store, value)
+
+    @contextmanager
+    def acknowledgement_lost(request, **kwargs):
+        with real_unit(request, **kwargs) as db:
+            yield db
+        if db in rotating and not failed:  # the remember-me unit committed; then the error
+            failed.append(True)
+            raise locked_error()
+
+    monkeypatch.setattr(RememberStore, "use", use)
+    monkeypatch.setattr(policy, "unit", acknowledgement_lost)
+    response = testapp.get("/rest/api/2/myself")
+    assert failed and response.json["name"] == "fred"
+    assert cookie(testapp, REMEMBER) not in (None, old), "the rotated token reached the client"
+    clock.advance(3600)  # past the grace and the session's idle timeout: the new token is used
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
+    assert dbsession.scalar(select(func.count()).where(AuthEvent.event == "remember.theft")) == 0

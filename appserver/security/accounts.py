@@ -98,10 +98,20 @@ def set_password(request: Request, user: User, password: str, *, keep: UserSessi
     validate_new_password(request, password)
     user.password_hash = request.passwords.hash(password)
     user.password_changed_at = request.now
-    request.remember_store.revoke_user(user.id)  # first: see revoke_sessions
+    _write_account_first(request)
+    request.remember_store.revoke_user(user.id)  # before the sessions: see revoke_sessions
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     audit.record(request, Event.PASSWORD_CHANGED, user, f"{revoked} other session(s) revoked")
     return revoked
+
+
+def _write_account_first(request: Request) -> None:
+    """Write the account's row now, which locks it until the transaction ends: the lock
+    order of every transaction that takes the account and its remember-me tokens or
+    sessions is account, tokens, sessions (a remember-me login locks them so too), so two
+    never wait for each other in a circle. Not left to autoflush, which the next query
+    would do, or not, by a setting far from here."""
+    request.dbsession.flush()
 
 
 def rotated_session(request: Request) -> list[tuple[str, str]] | None:
@@ -140,7 +150,8 @@ def set_active(request: Request, user: User, active: bool, *, by: User | None = 
         raise AccountError("You cannot deactivate your own account.")
     user.active = active
     if not active:
-        request.remember_store.revoke_user(user.id)  # first: see revoke_sessions
+        _write_account_first(request)
+        request.remember_store.revoke_user(user.id)  # before the sessions: see revoke_sessions
         request.session_store.revoke_user_sessions(user.id)
     audit.record(request, Event.USER_ACTIVATED if active else Event.USER_DEACTIVATED, user,
                  f"by {by.username}" if by is not None else "")

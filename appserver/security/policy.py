@@ -170,6 +170,21 @@ class RememberMeSource:
                 issued, header = sessions.issue(request, lookup.user, auth, db)
                 # Replays of the replaced token inside the grace are served by this session.
                 RememberStore.of(request, db).record_successor(lookup.token_id, issued.session)
+                remaining = int((lookup.expires_at - request.now).total_seconds())
+                cookies = {
+                    **auth.cookies,
+                    settings.session_cookie: header,
+                    settings.remember_cookie: set_cookie(
+                        settings, settings.remember_cookie, lookup.cookie_value, remaining
+                    ),
+                }
+                # If this request is run again (pyramid_retry: a transient error from here
+                # on), the next attempt presents the token just replaced; it must still send
+                # the client the cookies committed here, or the browser keeps the old token
+                # and its use after the grace reads as theft. Kept before the commit: an
+                # error of the COMMIT itself (a lost acknowledgement) may come after the
+                # rotation is in the database.
+                request.environ[ROTATED_KEY] = (value, issued.session.id, cookies)
             elif lookup.state is RememberState.THEFT:
                 # Whoever holds a copy of the cookie may also hold a session made from it.
                 SessionStore.of(request, db).revoke_user_sessions(lookup.user.id)
@@ -177,16 +192,7 @@ class RememberMeSource:
         if lookup.state is RememberState.USED:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session
-            remaining = int((lookup.expires_at - request.now).total_seconds())
-            auth.cookies[settings.session_cookie] = header
-            auth.cookies[settings.remember_cookie] = set_cookie(
-                settings, settings.remember_cookie, lookup.cookie_value, remaining
-            )
-            # If this request is run again (pyramid_retry: a transient error after this
-            # point), the next attempt presents the token just replaced; it must still send
-            # the client the cookies committed here, or the browser keeps the old token and
-            # its use after the grace reads as theft.
-            request.environ[ROTATED_KEY] = (value, issued.session.id, dict(auth.cookies))
+            auth.cookies.update(cookies)
             return
         if lookup.state is RememberState.GRACE:
             # A parallel request of the browser that just rotated the token: it is served by
@@ -299,8 +305,8 @@ class AppSecurityPolicy:
         user = user if user is not None else request.dbsession.get(User, int(userid))
         user = attach(request.dbsession, user)
         previous = self.authentication(request)
-        # Remember-me tokens before sessions, as every revocation orders its row locks
-        # (accounts.revoke_sessions): two transactions never wait for each other in a circle.
+        # Remember-me tokens before sessions (after the account, which log_in locked): the
+        # one lock order of docs/concurrency.md, so no two transactions wait in a circle.
         remembered = None
         if persistent:
             remembered = self.remember_me.issue(request, user)

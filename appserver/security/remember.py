@@ -80,19 +80,24 @@ class RememberStore:
         series, _, token = value.partition(".")
         if not (is_well_formed(series) and is_well_formed(token)):
             return RememberLookup(RememberState.INVALID)
-        # The row stays locked until the caller's unit ends (PostgreSQL; SQLite's write
+        # The rows stay locked until the caller's unit ends (PostgreSQL; SQLite's write
         # transaction already holds the database): a parallel use of the same token waits
         # and then sees the rotation (GRACE, served by its successor) instead of minting a
-        # second session, and a revocation in flight is seen instead of overtaken.
-        found = self.db.execute(
-            select(RememberToken, User)
-            .join(User, RememberToken.user_id == User.id)
-            .where(RememberToken.series == series)
-            .with_for_update(of=RememberToken)
-        ).one_or_none()
-        if found is None:
+        # second session, and a revocation in flight is seen instead of overtaken. The
+        # account's row is locked before the token's, the order of every transaction that
+        # takes both (a login, a password change, a deactivation: docs/concurrency.md), so
+        # none of them waits for this one while this one waits for it.
+        user_id = self.db.scalar(select(RememberToken.user_id).where(RememberToken.series == series))
+        if user_id is None:
             return RememberLookup(RememberState.INVALID)
-        row, user = found
+        user = self.db.scalar(
+            select(User).where(User.id == user_id).with_for_update(key_share=True)
+        )
+        row = self.db.scalar(
+            select(RememberToken).where(RememberToken.series == series).with_for_update()
+        )
+        if user is None or row is None or row.user_id != user.id:
+            return RememberLookup(RememberState.INVALID)
         if row.revoked_at is not None or self.now >= row.expires_at or not user.active:
             return RememberLookup(RememberState.INVALID, user)
         presented = hash_token(token)
