@@ -385,6 +385,35 @@ def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli,
     assert "0 expired or revoked session(s) purged" in out
 
 
+def test_purge_sessions_runs_a_batch_again_after_a_transient_error(appserver_cli, web, monkeypatch):
+    """A batch that met a deadlock or a busy database after its DELETE is rolled back; it
+    runs again over the same rows, and the purge goes on to the end."""
+    from appserver.security.sessions import SessionStore
+
+    from .test_concurrency import locked_error
+
+    appserver_cli("initdb", "--demo")
+    for _ in range(5):  # five logins and logouts: five revoked rows
+        client = webtest.TestApp(web.app)
+        rest_login(client, "fred", "fred-password")
+        client.delete("/rest/auth/1/session", status=204)
+    real, calls = SessionStore.purge_batch, []
+
+    def fails_once(store, batch_size, *, after=0):
+        result = real(store, batch_size, after=after)  # deleted, in the transaction
+        calls.append(after)
+        if len(calls) == 2:
+            raise locked_error()
+        return result
+
+    monkeypatch.setattr(SessionStore, "purge_batch", fails_once)
+    status, out, _ = appserver_cli("purge-sessions", "--batch-size", "2")
+    assert status == 0, out
+    assert "5 expired or revoked session(s) purged" in out
+    assert calls[1] == calls[2], "the failed batch ran again from where it started"
+    assert count(web, UserSession) == 0
+
+
 def test_purge_events_deletes_events_older_than_the_retention(appserver_cli, web, ini):
     appserver_cli("initdb", "--demo")
     for attempt in range(3):

@@ -299,8 +299,11 @@ def test_purge_deletes_dead_rows_in_bounded_batches_and_keeps_live_ones(app_requ
     assert len(dead_ids) == 7
 
     store = store_at(app_request, now)
-    batches = []
-    while (deleted := store.purge_batch(3)) > 0:
+    batches, after = [], 0
+    while True:
+        deleted, after = store.purge_batch(3, after=after)
+        if not deleted:
+            break
         batches.append(deleted)
     assert batches == [3, 3, 1]
     remaining = set(db.scalars(select(UserSession.id)))

@@ -6,7 +6,7 @@ import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import transaction
 from alembic import command
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .. import startup
 from ..demo import ensure_user, seed_demo
-from ..models import DATABASE_UNAVAILABLE, User, get_engine
+from ..models import DATABASE_UNAVAILABLE, User, get_engine, is_transient
 from ..security import accounts, audit, personal_tokens
 from ..security.accounts import AccountError
 from ..security.audit import Event
@@ -24,6 +24,9 @@ from ..security.login import find_user, purge_throttles
 from ..security.passwords import PasswordTooLong
 from ..security.personal_tokens import TokenRequestError
 from ..settings import ConfigurationError, apply_environment, parse_settings
+
+
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -183,27 +186,47 @@ def cmd_unlock(args: argparse.Namespace) -> None:
         print(f"{user.username!r} unlocked: the next login is checked normally")
 
 
+def _committed(request: Any, work: Callable[[], T], attempts: int = 3) -> T:
+    """``work`` in a transaction of its own, committed; run again after a transient error
+    (SQLite busy, a deadlock with a request revoking the same rows, a connection the
+    database dropped), as pyramid_retry runs a request again: a purge started by a timer
+    must not stop half-way for what would not happen a moment later."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with request.tm:
+                return work()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _in_batches(request: Any, purge: Callable[[int], tuple[int, int]], batch: int) -> int:
+    """Run ``purge(after)`` -> (deleted, next after), one committed batch at a time, until a
+    batch comes back short; the total deleted."""
+    total, after = 0, 0
+    while True:
+        deleted, after = _committed(request, lambda: purge(after))
+        total += deleted
+        if deleted < batch:
+            return total
+
+
 def cmd_purge_sessions(args: argparse.Namespace) -> None:
     """Sessions, remember-me tokens, personal access tokens and stale failure counts of
-    unknown names, each in
-    batches committed one by one so a large purge never holds long locks."""
+    unknown names, each in batches committed one by one, so a large purge never holds long
+    locks, and each run again after a transient error."""
     require_database(args.config_uri)
     with bootstrap(args.config_uri) as env:
         request = env["request"]
         batch = args.batch_size or request.appserver_settings.purge_batch_size
         for label, purge in (
-            ("session(s)", lambda: request.session_store.purge_batch(batch)),
-            ("remember-me token(s)", lambda: request.remember_store.purge_batch(batch)),
-            ("personal access token(s)", lambda: request.token_store.purge_batch(batch)),
-            ("failure count(s) of unknown names", lambda: purge_throttles(request, batch)),
+            ("session(s)", lambda after: request.session_store.purge_batch(batch, after=after)),
+            ("remember-me token(s)", lambda after: (request.remember_store.purge_batch(batch), 0)),
+            ("personal access token(s)", lambda after: (request.token_store.purge_batch(batch), 0)),
+            ("failure count(s) of unknown names", lambda after: (purge_throttles(request, batch), 0)),
         ):
-            total = 0
-            while True:
-                with request.tm:
-                    deleted = purge()
-                total += deleted
-                if deleted < batch:
-                    break
+            total = _in_batches(request, purge, batch)
             print(f"{total} expired or revoked {label} purged")
 
 
@@ -214,13 +237,7 @@ def cmd_purge_events(args: argparse.Namespace) -> None:
         request = env["request"]
         settings = request.appserver_settings
         batch = args.batch_size or settings.purge_batch_size
-        total = 0
-        while True:
-            with request.tm:
-                deleted = audit.purge_batch(request, batch)
-            total += deleted
-            if deleted < batch:
-                break
+        total = _in_batches(request, lambda after: (audit.purge_batch(request, batch), 0), batch)
         print(f"{total} audit event(s) older than {settings.audit_retention_days} days purged")
 
 

@@ -93,7 +93,6 @@ class SessionStore:
         self.idle = timedelta(seconds=idle_timeout)
         self.max_age = timedelta(seconds=max_age)
         self.touch_interval = timedelta(seconds=touch_interval)
-        self._purged_through = 0  # purge_batch's cursor: ids up to here were looked at
 
     def issue(self, user: User, *, user_agent: str = "", remote_addr: str = "") -> IssuedSession:
         token = new_token()
@@ -195,13 +194,16 @@ class SessionStore:
         )
         return list(rows)
 
-    def purge_batch(self, batch_size: int = 1000) -> int:
-        """Delete up to ``batch_size`` expired or revoked rows; the caller commits each batch
-        so one purge never holds a long lock. Live sessions are never touched.
+    def purge_batch(self, batch_size: int = 1000, *, after: int = 0) -> tuple[int, int]:
+        """Delete up to ``batch_size`` expired or revoked rows with ids above ``after``;
+        returns how many, and the ``after`` of the next batch. The caller commits each batch
+        so one purge never holds a long lock, and passes that ``after`` on only once the
+        batch committed (a batch run again after an error must look at the same rows). Live
+        sessions are never touched.
 
-        Successive calls walk the primary key onwards from where the last one stopped: each
-        batch reads only its own part of the table, instead of scanning again the rows that
-        earlier batches deleted (10^6 rows: seconds instead of minutes)."""
+        Walking the primary key onwards, each batch reads only its own part of the table,
+        instead of scanning again the rows that earlier batches deleted (10^6 rows: seconds
+        instead of minutes)."""
         dead = or_(
             UserSession.revoked_at.is_not(None),
             UserSession.expires_at <= self.now,
@@ -210,12 +212,12 @@ class SessionStore:
         ids = list(
             self.db.scalars(
                 select(UserSession.id)
-                .where(UserSession.id > self._purged_through, dead)
+                .where(UserSession.id > after, dead)
                 .order_by(UserSession.id)
                 .limit(batch_size)
             )
         )
-        if ids:
-            self.db.execute(delete(UserSession).where(UserSession.id.in_(ids)))
-            self._purged_through = ids[-1]
-        return len(ids)
+        if not ids:
+            return 0, after
+        self.db.execute(delete(UserSession).where(UserSession.id.in_(ids)))
+        return len(ids), ids[-1]
