@@ -243,6 +243,15 @@ def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
         say(f"{target}: checking every acknowledged write again, and the database's counts")
         after = after_the_run(plan, journal, survivor.url, database_url)
         verdict = judge(journal, injector.faults, after)
+        if target == "postgresql":
+            log = pg.logfile.read_text(errors="replace")
+            (folder / "postgresql.log").write_text(log)
+            # Not an invariant (each deadlock aborts one transaction, which pyramid_retry runs
+            # again), but the lock order of docs/concurrency.md should leave none.
+            verdict.notes.append(
+                f"PostgreSQL's log: {log.count('deadlock detected')} deadlock(s) detected, "
+                f"{log.count('could not serialize access')} serialization failure(s)"
+            )
         (folder / "faults.json").write_text(json.dumps([vars(f) for f in injector.faults], indent=1))
         return TargetResult(name, seconds, sum(plan.users.values()), journal, verdict)
     finally:
