@@ -25,5 +25,6 @@ level = NOTSET
 formatter = generic
 
 [formatter_generic]
+class = appserver.log_format.EscapingFormatter
 format = {line_format}
 """

@@ -12,6 +12,7 @@ and invariants checked afterwards, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import threading
 from collections import Counter
@@ -24,7 +25,7 @@ import requests
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
 
-from appserver.models import AuthEvent, LoginThrottle, User
+from appserver.models import AuthEvent, LoginThrottle, User, transient_kind
 
 from .support import create_user
 
@@ -370,14 +371,27 @@ def busy_once(monkeypatch, module, name: str) -> list[int]:
     return calls
 
 
-def test_a_busy_database_runs_the_request_again(make_app, users, monkeypatch):
+def test_a_busy_database_runs_the_request_again(make_app, users, monkeypatch, caplog):
     from appserver.views.rest import api
 
     calls = busy_once(monkeypatch, api, "user_json")
     testapp = make_app()
-    response = testapp.get("/rest/api/2/myself", headers=basic_header("fred", "fred-password"))
+    with caplog.at_level(logging.INFO, logger="appserver"):
+        response = testapp.get("/rest/api/2/myself", headers=basic_header("fred", "fred-password"))
     assert response.status_code == 200
     assert calls[0] == 2
+    assert (
+        "transient database error, running /rest/api/2/myself again: "
+        "OperationalError: database is locked"
+    ) in caplog.text
+
+
+def test_the_log_names_the_transient_error_by_its_sqlstate():
+    import psycopg
+
+    deadlock = sa_exc.OperationalError("UPDATE users", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+    assert transient_kind(deadlock) == "DeadlockDetected (40P01)"
+    assert transient_kind(locked_error()) == "OperationalError: database is locked"
 
 
 def test_busy_on_every_attempt_is_a_503_with_retry_after(make_app, users, monkeypatch):

@@ -113,6 +113,20 @@ def is_transient(error: BaseException) -> bool:
     return sqlstate.startswith(("40", "08", "57P0"))
 
 
+def transient_kind(error: BaseException) -> str:
+    """For the log line of a request run again: which transient error it met, so that an
+    operator tells a busy SQLite, a deadlock and a lost connection apart (psycopg names its
+    errors by SQLSTATE: ``DeadlockDetected (40P01)``)."""
+    orig = getattr(error, "orig", None)
+    if orig is None:
+        return type(error).__name__
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return f"{type(orig).__name__} ({sqlstate})"
+    reason = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {reason[0]}" if reason else type(orig).__name__
+
+
 def retry_transient(request: Request, error: BaseException) -> bool:
     """Mark a transient error for pyramid_retry: True when the request will run again (so
     the caller lets the error propagate), False on the last attempt (answer with a 503)."""

@@ -34,7 +34,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient
+from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient, transient_kind
 from ..startup import database_problem
 from .basic import basic_challenge
 from .header_values import encode_header_value
@@ -120,6 +120,11 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             auth = request.authentication
         except DATABASE_UNAVAILABLE as error:
             if retry_transient(request, error):
+                log.info(
+                    "transient database error while authenticating, running %s again: %s",
+                    request.path_info,
+                    transient_kind(error),
+                )
                 raise  # pyramid_retry runs the request again
             log.warning(
                 "database unavailable while authenticating %s: %s",

@@ -10,7 +10,7 @@ from pyramid.request import Request
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, retry_transient
+from ..models import DATABASE_UNAVAILABLE, retry_transient, transient_kind
 from ..security.responses import unauthorized_response, unavailable_response
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
@@ -99,7 +99,7 @@ def database_unavailable(exc, request: Request):
     # for pyramid_retry, which throws this answer away and runs the request again; only the
     # last attempt's 503 reaches the client.
     if retry_transient(request, exc):
-        log.info("transient database error, retrying: %s", type(exc).__name__)
+        log.info("transient database error, running %s again: %s", request.path_info, transient_kind(exc))
     else:
         log.warning("database unavailable: %s", database_problem(exc, request.registry.dbengine.url))
     # The page's layout shows who is logged in, but after a failed flush the user's row can
