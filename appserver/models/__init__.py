@@ -40,6 +40,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The execution option that makes SQLite's BEGIN take the write lock at once.
 SQLITE_BEGIN = "appserver_sqlite_begin"
 
+#: In ``session.info``: the session's COMMIT has begun (see :func:`commit_in_doubt`).
+COMMITTING = "appserver.committing"
+
 #: Marks a safe request served without a pyramid_tm transaction (environ), and its read-only
 #: ``request.dbsession`` (``session.info``).
 READ_ONLY = "appserver.read_only"
@@ -127,12 +130,31 @@ def transient_kind(error: BaseException) -> str:
     return f"{type(orig).__name__}: {reason[0]}" if reason else type(orig).__name__
 
 
+def commit_in_doubt(request: Request, error: BaseException) -> bool:
+    """True when the request's COMMIT was sent and the connection was lost before its answer
+    came: the database may have committed the request's writes, or not, and nobody here
+    can tell. Running such a request again is not safe (a password change run again finds
+    its own session revoked; an issue would be created twice). A statement of the flush that
+    failed, a serialization failure or deadlock at COMMIT (class 40: rolled back) and
+    SQLite's errors (reported by the library itself, not over a network) are not in doubt."""
+    session = request.__dict__.get("dbsession")
+    if session is None or not session.info.get(COMMITTING):
+        return False
+    if not isinstance(error, sa_exc.DBAPIError) or error.statement is not None:
+        return False  # a statement failed, before the COMMIT was sent
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if sqlstate.startswith("40"):
+        return False
+    return error.connection_invalidated or sqlstate.startswith(("08", "57P0"))
+
+
 def retry_transient(request: Request, error: BaseException) -> bool:
     """Mark a transient error for pyramid_retry: True when the request will run again (so
-    the caller lets the error propagate), False on the last attempt (answer with a 503)."""
+    the caller lets the error propagate), False on the last attempt (answer with a 503) and
+    for a commit in doubt (never run twice)."""
     from pyramid_retry import is_last_attempt, mark_error_retryable
 
-    if not is_transient(error):
+    if not is_transient(error) or commit_in_doubt(request, error):
         return False
     mark_error_retryable(error)
     return not is_last_attempt(request)
@@ -208,6 +230,7 @@ def get_session_factory(engine: Engine | Connection) -> sessionmaker[Session]:
     # Listeners once here, not per request (each event.listen costs ~40 us).
     register_once(factory)  # zope.sqlalchemy's, for sessions made with a transaction manager
     event.listen(factory, "after_begin", _note_begun)
+    event.listen(factory, "before_commit", _note_committing)
     event.listen(factory, "before_flush", _refuse_read_only_flush)
     event.listen(factory, "do_orm_execute", _refuse_read_only_dml)
     return factory
@@ -259,6 +282,13 @@ def get_tm_session(
 
 def _note_begun(session: Session, transaction: Any, connection: Connection) -> None:
     session.info["begun"] = True
+    session.info.pop(COMMITTING, None)  # a session used again (tests): a new transaction
+
+
+def _note_committing(session: Session) -> None:
+    # Fired by the commit pyramid_tm makes (zope.sqlalchemy's tpc_vote), after the flush of
+    # tpc_begin: what fails from here on is the COMMIT, or a flush with nothing left to do.
+    session.info[COMMITTING] = True
 
 
 def includeme(config: Configurator) -> None:

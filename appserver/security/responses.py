@@ -55,13 +55,31 @@ def denied_response(request: Request, retry_after: int) -> Response:
     )
 
 
-def unavailable_response(request: Request) -> Response:
+def _database_trouble(request: Request, message: str, action: tuple[str, str]) -> Response:
+    # Nobody could be authenticated: X-AUSERNAME is on every response, this one too.
     return error_response(
         request,
         503,
-        ["The service cannot check credentials right now: its database is unavailable. "
-         "Try again shortly."],
-        # Nobody could be authenticated: X-AUSERNAME is on every response, this one too.
+        [message],
         headers=[("Retry-After", str(RETRY_AFTER_SECONDS)), ("X-AUSERNAME", "anonymous")],
-        actions=[("Try again", request.path_qs)],
+        actions=[action],
+    )
+
+
+def unavailable_response(request: Request) -> Response:
+    return _database_trouble(
+        request,
+        "The service cannot check credentials right now: its database is unavailable. Try again shortly.",
+        ("Try again", request.path_qs),
+    )
+
+
+def commit_in_doubt_response(request: Request) -> Response:
+    """The answer to a request whose COMMIT got no answer (``models.commit_in_doubt``): it is
+    not run again, and the client is told the truth, that its change may have been saved."""
+    return _database_trouble(
+        request,
+        "The connection to the database was lost while your change was being saved, so it may "
+        "or may not have been saved. Check whether it was before you make it again.",
+        ("Home", request.route_path("home")),
     )

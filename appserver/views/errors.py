@@ -10,8 +10,8 @@ from pyramid.request import Request
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, retry_transient, transient_kind
-from ..security.responses import unauthorized_response, unavailable_response
+from ..models import DATABASE_UNAVAILABLE, commit_in_doubt, retry_transient, transient_kind
+from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
 
@@ -97,7 +97,14 @@ def http_exception(exc: HTTPException, request: Request):
 def database_unavailable(exc, request: Request):
     # A transient error (SQLite busy, a serialization failure, a cut connection) is marked
     # for pyramid_retry, which throws this answer away and runs the request again; only the
-    # last attempt's 503 reaches the client.
+    # last attempt's 503 reaches the client. A COMMIT that got no answer is never run again.
+    if commit_in_doubt(request, exc):
+        log.warning(
+            "the database connection was lost while %s %s committed; its writes may or may "
+            "not have been saved (%s)", request.method, request.path_info, transient_kind(exc),
+        )
+        request.registry.security_policy.unauthenticated(request)
+        return commit_in_doubt_response(request)
     if retry_transient(request, exc):
         log.info("transient database error, running %s again: %s", request.path_info, transient_kind(exc))
     else:
