@@ -61,6 +61,7 @@ class AppSettings:
     jql_max_length: int
     jql_max_terms: int
     search_statement_timeout: int
+    lock_timeout: int
     audit_retention_days: int
     audit_collapse_seconds: int
     process_header: bool
@@ -189,6 +190,9 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.jql.max_length": ("jql_max_length", _integer(1), 2000),
     "appserver.jql.max_terms": ("jql_max_terms", _integer(1), 20),
     "appserver.search.statement_timeout": ("search_statement_timeout", _integer(0), 5000),
+    # PostgreSQL: the longest a statement waits for a lock, in ms (SQLite waits 10 s for its
+    # write lock); a forgotten open transaction then costs 503s, not every worker thread.
+    "appserver.database.lock_timeout": ("lock_timeout", _integer(0), 10000),
     "appserver.audit.retention_days": ("audit_retention_days", _integer(1), 90),
     "appserver.audit.collapse_seconds": ("audit_collapse_seconds", _integer(0), 600),
     "appserver.process_header": ("process_header", _boolean, "false"),
@@ -228,6 +232,13 @@ def apply_environment(settings: MutableMapping[str, Any], environ: Mapping[str, 
     for setting, variable in ENVIRONMENT_OVERRIDES.items():
         if environ.get(variable):
             settings[setting] = environ[variable]
+
+
+def setting(settings: Mapping[str, Any], name: str) -> Any:
+    """One setting, parsed as :func:`parse_settings` does: for code that runs before the
+    rest are parsed, or without them (the engine of the command line and migrations)."""
+    _, parse, default = SCHEMA[name]
+    return parse(name, settings.get(name, default))
 
 
 def parse_settings(settings: Mapping[str, Any]) -> AppSettings:

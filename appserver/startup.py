@@ -67,6 +67,12 @@ def database_problem(error: BaseException, url: Any) -> str:
     reason = first_line(error)
     where = safe_url(url)
     lowered = reason.lower()
+    if getattr(getattr(error, "orig", None), "sqlstate", None) == "55P03":  # lock_not_available
+        return (
+            f"a statement on {where} waited longer than appserver.database.lock_timeout for a "
+            "lock: look for a transaction that holds locks for long (pg_stat_activity, state "
+            "'idle in transaction')"
+        )
     if "does not exist" in lowered and "database" in lowered:
         name = make_url(str(url)).database
         return (

@@ -160,12 +160,29 @@ class LiveServer:
         server.task_dispatcher.shutdown()
 
 
+@contextmanager
+def postgresql_live_server(suffix: str, **overrides: Any) -> Iterator[LiveServer]:
+    """A live server of its own on an emptied, migrated PostgreSQL database ``<test db>_<suffix>``,
+    for what only a database across a network does (lock waits, a COMMIT's answer lost)."""
+    url = sibling_database(os.environ["TEST_DATABASE_URL"], suffix)
+    engine = get_engine({"sqlalchemy.url": url})
+    reset_database(engine)
+    migrate(engine)
+    engine.dispose()
+    server = start_live_server(url, threads=2, **overrides)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.engine.dispose()
+
+
 def start_live_server(
     database_url: str, *, demo: bool = True, threads: int = 4, **overrides: Any
 ) -> LiveServer:
     clock = FrozenClock(datetime.now(timezone.utc).replace(microsecond=0))
-    engine = get_engine({"sqlalchemy.url": database_url})
     settings = base_settings(database_url, **overrides)
+    engine = get_engine(settings)
     settings["appserver.dbengine"] = engine
     settings["appserver.clock"] = clock
     app = appserver.main({}, **settings)

@@ -8,7 +8,6 @@ While the request's COMMIT waits for its answer: the writes may be in the databa
 Such a request is never run again (pyramid_retry would, for any other transient error)."""
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ import requests
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from appserver.models import get_engine
-
 from .conftest import DATABASES
-from .support import LiveServer, create_user, migrate, reset_database, sibling_database, start_live_server
+from .support import LiveServer, create_user, postgresql_live_server
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -57,17 +54,10 @@ def server(live_server_factory):
 
 @pytest.fixture(scope="module")
 def postgresql_server() -> Iterator[LiveServer]:
-    """A live server on PostgreSQL: only a database across a network leaves a COMMIT's
-    outcome unknown (SQLite's library reports it, whatever happens)."""
-    url = sibling_database(os.environ["TEST_DATABASE_URL"], "doubt")
-    engine = get_engine({"sqlalchemy.url": url})
-    reset_database(engine)
-    migrate(engine)
-    engine.dispose()
-    server = start_live_server(url, threads=2)
-    yield server
-    server.stop()
-    server.engine.dispose()
+    """Only a database across a network leaves a COMMIT's outcome unknown (SQLite's library
+    reports it, whatever happens)."""
+    with postgresql_live_server("doubt") as server:
+        yield server
 
 
 def connection_lost() -> Exception:

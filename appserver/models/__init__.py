@@ -184,9 +184,18 @@ def _sqlite_begin(connection: Connection) -> None:
 
 
 def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
+    from ..settings import setting
+
+    options: dict[str, Any] = {}
+    if str(settings.get(prefix + "url", "")).startswith("postgresql"):
+        lock_timeout = setting(settings, "appserver.database.lock_timeout")
+        if lock_timeout:
+            # A startup option of the connection: no SET, no round trip, and no transaction
+            # whose rollback would undo it.
+            options["connect_args"] = {"options": f"-c lock_timeout={lock_timeout}"}
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO) and database error messages
     # never show bound values -- password hashes, token hashes, usernames typed as passwords.
-    engine = engine_from_config(settings, prefix, hide_parameters=True)
+    engine = engine_from_config(settings, prefix, hide_parameters=True, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
