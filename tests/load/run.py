@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,7 +184,10 @@ def kill(name: str, server: Pserve, index: int) -> Callable[[], Fault]:
 
 
 def run_target(target: str, profile: Profile, folder: Path) -> TargetResult:
-    folder.mkdir(parents=True, exist_ok=True)
+    # A run starts from nothing: a second `make loadtest` found the first one's SQLite
+    # database, whose accounts had other passwords than the new plan's.
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     seconds = profile.seconds[target]
     servers: list[Pserve] = []
     cleanups: list[Callable[[], None]] = []
