@@ -3,7 +3,7 @@
 glibc serves large allocations with mmap and unmaps them on free, but raises that threshold
 (up to 32 MiB) the first time such a block is freed; from then on every thread's 19 MiB
 buffer comes from its own malloc arena and stays resident after the hash. A process with
-8 waitress threads then keeps 8 x 19 MiB, whatever ``appserver.password.max_concurrent_hashes``
+N waitress threads then keeps N x 19 MiB, whatever ``appserver.password.max_concurrent_hashes``
 says. Fixing the threshold (which also stops glibc moving it) keeps the resident memory of a
 login burst at about ``max_concurrent_hashes`` x 19 MiB (docs/performance.md).
 """
