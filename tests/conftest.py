@@ -19,7 +19,7 @@ import appserver
 from appserver.clock import FrozenClock
 from appserver.models import get_engine
 
-from .support import base_settings, migrate, reset_database, sibling_database, start_live_server
+from .support import base_settings, fresh_database, migrate, reset_database, sibling_database, start_live_server
 
 #: The ``cluster`` fixture (make cluster: nginx, TLS, two processes), started only when asked.
 pytest_plugins = ("tests.deployment_fixtures",)
@@ -239,11 +239,7 @@ def live_database_url(request, tmp_path_factory) -> Iterator[str]:
         url = sibling_database(os.environ["TEST_DATABASE_URL"], "live")
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'live.sqlite'}"
-    engine = get_engine({"sqlalchemy.url": url})
-    reset_database(engine)
-    migrate(engine)
-    engine.dispose()
-    yield url
+    yield fresh_database(url)
     engine = get_engine({"sqlalchemy.url": url})
     reset_database(engine)
     engine.dispose()

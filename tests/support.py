@@ -171,15 +171,20 @@ class LiveServer:
         server.task_dispatcher.shutdown()
 
 
-@contextmanager
-def postgresql_live_server(suffix: str, **overrides: Any) -> Iterator[LiveServer]:
-    """A live server of its own on an emptied, migrated PostgreSQL database ``<test db>_<suffix>``,
-    for what only a database across a network does (lock waits, a COMMIT's answer lost)."""
-    url = sibling_database(os.environ["TEST_DATABASE_URL"], suffix)
+def fresh_database(url: str) -> str:
+    """Empty the database at ``url`` and migrate it to head; returns ``url``."""
     engine = get_engine({"sqlalchemy.url": url})
     reset_database(engine)
     migrate(engine)
     engine.dispose()
+    return url
+
+
+@contextmanager
+def postgresql_live_server(suffix: str, **overrides: Any) -> Iterator[LiveServer]:
+    """A live server of its own on an emptied, migrated PostgreSQL database ``<test db>_<suffix>``,
+    for what only a database across a network does (lock waits, a COMMIT's answer lost)."""
+    url = fresh_database(sibling_database(os.environ["TEST_DATABASE_URL"], suffix))
     server = start_live_server(url, threads=2, **overrides)
     try:
         yield server

@@ -68,8 +68,8 @@ from .support import (
     ROOT,
     LiveServer,
     base_settings,
+    fresh_database,
     migrate,
-    reset_database,
     sibling_database,
 )
 
@@ -698,11 +698,7 @@ def sqlite_outage(tmp_path: Path) -> None:
 def postgresql_outage() -> None:
     """PostgreSQL behind a TCP relay that stops (every connection cut, new ones refused)
     and starts again on the same port; the engine pre-pings as production.ini's does."""
-    url = sibling_database(os.environ["TEST_DATABASE_URL"], "outage")
-    engine = get_engine({"sqlalchemy.url": url})
-    reset_database(engine)
-    migrate(engine)
-    engine.dispose()
+    url = fresh_database(sibling_database(os.environ["TEST_DATABASE_URL"], "outage"))
     real = make_url(url)
     relay = TCPRelay(real.host or "127.0.0.1", real.port or 5432)
     relay.start()

@@ -18,7 +18,7 @@ from .support import create_user, postgresql_live_server, sibling_database
 pytestmark = pytest.mark.skipif("postgresql" not in DATABASES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
 
 
-def test_a_lock_held_for_long_is_a_503_and_then_nothing(caplog):
+def test_a_lock_held_for_long_is_a_503_until_it_is_released(caplog):
     with postgresql_live_server("locks", **{"appserver.database.lock_timeout": "300"}) as server:
         with server.request() as request:
             create_user(request, "held", "held-password-1")

@@ -150,11 +150,11 @@ def commit_in_doubt(request: Request, error: BaseException) -> bool:
 
 def retry_transient(request: Request, error: BaseException) -> bool:
     """Mark a transient error for pyramid_retry: True when the request will run again (so
-    the caller lets the error propagate), False on the last attempt (answer with a 503) and
-    for a commit in doubt (never run twice)."""
+    the caller lets the error propagate), False on the last attempt (answer with a 503).
+    The exception view asks :func:`commit_in_doubt` first: such a request is never run twice."""
     from pyramid_retry import is_last_attempt, mark_error_retryable
 
-    if not is_transient(error) or commit_in_doubt(request, error):
+    if not is_transient(error):
         return False
     mark_error_retryable(error)
     return not is_last_attempt(request)
