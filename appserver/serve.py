@@ -13,6 +13,13 @@ a rolling restart all stop a process with SIGTERM, so this runner turns it into:
 3. exit 0 when no connection is left, or after ``graceful_timeout`` seconds (default 30)
    with a warning naming how many requests were cut off.
 
+Each response also leaves the process in one piece (:func:`create_server`): waitress sends the
+status line and headers as soon as they exist, and the body in a second send. A process that
+dies between the two (SIGKILL, the OOM killer) has told the proxy "200 OK" and nothing more,
+which nginx can neither retry nor complete: the client gets a cut body. Held until the
+response is complete, the same bytes go out in one send, so a death leaves either the whole
+response or none of it (and nginx sends a GET to the next process).
+
 The listening address may come from ``APPSERVER_LISTEN`` (``127.0.0.1:8081``), so that one
 ``production.ini`` serves every instance of the systemd template unit ``appserver@.service``.
 """
@@ -26,9 +33,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from waitress import create_server, wasyncore
+import waitress
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.task import WSGITask
 
 from .startup import StartupError, check_free, exit_with
 
@@ -36,6 +45,11 @@ log = logging.getLogger(__name__)
 
 LISTEN_VARIABLE = "APPSERVER_LISTEN"
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
+
+#: A response's bytes are held until the application has finished it, up to this many (a
+#: larger or streamed body is sent as it comes, once this much is waiting). waitress itself
+#: spills a response to a temporary file above 1 MiB (``outbuf_overflow``).
+RESPONSE_BUFFER = 1024 * 1024
 
 #: A connection accepted but silent this long is not a request in flight (it is a client's
 #: spare keep-alive connection); during a stop it is closed.
@@ -67,6 +81,39 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
         GracefulServer(server, timeout).serve()
 
     return serve
+
+
+def create_server(app: Any, **settings: Any) -> Any:
+    """``waitress.create_server``, with channels that send each response in one piece.
+
+    The benchmark serves every target (its anchors and Django included) through this too, so
+    that the ratios it prints compare applications, not servers.
+    """
+    server = waitress.create_server(app, **settings)
+    # Deprecated as a setting, which would warn; still what write_soon and handle_write read
+    # to decide whether a running task's output is worth sending yet.
+    server.adj.send_bytes = RESPONSE_BUFFER
+    listeners = [server] if isinstance(server, BaseWSGIServer) else [
+        d for d in server.map.values() if isinstance(d, BaseWSGIServer)]
+    for listener in listeners:
+        listener.channel_class = WholeResponseChannel
+    return server
+
+
+class WholeResponseTask(WSGITask):
+    """Sends what the application wrote (headers and body) once it has finished writing."""
+
+    def finish(self) -> None:
+        super().finish()
+        channel = self.channel
+        with channel.outbuf_lock:
+            # As waitress's write_soon flushes from a task thread: what the socket does not
+            # take now, the main loop sends when it becomes writable; an OSError closes.
+            channel._flush_exception(channel._flush_some, do_close=False)
+
+
+class WholeResponseChannel(HTTPChannel):
+    task_class = WholeResponseTask
 
 
 class GracefulServer:

@@ -232,9 +232,12 @@ def server_factory(global_conf: Mapping[str, Any], **settings: Any):
         exit_with(str(error))
 
     def serve(app) -> None:
-        import waitress
+        from .serve import create_server
 
-        waitress.serve(app, **settings)
+        logging.basicConfig()  # as waitress.serve does
+        server = create_server(app, **settings)
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
 
     return serve
 

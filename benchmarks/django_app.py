@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import site
 import socket
 import sys
 from urllib.parse import urlsplit
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["migrate", "seed", "serve"])
     parser.add_argument("--fd", type=int)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--site-packages", action="append", default=[],
+                        help="the project interpreter's, for appserver.serve.create_server")
     parser.add_argument("--per-request-connections", action="store_true",
                         help="Django's default CONN_MAX_AGE = 0 instead of persistent connections")
     args = parser.parse_args(argv)
@@ -116,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "seed":
         print(seed())
     else:
-        import waitress
         from django.core.wsgi import get_wsgi_application
 
+        # Served like every other target, by appserver.serve.create_server, so that the
+        # ratios compare frameworks, not servers. It imports the project's packages (Pyramid
+        # among them), which are the project interpreter's: after Django's own on the path.
+        for path in args.site_packages:
+            site.addsitedir(path)
+        from appserver.serve import create_server
+
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        server = waitress.create_server(
+        server = create_server(
             get_wsgi_application(), sockets=[socket.socket(fileno=args.fd)], threads=args.threads,
             ident="benchmark",
         )

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 
-import waitress
+from appserver.serve import create_server
 
 
 def build_app(args: argparse.Namespace):
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     app = build_app(args)
     sock = socket.socket(fileno=args.fd)
-    server = waitress.create_server(app, sockets=[sock], threads=args.threads, ident="benchmark")
+    server = create_server(app, sockets=[sock], threads=args.threads, ident="benchmark")
     print("ready", flush=True)
     server.run()
     return 0

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import sysconfig
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ def _command(kind: str, setup: Setup, fd: int, database_url: str, config: str, c
     if kind in ("django", "django-per-request"):  # another interpreter: benchmarks/django_app.py
         command = [django_python(), "-m", "benchmarks.django_app", database_url, "serve",
                    "--fd", str(fd), "--threads", str(setup.threads)]
+        paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+        command += [f"--site-packages={path}" for path in paths]
         return command + ["--per-request-connections"] if kind == "django-per-request" else command
     command = [
         sys.executable, "-m", "benchmarks.serve", kind,

@@ -104,6 +104,20 @@ def cluster(request, tmp_path_factory) -> Iterator:
         stop_cluster(cluster)
 
 
+def restore_processes(cluster) -> list[int]:
+    """Start again any waitress process that is not running; returns their ports.
+
+    A test that kills a process restarts it at its end, but an assertion that fails first
+    leaves it dead, and the next test (a rolling restart: stopping the one survivor) would
+    then fail for that reason alone, with a total outage it did not cause."""
+    missing = [port for port in cluster.ports if not deploy.live_pid(cluster.pid_file(port), "pserve")]
+    for port in missing:
+        cluster.start_process(port)
+    for port in missing:
+        deploy.wait_for_status(f"http://127.0.0.1:{port}/status", cluster.log_file(port))
+    return missing
+
+
 def trusting(ca_file: Path) -> requests.Session:
     """A requests session that trusts ``ca_file`` and nothing else."""
     session = requests.Session()

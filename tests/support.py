@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import transaction
-import waitress
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from pyramid.router import Router
@@ -24,6 +23,7 @@ import appserver
 from appserver.clock import FrozenClock
 from appserver.demo import ensure_user
 from appserver.models import get_engine, metadata
+from appserver.serve import create_server
 
 from .pgserver import find_bindir
 
@@ -202,7 +202,7 @@ def start_live_server(
     settings["appserver.dbengine"] = engine
     settings["appserver.clock"] = clock
     app = appserver.main({}, **settings)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)  # production's channels
     port = server.effective_port
     live = LiveServer(f"http://127.0.0.1:{port}", app, clock, engine, server)
     if demo:

@@ -8,6 +8,7 @@ PostgreSQL restarted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,12 +21,21 @@ import pytest
 import requests
 
 from .deployment_fixtures import (
-    BIN, PROCESS, deploy, login, nginx_or_skip, postgresql_or_skip, process_names, start_cluster,
-    stop_cluster, trusting,
+    BIN, PROCESS, deploy, login, nginx_or_skip, postgresql_or_skip, process_names, restore_processes,
+    start_cluster, stop_cluster, trusting,
 )
 from .support import ROOT, record_http
 
 SEARCH = "/rest/api/2/search?jql=project%3DDEMO&maxResults=5"
+
+
+@pytest.fixture(autouse=True)
+def every_process_running(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the shared cluster starts with all of its processes up."""
+    if "cluster" in request.fixturenames:
+        restored = restore_processes(request.getfixturevalue("cluster"))
+        if restored:
+            logging.getLogger(__name__).warning("an earlier test left port(s) %s stopped: started again", restored)
 
 
 @pytest.fixture
