@@ -57,21 +57,19 @@ def sends(monkeypatch) -> list[bytes]:
 
 
 @pytest.fixture
-def server(request) -> Iterator[int]:
+def server() -> Iterator:
     srv = serve.create_server(app, host="127.0.0.1", port=0, threads=2)
-    if "slow_reader" in request.node.name:  # accepted sockets inherit a small send buffer
-        srv.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
-        yield srv.effective_port
+        yield srv
     finally:
         srv.close()
         thread.join(timeout=10)
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def get(server, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=30)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -99,7 +97,8 @@ def test_a_large_body_streams_and_arrives_whole(server, sends):
 
 def test_a_slow_reader_gets_every_byte(server, sends):
     """What the socket does not take at the end of the task, the main loop sends later."""
-    client = socket.create_connection(("127.0.0.1", server), timeout=30)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)  # inherited on accept
+    client = socket.create_connection(("127.0.0.1", server.effective_port), timeout=30)
     client.sendall(b"GET /large HTTP/1.0\r\nHost: x\r\n\r\n")
     time.sleep(0.5)  # the server meets a full socket before the client reads anything
     received = bytearray()
