@@ -48,8 +48,15 @@ def sends(monkeypatch) -> list[bytes]:
     original = serve.WholeResponseChannel.send
 
     def send(self, data, do_close=True):
+        # Recorded before the bytes leave: the client may have read them, and the test gone
+        # on to look at this list, before ``original`` returns here in the server's thread.
+        index = len(recorded)
+        recorded.append(bytes(data))
         sent = original(self, data, do_close=do_close)
-        recorded.append(bytes(data[:sent]))
+        if sent:
+            recorded[index] = bytes(data[:sent])
+        else:
+            del recorded[index]  # the socket took nothing: no send to count
         return sent
 
     monkeypatch.setattr(serve.WholeResponseChannel, "send", send)
