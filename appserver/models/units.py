@@ -15,6 +15,17 @@ A safe request (GET, HEAD, OPTIONS) has no transaction of its own, only a read-o
 (``appserver.models.transaction_wanted``) that holds no lock (plain SELECTs; SQLite in WAL mode
 lets a writer in beside a reader): a unit may start after it has read, and
 :func:`writing` is where such a request writes.
+
+A unit's COMMIT that loses its connection is in doubt, like the request's own, but unlike the
+request's own (``appserver.models.commit_in_doubt``) it does not stop pyramid_retry from
+running the request again: what a unit writes is a count, an audit row or a touch, which a
+second attempt at worst repeats (one failure counted twice brings a lock-out one attempt
+early), while refusing the attempt would turn a lost acknowledgement into a failed login. The
+one unit whose repetition would mislead, the remember-me rotation, records what it committed
+in the environ before its COMMIT (``security.policy.ROTATED_KEY``). A unit that fails before
+or at its COMMIT has told the client nothing yet (the answer comes after the block): a wrong
+password whose count was rolled back is not reported as wrong, and the attempt that runs
+again counts it.
 """
 from __future__ import annotations
 
