@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from pyramid.request import Request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from .models import Issue, Project, User, canonical_username
 from .models.issue import PUBLIC, USERS
@@ -46,8 +47,16 @@ def ensure_user(
         current_failed_logins=0,
         total_failed_logins=0,
     )
-    request.dbsession.add(user)
-    request.dbsession.flush()
+    try:
+        # In a savepoint: an administrator's double submit, or two of them at once, may both
+        # have found the name free; the one whose INSERT comes second meets the unique key
+        # (PostgreSQL waits for the first to commit) and finds the account the other made.
+        with request.dbsession.begin_nested():
+            request.dbsession.add(user)
+    except IntegrityError as error:
+        if "username_key" not in str(error.orig):
+            raise
+        return find_user(request, username), False
     return user, True
 
 

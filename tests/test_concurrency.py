@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -125,6 +126,69 @@ def test_concurrent_correct_logins_all_succeed(servers):
     users = [new_user(servers[0]) for _ in range(12)]
     answers = at_once(12, lambda i: rest_login(servers[i % 2], users[i], "right-password-1"))
     assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers if a.status_code != 200]
+
+
+def test_parallel_token_creations_never_pass_the_limit(servers):
+    """The per-user limit of personal access tokens is counted, then a token is added: two
+    creations that count at once must not both find room for the last one."""
+    username = new_user(servers[0])
+    limit = servers[0].app.registry.appserver_settings.tokens_per_user
+    burst = limit + 6
+
+    def create(i: int) -> requests.Response:
+        return requests.post(
+            servers[i % 2].url + "/rest/pat/latest/tokens",
+            json={"name": f"parallel {i}", "expirationDuration": 1},
+            headers=basic_header(username, "right-password-1"),
+            timeout=60,
+        )
+
+    answers = at_once(burst, create)
+    assert Counter(a.status_code for a in answers) == {201: limit, 400: burst - limit}, [
+        a.text for a in answers if a.status_code not in (201, 400)]
+    refused = next(a for a in answers if a.status_code == 400).json()
+    assert f"{limit} tokens" in refused["errorMessages"][0]
+    with servers[0].request() as request:
+        user = request.dbsession.scalar(select(User).where(User.username == username))
+        assert request.token_store.usable_count(user.id) == limit
+
+
+def submit(client: requests.Session, page: requests.Response, form_id: str, **fields: str) -> requests.Response:
+    """Post the form ``form_id`` of ``page`` as a browser would: its hidden fields (the CSRF
+    token) and ``fields``."""
+    from bs4 import BeautifulSoup
+
+    form = BeautifulSoup(page.text, "html.parser").find("form", id=form_id)
+    data = {i["name"]: i.get("value", "") for i in form.find_all("input", type="hidden")}
+    return client.post(urljoin(page.url, form["action"]), data={**data, **fields},
+                       allow_redirects=False, timeout=60)
+
+
+def administrator(server) -> requests.Session:
+    """The demo administrator, logged in through the form, with WebSudo confirmed."""
+    client = requests.Session()
+    login = submit(client, client.get(server.url + "/login", timeout=60), "login-form",
+                   os_username="admin", os_password="admin-password")
+    assert login.status_code == 303, login.text
+    prompt = client.get(server.url + "/websudo", params={"os_destination": "/admin/users"}, timeout=60)
+    assert submit(client, prompt, "websudo-form", websudo_password="admin-password").status_code == 303
+    return client
+
+
+def test_parallel_creations_of_one_username_make_one_account(servers):
+    """Two administrators (or one double submit) create the same account at once: both find
+    the name free, both add it; the second is told it exists, not given a 500."""
+    admins = [administrator(servers[i % 2]) for i in range(4)]
+    pages = [admin.get(servers[i % 2].url + "/admin/users", timeout=60) for i, admin in enumerate(admins)]
+    username = f"twin{next(_names)}"
+    answers = at_once(4, lambda i: submit(
+        admins[i], pages[i], "create-user-form", username=username, password="twin-password-1"))
+    assert sorted(a.status_code for a in answers) == [303, 400, 400, 400], [
+        a.text[-400:] for a in answers if a.status_code not in (303, 400)]
+    assert all("already exists" in a.text for a in answers if a.status_code == 400)
+    with servers[0].request() as request:
+        assert request.dbsession.scalar(
+            select(func.count()).select_from(User).where(User.username == username)) == 1
 
 
 def test_concurrent_form_logins_of_one_user_all_succeed(servers):

@@ -10,10 +10,10 @@ import pytest
 import webtest
 from sqlalchemy import select
 
-from appserver.models import UserSession
+from appserver.models import User, UserSession
 from appserver.security.tokens import hash_token
 
-from .test_lifecycle_rest import attributes, session_cookie
+from .test_lifecycle_rest import attributes, basic_auth, session_cookie
 
 
 def login_form(testapp, destination: str | None = None):
@@ -335,6 +335,27 @@ def test_500_page_says_what_to_do_and_shows_no_details(testapp, monkeypatch):
     assert_helpful_page(response, 500, says="tell the administrator", links_to="/")
     assert "internal detail" not in response.text
     assert response.headers["X-AUSERNAME"] == "anonymous"
+
+
+def test_a_500_after_a_failed_write_is_still_the_page(testapp, users, monkeypatch):
+    """A statement that fails leaves the request's database session unusable until rolled
+    back; the 500 page must not ask it who is logged in (it was waitress's bare "Internal
+    Server Error" when a unique key was violated)."""
+    def clash(request, user, name, days):
+        request.dbsession.add(User(username="fred", username_key="fred"))  # taken, and incomplete
+        request.dbsession.flush()
+
+    monkeypatch.setattr("appserver.views.account.personal_tokens.create", clash)
+    submit_login(testapp, status=303)
+    form = testapp.get("/account").forms["token-form"]
+    form["name"], form["expiration_days"] = "laptop", "30"
+    response = form.submit(status=500)
+    assert_helpful_page(response, 500, says="tell the administrator", links_to="/")
+    # The same under /rest: Jira's JSON, not the server's own error.
+    monkeypatch.setattr("appserver.views.rest.tokens.personal_tokens.create", clash)
+    rest = testapp.post_json("/rest/pat/latest/tokens", {"name": "ci", "expirationDuration": 1},
+                             headers=basic_auth("fred", "fred-password"), status=500)
+    assert set(rest.json) == {"errorMessages", "errors"}
 
 
 def test_a_500_under_rest_is_json(testapp, users, monkeypatch):

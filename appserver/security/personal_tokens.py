@@ -176,6 +176,15 @@ class TokenStore:
             PersonalToken.expires_at.is_(None) | (PersonalToken.expires_at > self.now)
         )
 
+    def lock_owner(self, user_id: int) -> None:
+        """Lock the account's row (PostgreSQL; SQLite's writing transaction holds the whole
+        database already) until this transaction ends, so that creations of tokens for one
+        user take turns: without it, parallel creations all counted the tokens before any
+        was added, and all found room under the limit. The account's row comes first in the
+        one lock order (docs/concurrency.md). ``FOR NO KEY UPDATE``: a login adding a session
+        for the account (a foreign-key check) does not wait for it."""
+        self.db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
     def usable_count(self, user_id: int) -> int:
         return self.db.scalar(
             select(func.count()).select_from(PersonalToken).where(
@@ -256,6 +265,7 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
             f"The expiry must be a whole number of days from 1 to {settings.token_max_expiry_days}.",
             "expirationDuration",
         )
+    request.token_store.lock_owner(user.id)
     if request.token_store.usable_count(user.id) >= settings.tokens_per_user:
         raise TokenRequestError(
             f"You already have {settings.tokens_per_user} tokens, the most allowed: revoke one first."

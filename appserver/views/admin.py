@@ -58,15 +58,18 @@ def create_user(request: Request):
         username = accounts.validate_username(form["username"])
         if not (form["display_name"] + form["email"]).isprintable():  # NUL: PostgreSQL refuses it
             raise AccountError("Display names and email addresses cannot contain control characters.")
-        if find_user(request, username) is not None:
+        created = False
+        if find_user(request, username) is None:  # before the password's hash, not after
+            accounts.validate_new_password(request, password)
+            user, created = ensure_user(
+                request, username, password, form["display_name"][:255] or username, form["email"][:255],
+                form["admin"],
+            )
+        if not created:  # there already, or made by another request since the check above
             raise AccountError(f"A user named {username!r} already exists.")
-        accounts.validate_new_password(request, password)
     except AccountError as error:
         request.response.status = 400
         return users_page(request, form=form, form_error=str(error))
-    user, _ = ensure_user(
-        request, username, password, form["display_name"][:255] or username, form["email"][:255], form["admin"]
-    )
     audit.record(request, Event.USER_CREATED, user, f"by {request.user.username}")
     return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-created"}))
 

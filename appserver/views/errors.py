@@ -8,9 +8,16 @@ from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException, HTTPSeeOther
 from pyramid.request import Request
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
+from sqlalchemy import exc as sa_exc
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, commit_in_doubt, retry_transient, transient_kind
+from ..models import (
+    DATABASE_UNAVAILABLE,
+    abandon_request_transaction,
+    commit_in_doubt,
+    retry_transient,
+    transient_kind,
+)
 from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
@@ -119,6 +126,12 @@ def database_unavailable(exc, request: Request):
 @exception_view_config(Exception)
 def server_error(exc, request: Request):
     log.error("unhandled error on %s %s", request.method, request.path_info, exc_info=exc)
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        # A statement that failed (a constraint, say) leaves the request's session unusable
+        # until it is rolled back, and the page's layout would ask it who is logged in:
+        # nothing is committed, and the page is for nobody, as a 503 is.
+        abandon_request_transaction(request)
+        request.registry.security_policy.unauthenticated(request)
     return error_response(
         request,
         500,
