@@ -337,12 +337,16 @@ def test_500_page_says_what_to_do_and_shows_no_details(testapp, monkeypatch):
     assert response.headers["X-AUSERNAME"] == "anonymous"
 
 
+def add_a_broken_user(request, *args, **kw):
+    request.dbsession.add(User(username="fred", username_key="fred"))  # taken, and incomplete
+
+
 def test_a_500_after_a_failed_write_is_still_the_page(testapp, users, monkeypatch):
     """A statement that fails leaves the request's database session unusable until rolled
     back; the 500 page must not ask it who is logged in (it was waitress's bare "Internal
     Server Error" when a unique key was violated)."""
-    def clash(request, user, name, days):
-        request.dbsession.add(User(username="fred", username_key="fred"))  # taken, and incomplete
+    def clash(request, *args):
+        add_a_broken_user(request)
         request.dbsession.flush()
 
     monkeypatch.setattr("appserver.views.account.personal_tokens.create", clash)
@@ -356,6 +360,17 @@ def test_a_500_after_a_failed_write_is_still_the_page(testapp, users, monkeypatc
     rest = testapp.post_json("/rest/pat/latest/tokens", {"name": "ci", "expirationDuration": 1},
                              headers=basic_auth("fred", "fred-password"), status=500)
     assert set(rest.json) == {"errorMessages", "errors"}
+
+
+def test_a_500_when_the_commit_fails_is_still_the_page(testapp, users, monkeypatch, caplog):
+    """The same when nothing flushes before pyramid_tm commits: the view has answered (a
+    redirect), the COMMIT's flush fails, and pyramid_tm shows the exception view."""
+    monkeypatch.setattr("appserver.views.account.accounts.revoke_sessions", add_a_broken_user)
+    submit_login(testapp, status=303)
+    response = testapp.get("/account").forms["revoke-others-form"].submit(status=500)
+    assert_helpful_page(response, 500, says="tell the administrator", links_to="/")
+    assert "unhandled error on POST" in caplog.text
+    assert "autoflush" not in caplog.text  # the COMMIT's flush, not a query's
 
 
 def test_a_500_under_rest_is_json(testapp, users, monkeypatch):
