@@ -153,6 +153,42 @@ def test_parallel_token_creations_never_pass_the_limit(servers):
         assert request.token_store.usable_count(user.id) == limit
 
 
+def test_parallel_password_changes_of_one_account_one_wins(servers):
+    """Sessions of one account change its password at once, each proving the current one.
+    The first change revokes the other sessions and makes the old password wrong: the
+    others, checked before it committed, must not go on to set theirs (whoever knew the
+    old password could otherwise outrace the owner who is locking them out)."""
+    username = new_user(servers[0])
+    cookies = []
+    for i in range(6):
+        session = rest_login(servers[i % 2], username, "right-password-1").json()["session"]
+        cookies.append({"Cookie": f"{session['name']}={session['value']}"})
+
+    def change(i: int) -> requests.Response:
+        return requests.put(
+            servers[i % 2].url + "/rest/api/2/myself/password",
+            json={"currentPassword": "right-password-1", "password": f"new-password-{i}"},
+            headers=cookies[i],
+            timeout=60,
+        )
+
+    answers = at_once(6, change)
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(204) == 1, [(a.status_code, a.text) for a in answers]
+    assert set(statuses) <= {204, 401, 403}, statuses  # refused, or already logged out
+    winner = statuses.index(204)
+    with servers[0].request() as request:  # not by logging in: the losers' checks that came
+        # after the change presented a wrong password, and may have locked the account
+        stored = request.dbsession.scalar(select(User.password_hash).where(User.username == username))
+    passwords = servers[0].app.registry.passwords
+    assert [passwords.verify(f"new-password-{i}", stored)[0] for i in range(6)] == [i == winner for i in range(6)]
+    # The losers' sessions are gone; the winner's cookie was rotated by its answer.
+    for i in range(6):
+        if i != winner:
+            assert requests.get(servers[0].url + "/rest/api/2/myself", headers=cookies[i],
+                                timeout=60).status_code == 401
+
+
 def submit(client: requests.Session, page: requests.Response, form_id: str, **fields: str) -> requests.Response:
     """Post the form ``form_id`` of ``page`` as a browser would: its hidden fields (the CSRF
     token) and ``fields``."""

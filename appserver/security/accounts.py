@@ -12,7 +12,7 @@ from ..models import User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH
 from . import audit
 from .audit import Event
-from .login import Outcome, check_user_password
+from .login import Outcome, check_user_password, unchanged_since_check
 
 MIN_PASSWORD_LENGTH = 8
 #: Besides letters, digits and combining marks of any script.
@@ -85,18 +85,40 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
         raise AccountError("Your current password is not correct.", "currentPassword")
     validate_new_password(request, new, confirm)
     identity = request.authentication.identity
-    return set_password(request, user, new, keep=identity.session if identity else None)
+    return set_password(
+        request, user, new, keep=identity.session if identity else None, checked_hash=user.password_hash
+    )
 
 
-def set_password(request: Request, user: User, password: str, *, keep: UserSession | None = None) -> int:
+def set_password(
+    request: Request,
+    user: User,
+    password: str,
+    *,
+    keep: UserSession | None = None,
+    checked_hash: str | None = None,
+) -> int:
     """Store a new hash and revoke every session (but ``keep``, which the caller rotates)
     and every remember-me token.
 
     Basic auth with the old password fails from the next request on, in every process,
     because Basic is checked against the stored hash each time.
+
+    ``checked_hash``: the hash the current password was checked against, in a unit of its
+    own before this transaction. Another change may have committed since (sessions of one
+    account changing its password at once: each proved the old password); the account's row
+    is then locked and compared, as a login does, and this change is refused: the first one
+    stands and its revocations with it.
     """
     validate_new_password(request, password)
-    user.password_hash = request.passwords.hash(password)
+    new_hash = request.passwords.hash(password)  # before the lock: a hash takes a while
+    if checked_hash is not None and not unchanged_since_check(request, user, checked_hash):
+        raise AccountError(
+            "Your password was changed, or your account deactivated, while this change was "
+            "being made: log in again.",
+            "currentPassword",
+        )
+    user.password_hash = new_hash
     user.password_changed_at = request.now
     _write_account_first(request)
     request.remember_store.revoke_user(user.id)  # before the sessions: see revoke_sessions
