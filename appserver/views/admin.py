@@ -15,7 +15,7 @@ from ..models import User
 from ..security import accounts, audit, personal_tokens, websudo
 from ..security.accounts import AccountError
 from ..security.audit import Event
-from ..security.login import find_user, locked_for
+from ..security.login import locked_for
 from .notices import notice_for
 
 
@@ -58,14 +58,13 @@ def create_user(request: Request):
         username = accounts.validate_username(form["username"])
         if not (form["display_name"] + form["email"]).isprintable():  # NUL: PostgreSQL refuses it
             raise AccountError("Display names and email addresses cannot contain control characters.")
-        created = False
-        if find_user(request, username) is None:  # before the password's hash, not after
-            accounts.validate_new_password(request, password)
-            user, created = ensure_user(
-                request, username, password, form["display_name"][:255] or username, form["email"][:255],
-                form["admin"],
-            )
-        if not created:  # there already, or made by another request since the check above
+        # It looks the name up before it checks or hashes the password, and a name taken
+        # while it hashed (a double submit) comes back as not created too.
+        user, created = ensure_user(
+            request, username, password, form["display_name"][:255] or username, form["email"][:255],
+            form["admin"],
+        )
+        if not created:
             raise AccountError(f"A user named {username!r} already exists.")
     except AccountError as error:
         request.response.status = 400
