@@ -128,6 +128,17 @@ def test_concurrent_correct_logins_all_succeed(servers):
     assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers if a.status_code != 200]
 
 
+def test_parallel_logins_of_one_user_are_all_counted(servers):
+    """Each login adds one to the account's login count, from the row as it is once locked,
+    not as the password check read it before: none of twelve at once is lost."""
+    username = new_user(servers[0])
+    answers = at_once(12, lambda i: rest_login(servers[i % 2], username, "right-password-1"))
+    assert [a.status_code for a in answers] == [200] * 12
+    assert sorted(a.json()["loginInfo"]["loginCount"] for a in answers) == list(range(1, 13))
+    with servers[0].request() as request:
+        assert request.dbsession.scalar(select(User.login_count).where(User.username == username)) == 12
+
+
 def test_parallel_token_creations_never_pass_the_limit(servers):
     """The per-user limit of personal access tokens is counted, then a token is added: two
     creations that count at once must not both find room for the last one."""

@@ -258,9 +258,12 @@ def unchanged_since_check(request: Request, user: User, checked_hash: str) -> bo
     change or deactivation may have committed since. Lock the account's row until this
     transaction ends and look again: a change in flight then either committed first (seen
     here: the login loses, as if it came after) or waits for this login and revokes the
-    session it starts. One SELECT, on logins only."""
-    current = request.dbsession.execute(
-        select(User.password_hash, User.active).where(User.id == user.id).with_for_update()
+    session it starts. ``user`` is reloaded from the locked row, so what the caller writes
+    next (the login count) builds on the last committed login, not on what the check read
+    before parallel ones. One SELECT, on logins and password changes only."""
+    current = request.dbsession.scalars(
+        select(User).where(User.id == user.id).with_for_update(),
+        execution_options={"populate_existing": True},
     ).one_or_none()
     return current is not None and current.active and current.password_hash == checked_hash
 
