@@ -243,15 +243,8 @@ def test_concurrent_form_logins_of_one_user_all_succeed(servers):
 
     def form_login(i: int) -> requests.Response:
         client = requests.Session()
-        server = servers[i % 2]
-        page = client.get(server.url + "/login", timeout=60)
-        token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        return client.post(
-            server.url + "/login",
-            data={"os_username": username, "os_password": "right-password-1", "csrf_token": token},
-            allow_redirects=False,
-            timeout=60,
-        )
+        page = client.get(servers[i % 2].url + "/login", timeout=60)
+        return submit(client, page, "login-form", os_username=username, os_password="right-password-1")
 
     answers = at_once(12, form_login)
     assert [a.status_code for a in answers] == [303] * 12
