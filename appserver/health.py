@@ -31,7 +31,7 @@ RETRY_AFTER_SECONDS = 5
 def database_reachable(registry: Registry) -> bool:
     try:
         with registry.dbengine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            connection.scalar(text("SELECT 1"))
     except DATABASE_UNAVAILABLE as error:
         log.warning("status: database unreachable (%s)", type(error).__name__)
         return False

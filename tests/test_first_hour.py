@@ -147,3 +147,43 @@ def test_development_ini_lists_them_and_production_ini_does_not():
     production = get_loader(str(ROOT / "production.ini"), protocols=["wsgi"]).get_settings("app:main")
     assert development["appserver.login.show_demo_users"] == "true"
     assert "appserver.login.show_demo_users" not in production
+
+
+# --- the development server beside the command line -------------------------------------------
+
+
+def test_the_development_server_sees_and_allows_writes_by_another_process(live_server_factory, live_database_url):
+    """``make run`` serves with the debug toolbar, which keeps every query's result of its
+    last requests. A SELECT whose result the code never read (the token limit's row lock)
+    was one of them: on SQLite it held a read snapshot on its pooled connection, so after
+    the command line wrote (``unlock``, ``revoke-sessions``) that connection could neither
+    write (503s until a restart) nor see the revocation (a revoked session still 200)."""
+    import requests
+    from sqlalchemy import update
+
+    from appserver.models import User, UserSession, get_engine
+
+    server = live_server_factory(**{"pyramid.includes": "pyramid_debugtoolbar",
+                                    "debugtoolbar.hosts": "127.0.0.1"})
+    with requests.Session() as fred:
+        login = fred.post(server.url + "/rest/auth/1/session", timeout=10,
+                          json={"username": "fred", "password": "fred-password"})
+        assert login.status_code == 200
+        for number in range(4):  # on every pooled connection of the server's four threads
+            made = fred.post(server.url + "/rest/pat/latest/tokens", timeout=10,
+                             json={"name": f"script {number}", "expirationDuration": 30})
+            assert made.status_code == 201, made.text
+        cli = get_engine({"sqlalchemy.url": live_database_url})
+        try:
+            with cli.begin() as connection:  # what `appserver CONFIG unlock alice` writes
+                connection.execute(update(User).where(User.username == "alice").values(current_failed_logins=0))
+            for _ in range(8):
+                alice = requests.post(server.url + "/rest/auth/1/session", timeout=10,
+                                      json={"username": "alice", "password": "alice-password"})
+                assert alice.status_code == 200, alice.text
+            with cli.begin() as connection:  # `appserver CONFIG revoke-sessions fred`
+                connection.execute(update(UserSession).values(revoked_at=server.clock.now()))
+            for _ in range(8):
+                assert fred.get(server.url + "/rest/api/2/myself", timeout=10).status_code == 401
+        finally:
+            cli.dispose()

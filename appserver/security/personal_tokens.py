@@ -183,7 +183,10 @@ class TokenStore:
         was added, and all found room under the limit. The account's row comes first in the
         one lock order (docs/concurrency.md). ``FOR NO KEY UPDATE``: a login adding a session
         for the account (a foreign-key check) does not wait for it."""
-        self.db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+        # Read to the end, as every query here is: a result left open keeps its statement,
+        # and on SQLite the pooled connection's snapshot, alive for as long as anything holds
+        # it (the debug toolbar keeps the results of its last requests).
+        self.db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
     def usable_count(self, user_id: int) -> int:
         return self.db.scalar(
