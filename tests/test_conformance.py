@@ -607,6 +607,10 @@ def test_ptweens_lists_the_tweens_in_the_documented_order():
         "pyramid.tweens.excview_tween_factory",
     ]
     assert [name for name in listed if name in needed] == needed
+    # Nothing reads the path, query or form before the tween that refuses unreadable ones.
+    assert listed.index("appserver.security.tweens.unreadable_request_tween_factory") < listed.index(
+        "pyramid_debugtoolbar.toolbar_tween_factory"
+    )
 
 
 # --- The database is down --------------------------------------------------------------------

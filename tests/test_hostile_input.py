@@ -198,6 +198,15 @@ def wsgi(testapp):
     return testapp.app
 
 
+@pytest.fixture(params=["production", "development"])
+def served(request, wsgi, make_app):
+    """The app as production serves it, and as ``make run`` does: with the debug toolbar,
+    whose tween reads the path, the query and the form before the app's own tweens could."""
+    if request.param == "production":
+        return wsgi
+    return make_app(**{"pyramid.includes": "pyramid_debugtoolbar", "debugtoolbar.hosts": "127.0.0.1"}).app
+
+
 @pytest.fixture
 def accounts(users, app_request) -> dict[str, Any]:
     """The standard users plus two with passwords that clients mangle."""
@@ -503,10 +512,10 @@ BAD_PATHS = [
 ]
 
 
-def test_non_utf8_paths_are_a_400(wsgi, users, fred_cookie, unchanged):
+def test_non_utf8_paths_are_a_400(served, users, fred_cookie, unchanged):
     for path in BAD_PATHS:
         for method in ("GET", "POST"):
-            response = send(wsgi, method, path, headers=[fred_cookie])
+            response = send(served, method, path, headers=[fred_cookie])
             assert_clear_answer(response, path, method)
             assert response.status_code == 400
             assert "not valid UTF-8" in messages(response)
@@ -523,10 +532,10 @@ BAD_QUERIES = [
 
 
 @pytest.mark.parametrize("query", BAD_QUERIES, ids=[q.decode("latin-1") for q in BAD_QUERIES])
-def test_non_utf8_query_strings_are_a_400_at_every_endpoint(wsgi, users, unchanged, query):
+def test_non_utf8_query_strings_are_a_400_at_every_endpoint(wsgi, served, users, unchanged, query):
     for path in endpoints(wsgi):
         for method in ("GET", "POST"):
-            response = send(wsgi, method, path, query=query)
+            response = send(served, method, path, query=query)
             assert_clear_answer(response, path, method)
             assert response.status_code == 400, (method, path, response.status)
             assert "query string" in messages(response)
@@ -584,14 +593,14 @@ def test_non_utf8_multipart_form_is_answered_cleanly(wsgi, testapp, users, uncha
 
 
 @pytest.mark.parametrize("charset", ["latin-1", "utf-16", "bogus"])
-def test_forms_in_another_charset_are_a_415(wsgi, users, fred_cookie, unchanged, charset):
+def test_forms_in_another_charset_are_a_415(served, users, fred_cookie, unchanged, charset):
     for path in ("/login", "/logout", "/account/password", LOGIN):
         for content_type in (
             "application/x-www-form-urlencoded",
             "multipart/form-data; boundary=XX",
         ):
             response = send(
-                wsgi,
+                served,
                 "POST",
                 path,
                 headers=[fred_cookie],
@@ -601,6 +610,22 @@ def test_forms_in_another_charset_are_a_415(wsgi, users, fred_cookie, unchanged,
             assert_clear_answer(response, path, "POST")
             assert response.status_code == 415
             assert "UTF-8" in messages(response)
+
+
+BROKEN_MULTIPART = {
+    "no boundary": ("multipart/form-data", b"x"),
+    "an empty boundary": ("multipart/form-data; boundary=", b"x"),
+    "a boundary too long": ("multipart/form-data; boundary=" + "b" * 300, b"x"),
+}
+
+
+@pytest.mark.parametrize("content_type, body", BROKEN_MULTIPART.values(), ids=BROKEN_MULTIPART)
+def test_a_multipart_form_that_cannot_be_parsed_is_a_400(served, users, fred_cookie, unchanged, content_type, body):
+    for path in ("/login", "/logout", "/account/password", "/admin/users", LOGIN, "/rest/api/2/search"):
+        response = send(served, "POST", path, headers=[fred_cookie], body=body, content_type=content_type)
+        assert_clear_answer(response, path, "POST")
+        assert response.status_code == 400, (path, response.status)
+        assert "form data could not be read" in messages(response)
 
 
 @FUZZ

@@ -73,8 +73,9 @@ def includeme(config: Configurator) -> None:
     config.add_tween("appserver.security.tweens.authentication_tween_factory", under=tm, over=EXCVIEW)
     config.add_tween(
         "appserver.security.tweens.unreadable_request_tween_factory",
-        under=tm,
-        over="appserver.security.tweens.authentication_tween_factory",
+        under="appserver.security.perimeter.allowed_host_tween_factory",
+        # Above the debug toolbar too, which reads the path, query and form first (development).
+        over=["pyramid_debugtoolbar.toolbar_tween_factory", tm],
     )
     config.add_tween(
         "appserver.security.tweens.os_authtype_tween_factory",

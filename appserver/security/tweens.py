@@ -6,9 +6,11 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     security_headers_tween          (perimeter.py) headers on every response
     status_tween_factory            GET /status, before any transaction or credential (health.py)
     allowed_host_tween              (perimeter.py) 400 for a Host not allowed
+    unreadable_request_tween        400/415 for a URL or form that cannot be read (not
+                                    UTF-8, a multipart body without its boundary); above
+                                    the debug toolbar of development.ini, which reads them
     pyramid_tm                      transaction per unsafe request (none for GET, HEAD,
                                     OPTIONS: appserver.models.transaction_wanted)
-    unreadable_request_tween        400/415 for a URL or form that is not UTF-8
     authentication_tween_factory    authenticate once; 503 if the database is down; failed
                                     Basic or Bearer is a 401 everywhere; identity headers;
                                     cookies
@@ -17,8 +19,8 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     rest_xsrf_tween_factory         Atlassian's XSRF rule for cookie-authenticated POSTs
     excview                         exception views
 
-They sit inside pyramid_tm and above the exception view, and answer with responses instead of
-raising. Authentication's own writes (failure counts, lock-outs, touches, rotations) are not
+From authentication on they sit inside pyramid_tm and above the exception view, and answer
+with responses instead of raising. Authentication's own writes (failure counts, lock-outs, touches, rotations) are not
 part of the request's transaction: they are committed by units of work of their own
 (appserver/models/units.py) before the view runs, and the request's transaction is never
 committed half-way.
@@ -107,6 +109,11 @@ def _unreadable(request: Request) -> tuple[int | None, str]:
         and request.charset != "UTF-8"
     ):
         return 415, "Form data must be sent encoded as UTF-8."
+    if content_type == "multipart/form-data":
+        try:
+            request.POST  # parsed once here, kept for the view
+        except ValueError:  # no boundary, or one the parser refuses
+            return 400, "The form data could not be read: a multipart body needs a valid boundary."
     return None, ""
 
 
