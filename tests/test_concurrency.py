@@ -250,6 +250,44 @@ def test_concurrent_form_logins_of_one_user_all_succeed(servers):
     assert [a.status_code for a in answers] == [303] * 12
 
 
+def test_a_known_password_never_wipes_a_failure_counted_after_it_was_read(servers, monkeypatch):
+    """The owner's Basic client (its password verified before, so no hash and no row lock)
+    read the account with two failures; before it starts the count again, a guess commits
+    the third, which locks the account. The lock stands: the client is denied like anyone
+    else. Before, its reset wiped every lock-out its parallel guessers committed."""
+    from appserver.security import login
+
+    server = servers[0]
+    username = new_user(server)
+    url = server.url + "/rest/api/2/myself"
+    assert requests.get(url, auth=(username, "right-password-1"), timeout=30).status_code == 200
+    with server.engine.begin() as connection:
+        connection.execute(update(User).where(User.username == username).values(current_failed_logins=2))
+    real = login.locked_for
+    guessed = threading.Event()
+
+    def a_guess_commits_meanwhile(request, user):
+        if user.username == username and not guessed.is_set():
+            guessed.set()
+            with server.engine.begin() as connection:
+                connection.execute(
+                    update(User).where(User.username == username)
+                    .values(current_failed_logins=MAX_FAILURES, locked_until=server.clock.now() + timedelta(seconds=60))
+                )
+        return real(request, user)
+
+    monkeypatch.setattr(login, "locked_for", a_guess_commits_meanwhile)
+    answer = requests.get(url, auth=(username, "right-password-1"), timeout=30)
+    assert guessed.is_set()
+    assert answer.status_code == 403, answer.text
+    assert answer.headers["X-Authentication-Denied-Reason"].startswith("TOO_MANY_FAILED_LOGINS")
+    with server.engine.connect() as connection:
+        count, locked_until = connection.execute(
+            select(User.current_failed_logins, User.locked_until).where(User.username == username)
+        ).one()
+    assert count == MAX_FAILURES and locked_until is not None
+
+
 def test_a_failed_login_storm_leaves_good_logins_alone_and_is_counted(servers):
     users = [new_user(servers[0]) for _ in range(12)]
     storm_answers: list[int] = []

@@ -108,7 +108,11 @@ def check_user_password(request: Request, user: User, password: str, *, channel:
     """
     passwords = request.passwords
     if passwords.verified_before(user.id, user.password_hash, password):
-        return _check_known_good(request, user, channel)
+        attempt = _check_known_good(request, user, channel)
+        if attempt is not None:
+            return attempt
+        # A failure was counted after the account was read (a guess in parallel, perhaps the
+        # one that locked it): decide on the locked row, as for any other attempt.
     with unit(request, write=True) as db:
         row = db.get(User, user.id, with_for_update=True, populate_existing=True)
         outcome, wait = _check_locked_row(request, db, row, password, channel)
@@ -154,10 +158,15 @@ def _check_locked_row(
     return Outcome.OK, None
 
 
-def _check_known_good(request: Request, user: User, channel: str) -> Attempt:
+def _check_known_good(request: Request, user: User, channel: str) -> Attempt | None:
     """A password verified lately against the stored hash: nothing is guessed, so nothing is
     locked and no hash runs; the lock-out and the account's state still apply, read from the
-    row just loaded. A steady Basic client writes nothing."""
+    row just loaded. A steady Basic client writes nothing.
+
+    A right password starts the failure count again, but only the count that was read: a
+    failure counted since then (and a lock-out it started) stands, and None sends the
+    attempt to the locked row. Without that condition, the owner's Basic client wiped the
+    lock-out that parallel guesses had just committed, and the guessing never stopped."""
     wait = locked_for(request, user)
     if wait is not None:
         with unit(request, write=True) as db:
@@ -169,12 +178,18 @@ def _check_known_good(request: Request, user: User, channel: str) -> Attempt:
         return Attempt(Outcome.FAILED, user)
     if user.current_failed_logins or user.locked_until is not None:
         with unit(request, write=True) as db:
-            db.execute(
+            cleared = db.execute(
                 update(User)
-                .where(User.id == user.id)
+                .where(
+                    User.id == user.id,
+                    User.current_failed_logins == user.current_failed_logins,
+                    or_(User.locked_until.is_(None), User.locked_until <= request.now),
+                )
                 .values(current_failed_logins=0, locked_until=None)
                 .execution_options(synchronize_session=False)
-            )
+            ).rowcount
+        if not cleared:
+            return None
         set_committed_value(user, "current_failed_logins", 0)
         set_committed_value(user, "locked_until", None)
     return Attempt(Outcome.OK, user)
