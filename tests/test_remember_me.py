@@ -130,3 +130,20 @@ def test_garbage_remember_cookie_is_dropped(testapp, users):
     testapp.set_cookie(REMEMBER, "not-a-token")
     response = testapp.get("/")
     assert "appserver.remember=;" in " ".join(response.headers.getall("Set-Cookie"))
+
+
+def test_a_dead_remember_me_cookie_alone_is_a_401_under_rest_and_a_notice_elsewhere(testapp, users, clock):
+    """A client whose only login cookie is a remember-me token that can no longer log in
+    (here: its series ended by a log-out) believes it is logged in, as with a stale session cookie:
+    rule 1 applies, never the 5 public issues in silence."""
+    login(testapp, remember=True)
+    token = cookie(testapp, REMEMBER)
+    testapp.get("/account").forms[0].submit(status=303)  # the header's log-out form
+    for stale in (token, "not-a-token"):
+        client = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+        client.set_cookie(REMEMBER, stale)
+        search = client.get("/rest/api/2/search?maxResults=0", status=401)
+        assert "Your session has expired" in search.json["errorMessages"][0]
+        client.set_cookie(REMEMBER, stale)
+        page = client.get("/issues")
+        assert page.html.select_one("#session-expired") is not None

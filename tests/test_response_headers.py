@@ -21,6 +21,17 @@ def test_an_authenticated_answer_varies_with_the_credentials_once(testapp, fred_
         assert names(response).count(name) == 1, name
 
 
+def test_an_anonymous_answer_varies_with_the_credentials_too(testapp, users):
+    """The 5 public issues must not be cached for the user who would see 200 (a shared cache
+    keyed on the URL alone); a public answer may still be cached, for anonymous clients."""
+    for path in ("/issues", "/rest/api/2/search?maxResults=0", "/rest/api/2/serverInfo", "/"):
+        response = testapp.get(path)
+        assert response.headers["Vary"] == "Authorization, Cookie", path
+        assert "Cache-Control" not in response.headers, path
+        for name in ("vary", "x-ausername"):
+            assert names(response).count(name) == 1, (path, name)
+
+
 def test_a_vary_the_view_set_is_kept_and_merged(app_request, users):
     from appserver.security.identity import Authentication, Identity, Source
     from appserver.security.policy import AUTHENTICATION_KEY

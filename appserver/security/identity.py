@@ -87,4 +87,7 @@ class Authentication:
 
     @property
     def stale_cookie(self) -> bool:
-        return self.cookie.stale
+        """A login cookie was presented that logs no one in: a session cookie that maps to no
+        live session (rule 1's trigger), or a remember-me cookie that is unknown, expired,
+        revoked or replayed. Either way the client believes it is logged in."""
+        return self.cookie.stale or self.remember in (RememberState.INVALID, RememberState.THEFT)

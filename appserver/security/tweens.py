@@ -234,8 +234,8 @@ def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Hand
 
     def rest_cookie_rule_tween(request: Request) -> Response:
         auth: Authentication = request.authentication
-        if auth.cookie is CookieState.ABSENT or auth.identity is not None:
-            return handler(request)  # no cookie, or someone is logged in: nothing to refuse
+        if auth.identity is not None:
+            return handler(request)  # someone is logged in: nothing to refuse
         if auth.stale_cookie and is_rest(request) and not _is_rest_login(request):
             login = request.route_url("rest.session", version="1")
             return unauthorized_response(
@@ -288,8 +288,11 @@ def _is_rest_login(request: Request) -> bool:
     )
 
 
-#: What an answer that depends on the credentials varies with (sorted, as WebOb writes it).
+#: What every answer varies with (sorted, as WebOb writes it): the same URL answers a logged-in
+#: user and an anonymous one differently (200 issues or 5), so a shared cache must not hand
+#: one's answer to the other.
 VARY = ("Authorization", "Cookie")
+VARY_HEADER = ", ".join(VARY)
 
 
 def _finish(request: Request, response: Response) -> None:
@@ -299,10 +302,11 @@ def _finish(request: Request, response: Response) -> None:
         # Nothing presented, nothing to set (most anonymous requests): only who answered.
         headerlist = response.headerlist
         for name, _ in headerlist:
-            if name.lower() == "x-ausername":
+            if name.lower() in ("x-ausername", "vary"):
                 break
         else:
             headerlist.append(("X-AUSERNAME", "anonymous"))
+            headerlist.append(("Vary", VARY_HEADER))
             return
     user = auth.user
     # Headers appended to the list directly, after one pass to see which are there already:
@@ -331,10 +335,9 @@ def _finish(request: Request, response: Response) -> None:
         for name, header in auth.cookies.items():
             if name not in already_set:
                 headerlist.append(("Set-Cookie", header))
-    if user is not None or auth.stale_cookie:
-        if "cache-control" not in present:
-            headerlist.append(("Cache-Control", "no-store"))
-        if "vary" in present:
-            response.vary = tuple(sorted(set(response.vary or ()) | set(VARY)))
-        else:
-            headerlist.append(("Vary", ", ".join(VARY)))
+    if (user is not None or auth.stale_cookie) and "cache-control" not in present:
+        headerlist.append(("Cache-Control", "no-store"))
+    if "vary" in present:
+        response.vary = tuple(sorted(set(response.vary or ()) | set(VARY)))
+    else:
+        headerlist.append(("Vary", VARY_HEADER))
