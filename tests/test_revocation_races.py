@@ -325,3 +325,102 @@ def test_a_rotation_committed_without_acknowledgement_still_reaches_the_client(
     clock.advance(3600)  # past the grace and the session's idle timeout: the new token is used
     assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
     assert dbsession.scalar(select(func.count()).where(AuthEvent.event == "remember.theft")) == 0
+
+
+# --- what a session makes, against "log out everywhere" --------------------------------------
+
+
+def logged_in_user(server) -> tuple[int, requests.Session]:
+    """A new user and a REST client logged in to a session of theirs."""
+    with server.request() as request:
+        user = create_user(request, f"rr{next(_names)}", "right-password-1")
+        user_id, name = user.id, user.username
+    client = requests.Session()
+    login = client.post(server.url + "/rest/auth/1/session", timeout=30,
+                        json={"username": name, "password": "right-password-1"})
+    assert login.status_code == 200
+    return user_id, client
+
+
+def usable_tokens(server, user_id: int) -> int:
+    from appserver.models import PersonalToken
+
+    with server.engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).select_from(PersonalToken)
+            .where(PersonalToken.user_id == user_id, PersonalToken.revoked_at.is_(None))
+        ).scalar()
+
+
+def log_out_everywhere(server, user_id: int) -> None:
+    with server.request() as request:
+        request.method = "POST"  # before request.dbsession: the writer's binding
+        accounts.revoke_sessions(request, request.dbsession.get(User, user_id), by="test")
+
+
+def test_a_token_asked_for_by_a_session_logged_out_meanwhile_is_refused(server, monkeypatch):
+    """"Log out everywhere" commits after the token request's session was checked and before
+    the token is made: that revocation saw no token to revoke, so the request must see its
+    session gone (a 401), or the token outlives the log-out."""
+    from appserver.security import personal_tokens
+
+    user_id, client = logged_in_user(server)
+    real = personal_tokens.create
+
+    def logged_out_meanwhile(request, user, *args, **kwargs):
+        if user.id == user_id:  # before the request's transaction: another client's request
+            with ThreadPoolExecutor(1) as other:
+                other.submit(log_out_everywhere, server, user_id).result(timeout=30)
+        return real(request, user, *args, **kwargs)
+
+    monkeypatch.setattr(personal_tokens, "create", logged_out_meanwhile)
+    made = client.post(server.url + "/rest/pat/latest/tokens", json={"name": "late", "expirationDuration": 30},
+                       timeout=30)
+    assert made.status_code == 401, made.text
+    assert usable_tokens(server, user_id) == 0 and live_sessions(server, user_id) == 0
+
+
+def test_a_token_asked_for_while_log_out_everywhere_runs_waits_and_is_refused(server):
+    """The other order: the log-out holds the account while the token request arrives; the
+    request waits for it (PostgreSQL: the account's row; SQLite: the write lock), then finds
+    its session revoked."""
+    user_id, client = logged_in_user(server)
+    env = prepare(registry=server.app.registry)
+    try:
+        request = env["request"]
+        request.method = "POST"
+        with request.tm:
+            accounts.revoke_sessions(request, request.dbsession.get(User, user_id), by="test")
+            future, started = in_thread(lambda: client.post(
+                server.url + "/rest/pat/latest/tokens", json={"name": "racing", "expirationDuration": 30},
+                timeout=30,
+            ))
+            wait_until_blocked(server, started)
+    finally:
+        env["closer"]()
+    assert future.result(timeout=30).status_code == 401
+    assert usable_tokens(server, user_id) == 0 and live_sessions(server, user_id) == 0
+
+
+def test_a_password_change_by_a_session_logged_out_meanwhile_is_refused(server, monkeypatch):
+    """A password change keeps its client logged in under a new session; if "log out
+    everywhere" committed after the change's session was checked, that new session would
+    outlive it. The change is refused instead, and the password stays."""
+    user_id, client = logged_in_user(server)
+    real = accounts.unchanged_since_check
+
+    def logged_out_meanwhile(request, user, checked_hash):
+        if user.id == user_id:
+            with ThreadPoolExecutor(1) as other:
+                other.submit(log_out_everywhere, server, user_id).result(timeout=30)
+        return real(request, user, checked_hash)
+
+    monkeypatch.setattr(accounts, "unchanged_since_check", logged_out_meanwhile)
+    changed = client.put(server.url + "/rest/api/2/myself/password", timeout=30,
+                         json={"currentPassword": "right-password-1", "password": "new-password-22"})
+    assert changed.status_code == 403, changed.text
+    assert "log in again" in changed.json()["errors"]["currentPassword"]
+    assert live_sessions(server, user_id) == 0
+    with server.request() as request:
+        user = request.dbsession.get(User, user_id)
+        assert request.passwords.verify("right-password-1", user.password_hash)[0]

@@ -13,6 +13,7 @@ from ..models.user import USERNAME_MAX_LENGTH
 from . import audit
 from .audit import Event
 from .login import Outcome, check_user_password, unchanged_since_check
+from .sessions import acting_session_ended
 
 MIN_PASSWORD_LENGTH = 8
 #: Besides letters, digits and combining marks of any script.
@@ -112,10 +113,12 @@ def set_password(
     """
     validate_new_password(request, password)
     new_hash = request.passwords.hash(password)  # before the lock: a hash takes a while
-    if checked_hash is not None and not unchanged_since_check(request, user, checked_hash):
+    if checked_hash is not None and (
+        not unchanged_since_check(request, user, checked_hash) or acting_session_ended(request)
+    ):
         raise AccountError(
-            "Your password was changed, or your account deactivated, while this change was "
-            "being made: log in again.",
+            "Your password was changed, your account deactivated or your session ended while "
+            "this change was being made: log in again.",
             "currentPassword",
         )
     user.password_hash = new_hash
@@ -152,7 +155,12 @@ def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = 
 
     The remember-me tokens go first: revoking them waits for a remember-me login in flight
     (it holds its token's row) to commit, so the sessions revoked next include the one it
-    started. Sessions first would let that session outlive "log out everywhere"."""
+    started. Sessions first would let that session outlive "log out everywhere".
+
+    The account's row is locked before anything (the first lock of the one order): a token
+    or a password change in flight from one of the sessions takes it too, and either
+    commits first (its token or new session is revoked here) or sees its session revoked."""
+    request.token_store.lock_owner(user.id)
     tokens = ""
     if keep is None:
         request.remember_store.revoke_user(user.id)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pyramid.httpexceptions import HTTPForbidden
 from pyramid.request import Request
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -25,6 +26,7 @@ from ..models import PersonalToken, User
 from ..models.units import unit
 from . import audit
 from .audit import Event
+from .sessions import acting_session_ended
 from .tokens import hash_token, new_token
 
 PREFIX = "apt_"
@@ -269,6 +271,11 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
             "expirationDuration",
         )
     request.token_store.lock_owner(user.id)
+    if acting_session_ended(request):
+        # Logged out everywhere while this request ran: that revoked the tokens there were,
+        # and the session asking for one more is gone. A 401, as for any revoked session.
+        request.registry.security_policy.refuse(request)
+        raise HTTPForbidden()
     if request.token_store.usable_count(user.id) >= settings.tokens_per_user:
         raise TokenRequestError(
             f"You already have {settings.tokens_per_user} tokens, the most allowed: revoke one first."

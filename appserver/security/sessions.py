@@ -78,6 +78,22 @@ def _first(
         return connection.execute(statement, parameters).first()
 
 
+def acting_session_ended(request: Request) -> bool:
+    """Whether the session this request is served by was revoked after it was checked (by
+    "log out everywhere", say, committed while the request ran). Asked under the account's
+    row lock by what makes credentials out of a session (a token, a rotated session after a
+    password change): the revocation then either committed first and is seen here, or
+    waits for this request and revokes what it made. Basic and Bearer requests have no
+    session: False."""
+    identity = request.authentication.identity
+    if identity is None or identity.session is None:
+        return False
+    revoked_at = request.dbsession.scalar(
+        select(UserSession.revoked_at).where(UserSession.id == identity.session.id)
+    )
+    return revoked_at is not None
+
+
 class SessionStore:
     def __init__(
         self,
