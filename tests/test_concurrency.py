@@ -164,6 +164,27 @@ def test_parallel_token_creations_never_pass_the_limit(servers):
         assert request.token_store.usable_count(user.id) == limit
 
 
+def test_parallel_revocations_of_one_token_are_audited_once(servers):
+    """Eight DELETEs of one token at once: every one answers 204 (as Jira does for a token
+    already gone), and the audit trail says once that it was revoked."""
+    username = new_user(servers[0])
+    made = requests.post(servers[0].url + "/rest/pat/latest/tokens", timeout=60,
+                         json={"name": "once", "expirationDuration": 1},
+                         headers=basic_header(username, "right-password-1"))
+    assert made.status_code == 201
+    url = "/rest/pat/latest/tokens/" + str(made.json()["id"])
+    answers = at_once(8, lambda i: requests.delete(
+        servers[i % 2].url + url, headers=basic_header(username, "right-password-1"), timeout=60))
+    assert [a.status_code for a in answers] == [204] * 8
+    with servers[0].request() as request:
+        user = request.dbsession.scalar(select(User).where(User.username == username))
+        revoked = request.dbsession.scalar(
+            select(func.count()).select_from(AuthEvent)
+            .where(AuthEvent.user_id == user.id, AuthEvent.event == "token.revoked")
+        )
+    assert revoked == 1
+
+
 def test_parallel_password_changes_of_one_account_one_wins(servers):
     """Sessions of one account change its password at once, each proving the current one.
     The first change revokes the other sessions and makes the old password wrong: the

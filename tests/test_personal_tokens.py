@@ -124,6 +124,18 @@ def test_delete_answers_204_and_the_token_stops_at_once(testapp, users, app_requ
     fred.get(f"{TOKENS}/{token_id}", status=404)
     fred.delete(f"{TOKENS}/{token_id}", status=204)  # again, and unknown ids: 204 as in Jira
     fred.delete(f"{TOKENS}/424242", status=204)
+    revoked = dbsession.scalars(select(AuthEvent).where(AuthEvent.event == "token.revoked")).all()
+    assert len(revoked) == 1  # the second DELETE revoked nothing, and says nothing
+
+
+def test_the_account_page_says_so_when_there_was_no_token_of_yours_to_revoke(testapp, users, app_request):
+    raw = make_token(app_request, users["fred"])
+    alice = browser(testapp, "alice")
+    csrf = alice.get("/account").forms["token-form"]["csrf_token"].value
+    for token_id in (raw.split("_")[1], "424242"):
+        page = alice.post(f"/account/tokens/{token_id}/revoke", {"csrf_token": csrf}, status=303).follow()
+        assert "You have no such personal access token: nothing was revoked." in page.text
+    testapp.get(MYSELF, headers=bearer(raw), status=200)
 
 
 def test_delete_of_someone_elses_token_changes_nothing(testapp, users, app_request):

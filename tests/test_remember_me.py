@@ -147,3 +147,28 @@ def test_a_dead_remember_me_cookie_alone_is_a_401_under_rest_and_a_notice_elsewh
         client.set_cookie(REMEMBER, stale)
         page = client.get("/issues")
         assert page.html.select_one("#session-expired") is not None
+
+
+def test_a_log_out_served_by_the_session_a_parallel_tab_started_ends_it(testapp, users, clock, dbsession):
+    """The session expired; one tab's request rotates the remember-me token and starts a new
+    session; another tab, still holding the old cookies, logs out within the grace. It is
+    served by the new session, so the log-out must revoke that one, not only the dead one
+    it presented."""
+    login(testapp, remember=True)
+    old_session, old_remember = cookie(testapp, SESSION), cookie(testapp, REMEMBER)
+    clock.advance(1800)  # idle: the session is dead
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"  # rotates: a new session
+    new_session = cookie(testapp, SESSION)
+    assert new_session != old_session
+    other_tab = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    other_tab.set_cookie(SESSION, old_session)
+    other_tab.set_cookie(REMEMBER, old_remember)
+    other_tab.delete("/rest/auth/1/session", status=204)
+    fresh = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    fresh.set_cookie(SESSION, new_session)
+    fresh.get("/rest/api/2/myself", status=401)
+    live = dbsession.scalar(
+        select(func.count()).select_from(UserSession)
+        .where(UserSession.user_id == users["fred"].id, UserSession.revoked_at.is_(None))
+    )
+    assert live == 0

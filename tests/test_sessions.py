@@ -311,6 +311,35 @@ def test_purge_deletes_dead_rows_in_bounded_batches_and_keeps_live_ones(app_requ
     assert not (dead_ids & remaining)
 
 
+def test_purge_frees_the_remember_me_tokens_before_it_deletes_their_sessions(app_request, users, connection):
+    """Tokens before sessions, the one lock order: the foreign key's ON DELETE SET NULL
+    locked a token naming a purged session after the session, against a remember-me login
+    that holds its token, then revokes its old session (a deadlock on PostgreSQL)."""
+    from sqlalchemy import event
+
+    from appserver.models import RememberToken
+
+    db, now, fred = app_request.dbsession, app_request.now, users["fred"]
+    rotated = store_at(app_request, now).issue(fred).session
+    store_at(app_request, now).revoke(rotated)
+    app_request.remember_store.issue(fred)
+    db.flush()
+    db.execute(update(RememberToken).values(successor_session_id=rotated.id))
+    writes: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        if statement.split()[0].upper() in ("UPDATE", "DELETE"):
+            writes.append(" ".join(statement.split()[:3]).lower())
+
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        assert store_at(app_request, now).purge_batch(10)[0] == 1
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert writes == ["update remember_tokens set", "delete from sessions"]
+    assert db.scalar(select(RememberToken.successor_session_id)) is None
+
+
 def test_times_come_back_aware_utc_on_every_database(app_request, users):
     """Stored from any time zone, read back as the same instant in UTC (SQLite has no time
     zones; PostgreSQL's timestamptz has them): never naive, identical on both."""

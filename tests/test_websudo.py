@@ -190,6 +190,36 @@ def test_logging_out_drops_it(testapp, users, dbsession):
     prompted(admin.get(ADMIN))
 
 
+def test_logging_out_locks_the_remember_me_tokens_before_the_session(testapp, users, connection):
+    """The one lock order is account, remember-me tokens, sessions. Dropping the elevation
+    wrote the session's row first, and "log out everywhere" for the same administrator,
+    arriving then, deadlocked with the log-out on PostgreSQL. The log-out now writes the
+    session only by revoking it, after the tokens."""
+    from sqlalchemy import event
+
+    admin = html_login(testapp)
+    form = admin.get("/login").forms["login-form"]  # again, with remember-me
+    form["os_username"], form["os_password"], form["os_cookie"] = "admin", "admin-password", True
+    form.submit(status=303)
+    confirm_websudo(admin, "admin-password")
+    logout = admin.get("/").forms[[f.action for f in admin.get("/").forms.values()].index("/logout")]
+    writes: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        words = statement.split()
+        if words[0].upper() in ("UPDATE", "DELETE", "INSERT"):
+            writes.append(" ".join(words[:3]).lower())
+
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        logout.submit(status=303)
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    tables = [w.split()[1] if w.startswith("update") else w.split()[2] for w in writes]
+    assert "remember_tokens" in tables and "sessions" in tables, writes
+    assert tables.index("remember_tokens") < tables.index("sessions"), writes
+
+
 def test_remember_me_brings_back_the_login_not_the_elevation(testapp, users, clock):
     admin = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
     form = admin.get("/login").forms["login-form"]

@@ -28,5 +28,5 @@ class RememberToken(Base):
     #: The session the last rotation started: replays of the replaced token inside the
     #: rotation grace are served by it instead of each minting a session.
     successor_session_id: Mapped[int | None] = mapped_column(
-        ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True, index=True
     )

@@ -288,7 +288,7 @@ def log_out(request: Request) -> list[tuple[str, str]]:
     if user is not None:
         from .websudo import drop  # websudo checks passwords with this module
 
-        drop(request)  # audited when the session was elevated
+        drop(request, revoking=True)  # audited when the session was elevated
         audit.record(request, Event.LOGGED_OUT, user)
     request.login_reason = "OUT"
     return forget(request)

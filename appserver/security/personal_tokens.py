@@ -206,14 +206,17 @@ class TokenStore:
         )
         return {user_id: count for user_id, count in rows}
 
-    def revoke(self, token: PersonalToken) -> None:
-        self.db.execute(
+    def revoke(self, token: PersonalToken) -> bool:
+        """True when this call revoked it; False when it was revoked already (by a parallel
+        request, too: the UPDATE waits for it and then matches nothing)."""
+        revoked = self.db.execute(
             update(PersonalToken)
             .where(PersonalToken.id == token.id, PersonalToken.revoked_at.is_(None))
             .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount > 0
         set_committed_value(token, "revoked_at", token.revoked_at or self.now)
+        return revoked
 
     def revoke_user(self, user_id: int) -> int:
         return self.db.execute(
@@ -293,9 +296,12 @@ def create(request: Request, user: User, name: object, days: object, *, by: str 
     return issued
 
 
-def revoke(request: Request, token: PersonalToken, owner: User, *, by: str = "") -> None:
-    request.token_store.revoke(token)
+def revoke(request: Request, token: PersonalToken, owner: User, *, by: str = "") -> bool:
+    """Revoke and audit once: parallel revocations of one token leave one event."""
+    if not request.token_store.revoke(token):
+        return False
     audit.record(request, Event.TOKEN_REVOKED, owner, f"{token.name!r}{', by ' + by if by else ''}")
+    return True
 
 
 def revoke_all(request: Request, user: User, *, by: str = "") -> int:

@@ -138,8 +138,13 @@ class SessionCookieSource:
         return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
 
     def end(self, request: Request, auth: Authentication) -> str:
-        if auth.presented_session is not None:
-            request.session_store.revoke(auth.presented_session)
+        """Revoke the session the cookie named and the one the request was served by: they
+        differ when a tab's remember-me rotation just started a session and this request
+        presented the old cookies (the grace), and a log-out must end both."""
+        served_by = auth.identity.session if auth.identity is not None else None
+        ended = {session.id: session for session in (auth.presented_session, served_by) if session is not None}
+        for _, session in sorted(ended.items()):
+            request.session_store.revoke(session)
         settings = request.appserver_settings
         return delete_cookie(settings, settings.session_cookie)
 

@@ -17,7 +17,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import User, UserSession
+from ..models import RememberToken, User, UserSession
 from ..models.rows import RowLoader
 from ..models.units import read_bind
 from .tokens import hash_token, is_well_formed, new_token
@@ -235,5 +235,15 @@ class SessionStore:
         )
         if not ids:
             return 0, after
+        # Remember-me tokens before sessions, the one lock order: left to the foreign key's
+        # ON DELETE SET NULL, the tokens naming these sessions were locked after them,
+        # against a remember-me login that holds its token and then revokes its old
+        # session (a deadlock on PostgreSQL).
+        self.db.execute(
+            update(RememberToken)
+            .where(RememberToken.successor_session_id.in_(ids))
+            .values(successor_session_id=None)
+            .execution_options(synchronize_session=False)
+        )
         self.db.execute(delete(UserSession).where(UserSession.id.in_(ids)))
         return len(ids), ids[-1]

@@ -125,13 +125,17 @@ def confirm(request: Request, password: str) -> Attempt:
     return attempt
 
 
-def drop(request: Request) -> bool:
-    """End this session's elevation now; True when there was one."""
+def drop(request: Request, *, revoking: bool = False) -> bool:
+    """End this session's elevation now; True when there was one. ``revoking``: the session
+    is being revoked (a log-out), which ends its elevation with it; only the audit is left
+    to do, and no write to the session's row, which would lock it before the log-out locks
+    the remember-me tokens (the one lock order is tokens, then sessions)."""
     session = _session(request)
     if session is None or session.websudo_at is None:
         return False
     elevated = remaining(request) is not None
-    _set(request, session, None)
+    if not revoking:
+        _set(request, session, None)
     if elevated:
         audit.record(request, Event.WEBSUDO_DROPPED, request.user)
     return elevated

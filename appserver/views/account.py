@@ -134,5 +134,6 @@ def revoke_token(request: Request):
     token_id = parse_id(request.matchdict["id"])
     token = request.token_store.get(token_id) if token_id is not None else None
     if token is not None and token.user_id == user.id:
-        personal_tokens.revoke(request, token, user)
-    return _back(request, "token-revoked")  # nothing of another user's is revealed
+        personal_tokens.revoke(request, token, user)  # revoked before: the same answer
+        return _back(request, "token-revoked")
+    return _back(request, "token-not-found")  # whether it is another user's is not revealed

@@ -13,6 +13,7 @@ NOTICES = {
     "user-created": "The account has been created.",
     "user-updated": "The account has been updated.",
     "token-revoked": "The personal access token has been revoked: it no longer works.",
+    "token-not-found": "You have no such personal access token: nothing was revoked.",
     "websudo-dropped": "Administrator access dropped: the next administrator page asks for "
     "your password again.",
 }
