@@ -187,3 +187,25 @@ def test_the_development_server_sees_and_allows_writes_by_another_process(live_s
                 assert fred.get(server.url + "/rest/api/2/myself", timeout=10).status_code == 401
         finally:
             cli.dispose()
+
+
+# --- methods a URL does not take ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("PATCH", "/login", "GET, HEAD, POST"),
+    ("DELETE", "/issues", "GET, HEAD"),
+    ("TRACE", "/", "GET, HEAD"),
+    ("OPTIONS", "/issues/DEMO-1", "GET, HEAD"),
+    ("GET", "/logout", "POST"),
+    ("DELETE", "/rest/api/2/myself", "GET, HEAD"),
+    ("PATCH", "/rest/auth/1/session", "DELETE, GET, HEAD, POST"),
+])
+def test_a_method_a_url_does_not_take_is_a_405_that_names_the_ones_it_does(testapp, users, method, path, allow):
+    """Not a page served as if it were a GET (TRACE /), nor "this form has expired" (the
+    CSRF check of a view that was never meant for the method)."""
+    response = testapp.request(path, method=method, status=405)
+    assert response.headers["Allow"] == allow
+    assert f"use {' or '.join(allow.split(', '))}" in response.text
+    if path == "/logout":
+        assert "use the Log out button" in response.text

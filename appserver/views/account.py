@@ -51,7 +51,8 @@ def _back(request: Request, notice: str, headers=None) -> HTTPSeeOther:
     return HTTPSeeOther(request.route_url("account", _query={"notice": notice}), headers=headers)
 
 
-@view_config(route_name="account", renderer="appserver:templates/account.jinja2", permission="account")
+@view_config(route_name="account", request_method="GET", renderer="appserver:templates/account.jinja2",
+             permission="account")
 def account(request: Request) -> dict:
     return account_page(request)
 

@@ -97,7 +97,7 @@ CONFIRM = {
 }
 
 
-@view_config(route_name="admin", permission="admin")
+@view_config(route_name="admin", request_method="GET", permission="admin")
 def admin_home(request: Request):
     """``/admin``: administration is the users page."""
     return HTTPSeeOther(request.route_url("admin.users"))
@@ -113,7 +113,7 @@ def confirm_page(request: Request, user: User) -> Response:
     )
 
 
-@view_config(route_name="admin.confirm", permission="admin", websudo=True)
+@view_config(route_name="admin.confirm", request_method="GET", permission="admin", websudo=True)
 def confirm_user_action(request: Request):
     user_id = parse_id(request.matchdict["id"])
     user = request.dbsession.get(User, user_id) if user_id is not None else None

@@ -1,6 +1,7 @@
 """Exception views: every error is Jira-shaped JSON under /rest and a helpful page elsewhere."""
 from __future__ import annotations
 
+import functools
 import logging
 
 from pyramid.csrf import BadCSRFToken
@@ -48,16 +49,42 @@ def forbidden(exc, request: Request):
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _allowed_methods(introspector, route_name: str) -> tuple[str, ...]:
+    methods: set[str] = set()
+    route = introspector.get("routes", route_name)
+    for view in introspector.related(route) if route is not None else ():
+        if view.category_name != "views":
+            continue
+        wanted = view["request_methods"]
+        if wanted is None:
+            return ()  # a view for any method: whatever did not match, it was not the method
+        methods.update((wanted,) if isinstance(wanted, str) else wanted)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return tuple(sorted(methods))
+
+
+def allowed_methods(registry, route_name: str) -> tuple[str, ...]:
+    """The methods some view of the route answers (for a 405's ``Allow``); () when a view
+    takes any method."""
+    return _allowed_methods(registry.introspector, route_name)
+
+
 @notfound_view_config()
 def notfound(exc, request: Request):
     if isinstance(exc, PredicateMismatch) and request.matched_route is not None:
         # The URL exists, the method does not (e.g. GET /logout: logging out is POST only).
-        return error_response(
-            request,
-            405,
-            [f"{request.method} is not allowed here."],
-            actions=[("Home", request.route_path("home"))],
-        )
+        allowed = allowed_methods(request.registry, request.matched_route.name)
+        messages = [f"{request.method} is not allowed here."]
+        if allowed:
+            messages = [f"{request.method} is not allowed here: use {' or '.join(allowed)}."]
+        if request.matched_route.name == "logout":
+            messages.append("To log out, use the Log out button at the top of any page.")
+        response = error_response(request, 405, messages, actions=[("Home", request.route_path("home"))])
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
     path = request.path_info[:200]
     if is_rest(request):
         # A program reads this: where it asked, and where to learn what this server offers.

@@ -32,6 +32,7 @@ def _page_number(request: Request) -> int | None:
 
 @view_config(
     route_name="issues",
+    request_method="GET",
     renderer="appserver:templates/issues.jinja2",
     permission=NO_PERMISSION_REQUIRED,
 )
@@ -82,6 +83,7 @@ def issue_list(request: Request):
 
 @view_config(
     route_name="issue",
+    request_method="GET",
     renderer="appserver:templates/issues_detail.jinja2",
     permission=NO_PERMISSION_REQUIRED,
 )

@@ -21,6 +21,7 @@ SESSION_EXPIRED_PARAM = "expired"
 
 @view_config(
     route_name="home",
+    request_method="GET",
     renderer="appserver:templates/home.jinja2",
     permission=NO_PERMISSION_REQUIRED,
 )
@@ -30,6 +31,7 @@ def home(request: Request) -> dict:
 
 @view_config(
     route_name="login",
+    request_method=("GET", "POST"),
     renderer="appserver:templates/login.jinja2",
     permission=NO_PERMISSION_REQUIRED,
 )

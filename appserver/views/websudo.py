@@ -15,7 +15,8 @@ def _destination(request: Request) -> str:
     return safe_destination(request.params.get("os_destination"), request.route_path("admin.users"))
 
 
-@view_config(route_name="websudo", renderer="appserver:templates/websudo.jinja2", permission="admin")
+@view_config(route_name="websudo", request_method=("GET", "POST"),
+             renderer="appserver:templates/websudo.jinja2", permission="admin")
 def prompt(request: Request):
     destination = _destination(request)
     form = {
