@@ -26,7 +26,6 @@ The listening address may come from ``APPSERVER_LISTEN`` (``127.0.0.1:8081``), s
 from __future__ import annotations
 
 import logging
-import os
 import select
 import signal
 import time
@@ -39,11 +38,10 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
 
-from .startup import StartupError, check_free, exit_with
+from .startup import StartupError, check_free, exit_with, listen_settings
 
 log = logging.getLogger(__name__)
 
-LISTEN_VARIABLE = "APPSERVER_LISTEN"
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
 #: A response's bytes are held until the application has finished it, up to this many (a
@@ -64,12 +62,8 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
     """
     settings = dict(settings)
     timeout = float(settings.pop("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT))
-    listen = os.environ.get(LISTEN_VARIABLE, "").strip()
-    if listen:
-        for key in ("host", "port", "listen"):
-            settings.pop(key, None)
-        settings["listen"] = listen
     try:
+        settings = listen_settings(settings, (global_conf or {}).get("http_port"))
         check_free(settings)
     except StartupError as error:
         exit_with(str(error))

@@ -38,6 +38,8 @@ class StartupError(Exception):
 def config_file(config_uri: str) -> Path:
     """The ini file of ``CONFIG[#section]``, which must exist."""
     path = Path(config_uri.split("#", 1)[0])
+    if path.is_dir():
+        raise StartupError(f"{path} is a folder: give the path of an ini file in it (development.ini?).")
     if not path.is_file():
         raise StartupError(
             f"{path}: no such configuration file. Give the path of an ini file "
@@ -170,11 +172,20 @@ def app_factory(global_config: Mapping[str, Any], **settings: str):
 
 
 def listen_addresses(server_settings: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """waitress's own reading of ``listen``/``host``/``port``: (family, type, proto, address)."""
+    """waitress's own reading of ``listen``/``host``/``port``: (family, type, proto, address).
+    A port outside 1-65535 is refused first: the resolver would take 72238 for 6702."""
     from waitress.adjustments import Adjustments
 
+    ports = [str(server_settings.get("port", "")).strip()]
+    ports += [entry.rpartition(":")[2] for entry in str(server_settings.get("listen", "")).split()]
+    for port in ports:
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise StartupError(f"{port} is not a port number: use 1 to 65535")
     known = {key: value for key, value in server_settings.items() if key in Adjustments._param_map}
-    return Adjustments(**known).listen
+    try:
+        return Adjustments(**known).listen
+    except ValueError as error:  # waitress: "Invalid host/port specified."
+        raise StartupError(f"cannot listen on {server_settings.get('listen', '')!s}: {error}") from None
 
 
 def display(address: tuple[Any, ...]) -> str:
@@ -205,6 +216,24 @@ def address_problem(error: OSError, address: tuple[Any, ...]) -> str:
     return f"cannot listen on {display(address)}: {error.strerror or error}"
 
 
+#: The listening address from the environment (the systemd unit's instance port, the
+#: cluster's): it beats the ini's ``listen`` and ``http_port``.
+LISTEN_VARIABLE = "APPSERVER_LISTEN"
+
+
+def listen_settings(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
+    """The server's settings with the address it will really serve on: ``APPSERVER_LISTEN``
+    if set, else the ini's moved to ``port`` (``http_port``). Both server entry points and
+    ``appserver CONFIG check`` use it, so the address checked is the address served."""
+    settings = with_port(server_settings, port)
+    listen = os.environ.get(LISTEN_VARIABLE, "").strip()
+    if listen:
+        for key in ("host", "port", "listen"):
+            settings.pop(key, None)
+        settings["listen"] = listen
+    return settings
+
+
 def with_port(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
     """``listen`` with every address moved to ``port`` (``pserve CONFIG http_port=N``,
     ``make run PORT=N``); the settings unchanged when no port is given."""
@@ -215,6 +244,8 @@ def with_port(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
         number = int(str(port))
     except ValueError:
         raise StartupError(f"http_port: expected a port number, got {port!r}") from None
+    if not 1 <= number <= 65535:
+        raise StartupError(f"{number} is not a port number: use 1 to 65535")
     hosts = [display((a[3][0], number)) for a in listen_addresses(settings)]
     settings.pop("host", None)
     settings.pop("port", None)
@@ -226,7 +257,7 @@ def server_factory(global_conf: Mapping[str, Any], **settings: Any):
     """``[server:main] use = egg:appserver#main``: waitress, once the address is known to be
     free. pserve loads the server before the application, so a busy port is said at once."""
     try:
-        settings = with_port(settings, global_conf.get("http_port"))
+        settings = listen_settings(settings, global_conf.get("http_port"))
         check_free(settings)
     except StartupError as error:
         exit_with(str(error))
@@ -259,12 +290,23 @@ def exit_with(message: str) -> NoReturn:
 
 def app_ini_settings(config_uri: str) -> dict:
     """The application's settings as pserve would build them: ``use = config:…`` followed,
-    ``%(here)s`` filled in (not yet the environment's overrides)."""
+    ``%(here)s`` filled in (not yet the environment's overrides). A file that is no ini
+    file, or has no such ``[app:…]`` section, is a one-line StartupError."""
+    from configparser import Error as IniError
+
     from plaster import get_loader
+    from plaster.exceptions import PlasterError
 
     path, _, name = config_uri.partition("#")
-    loader = get_loader(str(config_file(path)), protocols=["wsgi"])
-    return dict(loader.get_wsgi_app_settings(name or None))
+    try:
+        loader = get_loader(str(config_file(path)), protocols=["wsgi"])
+        return dict(loader.get_wsgi_app_settings(name or None))
+    except (PlasterError, IniError, LookupError) as error:  # LookupError: "No section 'main'"
+        reason = first_line(error).rstrip(".")
+        raise StartupError(
+            f"{path}: not an application's ini file ({reason}). Give the path of an ini file "
+            "with an [app:main] section (development.ini or production.ini in the checkout)."
+        ) from None
 
 
 def server_ini_settings(config_uri: str) -> dict:

@@ -64,10 +64,10 @@ def write_ini(folder: Path, url: str, *, port: int | None = None, extra: str = "
     return path
 
 
-def run(*command: str, cwd: Path, timeout: float = 60) -> tuple[int, list[str]]:
+def run(*command: str, cwd: Path, timeout: float = 60, env: dict | None = None) -> tuple[int, list[str]]:
     """Exit status and every line the command printed (stdout and stderr together)."""
     done = subprocess.run(
-        list(command), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+        list(command), cwd=cwd, env=ENV if env is None else env, capture_output=True, text=True, timeout=timeout
     )
     return done.returncode, (done.stdout + done.stderr).splitlines()
 
@@ -188,6 +188,53 @@ def test_a_missing_ini_file_is_one_line(tmp_path):
         "appserver: error: nowhere.ini: no such configuration file. Give the path of an ini file "
         "(development.ini or production.ini in the checkout).",
     )
+
+
+NOT_INI_FILES = {
+    "notes.txt": ("hello\n", "Could not find a matching loader"),
+    "passwd": ("root:x:0:0\n", "Could not determine the loader scheme"),
+    "no-sections.ini": ("x = 1\n", "File contains no section headers"),
+    "other-app.ini": ("[app:other]\nuse = egg:appserver\n", "No section 'main'"),
+}
+
+
+@pytest.mark.parametrize("name", NOT_INI_FILES)
+def test_a_file_that_is_no_applications_ini_file_is_one_line(tmp_path, name):
+    text, reason = NOT_INI_FILES[name]
+    (tmp_path / name).write_text(text)
+    status, lines = run(str(BIN / "appserver"), name, "check", "--no-database", cwd=tmp_path)
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"appserver: error: {name}: not an application's ini file ({reason}")
+    assert lines[0].endswith("Give the path of an ini file with an [app:main] section "
+                             "(development.ini or production.ini in the checkout).")
+
+
+def test_a_folder_is_no_ini_file(tmp_path):
+    status, lines = run(str(BIN / "appserver"), ".", "check", cwd=tmp_path)
+    assert_one_line(status, lines, "appserver: error: . is a folder: give the path of an ini file in it (development.ini?).")
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "72238"])
+def test_a_port_out_of_range_is_one_line_not_a_wrapped_port(tmp_path, migrated, port):
+    """The resolver takes 72238 for 6702: the server would quietly listen elsewhere."""
+    ini = write_ini(tmp_path, migrated, port=free_port())
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", "--port", port, cwd=tmp_path)
+    assert_one_line(status, lines, f"appserver: error: {port} is not a port number: use 1 to 65535")
+    status, lines = run(str(BIN / "pserve"), str(ini), f"http_port={port}", cwd=tmp_path)
+    assert_one_line(status, lines, f"{port} is not a port number: use 1 to 65535")
+
+
+def test_check_reports_the_address_that_appserver_listen_sets(tmp_path, migrated, busy_port):
+    """Both servers take APPSERVER_LISTEN over the ini's address and http_port, and so does
+    ``check``: the address checked is the address served (production.ini's way to a port)."""
+    ini = write_ini(tmp_path, migrated, port=free_port())
+    port = free_port()
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path,
+                        env={**ENV, "APPSERVER_LISTEN": f"127.0.0.1:{port}"})
+    assert (status, lines) == (0, [f"{ini}: settings, database and 127.0.0.1:{port} ready"])
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path,
+                        env={**ENV, "APPSERVER_LISTEN": f"127.0.0.1:{busy_port}"})
+    assert_one_line(status, lines, f"appserver: error: 127.0.0.1:{busy_port} is in use — is another server running?")
 
 
 BAD_SETTINGS = [

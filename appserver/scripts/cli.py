@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_check(args: argparse.Namespace) -> None:
     """What ``pserve`` needs, checked before it starts: ``make run`` calls this first."""
     app_settings(args.config_uri)
-    server = startup.with_port(startup.server_ini_settings(args.config_uri), args.port)
+    server = startup.listen_settings(startup.server_ini_settings(args.config_uri), args.port)
     startup.check_free(server)
     addresses = ", ".join(startup.display(a[3]) for a in startup.listen_addresses(server))
     if not args.no_database:
@@ -318,6 +318,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        startup.app_ini_settings(args.config_uri)  # an ini file with the app's section, first
         setup_logging(str(startup.config_file(args.config_uri)))
         args.func(args)
     except (CommandError, PasswordTooLong, AccountError, startup.StartupError) as error:
