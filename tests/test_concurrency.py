@@ -164,6 +164,15 @@ def test_parallel_token_creations_never_pass_the_limit(servers):
         assert request.token_store.usable_count(user.id) == limit
 
 
+def events_of(server, username: str, event: str) -> int:
+    """How many audit rows of ``event`` the user has."""
+    with server.engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).select_from(AuthEvent).join(User, AuthEvent.user_id == User.id)
+            .where(User.username == username, AuthEvent.event == event)
+        ).scalar()
+
+
 def test_parallel_revocations_of_one_token_are_audited_once(servers):
     """Eight DELETEs of one token at once: every one answers 204 (as Jira does for a token
     already gone), and the audit trail says once that it was revoked."""
@@ -176,13 +185,20 @@ def test_parallel_revocations_of_one_token_are_audited_once(servers):
     answers = at_once(8, lambda i: requests.delete(
         servers[i % 2].url + url, headers=basic_header(username, "right-password-1"), timeout=60))
     assert [a.status_code for a in answers] == [204] * 8
-    with servers[0].request() as request:
-        user = request.dbsession.scalar(select(User).where(User.username == username))
-        revoked = request.dbsession.scalar(
-            select(func.count()).select_from(AuthEvent)
-            .where(AuthEvent.user_id == user.id, AuthEvent.event == "token.revoked")
-        )
-    assert revoked == 1
+    assert events_of(servers[0], username, "token.revoked") == 1
+
+
+def test_parallel_log_outs_of_one_session_are_audited_once(servers):
+    """A double click on Log out, two tabs: every DELETE answers 204, the session is gone,
+    and the audit trail says once that its owner logged out."""
+    username = new_user(servers[0])
+    token = rest_login(servers[0], username, "right-password-1").json()["session"]["value"]
+    cookie = {"Cookie": f"appserver.session={token}"}
+    answers = at_once(6, lambda i: requests.delete(servers[i % 2].url + "/rest/auth/1/session",
+                                                   headers=cookie, timeout=60))
+    assert {a.status_code for a in answers} <= {204, 401}, [a.text for a in answers]
+    assert requests.get(servers[0].url + "/rest/api/2/myself", headers=cookie, timeout=60).status_code == 401
+    assert events_of(servers[0], username, "logout") == 1
 
 
 def test_parallel_password_changes_of_one_account_one_wins(servers):

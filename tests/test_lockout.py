@@ -132,6 +132,20 @@ def test_unknown_usernames_behave_like_known_ones(testapp, users):
     assert answers("fred") == answers("nobody-like-this")
 
 
+def test_the_failure_that_locks_the_account_says_so_on_the_page(testapp, users):
+    """Not "incorrect" once more and the lock-out only on the next try: the page that
+    answers the third wrong password says how long to wait, for an unknown name alike."""
+    for username in ("fred", "nobody-like-this"):
+        texts = [form_login(testapp, username, "wrong", 200).html.select_one("#login-error").text.strip()
+                 for _ in range(3)]
+        assert texts[:2] == ["Sorry, your username and password are incorrect. Please try again."] * 2
+        assert texts[2] == (
+            "Sorry, your username and password are incorrect. That was too many failed login "
+            "attempts for this account: wait 60 seconds, then try again."
+        )
+        assert "Wait 60 seconds" in form_login(testapp, username, username + "-password", 403).text
+
+
 def test_inactive_account_fails_like_a_wrong_password(testapp, users, dbsession):
     users["alice"].active = False
     dbsession.flush()

@@ -172,3 +172,21 @@ def test_a_log_out_served_by_the_session_a_parallel_tab_started_ends_it(testapp,
         .where(UserSession.user_id == users["fred"].id, UserSession.revoked_at.is_(None))
     )
     assert live == 0
+
+
+def test_a_login_from_the_tab_served_by_a_parallel_rotation_ends_that_session_too(testapp, users, clock, dbsession):
+    """As a log-out does: a new login revokes the session the request presented and the one
+    it was served by (no session of the browser's left behind, live and unused)."""
+    login(testapp, remember=True)
+    old_session, old_remember = cookie(testapp, SESSION), cookie(testapp, REMEMBER)
+    clock.advance(1800)
+    testapp.get("/rest/api/2/myself")  # rotates: a new session
+    other_tab = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    other_tab.set_cookie(SESSION, old_session)
+    other_tab.set_cookie(REMEMBER, old_remember)
+    fresh = other_tab.post_json("/rest/auth/1/session", {"username": "alice", "password": "alice-password"})
+    live = dbsession.scalars(
+        select(UserSession.user_id).where(UserSession.revoked_at.is_(None))
+    ).all()
+    assert live == [users["alice"].id], live
+    assert fresh.json["session"]["value"]

@@ -40,7 +40,9 @@ class Outcome(enum.Enum):
 class Attempt:
     outcome: Outcome
     user: User | None = None
-    retry_after: int | None = None  # seconds, with DENIED
+    #: Seconds: with DENIED, until the cool-down ends; with FAILED, the cool-down this very
+    #: failure started (the page says so at once, not on the next attempt), else None.
+    retry_after: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,8 +147,7 @@ def _check_locked_row(
         ok, new_hash = request.passwords.verify(password, verified_hash)
     if not ok:
         user.total_failed_logins += 1
-        _count_failure(request, db, user, user, f"{channel}: wrong password")
-        return Outcome.FAILED, None
+        return Outcome.FAILED, _count_failure(request, db, user, user, f"{channel}: wrong password")
     request.passwords.note_verified(user.id, new_hash or verified_hash, password)
     if new_hash is not None:
         user.password_hash = new_hash  # verify_and_update: an old scheme is upgraded
@@ -223,15 +224,15 @@ def _check_unknown(request: Request, username: str, channel: str) -> Attempt:
             audit.record(request, Event.LOGIN_DENIED, None, channel, db=db)
             return Attempt(Outcome.DENIED, None, wait)
         request.passwords.dummy_verify()
-        _count_failure(request, db, throttle, None, f"{channel}: unknown user")
-    return Attempt(Outcome.FAILED)
+        locked_for = _count_failure(request, db, throttle, None, f"{channel}: unknown user")
+    return Attempt(Outcome.FAILED, None, locked_for)
 
 
 def _count_failure(
     request: Request, db: Session, row: User | LoginThrottle, user: User | None, detail: str
-) -> None:
+) -> int | None:
     """One more failure on ``row`` (an account, or an unknown name's throttle), whose lock
-    ``db`` holds; at the limit, the cool-down starts."""
+    ``db`` holds; at the limit, the cool-down starts: its seconds, else None."""
     now = request.now
     row.current_failed_logins += 1
     row.last_failed_login_at = now
@@ -240,6 +241,8 @@ def _count_failure(
     if duration is not None:
         row.locked_until = now + duration
         audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
+        return int(duration.total_seconds())
+    return None
 
 
 def note_login(request: Request, user: User) -> None:
@@ -284,14 +287,19 @@ def unchanged_since_check(request: Request, user: User, checked_hash: str) -> bo
 
 
 def log_out(request: Request) -> list[tuple[str, str]]:
-    user = request.user
-    if user is not None:
+    """Forget the client, and audit the log-out once: parallel log-outs of one session (a
+    double click, two tabs) find it revoked by the first and leave no event of their own."""
+    identity = request.authentication.identity
+    if identity is not None:
         from .websudo import drop  # websudo checks passwords with this module
 
         drop(request, revoking=True)  # audited when the session was elevated
-        audit.record(request, Event.LOGGED_OUT, user)
+    ended: list = []
+    headers = forget(request, ended=ended)
+    if identity is not None and (ended or identity.session is None):
+        audit.record(request, Event.LOGGED_OUT, identity.user)
     request.login_reason = "OUT"
-    return forget(request)
+    return headers
 
 
 def purge_throttles(request: Request, batch_size: int) -> int:

@@ -15,7 +15,7 @@ from pyramid.security import Allowed, Denied
 
 from sqlalchemy.orm import Session
 
-from ..models import User
+from ..models import User, UserSession
 from ..models.units import attach, unit
 from . import audit, client
 from .audit import Event
@@ -125,10 +125,10 @@ class SessionCookieSource:
         self, request: Request, user: User, auth: Authentication, db: Session | None = None
     ) -> tuple[IssuedSession, str]:
         """A new session for ``user`` in ``db`` (the request's unit of work by default); the
-        one the client presented is revoked (no fixation)."""
+        ones the client presented and was served by are revoked (no fixation)."""
         store = SessionStore.of(request, db)
-        if auth.presented_session is not None:
-            store.revoke(auth.presented_session)
+        for session in _sessions_of(auth):
+            store.revoke(session)
         issued = store.issue(
             user,
             user_agent=client.user_agent(request),
@@ -137,16 +137,24 @@ class SessionCookieSource:
         settings = request.appserver_settings
         return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
 
-    def end(self, request: Request, auth: Authentication) -> str:
-        """Revoke the session the cookie named and the one the request was served by: they
-        differ when a tab's remember-me rotation just started a session and this request
-        presented the old cookies (the grace), and a log-out must end both."""
-        served_by = auth.identity.session if auth.identity is not None else None
-        ended = {session.id: session for session in (auth.presented_session, served_by) if session is not None}
-        for _, session in sorted(ended.items()):
-            request.session_store.revoke(session)
+    def end(self, request: Request, auth: Authentication, ended: list[UserSession] | None = None) -> str:
+        """Revoke the sessions of the request (:func:`_sessions_of`); those this call revoked
+        (not a parallel log-out) are added to ``ended``."""
+        for session in _sessions_of(auth):
+            if request.session_store.revoke(session) and ended is not None:
+                ended.append(session)
         settings = request.appserver_settings
         return delete_cookie(settings, settings.session_cookie)
+
+
+def _sessions_of(auth: Authentication) -> list[UserSession]:
+    """The session the cookie named and the one the request was served by, in id order (the
+    lock order among sessions). They differ when a tab's remember-me rotation just started a
+    session and this request presented the old cookies (the grace): a log-out or a new
+    login must end both."""
+    served_by = auth.identity.session if auth.identity is not None else None
+    sessions = {session.id: session for session in (auth.presented_session, served_by) if session is not None}
+    return [session for _, session in sorted(sessions.items())]
 
 
 #: In the WSGI environ, which pyramid_retry keeps across the attempts of one request: the
@@ -332,12 +340,13 @@ class AppSecurityPolicy:
         )
         return headers
 
-    def forget(self, request: Request, **kw) -> list:
+    def forget(self, request: Request, ended: list[UserSession] | None = None, **kw) -> list:
         """Revoke the session and the remember-me series on the server and delete both
-        cookies: the logout step."""
+        cookies: the logout step. ``ended`` (``forget(request, ended=[])``) receives the
+        sessions this call revoked."""
         remembered = self.remember_me.end(request)  # tokens before sessions (see remember)
         headers = [
-            ("Set-Cookie", self.session.end(request, self.authentication(request))),
+            ("Set-Cookie", self.session.end(request, self.authentication(request), ended)),
             ("Set-Cookie", remembered),
         ]
         self._cache.set(request, Authentication())

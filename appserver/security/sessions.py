@@ -176,14 +176,17 @@ class SessionStore:
         set_committed_value(session, "last_seen_at", self.now)  # no extra SELECT to reload it
         return True
 
-    def revoke(self, session: UserSession) -> None:
-        self.db.execute(
+    def revoke(self, session: UserSession) -> bool:
+        """True when this call revoked it (a parallel log-out's UPDATE waits, then matches
+        nothing)."""
+        revoked = self.db.execute(
             update(UserSession)
             .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
             .values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount > 0
         set_committed_value(session, "revoked_at", session.revoked_at or self.now)
+        return revoked
 
     def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
         """Revoke every live session of a user (except ``keep``); returns how many."""

@@ -75,6 +75,12 @@ def login(request: Request):
         return form
     request.response.status = 200
     form["error"] = "Sorry, your username and password are incorrect. Please try again."
+    if attempt.outcome is Outcome.FAILED and attempt.retry_after:
+        form["retry_after"] = attempt.retry_after
+        form["error"] = (
+            "Sorry, your username and password are incorrect. That was too many failed login "
+            f"attempts for this account: wait {attempt.retry_after} seconds, then try again."
+        )
     return form
 
 

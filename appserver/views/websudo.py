@@ -41,6 +41,11 @@ def prompt(request: Request):
             "Too many failed password attempts for this account. "
             f"Wait {attempt.retry_after} seconds, then try again."
         )
+    elif attempt.retry_after:
+        form["error"] = (
+            "That password is not correct, and that was too many failed attempts for this "
+            f"account: wait {attempt.retry_after} seconds, then try again."
+        )
     else:
         form["error"] = "That password is not correct. Try again."
     return form
