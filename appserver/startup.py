@@ -179,7 +179,7 @@ def listen_addresses(server_settings: Mapping[str, Any]) -> list[tuple[Any, ...]
     ports = [str(server_settings.get("port", "")).strip()]
     ports += [entry.rpartition(":")[2] for entry in str(server_settings.get("listen", "")).split()]
     for port in ports:
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        if port.lstrip("-").isdigit() and not 1 <= int(port) <= 65535:
             raise StartupError(f"{port} is not a port number: use 1 to 65535")
     known = {key: value for key, value in server_settings.items() if key in Adjustments._param_map}
     try:

@@ -20,10 +20,10 @@ Order (outermost first; ``ptweens development.ini`` shows it):
     excview                         exception views
 
 From authentication on they sit inside pyramid_tm and above the exception view, and answer
-with responses instead of raising. Authentication's own writes (failure counts, lock-outs, touches, rotations) are not
-part of the request's transaction: they are committed by units of work of their own
-(appserver/models/units.py) before the view runs, and the request's transaction is never
-committed half-way.
+with responses instead of raising. Authentication's own writes (failure counts, lock-outs,
+touches, rotations) are not part of the request's transaction: they are committed by units
+of work of their own (appserver/models/units.py) before the view runs, and the request's
+transaction is never committed half-way.
 """
 from __future__ import annotations
 
