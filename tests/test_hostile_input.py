@@ -304,7 +304,21 @@ def test_malformed_authorization_is_a_401_with_a_basic_challenge(wsgi, users, un
         assert response.headers["WWW-Authenticate"].startswith('Basic realm="appserver"')
         assert response.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
         assert response.headers["X-AUSERNAME"] == "anonymous"
-        assert "Basic authentication failed" in messages(response)
+        scheme = header.strip().partition(" ")[0].lower()
+        if scheme in ("basic", "bearer"):
+            assert "Basic authentication failed" in messages(response)
+        else:  # Digest, Negotiate, nothing: not a failed Basic login
+            assert "is not accepted here: send Basic" in messages(response)
+
+
+def test_a_scheme_this_server_does_not_take_is_named_not_taken_for_a_wrong_password(testapp, users):
+    for header in ('Digest username="fred"', "Negotiate YII=", "NTLM TlRMTVNTUAAB"):
+        response = testapp.get("/rest/api/2/myself", headers={"Authorization": header}, status=401)
+        scheme = header.split()[0]
+        assert response.json["errorMessages"] == [
+            f"The Authorization scheme {scheme!r} is not accepted here: send Basic (a username and "
+            "password) or Bearer (a personal access token)."
+        ]
 
 
 MALFORMED_BEARER = {

@@ -209,6 +209,7 @@ def test_delete_without_a_session_is_401(testapp, users, version):
 def test_delete_with_basic_credentials_is_401_there_is_no_session_to_end(testapp, users):
     response = testapp.delete("/rest/auth/1/session", headers=basic_auth("fred", "fred-password"), status=401)
     assert_jira_error(response, 401)
+    assert response.headers["X-AUSERNAME"] == "anonymous"  # a 401 names nobody
 
 
 def test_other_methods_on_the_session_resource_are_405(testapp, users):

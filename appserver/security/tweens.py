@@ -38,6 +38,7 @@ from pyramid.response import Response
 from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient, transient_kind
 from ..startup import database_problem
+from . import client
 from .basic import basic_challenge
 from .header_values import encode_header_value
 from .identity import Authentication, BasicState
@@ -148,7 +149,7 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             response = error_response(
                 request,
                 401,
-                ["Basic authentication failed: the username or password is wrong."],
+                [_basic_failure(request, auth)],
                 headers=[("WWW-Authenticate", basic_challenge(registry.appserver_settings.basic_realm))],
             )
         elif auth.basic is BasicState.DENIED:
@@ -161,6 +162,19 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
         return response
 
     return authentication_tween
+
+
+def _basic_failure(request: Request, auth: Authentication) -> str:
+    """What was wrong with the Authorization header, as far as it tells nothing about the
+    account: a wrong password and an unknown user get the same words."""
+    if auth.basic is BasicState.WRONG:
+        return "Basic authentication failed: the username or password is wrong."
+    scheme = request.headers.get("Authorization", "").strip().partition(" ")[0]
+    if scheme.lower() not in ("basic", "bearer"):
+        shown = client.printable(scheme, 20) or "(none)"
+        return (f"The Authorization scheme {shown!r} is not accepted here: send Basic (a "
+                "username and password) or Bearer (a personal access token).")
+    return "Basic authentication failed: the credentials could not be read (base64 of username:password)."
 
 
 BEARER_REFUSALS = {

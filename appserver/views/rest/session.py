@@ -67,6 +67,8 @@ class SessionResource:
         request = self.request
         identity = request.authentication.identity
         if identity is None or identity.session is None:
+            # Basic or a token: nothing to log out of. The 401 names nobody, as every 401 does.
+            request.registry.security_policy.refuse(request)
             return unauthorized_response(request, "You are not logged in with a session.", basic=False)
         headers = log_out(request)
         return HTTPNoContent(headers=headers)
