@@ -383,7 +383,9 @@ def test_a_token_asked_for_by_a_session_logged_out_meanwhile_is_refused(server, 
 def test_a_token_asked_for_while_log_out_everywhere_runs_waits_and_is_refused(server):
     """The other order: the log-out holds the account while the token request arrives; the
     request waits for it (PostgreSQL: the account's row; SQLite: the write lock), then finds
-    its session revoked."""
+    its session revoked. On SQLite a writing transaction holds the whole database, so this
+    order was safe before too; on PostgreSQL, before the log-out locked the account, the token
+    request did not wait for it, and its token outlived the log-out."""
     user_id, client = logged_in_user(server)
     env = prepare(registry=server.app.registry)
     try:

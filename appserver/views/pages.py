@@ -75,7 +75,7 @@ def login(request: Request):
         return form
     request.response.status = 200
     form["error"] = "Sorry, your username and password are incorrect. Please try again."
-    if attempt.outcome is Outcome.FAILED and attempt.retry_after:
+    if attempt.retry_after:  # this failure started the cool-down
         form["retry_after"] = attempt.retry_after
         form["error"] = (
             "Sorry, your username and password are incorrect. That was too many failed login "
