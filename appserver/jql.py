@@ -448,10 +448,12 @@ def _parse_key(value: str) -> tuple[str, int] | int | None:
     return match.group(1), int(match.group(2))
 
 
-def check_values(query: Query, db: Session) -> list[str]:
-    """Problems Jira reports when ``validateQuery`` is on: malformed keys, projects and
-    statuses that do not exist, text searches without words. Returned, not raised: with
-    ``validateQuery=warn`` they are warnings, with ``false`` they just match nothing."""
+def check_values(query: Query, db: Session, levels: Sequence[str]) -> list[str]:
+    """Problems Jira reports when ``validateQuery`` is on: malformed keys, issues, projects
+    and statuses that do not exist, text searches without words. Returned, not raised: with
+    ``validateQuery=warn`` they are warnings, with ``false`` they just match nothing. An
+    issue the caller may not see (``levels``, as for :func:`run`) "does not exist", as in
+    Jira: the answer tells nothing of issues hidden from the caller."""
     problems = []
     for condition in query.conditions:
         field, value = condition.field, condition.value
@@ -461,6 +463,10 @@ def check_values(query: Query, db: Session) -> list[str]:
         elif field == "key":
             if _parse_key(value) is None:
                 problems.append(f"The issue key '{value}' for field 'key' is invalid.")
+            elif db.scalar(
+                select(Issue.id).where(_condition_filter(condition), Issue.security_level.in_(list(levels)))
+            ) is None:
+                problems.append(f"An issue with key '{value}' does not exist for field 'key'.")
         elif field == "status":
             if _status_name(value) is None:
                 known = ", ".join(STATUSES)

@@ -19,6 +19,11 @@ def parse(request: Request, text: str) -> jql.Query:
     return jql.parse(text, max_length=settings.jql_max_length, max_terms=settings.jql_max_terms)
 
 
+def problems(request: Request, query: jql.Query) -> list[str]:
+    """What ``validateQuery`` reports for this request (issues it may not see do not exist)."""
+    return jql.check_values(query, request.dbsession, viewable_levels(request))
+
+
 def run(request: Request, query: jql.Query, start: int, limit: int) -> jql.SearchResult:
     """The page of issues this request may see; raises :class:`jql.SearchTimeout`."""
     return jql.run(

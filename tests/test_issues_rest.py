@@ -237,9 +237,16 @@ def test_key_search(testapp, demo, value):
     assert keys(search(testapp, headers=FRED, jql=f"issuekey = {value}")) == ["DEMO-7"]
 
 
-def test_key_search_for_a_hidden_issue_finds_nothing_anonymously(testapp, demo):
-    assert search(testapp, jql="key = DEMO-7").json["total"] == 0
+def test_a_hidden_issue_does_not_exist_for_who_may_not_see_it_as_in_jira(testapp, demo):
+    """Jira's answer for a key that names no issue, and for one the caller may not see: the
+    same words, so a search tells nothing of hidden issues."""
+    missing = "An issue with key 'DEMO-7' does not exist for field 'key'."
+    assert_jira_error(search(testapp, status=400, jql="key = DEMO-7"), missing)
+    assert_jira_error(search(testapp, status=400, jql="key = DEMO-99999"),
+                      "An issue with key 'DEMO-99999' does not exist for field 'key'.")
+    assert search(testapp, jql="key = DEMO-7", validateQuery="false").json["total"] == 0
     assert keys(search(testapp, jql="key = DEMO-41")) == ["DEMO-41"]
+    assert keys(search(testapp, headers=FRED, jql="key = DEMO-7")) == ["DEMO-7"]
 
 
 @pytest.mark.parametrize(
@@ -267,6 +274,7 @@ def test_unsupported_jql_is_400_naming_what_is_unsupported(testapp, demo, jql_te
         ("status = Sleeping", "The value 'Sleeping' does not exist for the field 'status'."),
         ("key = nonsense", "The issue key 'nonsense' for field 'key' is invalid."),
         ("key = \u00b2", "The issue key '\u00b2' for field 'key' is invalid."),
+        ("key = DEMO-99999", "An issue with key 'DEMO-99999' does not exist for field 'key'."),
         ("project = \u00b2", "The value '\u00b2' does not exist for the field 'project'."),
         ('text ~ "!!"', "contains no words"),
     ],

@@ -51,7 +51,7 @@ def issue_list(request: Request):
     }
     try:
         query = search.parse(request, text)
-        problems = jql.check_values(query, request.dbsession)
+        problems = search.problems(request, query)
         if problems:
             raise jql.JQLError(" ".join(problems))
     except jql.JQLError as error:

@@ -312,7 +312,7 @@ def _search(request: Request, parameters: SearchParameters):
         return error_response(request, 400, [str(error)])
     warnings: list[str] = []
     if parameters.validate != "none":
-        problems = jql.check_values(query, request.dbsession)
+        problems = search.problems(request, query)
         if problems and parameters.validate == "strict":
             return error_response(request, 400, problems)
         warnings = problems
