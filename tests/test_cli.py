@@ -366,6 +366,49 @@ def test_unlock_ends_a_lock_out_at_once(appserver_cli, web):
     assert rest_login(web, "alice", "alice-password").json["loginInfo"]["failedLoginCount"] == 3
 
 
+def test_a_command_beside_a_writing_server_waits_its_turn_and_unlocks(appserver_cli, web, database, monkeypatch):
+    """The server writes (here: the failure that locks alice) between the command's first
+    query and its own write. On SQLite the command's transaction now holds the write lock
+    from its first query, so the server waits (was: the command failed at once, "database
+    is locked"); on PostgreSQL the write lands first. Either way the command succeeds and
+    its unlock clears the lock that came after it read the account (was: only the columns
+    it saw change were written, and the lock stayed under "unlocked")."""
+    import sqlalchemy as sa
+
+    from appserver.models import get_engine
+    from appserver.security import accounts
+
+    appserver_cli("initdb", "--demo")
+    server = get_engine({"sqlalchemy.url": database})
+    real, refused = accounts.unlock, []
+
+    def the_server_writes_meanwhile(request, user, **kwargs):
+        try:
+            with server.connect() as connection:
+                if server.dialect.name == "sqlite":
+                    connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+                connection.execute(
+                    sa.update(User).where(User.username == "alice")
+                    .values(current_failed_logins=3, locked_until=datetime.now(timezone.utc) + timedelta(hours=1))
+                )
+                connection.commit()
+        except sa.exc.OperationalError as error:
+            refused.append(str(error.orig))
+        return real(request, user, **kwargs)
+
+    monkeypatch.setattr(accounts, "unlock", the_server_writes_meanwhile)
+    try:
+        status, out, err = appserver_cli("unlock", "alice")
+    finally:
+        server.dispose()
+    assert status == 0, err
+    if database.startswith("sqlite"):
+        assert refused and "locked" in refused[0]  # the server's write had to wait
+    else:
+        assert not refused
+    assert rest_login(web, "alice", "alice-password").status_int == 200
+
+
 def test_purge_sessions_deletes_dead_sessions_and_keeps_live_ones(appserver_cli, web):
     appserver_cli("initdb", "--demo")
     live = rest_login(webtest.TestApp(web.app), "alice", "alice-password").json["session"]["value"]

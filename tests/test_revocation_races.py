@@ -426,3 +426,33 @@ def test_a_password_change_by_a_session_logged_out_meanwhile_is_refused(server, 
     with server.request() as request:
         user = request.dbsession.get(User, user_id)
         assert request.passwords.verify("right-password-1", user.password_hash)[0]
+
+
+def test_a_token_asked_for_with_basic_while_the_account_is_deactivated_is_refused(server, monkeypatch):
+    """A Basic request checked its password, then the administrator's deactivation
+    committed: the token it goes on to make would work again on reactivation. The account's
+    locked row says it is inactive, and no token is made."""
+    from appserver.security import personal_tokens
+
+    with server.request() as request:
+        user = create_user(request, f"rr{next(_names)}", "right-password-1")
+        user_id, name = user.id, user.username
+    real = personal_tokens.create
+
+    def deactivated_meanwhile(request, user, *args, **kwargs):
+        def deactivate():
+            with server.request() as other:
+                other.method = "POST"  # before request.dbsession: the writer's binding
+                accounts.set_active(other, other.dbsession.get(User, user_id), False)
+
+        if user.id == user_id:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(deactivate).result(timeout=30)
+        return real(request, user, *args, **kwargs)
+
+    monkeypatch.setattr(personal_tokens, "create", deactivated_meanwhile)
+    made = requests.post(server.url + "/rest/pat/latest/tokens", auth=(name, "right-password-1"), timeout=30,
+                         json={"name": "late", "expirationDuration": 30})
+    assert made.status_code == 400, made.text
+    assert made.json()["errorMessages"] == ["This account is deactivated: no token can be made for it."]
+    assert usable_tokens(server, user_id) == 0

@@ -90,9 +90,22 @@ def require_database(config_uri: str, *, migrated: bool = True) -> None:
 
 
 @contextmanager
-def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
-    require_database(config_uri)
+def writing_env(config_uri: str) -> Iterator[dict[str, Any]]:
+    """bootstrap's environment, with a request that writes: bootstrap makes a GET, whose
+    transaction on SQLite begins without the write lock and, having read, cannot take it
+    if the server wrote meanwhile ("database is locked" at once, whatever the busy timeout).
+    As a POST it begins with the lock (BEGIN IMMEDIATE) and waits its turn."""
     with bootstrap(config_uri) as env:
+        env["request"].method = "POST"  # before request.dbsession: the writer's binding
+        yield env
+
+
+@contextmanager
+def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
+    """One transaction, committed when the command succeeds. Ask for anything typed (a
+    password) before the first query: on SQLite the write lock is held from then on."""
+    require_database(config_uri)
+    with writing_env(config_uri) as env:
         request = env["request"]
         with request.tm:
             yield env
@@ -139,8 +152,9 @@ def cmd_create_user(args: argparse.Namespace) -> None:
 def cmd_set_password(args: argparse.Namespace) -> None:
     with app_env(args.config_uri) as env:
         request = env["request"]
+        password = read_password()
         user = _existing_user(request, args.username)
-        revoked = accounts.set_password(request, user, read_password())
+        revoked = accounts.set_password(request, user, password)
         print(f"password changed for {user.username!r}; {revoked} session(s) revoked")
 
 
@@ -217,7 +231,7 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
     unknown names, each in batches committed one by one, so a large purge never holds long
     locks, and each run again after a transient error."""
     require_database(args.config_uri)
-    with bootstrap(args.config_uri) as env:
+    with writing_env(args.config_uri) as env:
         request = env["request"]
         batch = args.batch_size or request.appserver_settings.purge_batch_size
         for label, purge in (
@@ -233,7 +247,7 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
 def cmd_purge_events(args: argparse.Namespace) -> None:
     """Audit events older than ``appserver.audit.retention_days``, in batches committed one
     by one like purge-sessions."""
-    with bootstrap(args.config_uri) as env:
+    with writing_env(args.config_uri) as env:
         request = env["request"]
         settings = request.appserver_settings
         batch = args.batch_size or settings.purge_batch_size

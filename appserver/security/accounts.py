@@ -7,6 +7,8 @@ import unicodedata
 
 from pyramid.request import Request
 from pyramid.security import remember
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH
@@ -188,8 +190,18 @@ def set_active(request: Request, user: User, active: bool, *, by: User | None = 
 
 
 def unlock(request: Request, user: User, *, by: User | str | None = None) -> None:
-    """End a cool-down now: the next login is checked normally (an admin, or the command line)."""
-    user.current_failed_logins = 0
-    user.locked_until = None
+    """End a cool-down now: the next login is checked normally (an admin, or the command line).
+
+    Both columns are written whatever the row held when it was read: left to the unit of
+    work, only the ones that changed since then were sent, and a failure that locked the
+    account after the read kept its lock, under an answer that said "unlocked"."""
+    request.dbsession.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(current_failed_logins=0, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(user, "current_failed_logins", 0)
+    set_committed_value(user, "locked_until", None)
     who = by.username if isinstance(by, User) else by
     audit.record(request, Event.UNLOCKED, user, f"by {who}" if who else "")

@@ -178,17 +178,18 @@ class TokenStore:
             PersonalToken.expires_at.is_(None) | (PersonalToken.expires_at > self.now)
         )
 
-    def lock_owner(self, user_id: int) -> None:
+    def lock_owner(self, user_id: int) -> bool:
         """Lock the account's row (PostgreSQL; SQLite's writing transaction holds the whole
         database already) until this transaction ends, so that creations of tokens for one
         user take turns: without it, parallel creations all counted the tokens before any
         was added, and all found room under the limit. The account's row comes first in the
         one lock order (docs/concurrency.md). ``FOR NO KEY UPDATE``: a login adding a session
-        for the account (a foreign-key check) does not wait for it."""
+        for the account (a foreign-key check) does not wait for it. Returns whether the
+        account is active, as the locked row says: a deactivation that committed meanwhile."""
         # Read to the end, as every query here is: a result left open keeps its statement,
         # and on SQLite the pooled connection's snapshot, alive for as long as anything holds
         # it (the debug toolbar keeps the results of its last requests).
-        self.db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+        return bool(self.db.scalar(select(User.active).where(User.id == user_id).with_for_update(key_share=True)))
 
     def usable_count(self, user_id: int) -> int:
         return self.db.scalar(
@@ -273,7 +274,10 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
             f"The expiry must be a whole number of days from 1 to {settings.token_max_expiry_days}.",
             "expirationDuration",
         )
-    request.token_store.lock_owner(user.id)
+    if not request.token_store.lock_owner(user.id):
+        # Deactivated while this request ran (a Basic client's, say): no new token, which
+        # would come back to life with the account's reactivation.
+        raise TokenRequestError("This account is deactivated: no token can be made for it.")
     if acting_session_ended(request):
         # Logged out everywhere while this request ran: that revoked the tokens there were,
         # and the session asking for one more is gone. A 401, as for any revoked session.
