@@ -93,6 +93,37 @@ def test_the_window_rolls_with_each_admin_request(testapp, users, clock):
     admin.get("/account", status=200)  # still logged in: only the elevation ended
 
 
+def test_an_admin_action_rolls_the_window_after_its_own_writes(testapp, users, clock, connection):
+    """An action's transaction locks what it acts on (an account, its tokens, its sessions);
+    the administrator's own session, extended inside it, was locked first, and two
+    administrators acting on each other deadlocked. The window now rolls once the action
+    committed, and still rolls."""
+    from sqlalchemy import event
+
+    from .test_admin import action_form
+
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    clock.advance(TIMEOUT - 1)
+    form = action_form(admin.get(ADMIN), users["alice"], "revoke-sessions")
+    writes: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        words = statement.split()
+        if words[0].upper() in ("UPDATE", "INSERT", "DELETE"):
+            writes.append("window" if "websudo_at" in statement else " ".join(words[:3]).lower())
+
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        form.submit(status=303)
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert "update sessions set" in writes, writes  # alice's sessions revoked
+    assert writes[-1] == "window" and writes.count("window") == 1, writes  # then the window
+    clock.advance(TIMEOUT - 1)  # rolled by the action: still elevated
+    admin.get(ADMIN, status=200)
+
+
 def test_ordinary_pages_do_not_extend_it(testapp, users, clock):
     admin = html_login(testapp)
     confirm_websudo(admin, "admin-password")

@@ -44,19 +44,21 @@ class UnitOrderError(RuntimeError):
 
 
 @contextmanager
-def unit(request: Request, *, write: bool = False) -> Iterator[Session]:
+def unit(request: Request, *, write: bool = False, after_commit: bool = False) -> Iterator[Session]:
     """A session committed at the end of the block (rolled back if it raises).
 
     ``write``: the unit will write, so on SQLite it takes the write lock when it begins and
     waits for it (busy timeout) rather than failing half-way. Without it, the unit only
     reads and each statement is a transaction of its own (``appserver.models.reader``: no
     BEGIN and COMMIT round trips around a lookup); a row lock needs ``write``.
+    ``after_commit``: run by a hook after the request's transaction committed, which then
+    holds nothing, and may come after it.
     """
     from . import READ_ONLY, reader, writer
 
     request_session = request.__dict__.get("dbsession")
     info = request_session.info if request_session is not None else {}
-    if info.get("begun") and not info.get(READ_ONLY):
+    if info.get("begun") and not info.get(READ_ONLY) and not after_commit:
         raise UnitOrderError(
             "a security unit of work started after the request's transaction began: "
             "check credentials before the request reads or writes through request.dbsession"

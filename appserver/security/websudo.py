@@ -21,8 +21,8 @@ from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import is_rest
-from ..models import UserSession
-from ..models.units import writing
+from ..models import UserSession, is_read_only
+from ..models.units import unit, writing
 from . import audit
 from .audit import Event
 from .login import Attempt, Outcome, check_user_password
@@ -64,6 +64,31 @@ def _set(request: Request, session: UserSession, value: datetime | None) -> None
     set_committed_value(session, "websudo_at", value)
 
 
+def _extend(request: Request, session: UserSession) -> None:
+    """Roll the window on. A request that writes does it after its transaction committed,
+    in a unit of its own: inside the transaction the UPDATE locked the administrator's own
+    session before the account, tokens and sessions the action takes (the one lock order
+    puts sessions last), and two administrators acting on each other deadlocked. If the
+    action fails, the window is not extended."""
+    if is_read_only(request):
+        _set(request, session, request.now)  # a unit of its own already
+        return
+    now = request.now
+    set_committed_value(session, "websudo_at", now)
+
+    def extend(committed: bool) -> None:
+        if committed:
+            with unit(request, write=True, after_commit=True) as db:
+                db.execute(
+                    update(UserSession)
+                    .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+                    .values(websudo_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+
+    request.tm.get().addAfterCommitHook(extend)
+
+
 def require(request: Request) -> Response | None:
     """None when this request may go on (elevated, exempt, or WebSudo is off); otherwise the
     answer: Jira's 401 under /rest, a redirect to the password prompt elsewhere. An elevated
@@ -74,7 +99,7 @@ def require(request: Request) -> Response | None:
     if session is None:
         return None
     if remaining(request) is not None:
-        _set(request, session, request.now)
+        _extend(request, session)
         return None
     if is_rest(request):
         response = Response(
