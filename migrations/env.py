@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from alembic import context
 from pyramid.paster import get_appsettings, setup_logging
+from sqlalchemy import text
 
-from appserver.models import get_engine
+from appserver.models import get_engine, writer
 from appserver.models.meta import metadata
 from appserver.settings import apply_environment
 
 config = context.config
+
+#: The advisory lock key that serializes migrations of one PostgreSQL database.
+MIGRATION_LOCK = 0x61707073  # "apps"
 
 
 def run_migrations(connection) -> None:
@@ -25,6 +29,11 @@ def run_migrations(connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two `initdb` at once (a deployment starting several machines): the second waits
+            # here until the first has committed, then finds the database at head, instead of
+            # creating the same tables again and failing on a duplicate.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
@@ -38,7 +47,9 @@ def run_migrations_online() -> None:
     settings = dict(get_appsettings(config.config_file_name))
     apply_environment(settings)
     engine = get_engine(settings)
-    with engine.connect() as connection:
+    # On SQLite the migration's transaction takes the write lock when it begins, so that a
+    # second `initdb` waits for the first (busy timeout) instead of failing half-way.
+    with writer(engine).connect() as connection:
         run_migrations(connection)
     engine.dispose()
 

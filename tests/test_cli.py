@@ -138,6 +138,19 @@ def rest_login(web: webtest.TestApp, username: str, password: str, status: int =
 # --- initdb ----------------------------------------------------------------------------------
 
 
+def test_two_initdb_at_once_both_succeed(ini, database):
+    """Several machines of one deployment run `initdb` as they start: on PostgreSQL the
+    second created the same tables again and died on a duplicate (a traceback), on SQLite it
+    found the database locked. It now waits for the first (PostgreSQL: an advisory lock
+    around the migrations; SQLite: the write lock from BEGIN) and finds the database at head."""
+    command = [str(BIN / "appserver"), ini, "initdb"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert all("database migrated to the latest revision" in output for output in outputs)
+
+
 def test_initdb_migrates_an_empty_database(appserver_cli, ini, database):
     status, out, _ = appserver_cli("initdb")
     assert status == 0
