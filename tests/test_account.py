@@ -47,6 +47,26 @@ def test_revoke_one_session(testapp, users):
     laptop.get("/rest/api/2/myself", status=200)
 
 
+@pytest.mark.parametrize("rotated", [False, True], ids=["logged in", "back by remember-me"])
+def test_revoking_one_session_ends_that_browsers_remembered_login_too(testapp, users, clock, rotated):
+    """Logged out from the laptop, the phone's remember-me cookie would log it straight back
+    in: its series goes with the session it last started (at the login, or at a rotation)."""
+    laptop = browser(testapp, remember=True, agent="Laptop")
+    phone = browser(testapp, remember=True, agent="Phone")
+    if rotated:
+        clock.advance(1800)  # both sessions idle out; each comes back by its remembered login
+        phone.get("/rest/api/2/myself", status=200)
+    page = laptop.get("/account")
+    phone_row = [r for r in page.html.select("#sessions tbody tr") if "Phone" in r.text][0]
+    action = f"/account/sessions/{phone_row['data-session-id']}/revoke"
+    (form,) = [f for f in page.forms.values() if f.action == action]
+    form.submit().follow()
+    phone.get("/rest/api/2/myself", status=401)
+    phone.get("/account", status=303)  # to the login page: its remembered login is gone too
+    clock.advance(1800)
+    assert laptop.get("/rest/api/2/myself").json["name"] == "fred"  # the laptop's stays
+
+
 def test_revoking_another_users_session_does_nothing(testapp, users, app_request):
     alice = browser(testapp, "alice")
     fred = browser(testapp, "fred")
@@ -62,6 +82,17 @@ def test_log_out_all_other_sessions(testapp, users):
     phone.get("/rest/api/2/myself", status=401)
     tablet.get("/rest/api/2/myself", status=401)
     assert len(laptop.get("/account").html.select("#sessions tbody tr")) == 1
+
+
+def test_log_out_all_other_sessions_ends_their_remembered_logins_and_keeps_this_ones(testapp, users, clock):
+    """Another browser's remember-me cookie would log it straight back in, silently: "log
+    out all other sessions" ends the other series too, and keeps this browser's."""
+    laptop, phone = (browser(testapp, remember=True, agent=a) for a in ("Laptop", "Phone"))
+    laptop.get("/account").forms["revoke-others-form"].submit().follow()
+    phone.get("/rest/api/2/myself", status=401)
+    phone.get("/account", status=303)  # to the login page: its remembered login is gone too
+    clock.advance(1800)  # the laptop's session idles out; its remembered login stays
+    assert laptop.get("/rest/api/2/myself").json["name"] == "fred"
 
 
 def change_password(client, current, new, confirm=None, status=303):

@@ -151,9 +151,10 @@ def rotated_session(request: Request) -> list[tuple[str, str]] | None:
 
 
 def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = None, by: str = "") -> int:
-    """Log a user out: every session but ``keep``; with no ``keep`` ("log out everywhere",
-    the admin page and the command line) also every remembered login and personal access
-    token.
+    """Log a user out: every session but ``keep`` and every remembered login but the one of
+    the browser asking ("log out other sessions"); with no ``keep`` ("log out everywhere",
+    the admin page and the command line) every session, remembered login and personal
+    access token.
 
     The remember-me tokens go first: revoking them waits for a remember-me login in flight
     (it holds its token's row) to commit, so the sessions revoked next include the one it
@@ -167,12 +168,19 @@ def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = 
     if keep is None:
         request.remember_store.revoke_user(user.id)
         tokens = f", {request.token_store.revoke_user(user.id)} token(s)"
+    else:
+        # The other browsers' remembered logins too, or they are back at once, silently.
+        presented = request.cookies.get(request.appserver_settings.remember_cookie)
+        request.remember_store.revoke_user(user.id, except_cookie=presented)
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     audit.record(request, Event.SESSION_REVOKED, user, f"{revoked} session(s){tokens}{' by ' + by if by else ''}")
     return revoked
 
 
 def revoke_session(request: Request, user: User, session: UserSession) -> None:
+    """Log one browser out (the account page): its session, and its remembered login, first
+    (remember-me tokens before sessions, the one lock order)."""
+    request.remember_store.revoke_for_session(session)
     request.session_store.revoke(session)
     audit.record(request, Event.SESSION_REVOKED, user, f"session started {session.created_at:%Y-%m-%d %H:%M}")
 

@@ -222,11 +222,12 @@ class RememberMeSource:
             return
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
 
-    def issue(self, request: Request, user: User) -> str:
+    def issue(self, request: Request, user: User) -> tuple[str, int]:
+        """The Set-Cookie header of a new series for ``user``, and the series' row id."""
         settings = request.appserver_settings
         self.end(request)  # a new login never keeps the series the client presented
-        value, _ = request.remember_store.issue(user)
-        return set_cookie(settings, settings.remember_cookie, value, settings.remember_max_age)
+        value, row = request.remember_store.issue(user)
+        return set_cookie(settings, settings.remember_cookie, value, settings.remember_max_age), row.id
 
     def end(self, request: Request) -> str:
         settings = request.appserver_settings
@@ -320,12 +321,16 @@ class AppSecurityPolicy:
         previous = self.authentication(request)
         # Remember-me tokens before sessions (after the account, which log_in locked): the
         # one lock order of docs/concurrency.md, so no two transactions wait in a circle.
-        remembered = None
+        remembered, series_id = None, None
         if persistent:
-            remembered = self.remember_me.issue(request, user)
+            remembered, series_id = self.remember_me.issue(request, user)
         elif request.appserver_settings.remember_cookie in request.cookies:
             remembered = self.remember_me.end(request)
         issued, header = self.session.issue(request, user, previous)
+        if series_id is not None:
+            # The series' session, as each rotation records it: logging this session out
+            # from another browser ends the series too (accounts.revoke_session).
+            request.remember_store.record_successor(series_id, issued.session)
         headers = [("Set-Cookie", header)]
         if remembered is not None:
             headers.append(("Set-Cookie", remembered))

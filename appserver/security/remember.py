@@ -135,6 +135,16 @@ class RememberStore:
             return None
         return session
 
+    def revoke_for_session(self, session: UserSession) -> int:
+        """Revoke the series whose last login or rotation started ``session``: logging one
+        browser out from another must end its remembered login too, or it is back at once."""
+        return self.db.execute(
+            update(RememberToken)
+            .where(RememberToken.successor_session_id == session.id, RememberToken.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
     def record_successor(self, token_id: int, session: UserSession) -> None:
         """Remember which session the rotation of ``token_id`` started (see GRACE)."""
         self.db.execute(
@@ -154,11 +164,15 @@ class RememberStore:
                 .execution_options(synchronize_session=False)
             )
 
-    def revoke_user(self, user_id: int) -> int:
+    def revoke_user(self, user_id: int, *, except_cookie: str | None = None) -> int:
+        """Revoke the user's series; with ``except_cookie``, not the one that cookie names
+        (the browser that asked to log out its other sessions)."""
+        keep = (except_cookie or "").partition(".")[0]
+        where = [RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None)]
+        if is_well_formed(keep):
+            where.append(RememberToken.series != keep)
         return self.db.execute(
-            update(RememberToken)
-            .where(RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None))
-            .values(revoked_at=self.now)
+            update(RememberToken).where(*where).values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         ).rowcount
 
