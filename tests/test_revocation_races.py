@@ -87,12 +87,17 @@ def in_thread(work: Callable[[], object]):
     return future, started
 
 
-def live_sessions(server, user_id: int) -> int:
+def unrevoked(server, model, user_id: int) -> int:
+    """How many rows of ``model`` (sessions, remember-me or personal tokens) the user has
+    that are not revoked."""
     with server.engine.connect() as connection:
         return connection.execute(
-            select(func.count()).select_from(UserSession)
-            .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+            select(func.count()).select_from(model).where(model.user_id == user_id, model.revoked_at.is_(None))
         ).scalar()
+
+
+def live_sessions(server, user_id: int) -> int:
+    return unrevoked(server, UserSession, user_id)
 
 
 def test_a_revocation_in_flight_is_seen_by_a_remember_me_login(server):
@@ -136,12 +141,7 @@ def test_log_out_everywhere_includes_a_remember_me_login_in_flight(server):
         env["closer"]()
     future.result(timeout=30)
     assert live_sessions(server, user_id) == 0
-    with server.engine.connect() as connection:
-        live_tokens = connection.execute(
-            select(func.count()).select_from(RememberToken)
-            .where(RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None))
-        ).scalar()
-    assert live_tokens == 0
+    assert unrevoked(server, RememberToken, user_id) == 0
 
 
 def test_a_remember_me_login_waits_for_the_account_before_it_locks_its_token(server):
@@ -345,11 +345,7 @@ def logged_in_user(server) -> tuple[int, requests.Session]:
 def usable_tokens(server, user_id: int) -> int:
     from appserver.models import PersonalToken
 
-    with server.engine.connect() as connection:
-        return connection.execute(
-            select(func.count()).select_from(PersonalToken)
-            .where(PersonalToken.user_id == user_id, PersonalToken.revoked_at.is_(None))
-        ).scalar()
+    return unrevoked(server, PersonalToken, user_id)
 
 
 def log_out_everywhere(server, user_id: int) -> None:

@@ -18,6 +18,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import is_rest
@@ -52,15 +53,19 @@ def remaining(request: Request) -> int | None:
     return seconds if seconds > 0 else None
 
 
+def _write(db: Session, session: UserSession, value: datetime | None) -> None:
+    db.execute(
+        update(UserSession)
+        .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+        .values(websudo_at=value)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _set(request: Request, session: UserSession, value: datetime | None) -> None:
     # A GET extends the window too: a safe request writes in a unit of its own.
     with writing(request) as db:
-        db.execute(
-            update(UserSession)
-            .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
-            .values(websudo_at=value)
-            .execution_options(synchronize_session=False)
-        )
+        _write(db, session, value)
     set_committed_value(session, "websudo_at", value)
 
 
@@ -79,12 +84,7 @@ def _extend(request: Request, session: UserSession) -> None:
     def extend(committed: bool) -> None:
         if committed:
             with unit(request, write=True, after_commit=True) as db:
-                db.execute(
-                    update(UserSession)
-                    .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
-                    .values(websudo_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+                _write(db, session, now)
 
     request.tm.get().addAfterCommitHook(extend)
 
