@@ -171,6 +171,59 @@ class LiveServer:
         server.task_dispatcher.shutdown()
 
 
+class DriverStatements:
+    """Every statement ``engine``'s connections hand to their driver, as the database gets
+    it: SQLite's trace callback (BEGIN and ROLLBACK included), psycopg's cursors (each with
+    the connection's autocommit at that moment: without it, psycopg sends a BEGIN first).
+    Unlike an engine's ``before_cursor_execute``, it also sees the credential lookups that
+    run on the driver's cursor (``appserver.models.prepared``). The pool is emptied on
+    entry so that every connection is made, and traced, anew."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.seen: list[tuple[str, bool | None]] = []
+        self._lock = threading.Lock()
+
+    def _note(self, statement: str, autocommit: bool | None = None) -> None:
+        with self._lock:
+            self.seen.append((statement, autocommit))
+
+    def _connected(self, dbapi_connection: Any, record: Any) -> None:
+        if self.engine.dialect.name == "sqlite":
+            dbapi_connection.set_trace_callback(self._note)
+            return
+        import psycopg
+
+        note = self._note
+
+        class Tracing(psycopg.Cursor):
+            def execute(self, query, params=None, **kw):
+                note(str(query), self.connection.autocommit)
+                return super().execute(query, params, **kw)
+
+        dbapi_connection.cursor_factory = Tracing
+
+    def __enter__(self) -> DriverStatements:
+        from sqlalchemy import event
+
+        self.engine.dispose()
+        event.listen(self.engine, "connect", self._connected)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "connect", self._connected)
+        self.engine.dispose()
+
+    @property
+    def statements(self) -> list[str]:
+        return [statement for statement, _ in self.seen]
+
+    def verbs(self) -> list[str]:
+        return [statement.split(None, 1)[0].upper() for statement in self.statements]
+
+
 def fresh_database(url: str) -> str:
     """Empty the database at ``url`` and migrate it to head; returns ``url``."""
     engine = get_engine({"sqlalchemy.url": url})

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 
 from appserver.models import AuthEvent, LoginThrottle, User, transient_kind
 
-from .support import create_user
+from .support import DriverStatements, create_user
 
 MAX_FAILURES = 3  # the default of appserver.login.max_failures
 _names = itertools.count(1)
@@ -491,29 +491,20 @@ def test_parallel_first_basic_requests_of_a_client_hash_once(servers, monkeypatc
 
 def test_a_steady_cookie_request_reads_with_one_statement_and_no_transaction(servers):
     """On a real engine (a live server, not the tests' connection), the session lookup is
-    one SELECT with no BEGIN before it: PostgreSQL runs it in autocommit, SQLite without
-    its explicit BEGIN (appserver.models.reader)."""
-    from sqlalchemy import event
-
+    one SELECT with no BEGIN before it and no ROLLBACK after it, as the database sees it:
+    PostgreSQL runs it in autocommit, SQLite without an explicit BEGIN
+    (appserver.models.prepared)."""
     server = servers[0]
     username = new_user(server)
     login = rest_login(server, username, "right-password-1")
     cookie = {"Cookie": f"{login.json()['session']['name']}={login.json()['session']['value']}"}
-    seen: list[tuple[str, object]] = []
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        dbapi = conn.connection.dbapi_connection
-        seen.append((statement.split(None, 1)[0].upper(), getattr(dbapi, "autocommit", None)))
-
-    event.listen(server.engine, "before_cursor_execute", note)
-    try:
+    with DriverStatements(server.engine) as driver:
         answer = requests.get(server.url + "/rest/api/2/myself", headers=cookie, timeout=60)
-    finally:
-        event.remove(server.engine, "before_cursor_execute", note)
     assert answer.status_code == 200 and answer.headers["X-AUSERNAME"] == username
-    assert [statement for statement, _ in seen] == ["SELECT"], seen
+    assert driver.verbs() == ["SELECT"], driver.seen
+    assert "FROM sessions JOIN users" in driver.statements[0]
     if server.engine.dialect.name == "postgresql":
-        assert seen[0][1] is True  # psycopg sends no BEGIN and no ROLLBACK in autocommit
+        assert driver.seen[0][1] is True  # psycopg sends no BEGIN and no ROLLBACK in autocommit
 
 
 def test_a_claimed_touch_that_failed_is_tried_again():

@@ -14,14 +14,16 @@ from datetime import datetime, timedelta
 
 from pyramid.request import Request
 from pyramid.security import forget, remember
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import LoginThrottle, User, canonical_username
-from ..models.units import attach, unit
+from ..models.prepared import PreparedRead
+from ..models.rows import RowLoader
+from ..models.units import attach, read_bind, unit
 from ..models.user import USERNAME_MAX_LENGTH
 from ..settings import AppSettings
 from . import audit
@@ -53,15 +55,25 @@ def plausible_username(username: str) -> bool:
     return bool(username) and len(username) <= USERNAME_MAX_LENGTH and "\x00" not in username
 
 
-def _user_named(db: Session, username: str) -> User | None:
+_USER_ROW = RowLoader(User, "")
+#: The account a password is checked against, read before any lock (a steady Basic client
+#: reads it on every request): run by the driver on a live engine (appserver.models.prepared).
+_ACCOUNT = PreparedRead(select(*_USER_ROW.columns).where(User.username_key == bindparam("username_key")))
+
+
+def _account_named(request: Request, username: str) -> User | None:
+    """The account, detached: no Session and no transaction around the one SELECT."""
     if not plausible_username(username):
         return None
-    return db.scalar(select(User).where(User.username_key == canonical_username(username)))
+    row = _ACCOUNT.first(read_bind(request), {"username_key": canonical_username(username)})
+    return None if row is None else _USER_ROW.load(row)
 
 
 def find_user(request: Request, username: str) -> User | None:
     """The account named ``username``, in the request's unit of work."""
-    return _user_named(request.dbsession, username)
+    if not plausible_username(username):
+        return None
+    return request.dbsession.scalar(select(User).where(User.username_key == canonical_username(username)))
 
 
 def _seconds_until(now: datetime, until: datetime | None) -> int | None:
@@ -89,8 +101,7 @@ def check_password(request: Request, username: str, password: str, *, channel: s
     Unknown users, wrong passwords and inactive accounts give the same answer and cost one
     hash each; unknown names are counted and locked too, so a lock-out reveals nothing.
     """
-    with unit(request) as db:
-        user = _user_named(db, username)
+    user = _account_named(request, username)
     if user is None:
         return _check_unknown(request, username, channel)
     return check_user_password(request, user, password, channel=channel)

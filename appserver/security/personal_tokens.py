@@ -18,12 +18,15 @@ from datetime import datetime, timedelta
 
 from pyramid.httpexceptions import HTTPForbidden
 from pyramid.request import Request
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import PersonalToken, User
-from ..models.units import unit
+from ..models.prepared import PreparedRead
+from ..models.rows import RowLoader
+from ..models.units import read_bind, unit
 from . import audit
 from .audit import Event
 from .sessions import acting_session_ended
@@ -91,14 +94,30 @@ def parse(raw: str) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2)
 
 
+_TOKEN_ROW = RowLoader(PersonalToken, "t_")
+_USER_ROW = RowLoader(User, "u_")
+#: The token and its owner, by the token's id: one primary-key SELECT, run by the driver on
+#: a live engine (appserver.models.prepared).
+_LOOKUP = PreparedRead(
+    select(*_TOKEN_ROW.columns, *_USER_ROW.columns)
+    .join_from(PersonalToken, User, PersonalToken.user_id == User.id)
+    .where(PersonalToken.id == bindparam("token_id"))
+)
+
+
 class TokenStore:
-    def __init__(self, dbsession: Session, now: datetime, *, touch_interval: int) -> None:
+    def __init__(self, dbsession: Session | Engine | Connection, now: datetime, *, touch_interval: int) -> None:
         self.db = dbsession
         self.now = now
         self.touch_interval = timedelta(seconds=touch_interval)
 
     @classmethod
-    def of(cls, request: Request, db: Session | None = None) -> TokenStore:
+    def reader(cls, request: Request) -> TokenStore:
+        """A store for :meth:`lookup` alone: no Session and no transaction for its SELECT."""
+        return cls.of(request, read_bind(request))
+
+    @classmethod
+    def of(cls, request: Request, db: Session | Engine | Connection | None = None) -> TokenStore:
         """The store in ``db`` (a unit of work), or in the request's own by default."""
         return cls(
             request.dbsession if db is None else db,
@@ -125,14 +144,12 @@ class TokenStore:
         if parsed is None:
             return TokenLookup(TokenState.MALFORMED)
         token_id, secret = parsed
-        found = self.db.execute(
-            select(PersonalToken, User)
-            .join(User, PersonalToken.user_id == User.id)
-            .where(PersonalToken.id == token_id)
-        ).one_or_none()
+        found = _LOOKUP.first(self.db, {"token_id": token_id})
         if found is None:
             return TokenLookup(TokenState.UNKNOWN)
-        token, user = found
+        token = _TOKEN_ROW.load(found)
+        user = _USER_ROW.load(found, len(_TOKEN_ROW.keys))
+        set_committed_value(token, "user", user)
         if not hmac.compare_digest(hash_token(secret), token.secret_hash):
             return TokenLookup(TokenState.UNKNOWN, None, user)  # the owner, for the audit
         if token.revoked_at is not None:

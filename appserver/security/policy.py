@@ -76,8 +76,7 @@ class BearerTokenSource:
         raw = bearer_credentials(request.headers.get("Authorization"))
         if raw is None:
             return
-        with unit(request) as db:
-            lookup = TokenStore.of(request, db).lookup(raw)
+        lookup = TokenStore.reader(request).lookup(raw)
         state = lookup.state
         # lastAccessedAt, at most once per touch interval (and per process: touches.py)
         if lookup.due_touch and not touch_once(

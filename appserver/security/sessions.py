@@ -8,16 +8,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pyramid.request import Request
 from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.sql import Executable
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import RememberToken, User, UserSession
+from ..models.prepared import PreparedRead
 from ..models.rows import RowLoader
 from ..models.units import read_bind
 from .tokens import hash_token, is_well_formed, new_token
@@ -58,24 +57,13 @@ _SESSION_ROW = RowLoader(UserSession, "s_")
 _USER_ROW = RowLoader(User, "u_")
 
 #: Built once: constructing the statement per request cost more than running it. A Core
-#: statement, run on the unit's connection: the ORM's loading cost more than the query.
-_LOOKUP = (
+#: statement, run by the driver on an engine (every live request), or in a unit's or a
+#: test's transaction: the ORM's loading cost more than the query.
+_LOOKUP = PreparedRead(
     select(*_SESSION_ROW.columns, *_USER_ROW.columns)
     .join_from(UserSession, User, UserSession.user_id == User.id)
     .where(UserSession.token_hash == bindparam("token_hash"))
 )
-
-
-def _first(
-    db: Session | Engine | Connection, statement: Executable, parameters: dict[str, Any]
-) -> Row[Any] | None:
-    """The first row of a read-only Core statement: in the session's transaction, or on an
-    engine's connection of its own, returned at once (:meth:`SessionStore.reader`: the bare
-    cookie view's cost, without a Session around one SELECT)."""
-    if isinstance(db, (Session, Connection)):  # a Connection: a test's, in its transaction
-        return db.execute(statement, parameters).first()
-    with db.connect() as connection:
-        return connection.execute(statement, parameters).first()
 
 
 def acting_session_ended(request: Request) -> bool:
@@ -148,7 +136,7 @@ class SessionStore:
         """One SELECT (session joined with its user); it writes nothing."""
         if not is_well_formed(token):
             return SessionLookup(CookieState.MALFORMED)
-        found = _first(self.db, _LOOKUP, {"token_hash": hash_token(token)})
+        found = _LOOKUP.first(self.db, {"token_hash": hash_token(token)})
         if found is None:
             return SessionLookup(CookieState.UNKNOWN)
         session = _SESSION_ROW.load(found)

@@ -1,0 +1,112 @@
+"""The credential lookups on the driver's cursor (appserver/models/prepared.py): the same
+values as SQLAlchemy's own execution, and SQLAlchemy's errors when the database goes away."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import insert, text
+
+from appserver.models import User, UserSession, get_engine, reader
+from appserver.security import sessions
+
+from .support import DriverStatements, fresh_database
+
+NOW = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def engine(live_database_url):
+    engine = get_engine({"sqlalchemy.url": fresh_database(live_database_url), "sqlalchemy.pool_size": "1",
+                         "sqlalchemy.max_overflow": "0"})
+    with engine.begin() as connection:
+        user_id = connection.execute(
+            insert(User).values(
+                username="fred", username_key="fred", display_name="Fred", email="fred@example.com",
+                password_hash="$argon2id$not-a-real-hash", active=True, admin=False, created_at=NOW,
+                password_changed_at=NOW,
+            ).returning(User.id)
+        ).scalar_one()
+        for name, revoked in (("live", None), ("revoked", NOW + timedelta(seconds=5))):
+            connection.execute(
+                insert(UserSession).values(
+                    token_hash=name.ljust(64, "0"), user_id=user_id, created_at=NOW, last_seen_at=NOW,
+                    expires_at=NOW + timedelta(hours=12), revoked_at=revoked, user_agent="test",
+                    remote_addr="127.0.0.1",
+                )
+            )
+    yield reader(engine)
+    engine.dispose()
+
+
+def through_sqlalchemy(engine, token_hash):
+    with engine.connect() as connection:
+        return connection.execute(sessions._LOOKUP.statement, {"token_hash": token_hash}).first()
+
+
+@pytest.mark.parametrize("name", ["live", "revoked"])
+def test_the_driver_answers_what_sqlalchemy_answers(engine, name):
+    token_hash = name.ljust(64, "0")
+    fast = sessions._LOOKUP.first(engine, {"token_hash": token_hash})
+    slow = through_sqlalchemy(engine, token_hash)
+    assert fast == tuple(slow)
+    assert [type(value) for value in fast] == [type(value) for value in slow]
+    found = dict(zip(slow._fields, fast))
+    assert found["s_created_at"] == NOW and found["s_created_at"].tzinfo is not None
+    assert found["u_active"] is True and found["u_admin"] is False
+    assert (found["s_revoked_at"] is None) == (name == "live")
+
+
+def test_nothing_found_is_none(engine):
+    assert sessions._LOOKUP.first(engine, {"token_hash": "f" * 64}) is None
+
+
+def test_the_lookup_is_one_statement_without_a_transaction(engine):
+    with DriverStatements(engine) as driver:
+        assert sessions._LOOKUP.first(engine, {"token_hash": "live".ljust(64, "0")}) is not None
+    assert driver.verbs() == ["SELECT"], driver.seen
+    if engine.dialect.name == "postgresql":
+        assert driver.seen[0][1] is True  # autocommit: psycopg sends no BEGIN
+    pooled = engine.raw_connection()  # the connection went back to the pool as it came
+    try:
+        assert getattr(pooled.driver_connection, "autocommit", False) is False
+    finally:
+        pooled.close()
+
+
+def break_pooled_connection(engine):
+    """The one pooled connection fails its next statement: PostgreSQL's backend is killed,
+    as when the server restarts; SQLite's connection refuses every read from now on."""
+    if engine.dialect.name == "postgresql":
+        with get_engine({"sqlalchemy.url": engine.url.render_as_string(hide_password=False)}).connect() as other:
+            killed = other.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            ).all()
+        assert killed
+    else:
+        import sqlite3
+
+        raw = engine.raw_connection()
+        raw.driver_connection.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
+        raw.close()
+
+
+def test_a_dead_pooled_connection_is_discarded_and_the_read_answers(engine):
+    live = "live".ljust(64, "0")
+    assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # pooled
+    break_pooled_connection(engine)
+    assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
+    assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
+
+
+def test_a_database_that_cannot_be_reached_raises_sqlalchemy_s_error(live_database_url, tmp_path: Path):
+    if live_database_url.startswith("postgresql"):
+        unreachable = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"  # the discard port
+    else:
+        unreachable = f"sqlite:///{tmp_path / 'missing-folder' / 'db.sqlite'}"
+    engine = reader(get_engine({"sqlalchemy.url": unreachable}))
+    with pytest.raises(sa_exc.OperationalError):
+        sessions._LOOKUP.first(engine, {"token_hash": "f" * 64})
