@@ -55,10 +55,12 @@ def prepare_django(database: str) -> str:
     return subprocess.run(command + ["seed"], check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def check(base: str, headers: dict[str, str], name: str) -> None:
+def check(base: str, headers: dict[str, str], name: str) -> set[str]:
+    """fred's answer is there; its fields."""
     response = requests.get(base + PATH, headers=headers, timeout=30, allow_redirects=False)
     if response.status_code != 200 or response.json().get("name") != "fred":
         raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+    return set(response.json())
 
 
 def main(folder: str, setup: Setup, *, rounds: int, seconds: float) -> int:
@@ -75,8 +77,11 @@ def main(folder: str, setup: Setup, *, rounds: int, seconds: float) -> int:
             cookie = log_in(targets["appserver"].url).cookie_header
             headers = {"appserver": cookie, BARE: cookie}
             headers.update(dict.fromkeys(DJANGOS, {"Cookie": f"sessionid={session_key}"}))
+            fields = {label: check(target.url, headers[label], label) for label, target in targets.items()}
+            for label in DJANGOS:  # the same answer on both sides of the ratio
+                if fields[label] != fields["appserver"]:
+                    raise RuntimeError(f"{label} answers {sorted(fields[label])}, not {sorted(fields['appserver'])}")
             for label, target in targets.items():
-                check(target.url, headers[label], label)
                 servers.warm(target, PATH, headers[label])
             runs = {label: (target, PATH, headers[label]) for label, target in targets.items()}
             results = servers.round_robin(runs, CONNECTIONS, rounds=rounds, seconds=seconds)
