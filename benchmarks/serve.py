@@ -24,6 +24,10 @@ def build_app(args: argparse.Namespace):
         from .anchors import bare_cookie_app
 
         return bare_cookie_app(args.url, args.cookie_name, args.pool_size)
+    if args.kind == "driver-cookie":
+        from .anchors import driver_cookie_app
+
+        return driver_cookie_app(args.url, args.cookie_name)
     from pyramid.paster import get_app
 
     from .servers import production_environment
@@ -34,7 +38,7 @@ def build_app(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.serve")
-    parser.add_argument("kind", choices=["bare-json", "bare-cookie", "app"])
+    parser.add_argument("kind", choices=["bare-json", "bare-cookie", "driver-cookie", "app"])
     parser.add_argument("--fd", type=int, required=True, help="the listening socket, inherited")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--switch-interval", type=float, default=None)
