@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from pyramid.request import Request
 from pyramid.security import forget, remember
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -315,16 +315,18 @@ def log_out(request: Request) -> list[tuple[str, str]]:
 
 def purge_throttles(request: Request, batch_size: int) -> int:
     """Forget failure counts of unknown names once their cool-down (and the longest one
-    possible after it) is over."""
+    possible after it) is over; how many were forgotten."""
     horizon = request.now - timedelta(seconds=request.appserver_settings.max_lockout_seconds)
-    stale = LoginThrottle.last_failed_login_at <= horizon
-    keys = list(
-        request.dbsession.scalars(
-            select(LoginThrottle.name_hash)
-            .where(stale, or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= request.now))
-            .limit(batch_size)
-        )
+    forgettable = and_(
+        LoginThrottle.last_failed_login_at <= horizon,
+        or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= request.now),
     )
-    if keys:
-        request.dbsession.execute(delete(LoginThrottle).where(LoginThrottle.name_hash.in_(keys)))
-    return len(keys)
+    keys = list(request.dbsession.scalars(select(LoginThrottle.name_hash).where(forgettable).limit(batch_size)))
+    if not keys:
+        return 0
+    # The condition once more: a failure counted for one of these names since the SELECT
+    # (PostgreSQL reads a row changed meanwhile again before it deletes it) keeps its row.
+    deleted = request.dbsession.execute(
+        delete(LoginThrottle).where(LoginThrottle.name_hash.in_(keys), forgettable)
+    )
+    return deleted.rowcount
