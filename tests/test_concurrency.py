@@ -507,6 +507,29 @@ def test_a_steady_cookie_request_reads_with_one_statement_and_no_transaction(ser
         assert driver.seen[0][1] is True  # psycopg sends no BEGIN and no ROLLBACK in autocommit
 
 
+@pytest.mark.parametrize("kind", ["basic", "bearer"])
+def test_a_steady_basic_or_bearer_request_reads_with_one_statement_and_no_transaction(servers, kind):
+    """The same as the driver sees it for the other credentials: a steady Basic request
+    reads the account, a Bearer request the token joined with its owner; one SELECT each,
+    no BEGIN, no write."""
+    server = servers[0]
+    username = new_user(server)
+    headers = basic_header(username, "right-password-1")
+    if kind == "bearer":
+        made = requests.post(server.url + "/rest/pat/latest/tokens", timeout=60,
+                             json={"name": "steady", "expirationDuration": 1}, headers=headers)
+        headers = {"Authorization": "Bearer " + made.json()["rawToken"]}
+    for _ in range(2):  # steady: the credential cache warm, the token's first use noted
+        assert requests.get(server.url + "/rest/api/2/myself", headers=headers, timeout=60).status_code == 200
+    with DriverStatements(server.engine) as driver:
+        answer = requests.get(server.url + "/rest/api/2/myself", headers=headers, timeout=60)
+    assert answer.status_code == 200 and answer.headers["X-AUSERNAME"] == username
+    assert driver.verbs() == ["SELECT"], driver.seen
+    assert ("FROM personal_tokens JOIN users" if kind == "bearer" else "FROM users") in driver.statements[0]
+    if server.engine.dialect.name == "postgresql":
+        assert driver.seen[0][1] is True
+
+
 def test_a_claimed_touch_that_failed_is_tried_again():
     from appserver.security.touches import RecentTouches
 
