@@ -173,6 +173,42 @@ def events_of(server, username: str, event: str) -> int:
         ).scalar()
 
 
+def audit_rows(server, username: str, event: str) -> list[tuple[int, int]]:
+    """(id, repeats) of the user's audit rows of ``event``."""
+    with server.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(
+            select(AuthEvent.id, AuthEvent.repeats).join(User, AuthEvent.user_id == User.id)
+            .where(User.username == username, AuthEvent.event == event)
+        )]
+
+
+@pytest.mark.parametrize("credential", ["revoked token", "logged-out session cookie"])
+def test_parallel_replays_of_a_dead_credential_are_audited_on_one_row(servers, credential):
+    """Sixteen uses at once of a revoked token (or of a session cookie logged out): every
+    one a 401, and one audit row with the other fifteen counted on it, as for replays one
+    at a time. Before, each parallel replay found no row yet and added one (2-4 rows on
+    PostgreSQL)."""
+    username = new_user(servers[0])
+    if credential == "revoked token":
+        made = requests.post(servers[0].url + "/rest/pat/latest/tokens", timeout=60,
+                             json={"name": "replayed", "expirationDuration": 1},
+                             headers=basic_header(username, "right-password-1"))
+        revoked = requests.delete(servers[0].url + "/rest/pat/latest/tokens/" + str(made.json()["id"]),
+                                  headers=basic_header(username, "right-password-1"), timeout=60)
+        assert revoked.status_code == 204
+        headers, event = {"Authorization": "Bearer " + made.json()["rawToken"]}, "token.refused"
+    else:
+        session = rest_login(servers[0], username, "right-password-1").json()["session"]
+        headers = {"Cookie": f"{session['name']}={session['value']}"}
+        assert requests.delete(servers[0].url + "/rest/auth/1/session", headers=headers, timeout=60).status_code == 204
+        event = "session.expired"
+    answers = at_once(16, lambda i: requests.get(
+        servers[i % 2].url + "/rest/api/2/myself", headers=headers, timeout=60))
+    assert [a.status_code for a in answers] == [401] * 16
+    rows = audit_rows(servers[0], username, event)
+    assert len(rows) == 1 and rows[0][1] == 15, rows
+
+
 def test_parallel_revocations_of_one_token_are_audited_once(servers):
     """Eight DELETEs of one token at once: every one answers 204 (as Jira does for a token
     already gone), and the audit trail says once that it was revoked."""
