@@ -19,7 +19,15 @@ import appserver
 from appserver.clock import FrozenClock
 from appserver.models import get_engine
 
-from .support import base_settings, fresh_database, migrate, reset_database, sibling_database, start_live_server
+from .support import (
+    CHEAP_PASSWORDS,
+    base_settings,
+    fresh_database,
+    migrate,
+    reset_database,
+    sibling_database,
+    start_live_server,
+)
 
 #: The ``cluster`` fixture (make cluster: nginx, TLS, two processes), started only when asked.
 pytest_plugins = ("tests.deployment_fixtures",)
@@ -104,6 +112,7 @@ def app_settings(database_url: str, dbengine: Engine, session_clock: FrozenClock
     settings = base_settings(database_url)
     settings["appserver.dbengine"] = dbengine
     settings["appserver.clock"] = session_clock
+    settings["appserver.password_context"] = CHEAP_PASSWORDS
     return settings
 
 

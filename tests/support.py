@@ -23,12 +23,18 @@ import appserver
 from appserver.clock import FrozenClock
 from appserver.demo import ensure_user
 from appserver.models import get_engine, metadata
+from appserver.security.passwords import make_context
 from appserver.serve import create_server
 
 from .pgserver import find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-0123456789-abcdef"
+#: argon2id at 64 KiB and one pass: a thirtieth of production's cost, so that the thousands
+#: of logins and accounts the suite makes do not dominate its time. Production's parameters
+#: are what the command-line, pserve and load tests run (their own processes), and what
+#: tests/test_password_concurrency.py measures; tests/test_passwords.py checks them.
+CHEAP_PASSWORDS = make_context(memory_kib=64, time_cost=1)
 
 
 def base_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
@@ -254,6 +260,7 @@ def start_live_server(
     engine = get_engine(settings)
     settings["appserver.dbengine"] = engine
     settings["appserver.clock"] = clock
+    settings.setdefault("appserver.password_context", CHEAP_PASSWORDS)
     app = appserver.main({}, **settings)
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)  # production's channels
     port = server.effective_port

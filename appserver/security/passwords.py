@@ -20,23 +20,29 @@ class PasswordTooLong(ValueError):
     pass
 
 
-def make_context() -> CryptContext:
+def make_context(*, memory_kib: int = 19 * 1024, time_cost: int = 2) -> CryptContext:
+    """Production's argon2id by default. The test suite injects a cheaper one
+    (``appserver.password_context``), as Django's documentation advises for its own."""
     return CryptContext(
         schemes=["argon2", "pbkdf2_sha256"],
         default="argon2",
         deprecated="auto",
         argon2__type="ID",
-        argon2__memory_cost=19 * 1024,
-        argon2__time_cost=2,
+        argon2__memory_cost=memory_kib,
+        argon2__time_cost=time_cost,
         argon2__parallelism=1,
     )
 
 
 class PasswordService:
     def __init__(
-        self, max_bytes: int = 1024, max_concurrent: int = 4, cache: CredentialCache | None = None
+        self,
+        max_bytes: int = 1024,
+        max_concurrent: int = 4,
+        cache: CredentialCache | None = None,
+        context: CryptContext | None = None,
     ) -> None:
-        self.context = make_context()
+        self.context = context or make_context()
         self.max_bytes = max_bytes
         #: Right passwords verified recently (see credential_cache): None disables it.
         self.cache = cache
@@ -93,7 +99,8 @@ def includeme(config: Configurator) -> None:
     settings = config.registry.appserver_settings
     unmap_large_blocks()  # the hash limit bounds memory too, not only CPU
     cache = CredentialCache(settings.secret, settings.credential_cache_size)
-    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache)
+    context = config.get_settings().get("appserver.password_context")  # tests only
+    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache, context)
     config.registry.passwords = service
 
     def passwords(request: Request) -> PasswordService:
