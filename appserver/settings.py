@@ -209,7 +209,9 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
 
 #: ``appserver.*`` keys that code hands in, never an ini file (tests inject an engine, a
 #: frozen clock and a cheaper password hash); every other ``appserver.*`` key must be in SCHEMA.
-INTERNAL_SETTINGS = frozenset({"appserver.dbengine", "appserver.clock", "appserver.password_context"})
+INTERNAL_SETTINGS = frozenset(
+    {"appserver.dbengine", "appserver.clock", "appserver.password_context"}
+)
 
 
 def check_known(settings: Mapping[str, Any]) -> None:

@@ -46,8 +46,8 @@ class _Plan:
     positions: tuple[str, ...] | None
     bind_processors: Mapping[str, Processor]
     result_processors: tuple[Processor | None, ...]
-    #: psycopg connections leave the pool in a transaction mode; SQLite's are in autocommit
-    #: already (``appserver.models._sqlite_connect``).
+    #: psycopg connections come out of the pool with autocommit off; SQLite's are in
+    #: autocommit already (``appserver.models._sqlite_connect``).
     toggle_autocommit: bool
 
 
@@ -59,7 +59,9 @@ class PreparedRead:
         self.statement = statement
         self._plans: WeakKeyDictionary[Engine, _Plan] = WeakKeyDictionary()
 
-    def first(self, bind: Engine | Connection | Session, parameters: dict[str, Any]) -> Sequence[Any] | None:
+    def first(
+        self, bind: Engine | Connection | Session, parameters: dict[str, Any]
+    ) -> Sequence[Any] | None:
         """The first row, every value converted by its column's type; None without one."""
         if not isinstance(bind, Engine):  # a unit of work or a test's transaction
             return bind.execute(self.statement, parameters).first()

@@ -58,7 +58,9 @@ def plausible_username(username: str) -> bool:
 _USER_ROW = RowLoader(User, "")
 #: The account a password is checked against, read before any lock (a steady Basic client
 #: reads it on every request): run by the driver on a live engine (appserver.models.prepared).
-_ACCOUNT = PreparedRead(select(*_USER_ROW.columns).where(User.username_key == bindparam("username_key")))
+_ACCOUNT = PreparedRead(
+    select(*_USER_ROW.columns).where(User.username_key == bindparam("username_key"))
+)
 
 
 def _account_named(request: Request, username: str) -> User | None:
@@ -73,7 +75,8 @@ def find_user(request: Request, username: str) -> User | None:
     """The account named ``username``, in the request's unit of work."""
     if not plausible_username(username):
         return None
-    return request.dbsession.scalar(select(User).where(User.username_key == canonical_username(username)))
+    key = canonical_username(username)
+    return request.dbsession.scalar(select(User).where(User.username_key == key))
 
 
 def _seconds_until(now: datetime, until: datetime | None) -> int | None:
@@ -321,7 +324,9 @@ def purge_throttles(request: Request, batch_size: int) -> int:
         LoginThrottle.last_failed_login_at <= horizon,
         or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= request.now),
     )
-    keys = list(request.dbsession.scalars(select(LoginThrottle.name_hash).where(forgettable).limit(batch_size)))
+    keys = list(
+        request.dbsession.scalars(select(LoginThrottle.name_hash).where(forgettable).limit(batch_size))
+    )
     if not keys:
         return 0
     # The condition once more: a failure counted for one of these names since the SELECT

@@ -100,7 +100,9 @@ def includeme(config: Configurator) -> None:
     unmap_large_blocks()  # the hash limit bounds memory too, not only CPU
     cache = CredentialCache(settings.secret, settings.credential_cache_size)
     context = config.get_settings().get("appserver.password_context")  # tests only
-    service = PasswordService(settings.max_password_bytes, settings.max_concurrent_hashes, cache, context)
+    service = PasswordService(
+        settings.max_password_bytes, settings.max_concurrent_hashes, cache, context
+    )
     config.registry.passwords = service
 
     def passwords(request: Request) -> PasswordService:

@@ -106,7 +106,9 @@ _LOOKUP = PreparedRead(
 
 
 class TokenStore:
-    def __init__(self, dbsession: Session | Engine | Connection, now: datetime, *, touch_interval: int) -> None:
+    def __init__(
+        self, dbsession: Session | Engine | Connection, now: datetime, *, touch_interval: int
+    ) -> None:
         self.db = dbsession
         self.now = now
         self.touch_interval = timedelta(seconds=touch_interval)
