@@ -203,7 +203,8 @@ class SessionStore:
 
     def purge_batch(self, batch_size: int = 1000, *, after: int = 0) -> tuple[int, int]:
         """Delete up to ``batch_size`` expired or revoked rows with ids above ``after``;
-        returns how many, and the ``after`` of the next batch. The caller commits each batch
+        returns how many, and the ``after`` of the next batch (a batch that kept a row
+        touched meanwhile comes back short and ends the run). The caller commits each batch
         so one purge never holds a long lock, and passes that ``after`` on only once the
         batch committed (a batch run again after an error must look at the same rows). Live
         sessions are never touched.
@@ -236,5 +237,7 @@ class SessionStore:
             .values(successor_session_id=None)
             .execution_options(synchronize_session=False)
         )
-        self.db.execute(delete(UserSession).where(UserSession.id.in_(ids)))
-        return len(ids), ids[-1]
+        # The condition once more: a session touched since the SELECT (a request at the very
+        # end of its idle time, whose answer is on its way) is live again and stays.
+        deleted = self.db.execute(delete(UserSession).where(UserSession.id.in_(ids), dead)).rowcount
+        return deleted, ids[-1]
