@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 from pyramid.scripting import prepare
 from sqlalchemy import select
 
@@ -47,11 +48,17 @@ def test_only_counts_past_the_longest_lock_out_are_forgotten(app_request):
     assert counts(app_request.dbsession) == {"recent": 5, "locked": 5}
 
 
-def live_app(url, engine):
+@pytest.fixture
+def own_app(live_database_url):
+    """An app on a database of its own, which commits for real (the tests' transaction
+    could not show a race between two connections)."""
+    url = fresh_database(live_database_url)
+    engine = get_engine({"sqlalchemy.url": url})
     settings = base_settings(url)
     settings["appserver.dbengine"] = engine
     settings["appserver.password_context"] = CHEAP_PASSWORDS
-    return appserver.main({}, **settings)
+    yield appserver.main({}, **settings)
+    engine.dispose()
 
 
 def while_the_purge_reads(request, work) -> threading.Event:
@@ -76,99 +83,87 @@ def while_the_purge_reads(request, work) -> threading.Event:
     return done
 
 
-def test_a_failure_counted_while_the_purge_runs_is_kept(live_database_url):
+def test_a_failure_counted_while_the_purge_runs_is_kept(own_app):
     """The purge picks a stale name; before it deletes, a guess at that name is counted and
     committed (PostgreSQL: the SELECT took no lock; SQLite: the guess waits for the purge's
     write lock and counts on a new row). Either way the guess's count survives: before, the
     DELETE by name alone dropped it on PostgreSQL."""
-    url = fresh_database(live_database_url)
-    engine = get_engine({"sqlalchemy.url": url})
-    app = live_app(url, engine)
-    try:
-        arrange = prepare(registry=app.registry)
-        with arrange["request"].tm:
-            request = arrange["request"]
-            horizon = timedelta(seconds=request.appserver_settings.max_lockout_seconds)
-            add_throttle(request.dbsession, "stale", failed_ago=horizon * 2, now=request.now)
-        arrange["closer"]()
+    arrange = prepare(registry=own_app.registry)
+    with arrange["request"].tm:
+        request = arrange["request"]
+        horizon = timedelta(seconds=request.appserver_settings.max_lockout_seconds)
+        add_throttle(request.dbsession, "stale", failed_ago=horizon * 2, now=request.now)
+    arrange["closer"]()
 
-        def guess() -> None:
-            env = prepare(registry=app.registry)
-            try:
-                check_password(env["request"], "stale", "a guess", channel="basic")
-            finally:
-                env["closer"]()
+    def guess() -> None:
+        env = prepare(registry=own_app.registry)
+        try:
+            check_password(env["request"], "stale", "a guess", channel="basic")
+        finally:
+            env["closer"]()
 
-        purge = prepare(registry=app.registry)
-        request = purge["request"]
-        request.method = "POST"  # as the command line's purge: a writer (SQLite's write lock)
-        with request.tm:
-            guessed = while_the_purge_reads(request, guess)
-            purge_throttles(request, batch_size=10)
-        purge["closer"]()
-        assert guessed.wait(timeout=30)
+    purge = prepare(registry=own_app.registry)
+    request = purge["request"]
+    request.method = "POST"  # as the command line's purge: a writer (SQLite's write lock)
+    with request.tm:
+        guessed = while_the_purge_reads(request, guess)
+        purge_throttles(request, batch_size=10)
+    purge["closer"]()
+    assert guessed.wait(timeout=30)
 
-        check = prepare(registry=app.registry)
-        with check["request"].tm:
-            kept = check["request"].dbsession.scalar(
-                select(LoginThrottle.current_failed_logins).where(LoginThrottle.name_hash == _name_hash("stale"))
-            )
-        check["closer"]()
-        assert kept is not None and kept >= 1
-    finally:
-        engine.dispose()
+    check = prepare(registry=own_app.registry)
+    with check["request"].tm:
+        kept = check["request"].dbsession.scalar(
+            select(LoginThrottle.current_failed_logins).where(LoginThrottle.name_hash == _name_hash("stale"))
+        )
+    check["closer"]()
+    assert kept is not None and kept >= 1
 
 
-def test_a_session_touched_while_the_purge_runs_is_kept_or_its_request_refused(live_database_url):
+def test_a_session_touched_while_the_purge_runs_is_kept_or_its_request_refused(own_app):
     """The purge picks a session at the end of its idle time; before it deletes, a request
     that found it live touches it (its answer is on its way). Either the session stays
     (PostgreSQL: the DELETE checks the condition again on the touched row) or the touch
     finds it gone and that request is refused (SQLite: the touch waits for the purge's
     write lock): never a request served whose session the purge then deletes."""
-    url = fresh_database(live_database_url)
-    engine = get_engine({"sqlalchemy.url": url})
-    app = live_app(url, engine)
-    try:
-        arrange = prepare(registry=app.registry)
-        with arrange["request"].tm:
-            request = arrange["request"]
-            user = create_user(request, "idle", "idle-password-1")
-            request.dbsession.flush()
-            session = SessionStore.of(request).issue(user).session
-            idle = timedelta(seconds=request.appserver_settings.idle_timeout)
-            session.last_seen_at = request.now - idle  # dead by a hair, for the purge's clock
-            request.dbsession.flush()
-            session_id = session.id
-        arrange["closer"]()
-        lookup = prepare(registry=app.registry)  # what the request in flight read: live
-        with lookup["request"].tm:
-            found = lookup["request"].dbsession.get(UserSession, session_id)
-        lookup["closer"]()
+    arrange = prepare(registry=own_app.registry)
+    with arrange["request"].tm:
+        request = arrange["request"]
+        user = create_user(request, "idle", "idle-password-1")
+        request.dbsession.flush()
+        session = SessionStore.of(request).issue(user).session
+        idle = timedelta(seconds=request.appserver_settings.idle_timeout)
+        session.last_seen_at = request.now - idle  # dead by a hair, for the purge's clock
+        request.dbsession.flush()
+        session_id = session.id
+    arrange["closer"]()
+    lookup = prepare(registry=own_app.registry)  # what the request in flight read: live
+    with lookup["request"].tm:
+        found = lookup["request"].dbsession.get(UserSession, session_id)
+    lookup["closer"]()
 
-        touched: list[bool] = []
+    touched: list[bool] = []
 
-        def touch() -> None:
-            env = prepare(registry=app.registry)
-            try:
-                with unit(env["request"], write=True) as db:
-                    store = SessionStore.of(env["request"], db)
-                    touched.append(store.touch(found))
-            finally:
-                env["closer"]()
+    def touch() -> None:
+        env = prepare(registry=own_app.registry)
+        try:
+            with unit(env["request"], write=True) as db:
+                store = SessionStore.of(env["request"], db)
+                touched.append(store.touch(found))
+        finally:
+            env["closer"]()
 
-        purge = prepare(registry=app.registry)
-        request = purge["request"]
-        request.method = "POST"
-        with request.tm:
-            done = while_the_purge_reads(request, touch)
-            request.session_store.purge_batch(10)
-        purge["closer"]()
-        assert done.wait(timeout=30) and len(touched) == 1
+    purge = prepare(registry=own_app.registry)
+    request = purge["request"]
+    request.method = "POST"
+    with request.tm:
+        done = while_the_purge_reads(request, touch)
+        request.session_store.purge_batch(10)
+    purge["closer"]()
+    assert done.wait(timeout=30) and len(touched) == 1
 
-        check = prepare(registry=app.registry)
-        with check["request"].tm:
-            kept = check["request"].dbsession.get(UserSession, session_id) is not None
-        check["closer"]()
-        assert kept or not touched[0], "a touched session was purged"
-    finally:
-        engine.dispose()
+    check = prepare(registry=own_app.registry)
+    with check["request"].tm:
+        kept = check["request"].dbsession.get(UserSession, session_id) is not None
+    check["closer"]()
+    assert kept or not touched[0], "a touched session was purged"
