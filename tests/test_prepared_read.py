@@ -2,6 +2,7 @@
 values as SQLAlchemy's own execution, and SQLAlchemy's errors when the database goes away."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -76,9 +77,9 @@ def test_the_lookup_is_one_statement_without_a_transaction(engine):
         pooled.close()
 
 
-def break_pooled_connection(engine):
-    """The one pooled connection fails its next statement: PostgreSQL's backend is killed,
-    as when the server restarts; SQLite's connection refuses every read from now on."""
+def kill_pooled_connection(engine):
+    """The one pooled connection dies under the pool: PostgreSQL's backend is terminated,
+    as when the server restarts; SQLite's connection is closed behind the pool's back."""
     if engine.dialect.name == "postgresql":
         with get_engine({"sqlalchemy.url": engine.url.render_as_string(hide_password=False)}).connect() as other:
             killed = other.execute(
@@ -87,19 +88,61 @@ def break_pooled_connection(engine):
             ).all()
         assert killed
     else:
-        import sqlite3
-
         raw = engine.raw_connection()
-        raw.driver_connection.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
-        raw.close()
+        driver = raw.driver_connection
+        raw.close()  # back in the pool, then closed there
+        driver.close()
 
 
 def test_a_dead_pooled_connection_is_discarded_and_the_read_answers(engine):
     live = "live".ljust(64, "0")
     assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # pooled
-    break_pooled_connection(engine)
+    kill_pooled_connection(engine)
     assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
     assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
+
+
+@contextmanager
+def reads_refused(engine):
+    """The next read fails for a reason other than a dead connection: PostgreSQL's lock
+    timeout behind a table lock held elsewhere; SQLite's authorizer saying no."""
+    if engine.dialect.name == "postgresql":
+        locker = get_engine({"sqlalchemy.url": engine.url.render_as_string(hide_password=False)})
+        with locker.connect() as other:
+            other.execute(text("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE"))  # until rollback
+            yield
+            other.rollback()
+        locker.dispose()
+    else:
+        import sqlite3
+
+        raw = engine.raw_connection()
+        raw.driver_connection.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
+        raw.close()
+        yield
+
+
+def test_another_driver_error_is_sqlalchemy_s_at_once_and_the_connection_discarded(live_database_url):
+    url = fresh_database(live_database_url)
+    engine = reader(get_engine({
+        "sqlalchemy.url": url, "sqlalchemy.pool_size": "1", "sqlalchemy.max_overflow": "0",
+        "appserver.database.lock_timeout": "200",  # ms, PostgreSQL
+    }))
+    live = "live".ljust(64, "0")
+    try:
+        assert sessions._LOOKUP.first(engine, {"token_hash": live}) is None  # pooled
+        with DriverStatements(engine) as driver:
+            assert sessions._LOOKUP.first(engine, {"token_hash": live}) is None  # traced
+            driver.seen.clear()
+            with reads_refused(engine):
+                with pytest.raises(sa_exc.DBAPIError) as refused:
+                    sessions._LOOKUP.first(engine, {"token_hash": live})
+            assert not refused.value.connection_invalidated
+            if engine.dialect.name == "postgresql":  # one try, not a second wait
+                assert driver.verbs() == ["SELECT"], driver.seen
+            assert sessions._LOOKUP.first(engine, {"token_hash": live}) is None  # a new connection
+    finally:
+        engine.dispose()
 
 
 def test_a_database_that_cannot_be_reached_raises_sqlalchemy_s_error(live_database_url, tmp_path: Path):

@@ -13,10 +13,12 @@ with the column types' own result processors; the statement itself runs on the p
 driver connection's cursor, in autocommit (one statement is a transaction of its own, as
 ``appserver.models.reader`` has it). psycopg prepares it on the server after a few runs.
 
-Errors stay SQLAlchemy's: a driver error (a dropped connection, a restarted server, a busy
-SQLite file) discards the connection and the read runs once more through ``Connection``,
-which raises the wrapped error, invalidates the pool on a disconnect and runs the engine's
-``handle_error`` hooks, exactly as before. A read twice is harmless.
+Errors stay SQLAlchemy's: a driver error discards the connection. When the server went away
+(a dropped connection, a restart), the read runs once more through ``Connection``, which
+reads on a live connection or invalidates the pool and raises the error marked as a
+disconnect, for pyramid_retry, exactly as before; a read twice is harmless. Any other error
+(a refused connection, a lock timeout, a busy SQLite file) is raised at once, wrapped as
+SQLAlchemy wraps it, without a second wait.
 
 The price: the fast path is invisible to the engine's ``before_cursor_execute`` events.
 Tests count statements at the driver instead (``tests/support.py``, ``DriverStatements``).
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -68,13 +71,21 @@ class PreparedRead:
         plan = self._plans.get(bind)
         if plan is None:
             plan = self._plans[bind] = self._plan(bind)
+        dialect = bind.dialect
         try:
             row = _run(bind, plan, parameters)
-        except bind.dialect.loaded_dbapi.Error:
-            # SQLAlchemy's own path decides what the error means, wraps it, and invalidates
-            # the pool if the server went away; it raises again if the error stands.
+        except _Disconnected:
+            # The server went away: SQLAlchemy's own path reads again, and when it meets
+            # another dead connection it invalidates the whole pool (a restart killed them
+            # all) and raises the error marked for pyramid_retry.
             with bind.connect() as connection:
                 return connection.execute(self.statement, parameters).first()
+        except dialect.loaded_dbapi.Error as error:
+            # A refused connection, a lock timeout: raised as SQLAlchemy raises it, at once
+            # (a second try would wait as long again before the 503).
+            raise sa_exc.DBAPIError.instance(
+                plan.sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+            ) from error
         if row is None:
             return None
         return tuple(
@@ -104,12 +115,17 @@ class PreparedRead:
         )
 
 
+class _Disconnected(Exception):
+    """The driver's connection died under the read (the dialect's own judgement)."""
+
+
 def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[Any] | None:
     values = plan.compiled.construct_params(parameters)
     for name, process in plan.bind_processors.items():
         values[name] = process(values[name])
     arguments: Any = values if plan.positions is None else [values[name] for name in plan.positions]
     connection = engine.raw_connection()
+    cursor = None
     try:
         driver = connection.driver_connection
         if plan.toggle_autocommit:
@@ -122,9 +138,17 @@ def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[An
             cursor.close()
         if plan.toggle_autocommit:
             driver.autocommit = False  # as SQLAlchemy expects it back from the pool
-    except BaseException:
+    except BaseException as error:
+        # Asked before the connection is discarded, which closes it (psycopg's answer
+        # depends on whether the connection is closed or broken).
+        dialect = engine.dialect
+        disconnected = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, connection.dbapi_connection, cursor
+        )
         # Whatever state the driver is in, it does not go back to the pool.
         connection.invalidate()
+        if disconnected:
+            raise _Disconnected() from error
         raise
     finally:
         connection.close()
