@@ -37,6 +37,11 @@ def bare_json_app() -> Router:
     return config.make_wsgi_app()
 
 
+def _refused(request: Request, why: str) -> dict[str, Any]:
+    request.response.status = 401
+    return {"errorMessages": [why], "errors": {}}
+
+
 def _session_statement():
     return (
         select(
@@ -62,14 +67,12 @@ def bare_cookie_app(database_url: str, cookie_name: str, pool_size: int) -> Rout
     def myself(request: Request):
         token = request.cookies.get(cookie_name)
         if token is None:
-            request.response.status = 401
-            return {"errorMessages": ["no cookie"], "errors": {}}
+            return _refused(request, "no cookie")
         digest = hashlib.sha256(token.encode("ascii")).hexdigest()
         with engine.connect() as connection:
             row = connection.execute(statement.where(SESSIONS.c.token_hash == digest)).first()
         if row is None or row.revoked_at is not None or not row.active or row.expires_at <= _now():
-            request.response.status = 401
-            return {"errorMessages": ["stale cookie"], "errors": {}}
+            return _refused(request, "stale cookie")
         return {"name": row.username, "displayName": row.display_name, "active": row.active}
 
     with Configurator() as config:
@@ -103,8 +106,7 @@ def driver_cookie_app(database_url: str, cookie_name: str) -> Router:
     def myself(request: Request):
         token = request.cookies.get(cookie_name)
         if token is None:
-            request.response.status = 401
-            return {"errorMessages": ["no cookie"], "errors": {}}
+            return _refused(request, "no cookie")
         digest = hashlib.sha256(token.encode("ascii")).hexdigest()
         connection = getattr(local, "connection", None)
         if connection is None:
@@ -115,8 +117,7 @@ def driver_cookie_app(database_url: str, cookie_name: str) -> Router:
             if sqlite:  # stored as naive UTC text
                 expires_at = datetime.fromisoformat(expires_at).replace(tzinfo=timezone.utc)
         if row is None or revoked_at is not None or not active or expires_at <= _now():
-            request.response.status = 401
-            return {"errorMessages": ["stale cookie"], "errors": {}}
+            return _refused(request, "stale cookie")
         return {"name": username, "displayName": display_name, "active": bool(active)}
 
     with Configurator() as config:

@@ -10,11 +10,15 @@ loaded once it closes: every column loaded, no pending change, an identity key, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import Label
+
+if TYPE_CHECKING:
+    from .user import User
 
 T = TypeVar("T")
 
@@ -40,3 +44,22 @@ class RowLoader(Generic[T]):
         instance.__dict__.update(zip(self.keys, row[start:start + len(self.keys)]))
         make_transient_to_detached(instance)
         return instance
+
+
+class OwnedRowLoader(Generic[T]):
+    """A row of ``cls`` joined with the account it belongs to (``cls.user``): the columns of
+    both for a ``select``, and the pair of detached objects made from its row, the
+    relationship set without SQL (a session, a personal access token)."""
+
+    def __init__(self, cls: type[T], prefix: str) -> None:
+        from .user import User
+
+        self.item: RowLoader[T] = RowLoader(cls, prefix)
+        self.owner: RowLoader[User] = RowLoader(User, "u_")
+        self.columns = (*self.item.columns, *self.owner.columns)
+
+    def load(self, row: Sequence[Any]) -> tuple[T, User]:
+        item = self.item.load(row)
+        owner = self.owner.load(row, len(self.item.keys))
+        set_committed_value(item, "user", owner)
+        return item, owner

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import PersonalToken, User
 from ..models.prepared import PreparedRead
-from ..models.rows import RowLoader
+from ..models.rows import OwnedRowLoader
 from ..models.units import read_bind, unit
 from . import audit
 from .audit import Event
@@ -94,12 +94,11 @@ def parse(raw: str) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2)
 
 
-_TOKEN_ROW = RowLoader(PersonalToken, "t_")
-_USER_ROW = RowLoader(User, "u_")
+_TOKEN_ROWS = OwnedRowLoader(PersonalToken, "t_")
 #: The token and its owner, by the token's id: one primary-key SELECT, run by the driver on
 #: a live engine (appserver.models.prepared).
 _LOOKUP = PreparedRead(
-    select(*_TOKEN_ROW.columns, *_USER_ROW.columns)
+    select(*_TOKEN_ROWS.columns)
     .join_from(PersonalToken, User, PersonalToken.user_id == User.id)
     .where(PersonalToken.id == bindparam("token_id"))
 )
@@ -149,9 +148,7 @@ class TokenStore:
         found = _LOOKUP.first(self.db, {"token_id": token_id})
         if found is None:
             return TokenLookup(TokenState.UNKNOWN)
-        token = _TOKEN_ROW.load(found)
-        user = _USER_ROW.load(found, len(_TOKEN_ROW.keys))
-        set_committed_value(token, "user", user)
+        token, user = _TOKEN_ROWS.load(found)
         if not hmac.compare_digest(hash_token(secret), token.secret_hash):
             return TokenLookup(TokenState.UNKNOWN, None, user)  # the owner, for the audit
         if token.revoked_at is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import RememberToken, User, UserSession
 from ..models.prepared import PreparedRead
-from ..models.rows import RowLoader
+from ..models.rows import OwnedRowLoader
 from ..models.units import read_bind
 from .tokens import hash_token, is_well_formed, new_token
 
@@ -53,14 +53,13 @@ class IssuedSession:
     session: UserSession
 
 
-_SESSION_ROW = RowLoader(UserSession, "s_")
-_USER_ROW = RowLoader(User, "u_")
+_SESSION_ROWS = OwnedRowLoader(UserSession, "s_")
 
 #: Built once: constructing the statement per request cost more than running it. A Core
 #: statement, run by the driver on an engine (every live request), or in a unit's or a
 #: test's transaction: the ORM's loading cost more than the query.
 _LOOKUP = PreparedRead(
-    select(*_SESSION_ROW.columns, *_USER_ROW.columns)
+    select(*_SESSION_ROWS.columns)
     .join_from(UserSession, User, UserSession.user_id == User.id)
     .where(UserSession.token_hash == bindparam("token_hash"))
 )
@@ -139,9 +138,7 @@ class SessionStore:
         found = _LOOKUP.first(self.db, {"token_hash": hash_token(token)})
         if found is None:
             return SessionLookup(CookieState.UNKNOWN)
-        session = _SESSION_ROW.load(found)
-        user = _USER_ROW.load(found, len(_SESSION_ROW.keys))
-        set_committed_value(session, "user", user)
+        session, user = _SESSION_ROWS.load(found)
         if session.revoked_at is not None or not user.active:
             return SessionLookup(CookieState.REVOKED, session, user)
         if self.now >= session.expires_at or self.now >= session.last_seen_at + self.idle:
