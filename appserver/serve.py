@@ -38,6 +38,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
 
+from .server_errors import DEFAULT_REST_PREFIX, RequestParser, ServerErrorTask
 from .startup import StartupError, check_free, exit_with, listen_settings
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
 
 
 def create_server(app: Any, **settings: Any) -> Any:
-    """``waitress.create_server``, with channels that send each response in one piece.
+    """``waitress.create_server``, with channels that send each response in one piece and
+    answer waitress's own refusals (a body over the limit, say) as the application answers
+    its errors (:mod:`appserver.server_errors`).
 
     The benchmark serves every target (its anchors and Django included) through this too, so
     that the ratios it prints compare applications, not servers.
@@ -89,8 +92,11 @@ def create_server(app: Any, **settings: Any) -> Any:
     server.adj.send_bytes = RESPONSE_BUFFER
     listeners = [server] if isinstance(server, BaseWSGIServer) else [
         d for d in server.map.values() if isinstance(d, BaseWSGIServer)]
+    settings = getattr(getattr(app, "registry", None), "appserver_settings", None)
+    rest_prefix = settings.rest_prefix if settings is not None else DEFAULT_REST_PREFIX
     for listener in listeners:
         listener.channel_class = WholeResponseChannel
+        listener.rest_prefix = rest_prefix  # read by ServerErrorTask
     return server
 
 
@@ -108,6 +114,8 @@ class WholeResponseTask(WSGITask):
 
 class WholeResponseChannel(HTTPChannel):
     task_class = WholeResponseTask
+    parser_class = RequestParser
+    error_task_class = ServerErrorTask
 
 
 class GracefulServer:

@@ -75,6 +75,55 @@ def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
     too_big = https.post(cluster.url + "/rest/auth/1/session", data=b"x" * (1024 * 1024 + 1),
                          headers={"Content-Type": "application/json"}, timeout=10)
     assert too_big.status_code == 413
+    assert "1048576 bytes" in too_big.json()["errorMessages"][0]  # nginx's refusal, as Jira's JSON
+
+
+def assert_jira_json(response: requests.Response, status: int, text: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:200])
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["errors"] == {} and text in body["errorMessages"][0], body
+
+
+def assert_error_page(response: requests.Response, status: int, text: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:200])
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert response.text.startswith("<!DOCTYPE html>") and f"({status})" in response.text
+    assert text in response.text
+
+
+def test_what_nginx_refuses_itself_is_jira_json_under_rest_and_a_page_elsewhere(cluster, https):
+    """nginx answers some requests without a process: a body over 1 MiB, headers over its
+    buffers. Under /rest those answers are JSON in Jira's shape, as every REST error is."""
+    body = b"x" * (1024 * 1024 + 1)
+    assert_jira_json(https.post(cluster.url + "/rest/api/2/search", data=body, timeout=10),
+                     413, "larger than this server accepts")
+    assert_error_page(https.post(cluster.url + "/login", data=body, timeout=10),
+                      413, "larger than this server accepts")
+    cookie = {"Cookie": "a=" + "b" * 20000}  # one header over nginx's 8 KiB buffers
+    assert_jira_json(https.get(cluster.url + "/rest/api/2/myself", headers=cookie, timeout=10),
+                     431, "headers are larger")
+    assert_error_page(https.get(cluster.url + "/issues", headers=cookie, timeout=10), 431, "clear this site")
+    assert https.get(cluster.url + "/_errors/json/413", timeout=10).status_code == 404  # internal only
+
+
+def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
+    """Every process down at once (a bad deploy, a restart of all): nginx's 502 says when to
+    try again, in the shape the client reads."""
+    for port in cluster.ports:
+        cluster.stop_process(port)
+    try:
+        down = https.get(cluster.url + "/rest/api/2/myself", timeout=10)
+        assert_jira_json(down, 502, "try again in a few seconds")
+        assert down.headers["Retry-After"] == "5"
+        page = https.get(cluster.url + "/issues", timeout=10)
+        assert_error_page(page, 502, "try again in a few seconds")
+        assert page.headers["Retry-After"] == "5"
+    finally:
+        restore_processes(cluster)
 
 
 # --- one session, every process ----------------------------------------------------------------
