@@ -116,11 +116,26 @@ def head_revision(config_path: Path | None) -> str | None:
         alembic_log.setLevel(level)
 
 
+def missing_sqlite_file(url: Any) -> bool:
+    """A SQLite database named by a file path that is not there, in a folder that is (SQLite
+    would make an empty file on connecting; without the folder it fails to open, and says
+    so). In-memory and ``file:`` URI databases are never missing."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("uri"):
+        return False
+    path = Path(database)
+    return not path.exists() and path.parent.is_dir()
+
+
 def database_status(engine: Engine, config_uri: str | None) -> str | None:
     """None when the database answers and is migrated to this code's newest revision,
     else the one line that says what to do."""
     config_path = Path(config_uri.split("#", 1)[0]) if config_uri else None
     initdb = f"appserver {config_path or 'CONFIG'} initdb"
+    if missing_sqlite_file(engine.url):  # connecting would create it: a check leaves no file
+        return f"the database {safe_url(engine.url)} does not exist yet: run '{initdb}'"
     try:
         with engine.connect() as connection:
             try:

@@ -1,6 +1,8 @@
 """Administration pages: ACL-protected, list, create, (de)activate, unlock, revoke."""
 from __future__ import annotations
 
+import pytest
+
 import webtest
 
 from .support import confirm_websudo
@@ -54,6 +56,23 @@ def test_admin_creates_a_user_who_can_log_in(testapp, users):
     again = admin.get("/admin/users").forms["create-user-form"]
     again["username"], again["password"] = "CAROL", "carol-password"
     assert "already exists" in again.submit(status=400).text
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("email", "carol at example", "Enter an email address like name@example.com"),
+    ("email", "c" * 250 + "@example.com", "at most 255 characters"),
+    ("display_name", "C" * 256, "Display names are limited to 255 characters."),
+    ("display_name", "Carol\x00", "Display names cannot contain control characters."),
+])
+def test_admin_form_refuses_a_bad_profile_and_keeps_what_was_typed(testapp, users, field, value, says):
+    """Refused, never cut to the column's size: what the admin typed is still in the form."""
+    admin = client(testapp, "admin")
+    form = admin.get("/admin/users").forms["create-user-form"]
+    form["username"], form["password"], form[field] = "carol", "carol-password", value
+    page = form.submit(status=400)
+    assert says in page.text
+    assert page.forms["create-user-form"][field].value == value
+    testapp.post_json("/rest/auth/1/session", {"username": "carol", "password": "carol-password"}, status=401)
 
 
 def test_deactivate_and_activate(testapp, users):

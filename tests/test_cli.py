@@ -183,6 +183,21 @@ def test_initdb_demo_twice_is_idempotent(appserver_cli, ini):
 # --- create-user -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--email", "not an address", "invalid --email: Enter an email address like name@example.com"),
+    ("--email", "a@b@c", "invalid --email"),
+    ("--email", "@example.com", "invalid --email"),
+    ("--email", "x@" + "e" * 260 + ".com", "(at most 255 characters)"),
+    ("--display-name", "D" * 256, "invalid --display-name: Display names are limited to 255 characters."),
+    ("--display-name", "tab\there", "invalid --display-name: Display names cannot contain control characters."),
+])
+def test_create_user_refuses_a_bad_profile_and_creates_nobody(appserver_cli, option, value, says):
+    appserver_cli("initdb")
+    status, out, err = appserver_cli("create-user", "dora", option, value, stdin="never read\n")
+    assert status == 1 and out == "" and err.startswith("appserver: error: ") and says in err, err
+    assert appserver_cli("create-user", "dora", stdin="dora's pass phrase\n")[:2] == (0, "created user 'dora'\n")
+
+
 def test_create_user_reads_the_password_from_stdin(appserver_cli, ini):
     appserver_cli("initdb")
     status, out, err = appserver_cli(

@@ -384,6 +384,23 @@ def test_an_empty_database_says_to_run_initdb(tmp_path, database):
     ]
 
 
+def test_a_missing_sqlite_file_is_said_and_not_created(tmp_path):
+    """SQLite makes an empty file on connecting: a check, or a command run before initdb,
+    would leave one behind (and the next check would call it "empty")."""
+    database = tmp_path / "not-yet.sqlite"
+    url = f"sqlite:///{database}"
+    ini = write_ini(tmp_path, url)
+    expected = f"appserver: error: the database {url} does not exist yet: run 'appserver {ini} initdb'"
+    for command in (["check"], ["create-user", "bob"], ["purge-sessions"]):
+        status, lines = run(str(BIN / "appserver"), str(ini), *command, cwd=tmp_path)
+        assert_one_line(status, lines, expected)
+        assert not database.exists(), command
+    status, lines = run(str(BIN / "appserver"), str(ini), "initdb", cwd=tmp_path)
+    assert status == 0 and database.exists(), lines
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
+    assert status == 0 and lines[-1].startswith(f"{ini}: settings, database and "), lines
+
+
 def test_a_database_behind_the_code_says_to_run_initdb(tmp_path, database):
     engine = get_engine({"sqlalchemy.url": database})
     migrate(engine, "0002")  # a database from before the latest migration

@@ -121,15 +121,24 @@ def cmd_initdb(args: argparse.Namespace) -> None:
                 print(line)
 
 
-def _create_user(request, args: argparse.Namespace, password: str) -> User:
-    username = args.username.strip()
+def _new_user_fields(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The username, display name and email address as stored, checked before anything is
+    asked or connected (a typed password is not wasted on a bad name)."""
     try:
-        username = accounts.validate_username(username)
+        username = accounts.validate_username(args.username.strip())
     except AccountError as error:
         raise CommandError(f"invalid username {args.username[:300]!r}: {error}") from None
-    user, created = ensure_user(
-        request, username, password, args.display_name or username, args.email or "", args.admin
-    )
+    try:
+        display_name, email = accounts.validate_profile(args.display_name or "", args.email or "")
+    except AccountError as error:
+        option = "--display-name" if error.field == "display_name" else "--email"
+        raise CommandError(f"invalid {option}: {error}") from None
+    return username, display_name or username, email
+
+
+def _create_user(request, args: argparse.Namespace, password: str) -> User:
+    username, display_name, email = _new_user_fields(args)
+    user, created = ensure_user(request, username, password, display_name, email, args.admin)
     if not created:
         raise CommandError(f"user {username!r} already exists")
     audit.record(request, Event.USER_CREATED, user, "by command line")
@@ -144,6 +153,7 @@ def _existing_user(request, username: str) -> User:
 
 
 def cmd_create_user(args: argparse.Namespace) -> None:
+    _new_user_fields(args)
     with app_env(args.config_uri) as env:  # the database first: then ask for a password
         user = _create_user(env["request"], args, read_password())
         print(f"created user {user.username!r}{' (administrator)' if user.admin else ''}")

@@ -63,6 +63,29 @@ def validate_username(username: str) -> str:
     return name
 
 
+#: The users table's column sizes (models/user.py): longer values are refused, never cut.
+PROFILE_MAX_LENGTH = 255
+
+
+def validate_profile(display_name: str, email: str) -> tuple[str, str]:
+    """The one rule for a new user's display name and email address (admin form, command
+    line); returns them stripped. An email address is optional; one that is given must look
+    like one (a single ``@`` between two non-empty parts, no spaces)."""
+    display_name, email = display_name.strip(), email.strip()
+    if not display_name.isprintable():  # NUL: PostgreSQL refuses it; the rest breaks layouts
+        raise AccountError("Display names cannot contain control characters.", "display_name")
+    if len(display_name) > PROFILE_MAX_LENGTH:
+        raise AccountError(f"Display names are limited to {PROFILE_MAX_LENGTH} characters.", "display_name")
+    if email:
+        local, at, domain = email.rpartition("@")
+        if (not at or not local or not domain or "@" in local or len(email) > PROFILE_MAX_LENGTH
+                or not email.isprintable() or any(ch.isspace() for ch in email)):
+            raise AccountError(
+                f"Enter an email address like name@example.com (at most {PROFILE_MAX_LENGTH} "
+                "characters), or leave it empty.", "email")
+    return display_name, email
+
+
 def validate_new_password(request: Request, password: str, confirm: str | None = None) -> None:
     """The one rule for new passwords, wherever they are set (account page, REST, admin
     form, command line, demo data)."""

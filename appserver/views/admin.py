@@ -56,13 +56,11 @@ def create_user(request: Request):
     password = request.POST.get("password", "")
     try:
         username = accounts.validate_username(form["username"])
-        if not (form["display_name"] + form["email"]).isprintable():  # NUL: PostgreSQL refuses it
-            raise AccountError("Display names and email addresses cannot contain control characters.")
+        display_name, email = accounts.validate_profile(form["display_name"], form["email"])
         # It looks the name up before it checks or hashes the password, and a name taken
         # while it hashed (a double submit) comes back as not created too.
         user, created = ensure_user(
-            request, username, password, form["display_name"][:255] or username, form["email"][:255],
-            form["admin"],
+            request, username, password, display_name or username, email, form["admin"],
         )
         if not created:
             raise AccountError(f"A user named {username!r} already exists.")
