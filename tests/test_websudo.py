@@ -124,6 +124,38 @@ def test_an_admin_action_rolls_the_window_after_its_own_writes(testapp, users, c
     admin.get(ADMIN, status=200)
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_drop_committed_while_an_admin_request_runs_is_not_undone(testapp, users, monkeypatch, method):
+    """The person drops WebSudo (another tab, the REST resource) while an admin request that
+    read the elevation is still running: that request's extension, written after the drop
+    committed, brought the elevation back for a whole window (an outside review: 10 of 10,
+    two processes). It extends only the elevation it read."""
+    from appserver.models.units import writing
+    from appserver.security import websudo
+
+    from .test_admin import action_form
+
+    admin = html_login(testapp)
+    confirm_websudo(admin, "admin-password")
+    page = admin.get(ADMIN)
+    real = websudo.remaining
+
+    def dropped_meanwhile(request):
+        left = real(request)
+        if left is not None:  # it read the elevation; now the drop commits
+            with writing(request) as db:
+                websudo._write(db, websudo._session(request), None)
+        return left
+
+    monkeypatch.setattr(websudo, "remaining", dropped_meanwhile)
+    if method == "GET":
+        admin.get(ADMIN, status=200)  # elevated when it began: served
+    else:
+        action_form(page, users["alice"], "revoke-sessions").submit(status=303)
+    monkeypatch.undo()
+    prompted(admin.get(ADMIN))
+
+
 def test_ordinary_pages_do_not_extend_it(testapp, users, clock):
     admin = html_login(testapp)
     confirm_websudo(admin, "admin-password")

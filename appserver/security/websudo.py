@@ -53,10 +53,17 @@ def remaining(request: Request) -> int | None:
     return seconds if seconds > 0 else None
 
 
-def _write(db: Session, session: UserSession, value: datetime | None) -> None:
+def _write(db: Session, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None) -> None:
+    """``unchanged_from``: write only if the elevation is still the one the request read.
+    An extension written after a drop (or a new confirmation) committed would otherwise undo
+    it: an admin request in flight while the person dropped WebSudo kept it for another
+    whole window."""
+    condition = [UserSession.id == session.id, UserSession.revoked_at.is_(None)]
+    if unchanged_from is not None:
+        condition.append(UserSession.websudo_at == unchanged_from)
     db.execute(
         update(UserSession)
-        .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
+        .where(*condition)
         .values(websudo_at=value)
         .execution_options(synchronize_session=False)
     )
@@ -74,17 +81,20 @@ def _extend(request: Request, session: UserSession) -> None:
     in a unit of its own: inside the transaction the UPDATE locked the administrator's own
     session before the account, tokens and sessions the action takes (the one lock order
     puts sessions last), and two administrators acting on each other deadlocked. If the
-    action fails, the window is not extended."""
+    action fails, the window is not extended. Either way only the elevation this request
+    read is extended (see :func:`_write`)."""
+    read, now = session.websudo_at, request.now
     if is_read_only(request):
-        _set(request, session, request.now)  # a unit of its own already
+        with writing(request) as db:  # a safe request writes in a unit of its own
+            _write(db, session, now, unchanged_from=read)
+        set_committed_value(session, "websudo_at", now)
         return
-    now = request.now
     set_committed_value(session, "websudo_at", now)
 
     def extend(committed: bool) -> None:
         if committed:
             with unit(request, write=True, after_commit=True) as db:
-                _write(db, session, now)
+                _write(db, session, now, unchanged_from=read)
 
     request.tm.get().addAfterCommitHook(extend)
 
