@@ -15,6 +15,8 @@ from pyramid.renderers import render_to_response
 from pyramid.request import Request
 from pyramid.response import Response
 
+from .rendering import json_response
+
 TITLES = {
     400: "Bad request",
     401: "Log in required",
@@ -61,12 +63,7 @@ def error_response(
     """``actions`` are (label, url) links an HTML page offers as the next step."""
     messages = list(messages)
     if wants_json(request):
-        response = Response(
-            json_body=jira_error_body(messages, errors),
-            status=status,
-            charset="utf-8",
-            content_type="application/json",
-        )
+        response = json_response(jira_error_body(messages, errors), status)
     else:
         response = render_to_response(
             "appserver:templates/error.jinja2",
@@ -82,7 +79,10 @@ def error_response(
         response.status = status
     response.headers["Cache-Control"] = "no-store"
     for name, value in headers:
-        response.headers[name] = value
+        if name.lower() == "set-cookie":
+            response.headers.add(name, value)  # one header per cookie
+        else:
+            response.headers[name] = value
     return response
 
 

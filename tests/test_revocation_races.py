@@ -424,6 +424,39 @@ def test_a_password_change_by_a_session_logged_out_meanwhile_is_refused(server, 
         assert request.passwords.verify("right-password-1", user.password_hash)[0]
 
 
+def test_a_log_out_racing_a_password_change_of_its_session_does_not_also_succeed(server, monkeypatch):
+    """One session changes its password and logs out at once (two tabs, two processes). The
+    change, past its checks under the account's lock, rotates the session; the log-out,
+    which took no lock, revoked the old session meanwhile, and both answered success: the
+    change's new session outlived the log-out (an outside review: 5 of 40). The log-out now
+    takes the account's row first, waits for the change, and finds its session already
+    ended: the stale cookie's 401, as if it had come a moment later."""
+    user_id, client = logged_in_user(server)
+    old_cookies = dict(client.cookies)
+    real = accounts.acting_session_ended
+    log_outs = []
+
+    def logging_out_meanwhile(request):
+        ended = real(request)  # the change holds the account's row from here on
+        if not log_outs:
+            future, started = in_thread(lambda: requests.delete(
+                server.url + "/rest/auth/1/session", cookies=old_cookies, timeout=30))
+            log_outs.append(future)
+            wait_until_blocked(server, started)
+        return ended
+
+    monkeypatch.setattr(accounts, "acting_session_ended", logging_out_meanwhile)
+    changed = client.put(server.url + "/rest/api/2/myself/password", timeout=30,
+                         json={"currentPassword": "right-password-1", "password": "new-password-22"})
+    logged_out = log_outs[0].result(timeout=30)
+    assert changed.status_code == 204, changed.text
+    assert logged_out.status_code == 401, logged_out.text
+    assert "no longer valid" in logged_out.json()["errorMessages"][0]
+    assert logged_out.headers["Set-Cookie"].count("Max-Age=0") >= 1  # the old cookie is deleted
+    assert client.get(server.url + "/rest/api/2/myself", timeout=30).status_code == 200  # the change's session
+    assert live_sessions(server, user_id) == 1
+
+
 def test_a_token_asked_for_with_basic_while_the_account_is_deactivated_is_refused(server, monkeypatch):
     """A Basic request checked its password, then the administrator's deactivation
     committed: the token it goes on to make would work again on reactivation. The account's

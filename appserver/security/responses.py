@@ -4,6 +4,8 @@ used Basic or asked for it gets a Basic challenge, so a browser never pops a pas
 for a page's own script."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pyramid.request import Request
 from pyramid.response import Response
 
@@ -26,14 +28,28 @@ def challenge_for(request: Request, *, basic: bool) -> str:
     return session_challenge(request)
 
 
-def unauthorized_response(request: Request, message: str, *, basic: bool) -> Response:
+def unauthorized_response(
+    request: Request, message: str, *, basic: bool, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
     destination = request.path_qs
     return error_response(
         request,
         401,
         [message],
-        headers=[("WWW-Authenticate", challenge_for(request, basic=basic))],
+        headers=[("WWW-Authenticate", challenge_for(request, basic=basic)), *headers],
         actions=[("Log in", request.route_path("login", _query={"os_destination": destination}))],
+    )
+
+
+def stale_session_response(request: Request, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """Rule 1's answer under /rest: the session the cookie names is no longer valid."""
+    login = request.route_url("rest.session", version="1")
+    return unauthorized_response(
+        request,
+        f"Your session has expired or is no longer valid. Log in again (POST {login}) or send "
+        "HTTP Basic credentials.",
+        basic=False,
+        headers=headers,
     )
 
 

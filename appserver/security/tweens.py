@@ -44,7 +44,7 @@ from .header_values import encode_header_value
 from .identity import Authentication, BasicState
 from .paths import credential_free
 from .personal_tokens import TokenState, bearer_challenge
-from .responses import denied_response, unauthorized_response, unavailable_response
+from .responses import denied_response, stale_session_response, unauthorized_response, unavailable_response
 from .sessions import CookieState
 
 log = logging.getLogger(__name__)
@@ -251,13 +251,7 @@ def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Hand
         if auth.identity is not None:
             return handler(request)  # someone is logged in: nothing to refuse
         if auth.stale_cookie and is_rest(request) and not _is_rest_login(request):
-            login = request.route_url("rest.session", version="1")
-            return unauthorized_response(
-                request,
-                "Your session has expired or is no longer valid. "
-                f"Log in again (POST {login}) or send HTTP Basic credentials.",
-                basic=False,
-            )
+            return stale_session_response(request)
         return handler(request)
 
     return rest_cookie_rule_tween

@@ -92,7 +92,7 @@ def revoke_session(request: Request):
         return _back(request, "session-revoked")  # nothing of another user's is revealed
     identity = request.authentication.identity
     if identity.session is not None and identity.session.id == session.id:
-        headers = log_out(request)
+        headers = log_out(request).headers
         return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
     accounts.revoke_session(request, user, session)
     return _back(request, "session-revoked")

@@ -104,5 +104,5 @@ def demo_users(request: Request) -> list[tuple[str, str, str]]:
 
 @view_config(route_name="logout", request_method="POST")
 def logout(request: Request):
-    headers = log_out(request)
+    headers = log_out(request).headers
     return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)

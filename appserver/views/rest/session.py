@@ -7,7 +7,7 @@ from pyramid.view import view_config, view_defaults
 
 from ...errors import error_response
 from ...security.login import Outcome, check_password, log_in, log_out
-from ...security.responses import denied_response, unauthorized_response
+from ...security.responses import denied_response, stale_session_response, unauthorized_response
 from . import BadJSON, bad_json_response, json_object, login_info, missing_strings
 
 
@@ -70,5 +70,7 @@ class SessionResource:
             # Basic or a token: nothing to log out of. The 401 names nobody, as every 401 does.
             request.registry.security_policy.refuse(request)
             return unauthorized_response(request, "You are not logged in with a session.", basic=False)
-        headers = log_out(request)
-        return HTTPNoContent(headers=headers)
+        logged_out = log_out(request)
+        if logged_out.ended_meanwhile:  # the cookies are deleted all the same
+            return stale_session_response(request, logged_out.headers)
+        return HTTPNoContent(headers=logged_out.headers)
