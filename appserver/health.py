@@ -18,6 +18,7 @@ from pyramid.response import Response
 from sqlalchemy import text
 
 from .errors import jira_error_body
+from .rendering import json_response
 from .models import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,12 @@ def database_reachable(registry: Registry) -> bool:
 
 def status_response(request: Request) -> Response:
     if request.method not in ("GET", "HEAD"):
-        response = Response(json_body=jira_error_body([f"{request.method} is not allowed here: use GET."]), status=405)
+        response = json_response(jira_error_body([f"{request.method} is not allowed here: use GET."]), 405)
         response.allow = ("GET", "HEAD")
     elif database_reachable(request.registry):
-        response = Response(json_body={"state": "RUNNING"}, status=200)
+        response = json_response({"state": "RUNNING"})
     else:
-        response = Response(json_body={"state": "ERROR"}, status=503)
+        response = json_response({"state": "ERROR"}, 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response.cache_control = "no-store"
     return response

@@ -26,6 +26,7 @@ from waitress.utilities import (
 )
 
 from .errors import TITLES
+from .rendering import JSON_CONTENT_TYPE
 
 DEFAULT_REST_PREFIX = "/rest"
 #: Bytes of a request's start kept for :func:`request_path`: a request line is shorter.
@@ -75,7 +76,7 @@ def render(error: Error, path: str, adj: Any, rest_prefix: str) -> tuple[list[tu
     text = message(error, adj)
     if path == rest_prefix or path.startswith(rest_prefix + "/"):
         body = json.dumps({"errorMessages": [text], "errors": {}}).encode()
-        content_type = "application/json; charset=utf-8"
+        content_type = JSON_CONTENT_TYPE
     else:
         title = html.escape(TITLES.get(error.code, error.reason))
         body = (

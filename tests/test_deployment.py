@@ -80,7 +80,7 @@ def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
 
 def assert_jira_json(response: requests.Response, status: int, text: str) -> None:
     assert response.status_code == status, (response.status_code, response.text[:200])
-    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
     assert response.headers["Cache-Control"] == "no-store"
     body = response.json()

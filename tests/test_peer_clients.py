@@ -238,6 +238,7 @@ def test_atlassian_python_api_anonymous_and_wrong_password(server):
     with pytest.raises(requests.HTTPError) as raised:
         Jira(url=server.url, username="alice", password="wrong").jql("project = DEMO")
     assert raised.value.response.status_code == 401
+    assert str(raised.value) != "Unauthorized (401)" and "Basic" in str(raised.value), str(raised.value)
 
 
 # --- personal access tokens (Authorization: Bearer) -----------------------------------------
@@ -317,3 +318,6 @@ def test_atlassian_python_api_token(server, http):
         jira.jql("project = DEMO")
     assert raised.value.response.status_code == 401
     assert raised.value.response.headers["WWW-Authenticate"].startswith("Bearer ")
+    # The library reads a 401's errorMessages only under Jira's exact Content-Type; under
+    # any other it raised a bare "Unauthorized (401)" and the reason was lost.
+    assert "revoked" in str(raised.value), str(raised.value)

@@ -69,3 +69,25 @@ def test_the_host_check_answers_the_same_from_its_cache():
         assert not host_allowed("evil.example", patterns)
         assert not host_allowed("example.com@evil", patterns)
     assert not host_allowed("example.com", (parse_host_pattern("other.example"),))
+
+
+def test_every_json_answer_has_jiras_exact_content_type(testapp, users, fred_cookie):
+    """``application/json;charset=UTF-8``, byte for byte, as Jira sends it: atlassian-python-api
+    compares the header as a string before it reads a 401's errorMessages."""
+    from appserver.rendering import JSON_CONTENT_TYPE
+
+    admin = {"Authorization": "Basic YWRtaW46YWRtaW4tcGFzc3dvcmQ="}  # admin:admin-password
+    answers = [
+        testapp.get("/rest/api/2/serverInfo"),  # a view's renderer
+        testapp.get("/rest/api/2/myself", headers=fred_cookie),
+        testapp.get("/rest/api/2/myself", status=401),  # an error view
+        testapp.get("/rest/api/2/myself", headers={"Cookie": "appserver.session=" + "x" * 43}, status=401),
+        testapp.get("/rest/api/2/nothing-here", status=404),
+        testapp.get("/rest/api/2/search?maxResults=x", status=400),
+        testapp.post("/rest/api/2/search", "x", content_type="text/plain", headers=admin, status=415),
+        testapp.get("/status"),  # the health tween
+        testapp.get("/rest/api/2/myself?os_authType=basic", status=401),  # the seed's tween
+    ]
+    for response in answers:
+        assert response.headers["Content-Type"] == JSON_CONTENT_TYPE, (response.request.path_qs, response.status)
+        response.json  # and the body is JSON in that charset

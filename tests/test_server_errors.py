@@ -84,7 +84,7 @@ def test_under_the_rest_prefix_every_refusal_is_jira_json(server):
     for name, data, status, text in refusals(prefix):
         code, headers, body = exchange(port, data)
         assert code == status, name
-        assert headers["Content-Type"] == "application/json; charset=utf-8", name
+        assert headers["Content-Type"] == "application/json;charset=UTF-8", name
         assert headers["Connection"] == "close" and headers["Cache-Control"] == "no-store", name
         answer = json.loads(body)
         assert answer["errors"] == {} and len(answer["errorMessages"]) == 1, name

@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import is_rest
 from ..models import UserSession, is_read_only
+from ..rendering import json_response
 from ..models.units import unit, writing
 from . import audit
 from .audit import Event
@@ -112,12 +113,7 @@ def require(request: Request) -> Response | None:
         _extend(request, session)
         return None
     if is_rest(request):
-        response = Response(
-            json_body={"message": REST_MESSAGE, "status-code": 401},
-            status=401,
-            charset="utf-8",
-            content_type="application/json",
-        )
+        response = json_response({"message": REST_MESSAGE, "status-code": 401}, 401)
         response.headers["WWW-Authenticate"] = session_challenge(request)
         response.headers["Cache-Control"] = "no-store"
         return response
