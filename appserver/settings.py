@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pyramid.config import Configurator
 from pyramid.settings import asbool
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .hosts import HostPattern, InvalidHost, parse_host_pattern
 
@@ -271,7 +273,42 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
         raise ConfigurationError(
             "sqlalchemy.url is not set: set it in the ini file or APPSERVER_DATABASE_URL"
         )
+    check_database_url(str(settings["sqlalchemy.url"]))
     return parsed
+
+
+_URL_SETTING = "sqlalchemy.url (or APPSERVER_DATABASE_URL)"
+#: What a URL of each database this project supports looks like.
+URL_EXAMPLES = "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
+
+
+def check_database_url(value: str) -> None:
+    """A URL that SQLAlchemy reads, of a database whose driver is installed: otherwise one
+    line now, instead of a traceback from the first ``create_engine``. ``postgresql://``,
+    which most people write first, means psycopg2 to SQLAlchemy; this project installs
+    psycopg 3. Nothing of the URL but its scheme is repeated (it may hold a password)."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigurationError(f"{_URL_SETTING}: not a database URL; write {URL_EXAMPLES}") from None
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigurationError(
+            f"{_URL_SETTING}: unknown database {url.drivername!r}; write {URL_EXAMPLES}"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        hint = (
+            "; this project installs psycopg (version 3): write postgresql+psycopg://..."
+            if url.get_backend_name() == "postgresql"
+            else f"; write {URL_EXAMPLES}"
+        )
+        raise ConfigurationError(
+            f"{_URL_SETTING}: {url.drivername}:// needs the driver {error.name or 'module'}, which is not "
+            f"installed{hint}"
+        ) from None
 
 
 def includeme(config: Configurator) -> None:

@@ -384,6 +384,27 @@ def test_an_empty_database_says_to_run_initdb(tmp_path, database):
     ]
 
 
+@pytest.mark.parametrize(("url", "says"), [
+    ("notaurl", "not a database URL; write sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"),
+    ("postgresql://postgres:s3cret@127.0.0.1/appserver",
+     "postgresql:// needs the driver psycopg2, which is not installed; this project installs psycopg "
+     "(version 3): write postgresql+psycopg://..."),
+    ("mysql://root@127.0.0.1/db", "mysql:// needs the driver MySQLdb, which is not installed; write "
+     "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"),
+    ("nosuchdb://x/y", "unknown database 'nosuchdb'; write sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"),
+])
+def test_a_database_url_no_installed_driver_reads_is_one_line(tmp_path, url, says):
+    """create_engine's own errors were tracebacks (an ArgumentError, psycopg2 missing for
+    the postgresql:// that most people write first). The password is never repeated."""
+    ini = write_ini(tmp_path, "sqlite:///unused.sqlite")
+    env = {**ENV, "APPSERVER_DATABASE_URL": url}
+    for command in (["check"], ["initdb"]):
+        status, lines = run(str(BIN / "appserver"), str(ini), *command, cwd=tmp_path, env=env)
+        assert_one_line(status, lines, f"appserver: error: {ini}: sqlalchemy.url (or APPSERVER_DATABASE_URL): {says}")
+        assert "s3cret" not in lines[0]
+    assert not (tmp_path / "unused.sqlite").exists()
+
+
 def test_a_missing_sqlite_file_is_said_and_not_created(tmp_path):
     """SQLite makes an empty file on connecting: a check, or a command run before initdb,
     would leave one behind (and the next check would call it "empty")."""
