@@ -354,8 +354,9 @@ def test_create_token_prints_only_the_token_which_then_works(appserver_cli, web)
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("create-token", "fred", "no expiry"), "without an expiry"),
-        (("create-token", "fred", "x", "--expires-days", "366"), "1 to 365"),
+        (("create-token", "fred", "no expiry"),
+         "appserver: error: give --expires-days N (1 to 365): tokens without an expiry date are not allowed"),
+        (("create-token", "fred", "x", "--expires-days", "366"), "give --expires-days N (1 to 365): The expiry"),
         (("create-token", "fred", ""), "Give the token a name"),
         (("create-token", "nobody", "x", "--expires-days", "1"), "no user named 'nobody'"),
         (("revoke-tokens", "nobody"), "no user named 'nobody'"),

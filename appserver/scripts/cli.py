@@ -189,6 +189,13 @@ def cmd_create_token(args: argparse.Namespace) -> None:
         try:
             issued = personal_tokens.create(request, user, args.name, args.expires_days, by="command line")
         except TokenRequestError as error:
+            if error.field == "expirationDuration":  # say it in the command's own words
+                allowed = request.appserver_settings.token_max_expiry_days
+                raise CommandError(
+                    f"give --expires-days N (1 to {allowed}): {error}" if args.expires_days is not None
+                    else f"give --expires-days N (1 to {allowed}): tokens without an expiry date are "
+                    "not allowed here (appserver.tokens.allow_no_expiry)"
+                ) from None
             raise CommandError(str(error)) from None
         raw = issued.raw
     print(raw)
@@ -257,6 +264,7 @@ def cmd_purge_sessions(args: argparse.Namespace) -> None:
 def cmd_purge_events(args: argparse.Namespace) -> None:
     """Audit events older than ``appserver.audit.retention_days``, in batches committed one
     by one like purge-sessions."""
+    require_database(args.config_uri)
     with writing_env(args.config_uri) as env:
         request = env["request"]
         settings = request.appserver_settings
