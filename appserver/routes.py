@@ -22,6 +22,12 @@ def includeme(config: Configurator) -> None:
     config.add_route("rest.search", rest + "/api/{version:2|latest}/search")
     config.add_route("rest.issue", rest + "/api/{version:2|latest}/issue/{id_or_key}")
     config.add_route("rest.field", rest + "/api/{version:2|latest}/field")
+    config.add_route("rest.projects", rest + "/api/{version:2|latest}/project")
+    config.add_route("rest.project", rest + "/api/{version:2|latest}/project/{id_or_key}")
+    config.add_route("rest.statuses", rest + "/api/{version:2|latest}/status")
+    config.add_route("rest.status", rest + "/api/{version:2|latest}/status/{id_or_name}")
+    config.add_route("rest.issuetypes", rest + "/api/{version:2|latest}/issuetype")
+    config.add_route("rest.issuetype", rest + "/api/{version:2|latest}/issuetype/{id}")
 
     # REST: authentication (Jira's /rest/auth/1/session)
     config.add_route("rest.session", rest + "/auth/{version:1|latest}/session")

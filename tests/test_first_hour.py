@@ -18,7 +18,7 @@ from .test_admin import client
 # --- 404s ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/rest/api/2/project", "/rest/api/latest/nothing/here", "/rest"])
+@pytest.mark.parametrize("path", ["/rest/api/2/dashboard", "/rest/api/latest/nothing/here", "/rest"])
 def test_a_rest_404_speaks_to_programs(testapp, path):
     response = testapp.get(path, status=404)
     assert response.content_type == "application/json"

@@ -1254,9 +1254,9 @@ def id_endpoints(app) -> list[str]:
     templates = []
     for route in app.routes_mapper.get_routes():
         pattern = "/" + route.pattern.lstrip("/")
-        if re.search(r"\{(id|id_or_key|key)[:}]", pattern):
+        if re.search(r"\{(id|id_or_key|id_or_name|key)[:}]", pattern):
             templates.append(_PLACEHOLDER.sub(
-                lambda m: "\0" if m.group(1) in ("id", "id_or_key", "key") else _sample(m.group(2)),
+                lambda m: "\0" if m.group(1) in ("id", "id_or_key", "id_or_name", "key") else _sample(m.group(2)),
                 pattern,
             ))
     return templates
@@ -1266,8 +1266,8 @@ def id_endpoints(app) -> list[str]:
 def test_hostile_ids_are_answered_like_missing_ones(wsgi, admin_session, value):
     templates = id_endpoints(wsgi)
     # a session, a token (page and REST), an account (its actions and their confirmation
-    # page), an issue (REST and page)
-    assert len(templates) == 7, templates
+    # page), an issue (REST and page), a project, a status, an issue type
+    assert len(templates) == 10, templates
     for template in templates:
         path = template.replace("\0", value).encode("utf-8")
         for method in ("GET", "POST"):

@@ -372,8 +372,9 @@ def test_issue_json_shape(testapp, demo):
     assert fields["status"]["statusCategory"]["key"] in {"new", "indeterminate", "done"}
     assert fields["reporter"]["name"] == seeded["reporter"]
     assert "emailAddress" not in fields["reporter"]
-    assert fields["project"] == {"id": fields["project"]["id"], "key": "DEMO",
-                                 "name": "Demo project", "projectTypeKey": "software"}
+    project_id = fields["project"]["id"]
+    assert fields["project"] == {"self": f"http://localhost/rest/api/2/project/{project_id}", "id": project_id,
+                                 "key": "DEMO", "name": "Demo project", "projectTypeKey": "software"}
     assert fields["issuetype"]["name"] == "Task"
     for name in ("created", "updated"):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", fields[name])
@@ -389,6 +390,9 @@ def test_issue_json_shape(testapp, demo):
         ({"fields": "*navigable"}, {f.id for f in FIELDS if f.navigable} - {"issuekey"}),
         ({"fields": "summary,nosuchfield,issuekey"}, {"summary"}),
         ({}, {f.id for f in FIELDS if f.navigable} - {"issuekey"}),
+        # Exclusions alone leave them out of the default (Jira's "-description"): it was {}.
+        ({"fields": "-description"}, {f.id for f in FIELDS if f.navigable} - {"issuekey", "description"}),
+        ({"fields": "-description,-status"}, {f.id for f in FIELDS if f.navigable} - {"issuekey", "description", "status"}),
     ],
 )
 def test_fields_selection(testapp, demo, params, expected):
@@ -418,6 +422,54 @@ def test_get_issue_by_key_and_id(testapp, demo):
     assert testapp.get(f"/rest/api/2/issue/{by_key['id']}", headers=FRED).json == by_key
     assert testapp.get("/rest/api/2/issue/demo-7", headers=FRED).json == by_key
     assert set(by_key["fields"]) == {f.id for f in FIELDS} - {"issuekey"}  # default *all
+
+
+def test_get_issue_without_a_field_starts_from_all_of_them(testapp, demo):
+    issue = testapp.get("/rest/api/2/issue/DEMO-7", {"fields": "-description"}, headers=FRED).json
+    assert set(issue["fields"]) == {f.id for f in FIELDS} - {"issuekey", "description"}
+
+
+def test_an_issue_advertises_only_the_expansions_it_delivers(testapp, demo):
+    issue = testapp.get("/rest/api/2/issue/DEMO-7", {"expand": "names,schema"}, headers=FRED).json
+    for name in issue["expand"].split(","):
+        assert name in issue, name
+
+
+def test_nested_status_project_and_type_link_to_resources_that_answer(testapp, demo):
+    """Jira nests them with a ``self`` link, which clients follow (and by which the jira
+    library knows what they are)."""
+    fields = testapp.get("/rest/api/2/issue/DEMO-41").json["fields"]  # public: anonymous too
+    for name in ("status", "project", "issuetype"):
+        nested = fields[name]
+        linked = testapp.get(nested["self"].replace("http://localhost", "")).json
+        assert {key: linked[key] for key in nested} == nested, name
+    assert fields["project"]["self"].endswith(f"/rest/api/2/project/{fields['project']['id']}")
+    assert fields["status"]["self"].endswith(f"/rest/api/2/status/{fields['status']['id']}")
+    assert fields["issuetype"]["self"].endswith("/rest/api/2/issuetype/3")
+
+
+def test_projects_statuses_and_issue_types(testapp, demo):
+    projects = testapp.get("/rest/api/2/project").json
+    assert [p["key"] for p in projects] == ["DEMO"]
+    demo_project = testapp.get("/rest/api/latest/project/demo").json  # by key, any case
+    assert demo_project["key"] == "DEMO" and demo_project["issueTypes"][0]["name"] == "Task"
+    assert testapp.get(f"/rest/api/2/project/{demo_project['id']}").json == demo_project
+    assert [s["name"] for s in testapp.get("/rest/api/2/status").json] == ["Open", "In Progress", "Resolved", "Closed"]
+    assert testapp.get("/rest/api/2/status/in progress").json["id"] == "3"
+    assert [t["name"] for t in testapp.get("/rest/api/2/issuetype").json] == ["Task"]
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/rest/api/2/project/NOPE", "No project could be found with key 'NOPE'."),
+    ("/rest/api/2/project/99999", "No project could be found with id '99999'."),
+    ("/rest/api/2/project/99999999999999999999", "No project could be found with id"),  # over INTEGER
+    ("/rest/api/2/project/A%00B", "No project could be found with key"),  # NUL: PostgreSQL would refuse it
+    ("/rest/api/2/status/99", "The status with id '99' does not exist"),
+    ("/rest/api/2/issuetype/1", "The issue type with id '1' does not exist"),
+])
+def test_unknown_metadata_is_a_404_in_jiras_shape(testapp, demo, path, message):
+    response = testapp.get(path, status=404)
+    assert message in response.json["errorMessages"][0] and response.json["errors"] == {}
 
 
 def test_get_issue_fields_and_expand(testapp, demo):

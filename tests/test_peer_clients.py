@@ -84,6 +84,13 @@ def test_jira_basic_auth(server, http):
     assert issue.fields.status.name == seeded["status"]
     assert issue.fields.reporter.name == seeded["reporter"]
     assert issue.fields.project.key == "DEMO"
+    # The library's own resources, known by their self links, print as their names.
+    assert (str(issue.fields.status), str(issue.fields.project), str(issue.fields.issuetype)) == (
+        seeded["status"], "DEMO", "Task")
+    assert [project.key for project in jira.projects()] == ["DEMO"]
+    assert jira.project("DEMO").name == "Demo project"
+    assert [status.name for status in jira.statuses()] == ["Open", "In Progress", "Resolved", "Closed"]
+    assert [kind.name for kind in jira.issue_types()] == ["Task"]
     assert all(e.status == 200 and e.authorization.startswith("Basic ") for e in http)
     assert not logins(http)  # Basic never needs the session resource
 

@@ -22,6 +22,7 @@ from ...ids import MAX_ID
 from ...models.issue import STATUSES, Issue, find_issue
 from ...rendering import jira_time
 from . import BadJSON, bad_json_response, json_object
+from .metadata import issue_type_json, project_json, status_json
 
 #: Page size when the client does not ask, and the most one page may hold. A larger request
 #: is capped, and the response's ``maxResults`` says so (as Jira does).
@@ -29,7 +30,9 @@ DEFAULT_MAX_RESULTS = 50
 MAX_RESULTS = 100
 
 ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it."
-ISSUE_EXPAND = "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations"
+#: What ``expand`` can add to an issue here (Jira lists more, e.g. changelog, which the demo
+#: tracker does not keep): only what asking for would deliver.
+ISSUE_EXPAND = "names,schema"
 #: ``validateQuery`` values Jira accepts, and what each means here.
 VALIDATE_MODES = {"true": "strict", "strict": "strict", "warn": "warn", "false": "none", "none": "none"}
 SEARCH_BODY_KEYS = {"jql", "startAt", "maxResults", "fields", "validateQuery", "expand",
@@ -60,24 +63,11 @@ def _user(request: Request, issue: Issue) -> dict | None:
 
 
 def _status(request: Request, issue: Issue) -> dict:
-    status = STATUSES[issue.status]
-    return {
-        "name": status.name,
-        "id": status.jira_id,
-        "description": "",
-        "statusCategory": {
-            "id": status.category_id,
-            "key": status.category_key,
-            "colorName": status.category_color,
-            "name": status.category_name,
-        },
-    }
+    return status_json(request, STATUSES[issue.status])
 
 
 def _project(request: Request, issue: Issue) -> dict:
-    project = issue.project
-    return {"id": str(project.id), "key": project.key, "name": project.name,
-            "projectTypeKey": "software"}
+    return project_json(request, issue.project)
 
 
 def _security(request: Request, issue: Issue) -> dict | None:
@@ -85,9 +75,6 @@ def _security(request: Request, issue: Issue) -> dict | None:
     if level.jira_id is None:
         return None  # Jira shows no level at all on an issue without one
     return {"id": level.jira_id, "name": level.title, "description": level.description}
-
-
-TASK = {"id": "3", "name": "Task", "description": "A task that needs to be done.", "subtask": False}
 
 
 @dataclass(frozen=True)
@@ -127,7 +114,7 @@ FIELDS: tuple[Field, ...] = (
     Field("description", "Description", "string", True, True, ("description",),
           lambda r, i: i.description),
     Field("status", "Status", "status", False, True, ("status",), _status),
-    Field("issuetype", "Issue Type", "issuetype", True, True, (), lambda r, i: dict(TASK)),
+    Field("issuetype", "Issue Type", "issuetype", True, True, (), lambda r, i: issue_type_json(r)),
     Field("project", "Project", "project", True, True, ("project",), _project),
     Field("reporter", "Reporter", "user", True, True, (), _user),
     Field("created", "Created", "datetime", False, True, ("created", "createdDate"),
@@ -143,6 +130,8 @@ def select_fields(requested: Iterable[str], default: str) -> list[Field]:
     """Jira's ``fields`` parameter: ``*all``, ``*navigable``, field ids, and ``-id`` to
     leave one out; unknown ids are ignored (as Jira does)."""
     names = [name.strip() for name in requested if name.strip()] or [default]
+    if all(name.startswith("-") for name in names):  # "-description": the default, less it
+        names.insert(0, default)
     chosen: dict[str, Field] = {}
     for name in names:
         if name == "*all":
