@@ -34,6 +34,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -226,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
         "server refused the request, 2 usage error, 3 authentication failed, 4 server "
         "unreachable.",
     )
-    parser.add_argument("url", help="base URL of the server, e.g. http://127.0.0.1:6543")
+    parser.add_argument("url", type=_base_url, help="base URL of the server, e.g. http://127.0.0.1:6543")
     parser.add_argument(
         "-u", "--user", default=os.environ.get("APPSERVER_USER"),
         help="username (default $APPSERVER_USER; none: anonymous)",
@@ -260,6 +261,15 @@ def _print_issue(issue: dict[str, Any], out) -> None:
     fields = issue.get("fields") or {}
     status = (fields.get("status") or {}).get("name", "")
     print(f"{issue['key']:<10} {status:<12} {fields.get('summary', '')}", file=out)
+
+
+def _base_url(value: str) -> str:
+    """An http(s) URL with a host: anything else is a usage error (exit 2), not an
+    unreachable server (4)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a server's URL: give one like http://127.0.0.1:6543")
+    return value
 
 
 def main(argv: Sequence[str] | None = None, *, stdout=None, stderr=None) -> int:

@@ -204,9 +204,10 @@ def test_rest_password_change_with_basic_credentials(testapp, users):
          {"currentPassword": "Your current password is not correct."}),
         ({"currentPassword": "fred-password", "password": "short"}, 400,
          {"password": "Choose a password of at least 8 characters."}),
-        ({"password": "a-new-password"}, 400, {"currentPassword": "currentPassword is required and must be a string"}),
+        ({"password": "a-new-password"}, 400, {"currentPassword": "currentPassword is required"}),
         ({"currentPassword": "fred-password", "password": 12345678}, 400,
-         {"password": "password is required and must be a string"}),
+         {"password": "password must be a string"}),
+        ({"currentPassword": "fred-password", "password": ""}, 400, {"password": "password must not be empty"}),
     ],
 )
 def test_rest_password_change_errors_are_jira_shaped(testapp, users, body, status, errors):

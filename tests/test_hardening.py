@@ -172,9 +172,22 @@ def test_an_unknown_host_is_a_400_before_anything_builds_a_url(testapp, users, h
         assert "Location" not in response.headers and "WWW-Authenticate" not in response.headers
         assert "evil" not in response.text
         if path.startswith("/rest"):
-            assert response.json["errors"] == {"Host": "not one of the names this server answers to"}
+            assert response.json["errors"] == {"Host": "missing" if not host else "not one of the names this server answers to"}
         else:
-            assert "Use the server's own address" in response.html.select_one(".error-message").text
+            expected = "send a Host header" if not host else "Use the server's own address"
+            assert expected in response.html.select_one(".error-message").text
+
+
+def test_a_request_without_a_host_header_is_told_to_send_one(make_app, users):
+    """HTTP/1.0 without Host falls back to the server's own name, which production does not
+    allow: the 400 says what is missing, not that a host it never sent is unknown."""
+    app = make_app(**{"appserver.allowed_hosts": "appserver.example.com"})
+    environ = {"HTTP_HOST": "", "SERVER_NAME": "10.0.0.5", "SERVER_PORT": "8080"}
+    response = app.get("/rest/api/2/serverInfo", extra_environ=environ, status=400)
+    assert response.json["errors"] == {"Host": "missing"}
+    assert "send a Host header" in response.json["errorMessages"][0]
+    page = app.get("/login", extra_environ=environ, status=400)
+    assert "send a Host header" in page.html.select_one(".error-message").text
 
 
 @pytest.mark.parametrize(

@@ -240,6 +240,11 @@ def test_cli_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["http://127.0.0.1:9"])
     assert raised.value.code == 2
+    for url in ("notaurl", "127.0.0.1:6543", "ftp://127.0.0.1/"):  # not "unreachable" (4)
+        with pytest.raises(SystemExit) as raised:
+            main([url, "myself"])
+        assert raised.value.code == 2
+        assert "give one like http://127.0.0.1:6543" in capsys.readouterr().err
 
 
 def test_cli_verbose_reports_relogin(server, monkeypatch):

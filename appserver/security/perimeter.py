@@ -88,6 +88,11 @@ def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
         # The error page shows who is logged in: answer as anonymous without reading any
         # credential (reading one may rotate a remember-me token the client would never get).
         registry.security_policy.unauthenticated(request)
+        if not request.environ.get("HTTP_HOST"):  # HTTP/1.0, or a hand-made request
+            return error_response(
+                request, 400, ["This request names no host: send a Host header with the server's address."],
+                errors={"Host": "missing"},
+            )
         return error_response(
             request,
             400,

@@ -53,12 +53,18 @@ def bad_json_response(request: Request, error: BadJSON):
 
 
 def missing_strings(body: dict[str, Any], *fields: str) -> dict[str, str]:
-    """Jira's ``errors`` object for required fields that are absent, empty or not strings."""
-    return {
-        field: f"{field} is required and must be a string"
-        for field in fields
-        if not isinstance(body.get(field), str) or not body[field]
-    }
+    """Jira's ``errors`` object for required fields that are absent, empty or not strings,
+    each saying which of the three it is."""
+    problems = {}
+    for field in fields:
+        value = body.get(field)
+        if field not in body or value is None:
+            problems[field] = f"{field} is required"
+        elif not isinstance(value, str):
+            problems[field] = f"{field} must be a string"
+        elif not value:
+            problems[field] = f"{field} must not be empty"
+    return problems
 
 
 def login_info(user: User) -> dict[str, Any]:
