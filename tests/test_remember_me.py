@@ -75,7 +75,8 @@ def test_a_rotated_token_cannot_be_replayed_and_replay_revokes_the_series(
     stolen = cookie(testapp, REMEMBER)
     clock.advance(1800)
     testapp.get("/account")  # the owner's browser uses (and rotates) the token
-    clock.advance(60)  # past the grace period for parallel requests
+    clock.advance(60)  # past the grace period for parallel requests, and a touch interval
+    testapp.get("/account")  # the owner goes on with the session the rotation started
 
     thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
     thief.set_cookie(REMEMBER, stolen)
@@ -94,6 +95,37 @@ def test_a_rotated_token_cannot_be_replayed_and_replay_revokes_the_series(
     # the owner must log in again
     clock.advance(1800)
     testapp.get("/rest/api/2/myself", status=401)
+
+
+def test_a_rotation_whose_answer_was_lost_ends_that_login_alone(testapp, users, clock, dbsession):
+    """The rotation committed but its answer never arrived (the client gave up, a process
+    died after the commit): the browser still holds the replaced token, and after the grace
+    it looks like a replay. The session the rotation started never came back, so it is
+    most likely that: this remembered login ends (whoever holds its successor loses it too),
+    but the user's other sessions and remembered logins stay (an outside review: they were
+    all revoked, the user logged out everywhere by a network error)."""
+    elsewhere = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    elsewhere.post_json("/rest/auth/1/session", {"username": "fred", "password": "fred-password"})
+    login(testapp, remember=True)
+    before = dict(testapp.cookies)
+    clock.advance(1000)
+    elsewhere.get("/rest/api/2/myself")  # the other client stays active meanwhile
+    clock.advance(800)  # this browser's session has expired
+    testapp.get("/account")  # rotates; pretend its answer was lost:
+    testapp.cookies.clear()
+    for name, value in before.items():
+        testapp.set_cookie(name, value)
+    clock.advance(31)  # past the grace
+    refused = testapp.get("/rest/api/2/myself", status=401)  # a stale login cookie: rule 1
+    assert cookie(testapp, REMEMBER) is None
+    assert "no longer valid" in refused.json["errorMessages"][0]
+    assert elsewhere.get("/rest/api/2/myself").json["name"] == "fred"  # untouched
+    events = [e.event for e in dbsession.scalars(select(AuthEvent).order_by(AuthEvent.id))]
+    assert "remember.reused" in events and "remember.theft" not in events
+    series = dbsession.scalars(select(RememberToken)).all()
+    assert [t.revoked_at is not None for t in series] == [True]
+    live = dbsession.scalar(select(func.count()).select_from(UserSession).where(UserSession.revoked_at.is_(None)))
+    assert live == 1  # the other client's; the rotation's own session ended with its series
 
 
 def test_parallel_requests_with_the_same_token_are_not_theft(testapp, users, clock):

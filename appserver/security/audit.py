@@ -27,6 +27,7 @@ class Event(str, enum.Enum):
     SESSION_REVOKED = "session.revoked"
     REMEMBER_USED = "remember.used"
     REMEMBER_THEFT = "remember.theft"
+    REMEMBER_REUSED = "remember.reused"
     PASSWORD_CHANGED = "password.changed"
     USER_CREATED = "user.created"
     USER_DEACTIVATED = "user.deactivated"
@@ -50,6 +51,7 @@ DESCRIPTIONS = {
     Event.SESSION_REVOKED: "Session revoked",
     Event.REMEMBER_USED: "Logged in by remember-me",
     Event.REMEMBER_THEFT: "Remember-me token reused: all remembered logins revoked",
+    Event.REMEMBER_REUSED: "A replaced remember-me token came back (a lost answer, or a copied cookie): that remembered login ended",
     Event.PASSWORD_CHANGED: "Password changed",
     Event.USER_CREATED: "Account created",
     Event.USER_DEACTIVATED: "Account deactivated",

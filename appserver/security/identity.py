@@ -90,4 +90,5 @@ class Authentication:
         """A login cookie was presented that logs no one in: a session cookie that maps to no
         live session (rule 1's trigger), or a remember-me cookie that is unknown, expired,
         revoked or replayed. Either way the client believes it is logged in."""
-        return self.cookie.stale or self.remember in (RememberState.INVALID, RememberState.THEFT)
+        return self.cookie.stale or self.remember in (
+            RememberState.INVALID, RememberState.THEFT, RememberState.REUSED)

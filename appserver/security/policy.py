@@ -201,6 +201,8 @@ class RememberMeSource:
                 # Whoever holds a copy of the cookie may also hold a session made from it.
                 SessionStore.of(request, db).revoke_user_sessions(lookup.user.id)
                 audit.record(request, Event.REMEMBER_THEFT, lookup.user, db=db)
+            elif lookup.state is RememberState.REUSED:
+                audit.record(request, Event.REMEMBER_REUSED, lookup.user, db=db)
         if lookup.state is RememberState.USED:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
             auth.presented_session = issued.session

@@ -2,7 +2,9 @@
 
 Barry Jaspan's scheme: the cookie carries ``series.token``; each use rotates the token. A
 token that matches neither the current one nor (for a few seconds) the one just replaced means
-the cookie was copied: every remembered login of that user is revoked.
+the cookie was copied: every remembered login of that user is revoked. The one just replaced,
+after those seconds, while the session its rotation started never came back, is most likely
+an answer that never arrived: that remembered login alone ends (``REUSED``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ class RememberState(enum.Enum):
     GRACE = "grace"  # the token just replaced, inside the grace: served by the successor
     INVALID = "invalid"  # unknown, expired, revoked or garbage
     THEFT = "theft"
+    #: The token just replaced, after the grace, while the session its rotation started has
+    #: not been back since: the answer that carried the rotation was most likely lost (a
+    #: client gone, a process killed after the commit). Only this remembered login ends.
+    REUSED = "reused"
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,31 @@ class RememberStore:
             return RememberLookup(
                 RememberState.GRACE, user, None, row.expires_at, successor=self._successor(row)
             )
+        if row.previous_token_hash is not None and hmac.compare_digest(presented, row.previous_token_hash):
+            successor = self._successor(row)
+            if successor is None or successor.last_seen_at <= successor.created_at:
+                # Whoever holds the replaced token and whoever holds its successor lose this
+                # login: a thief who rotated first holds nothing more from this cookie, so
+                # the user's other sessions and remembered logins are left alone.
+                self._end_series(row, successor)
+                return RememberLookup(RememberState.REUSED, user)
         self.revoke_user(user.id)
         return RememberLookup(RememberState.THEFT, user)
+
+    def _end_series(self, row: RememberToken, successor: UserSession | None) -> None:
+        """Revoke one series and the session its last rotation started (tokens before
+        sessions: the one lock order)."""
+        self.db.execute(
+            update(RememberToken).where(RememberToken.id == row.id).values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        )
+        if successor is not None:
+            self.db.execute(
+                update(UserSession)
+                .where(UserSession.id == successor.id, UserSession.revoked_at.is_(None))
+                .values(revoked_at=self.now)
+                .execution_options(synchronize_session=False)
+            )
 
     def _successor(self, row: RememberToken) -> UserSession | None:
         if row.successor_session_id is None:
