@@ -83,7 +83,7 @@ KEYWORDS = frozenset(
 RESERVED_CHARACTERS = set("+.,;?|*/%^$#@[]&{}")
 OPERATORS = ("!=", "!~", "<=", ">=", "=", "~", "<", ">")
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t", " ": " "}
-_WORD_END = set(" \t\r\n\"'=!~<>(),")
+_WORD_END = set(" \t\r\n\"'=!~<>(),&|")
 
 
 def tokenize(text: str) -> list[Token]:
@@ -108,6 +108,10 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token(Kind(ch), ch, position))
             i += 1
             continue
+        if ch in "&|":  # Jira's spellings of AND and OR (&, &&, |, ||), spaces around or not
+            tokens.append(Token(Kind.WORD, "and" if ch == "&" else "or", position))
+            i += 2 if text.startswith(ch * 2, i) else 1
+            continue
         if ch == "!":
             raise JQLError(
                 f"Error in the JQL Query: 'NOT' (written '!') is not supported {_where(text, position)}."
@@ -116,12 +120,6 @@ def tokenize(text: str) -> list[Token]:
         while i < n and text[i] not in _WORD_END:
             i += 1
         word = text[start:i]
-        if word in ("&", "&&"):
-            tokens.append(Token(Kind.WORD, "and", position))
-            continue
-        if word in ("|", "||"):
-            tokens.append(Token(Kind.WORD, "or", position))
-            continue
         reserved = next((c for c in word if c in RESERVED_CHARACTERS), None)
         if reserved is not None:
             at = start + word.index(reserved) + 1

@@ -38,6 +38,13 @@ from appserver.jql import Condition, JQLError, Kind, Query, Sort, parse, search_
         ("project = DEMO && status = Open", Query((
             Condition("project", "=", "DEMO", 11), Condition("status", "=", "Open", 28),
         ))),
+        # Jira's & and && need no spaces around them (they were reserved characters here)
+        ("project=DEMO&&status=Open", Query((
+            Condition("project", "=", "DEMO", 9), Condition("status", "=", "Open", 22),
+        ))),
+        ("project = DEMO & status = Open", Query((
+            Condition("project", "=", "DEMO", 11), Condition("status", "=", "Open", 27),
+        ))),
         ("ORDER BY key", Query((), (Sort("key"),))),
         ("order by created desc", Query((), (Sort("created", True),))),
         (
