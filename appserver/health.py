@@ -18,8 +18,8 @@ from pyramid.response import Response
 from sqlalchemy import text
 
 from .errors import jira_error_body
-from .rendering import json_response
 from .models import DATABASE_UNAVAILABLE
+from .rendering import json_response
 
 log = logging.getLogger(__name__)
 

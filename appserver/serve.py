@@ -92,8 +92,8 @@ def create_server(app: Any, **settings: Any) -> Any:
     server.adj.send_bytes = RESPONSE_BUFFER
     listeners = [server] if isinstance(server, BaseWSGIServer) else [
         d for d in server.map.values() if isinstance(d, BaseWSGIServer)]
-    settings = getattr(getattr(app, "registry", None), "appserver_settings", None)
-    rest_prefix = settings.rest_prefix if settings is not None else DEFAULT_REST_PREFIX
+    app_settings = getattr(getattr(app, "registry", None), "appserver_settings", None)  # not an anchor's
+    rest_prefix = app_settings.rest_prefix if app_settings is not None else DEFAULT_REST_PREFIX
     for listener in listeners:
         listener.channel_class = WholeResponseChannel
         listener.rest_prefix = rest_prefix  # read by ServerErrorTask
