@@ -289,7 +289,7 @@ def check_database_url(value: str) -> None:
     psycopg 3. Nothing of the URL but its scheme is repeated (it may hold a password)."""
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigurationError(f"{_URL_SETTING}: not a database URL; write {URL_EXAMPLES}") from None
     try:
         dialect = url.get_dialect()

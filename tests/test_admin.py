@@ -63,6 +63,7 @@ def test_admin_creates_a_user_who_can_log_in(testapp, users):
     ("email", "c" * 250 + "@example.com", "at most 255 characters"),
     ("display_name", "C" * 256, "Display names are limited to 255 characters."),
     ("display_name", "Carol\x00", "Display names cannot contain control characters."),
+    ("display_name", "Carol\nCarol", "Display names cannot contain control characters."),
 ])
 def test_admin_form_refuses_a_bad_profile_and_keeps_what_was_typed(testapp, users, field, value, says):
     """Refused, never cut to the column's size: what the admin typed is still in the form."""
@@ -73,6 +74,17 @@ def test_admin_form_refuses_a_bad_profile_and_keeps_what_was_typed(testapp, user
     assert says in page.text
     assert page.forms["create-user-form"][field].value == value
     testapp.post_json("/rest/auth/1/session", {"username": "carol", "password": "carol-password"}, status=401)
+
+
+def test_real_names_with_joiners_and_no_break_spaces_are_accepted(testapp, users, dbsession):
+    """str.isprintable refuses format characters and no-break spaces, which real names hold
+    (a zero-width non-joiner in Persian): only controls and line separators are refused."""
+    admin = client(testapp, "admin")
+    form = admin.get("/admin/users").forms["create-user-form"]
+    name = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645\u00a0Jr."
+    form["username"], form["password"], form["display_name"] = "sara", "sara-password", name
+    form.submit(status=303)
+    assert client(testapp, "sara").get("/rest/api/2/myself").json["displayName"] == name
 
 
 def test_deactivate_and_activate(testapp, users):

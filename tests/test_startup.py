@@ -389,6 +389,8 @@ def test_an_empty_database_says_to_run_initdb(tmp_path, database):
 
 @pytest.mark.parametrize(("url", "says"), [
     ("notaurl", "not a database URL; write sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"),
+    ("postgresql+psycopg://u:s3cret@host:abc/db", "not a database URL; write sqlite:///PATH or "
+     "postgresql+psycopg://USER@HOST/NAME"),
     ("postgresql://postgres:s3cret@127.0.0.1/appserver",
      "postgresql:// needs the driver psycopg2, which is not installed; this project installs psycopg "
      "(version 3): write postgresql+psycopg://..."),

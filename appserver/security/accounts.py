@@ -67,12 +67,19 @@ def validate_username(username: str) -> str:
 PROFILE_MAX_LENGTH = 255
 
 
+def _has_control_characters(text: str) -> bool:
+    """Controls (NUL, tabs, newlines, escapes) and line or paragraph separators; not the
+    format characters and spaces real names hold (a zero-width non-joiner in Persian, a
+    no-break space), which ``str.isprintable`` refuses too."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in text)
+
+
 def validate_profile(display_name: str, email: str) -> tuple[str, str]:
     """The one rule for a new user's display name and email address (admin form, command
     line); returns them stripped. An email address is optional; one that is given must look
     like one (a single ``@`` between two non-empty parts, no spaces)."""
     display_name, email = display_name.strip(), email.strip()
-    if not display_name.isprintable():  # NUL: PostgreSQL refuses it; the rest breaks layouts
+    if _has_control_characters(display_name):  # NUL: PostgreSQL refuses it; the rest breaks layouts
         raise AccountError("Display names cannot contain control characters.", "display_name")
     if len(display_name) > PROFILE_MAX_LENGTH:
         raise AccountError(f"Display names are limited to {PROFILE_MAX_LENGTH} characters.", "display_name")

@@ -131,8 +131,14 @@ class RememberStore:
                 RememberState.GRACE, user, None, row.expires_at, successor=self._successor(row)
             )
         if row.previous_token_hash is not None and hmac.compare_digest(presented, row.previous_token_hash):
-            successor = self._successor(row)
-            if successor is None or successor.last_seen_at <= successor.created_at:
+            successor = (
+                self.db.get(UserSession, row.successor_session_id) if row.successor_session_id else None
+            )
+            # Never touched: its last_seen_at never moved. A session gone (purged), revoked,
+            # or touched was used by someone: theft, as before. (Touches are written once a
+            # touch interval, so use within the first one does not show; either way the
+            # holder of the successor loses it, and gains nothing a theft answer would take.)
+            if successor is not None and successor.revoked_at is None and successor.last_seen_at <= successor.created_at:
                 # Whoever holds the replaced token and whoever holds its successor lose this
                 # login: a thief who rotated first holds nothing more from this cookie, so
                 # the user's other sessions and remembered logins are left alone.
@@ -141,20 +147,19 @@ class RememberStore:
         self.revoke_user(user.id)
         return RememberLookup(RememberState.THEFT, user)
 
-    def _end_series(self, row: RememberToken, successor: UserSession | None) -> None:
+    def _end_series(self, row: RememberToken, successor: UserSession) -> None:
         """Revoke one series and the session its last rotation started (tokens before
         sessions: the one lock order)."""
         self.db.execute(
             update(RememberToken).where(RememberToken.id == row.id).values(revoked_at=self.now)
             .execution_options(synchronize_session=False)
         )
-        if successor is not None:
-            self.db.execute(
-                update(UserSession)
-                .where(UserSession.id == successor.id, UserSession.revoked_at.is_(None))
-                .values(revoked_at=self.now)
-                .execution_options(synchronize_session=False)
-            )
+        self.db.execute(
+            update(UserSession)
+            .where(UserSession.id == successor.id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        )
 
     def _successor(self, row: RememberToken) -> UserSession | None:
         if row.successor_session_id is None:
