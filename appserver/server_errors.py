@@ -115,9 +115,18 @@ class ServerErrorTask(ErrorTask):
         error = self.request.error
         server = self.channel.server
         rest_prefix = getattr(server, "rest_prefix", DEFAULT_REST_PREFIX)
-        headers, body = render(error, request_path(self.request), server.adj, rest_prefix)
+        headers, body = render(error, self._path(), server.adj, rest_prefix)
         self.status = f"{error.code} {error.reason}"
         self.response_headers.extend(headers)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
+
+    def _path(self) -> str:
+        path = request_path(self.request)
+        pending = self.channel.requests
+        if not path and pending and pending[0] is not self.request:
+            # waitress's own 500 (the application raised) is a request of its own, made
+            # while the one that failed is still first in line: that one has the path.
+            path = getattr(pending[0], "path", "") or ""
+        return path

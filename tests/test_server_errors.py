@@ -130,3 +130,26 @@ def test_the_request_path_is_read_from_what_waitress_kept() -> None:
     empty: Any = RequestParser(Adjustments())
     empty.received(b"\r\n\r\n")
     assert request_path(empty) == ""
+
+
+def test_an_application_that_raises_gets_waitress_500_in_the_same_shapes():
+    """waitress answers 500 itself when the application raises out of the WSGI call (the
+    project's exception views stop that; a broken middleware would not): no traceback, and
+    the shape by the path of the request that failed."""
+
+    def broken(environ, start_response):
+        raise RuntimeError("secret detail")
+
+    server = create_server(broken, host="127.0.0.1", port=0, threads=1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        port = server.effective_port
+        code, headers, body = exchange(port, b"GET /rest/api/2/myself HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert code == 500 and headers["Content-Type"] == "application/json;charset=UTF-8"
+        assert json.loads(body)["errorMessages"] == ["Something went wrong on the server while answering; try again."]
+        code, headers, body = exchange(port, b"GET /issues HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert code == 500 and headers["Content-Type"].startswith("text/html")
+        assert b"secret detail" not in body and b"Traceback" not in body
+    finally:
+        server.close()
