@@ -92,7 +92,8 @@ def create_server(app: Any, **settings: Any) -> Any:
     server.adj.send_bytes = RESPONSE_BUFFER
     listeners = [server] if isinstance(server, BaseWSGIServer) else [
         d for d in server.map.values() if isinstance(d, BaseWSGIServer)]
-    app_settings = getattr(getattr(app, "registry", None), "appserver_settings", None)  # not an anchor's
+    # The project's REST prefix; the benchmark's anchors and Django have none: the default.
+    app_settings = getattr(getattr(app, "registry", None), "appserver_settings", None)
     rest_prefix = app_settings.rest_prefix if app_settings is not None else DEFAULT_REST_PREFIX
     for listener in listeners:
         listener.channel_class = WholeResponseChannel

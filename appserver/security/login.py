@@ -28,6 +28,7 @@ from ..models.user import USERNAME_MAX_LENGTH
 from ..settings import AppSettings
 from . import audit
 from .audit import Event
+from .sessions import acting_session_ended
 
 
 class Outcome(enum.Enum):
@@ -321,8 +322,6 @@ def log_out(request: Request) -> LoggedOut:
     identity = request.authentication.identity
     ended_meanwhile = False
     if identity is not None and identity.session is not None:
-        from .sessions import acting_session_ended
-
         request.token_store.lock_owner(identity.user.id)
         ended_meanwhile = acting_session_ended(request)
     if identity is not None:

@@ -70,10 +70,12 @@ def _write(db: Session, session: UserSession, value: datetime | None, *, unchang
     )
 
 
-def _set(request: Request, session: UserSession, value: datetime | None) -> None:
+def _set(
+    request: Request, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None
+) -> None:
     # A GET extends the window too: a safe request writes in a unit of its own.
     with writing(request) as db:
-        _write(db, session, value)
+        _write(db, session, value, unchanged_from=unchanged_from)
     set_committed_value(session, "websudo_at", value)
 
 
@@ -86,9 +88,7 @@ def _extend(request: Request, session: UserSession) -> None:
     read is extended (see :func:`_write`)."""
     read, now = session.websudo_at, request.now
     if is_read_only(request):
-        with writing(request) as db:  # a safe request writes in a unit of its own
-            _write(db, session, now, unchanged_from=read)
-        set_committed_value(session, "websudo_at", now)
+        _set(request, session, now, unchanged_from=read)  # a unit of its own already
         return
     set_committed_value(session, "websudo_at", now)
 
