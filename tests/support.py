@@ -155,26 +155,50 @@ class LiveServer:
             env["closer"]()
 
     def stop(self) -> None:
-        # Close every socket, including clients' keep-alive connections (waitress's loop only
-        # ends when its socket map is empty), and do it in the loop's own thread through the
-        # trigger: closing sockets under a running select() can crash that thread.
-        from waitress import wasyncore
+        stop_server(self._server, self._thread, self.url)
 
-        server = self._server
-        try:
-            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        except OSError as error:
-            # Seen once in a full run (EBADF: the trigger's pipe was closed under it, by a
-            # descriptor closed twice somewhere in this test process). The loop cannot be
-            # woken, and closing its sockets from here could crash it mid-select: leave the
-            # daemon thread and its sockets to the end of the process.
-            warnings.warn(f"live server at {self.url}: its trigger is gone ({error}); loop left running",
-                          ResourceWarning, stacklevel=2)
-            server.task_dispatcher.shutdown()
-            return
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+
+def serve_in_thread(server: Any) -> threading.Thread:
+    """Run a waitress server's main loop in a daemon thread of the test process."""
+    thread = threading.Thread(target=server.run, name=f"waitress-{server.effective_port}", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def serving(server: Any) -> Iterator[Any]:
+    """``server`` running in a thread for the ``with`` block, stopped as ``stop_server`` does."""
+    thread = serve_in_thread(server)
+    try:
+        yield server
+    finally:
+        stop_server(server, thread, f"port {server.effective_port}")
+
+
+def stop_server(server: Any, thread: threading.Thread | None, label: str) -> None:
+    """Stop a waitress server running in ``thread``, from another thread.
+
+    Every socket is closed, clients' keep-alive connections too (waitress's loop only ends
+    when its socket map is empty), in the loop's own thread through the trigger: a socket
+    closed from here under a running select() crashes that thread with EBADF (seen in CI when
+    ``server.close()`` was called from the test).
+    """
+    from waitress import wasyncore
+
+    try:
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    except OSError as error:
+        # Seen once in a full run (EBADF: the trigger's pipe was closed under it, by a
+        # descriptor closed twice somewhere in this test process). The loop cannot be
+        # woken, and closing its sockets from here could crash it mid-select: leave the
+        # daemon thread and its sockets to the end of the process.
+        warnings.warn(f"server at {label}: its trigger is gone ({error}); loop left running",
+                      ResourceWarning, stacklevel=2)
         server.task_dispatcher.shutdown()
+        return
+    if thread is not None:
+        thread.join(timeout=10)
+    server.task_dispatcher.shutdown()
 
 
 class DriverStatements:
@@ -271,8 +295,7 @@ def start_live_server(
         with live.request() as request:
             for _ in seed_demo(request):
                 pass
-    live._thread = threading.Thread(target=server.run, name=f"waitress-{port}", daemon=True)
-    live._thread.start()
+    live._thread = serve_in_thread(server)
     return live
 
 

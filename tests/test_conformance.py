@@ -39,7 +39,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,6 +69,7 @@ from .support import (
     base_settings,
     fresh_database,
     migrate,
+    serve_in_thread,
     sibling_database,
 )
 
@@ -633,8 +633,7 @@ def start_server(database_url: str, **engine_options: Any) -> LiveServer:
     with live.request() as request:
         for _ in seed_demo(request):
             pass
-    live._thread = threading.Thread(target=server.run, daemon=True)
-    live._thread.start()
+    live._thread = serve_in_thread(server)
     return live
 
 

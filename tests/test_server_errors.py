@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import appserver
 from appserver.serve import create_server
 
-from .support import base_settings
+from .support import base_settings, serving
 
 BODY_LIMIT = 2000
 HEADER_LIMIT = 6000
@@ -31,10 +30,8 @@ def server(request, tmp_path_factory) -> Iterator[tuple[str, int]]:
     app = appserver.main({}, **base_settings(f"sqlite:///{database}", **{"appserver.rest_prefix": prefix}))
     server = create_server(app, host="127.0.0.1", port=0, threads=2,
                            max_request_body_size=BODY_LIMIT, max_request_header_size=HEADER_LIMIT)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield prefix, server.effective_port
-    server.close()
+    with serving(server):
+        yield prefix, server.effective_port
 
 
 def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -140,10 +137,7 @@ def test_an_application_that_raises_gets_waitress_500_in_the_same_shapes():
     def broken(environ, start_response):
         raise RuntimeError("secret detail")
 
-    server = create_server(broken, host="127.0.0.1", port=0, threads=1)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with serving(create_server(broken, host="127.0.0.1", port=0, threads=1)) as server:
         port = server.effective_port
         code, headers, body = exchange(port, b"GET /rest/api/2/myself HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert code == 500 and headers["Content-Type"] == "application/json;charset=UTF-8"
@@ -151,5 +145,3 @@ def test_an_application_that_raises_gets_waitress_500_in_the_same_shapes():
         code, headers, body = exchange(port, b"GET /issues HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert code == 500 and headers["Content-Type"].startswith("text/html")
         assert b"secret detail" not in body and b"Traceback" not in body
-    finally:
-        server.close()

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ import pytest
 
 from appserver import serve
 
-from .support import ROOT
+from .support import ROOT, serving
 
 SMALL = b"{" + b"x" * 6000 + b"}"
 #: Three times the buffer, in 64 KiB chunks: streamed, not held whole.
@@ -65,14 +64,8 @@ def sends(monkeypatch) -> list[bytes]:
 
 @pytest.fixture
 def server() -> Iterator:
-    srv = serve.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
+    with serving(serve.create_server(app, host="127.0.0.1", port=0, threads=2)) as srv:
         yield srv
-    finally:
-        srv.close()
-        thread.join(timeout=10)
 
 
 def get(server, path: str) -> tuple[int, bytes]:
