@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import transaction
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from pyramid.paster import bootstrap, setup_logging
+from pyramid.scripting import prepare
 from sqlalchemy.orm import Session
 
 from .. import startup
@@ -95,7 +95,10 @@ def writing_env(config_uri: str) -> Iterator[dict[str, Any]]:
     transaction on SQLite begins without the write lock and, having read, cannot take it
     if the server wrote meanwhile ("database is locked" at once, whatever the busy timeout).
     As a POST it begins with the lock (BEGIN IMMEDIATE) and waits its turn."""
-    with bootstrap(config_uri) as env:
+    path, _, name = config_uri.partition("#")
+    app = startup.ini_loader(path).get_wsgi_app(name or None)
+    with prepare(registry=app.registry) as env:  # pyramid.paster.bootstrap, its loader kept
+        env["app"] = app
         env["request"].method = "POST"  # before request.dbsession: the writer's binding
         yield env
 
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         startup.app_ini_settings(args.config_uri)  # an ini file with the app's section, first
-        setup_logging(str(startup.config_file(args.config_uri)))
+        startup.ini_loader(args.config_uri.split("#", 1)[0]).setup_logging()
         args.func(args)
     except (CommandError, PasswordTooLong, AccountError, startup.StartupError) as error:
         return fail(error)
