@@ -7,10 +7,13 @@ PostgreSQL restarted.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -55,6 +58,10 @@ def test_https_with_the_generated_ca_and_http_redirects(cluster, https):
     plain = https.get(f"http://127.0.0.1:{cluster.http_port}/issues?x=1", allow_redirects=False, timeout=10)
     assert plain.status_code == 301
     assert plain.headers["Location"] == f"{cluster.url}/issues?x=1"
+    # Plain http to the https port: the same redirect, not nginx's 400 page.
+    wrong_port = https.get(f"http://127.0.0.1:{cluster.https_port}/issues?x=1", allow_redirects=False, timeout=10)
+    assert wrong_port.status_code == 301, wrong_port.text[:200]
+    assert wrong_port.headers["Location"] == f"{cluster.url}/issues?x=1"
 
 
 def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
@@ -108,6 +115,30 @@ def test_what_nginx_refuses_itself_is_jira_json_under_rest_and_a_page_elsewhere(
                      431, "headers are larger")
     assert_error_page(https.get(cluster.url + "/issues", headers=cookie, timeout=10), 431, "clear this site")
     assert https.get(cluster.url + "/_errors/json/413", timeout=10).status_code == 404  # internal only
+    # Requests no client library sends: Host twice, a header without its colon, no Host.
+    for head in ("Host: 127.0.0.1\r\nHost: evil.example", "Host: 127.0.0.1\r\nX-Broken header", ""):
+        assert_raw_error(cluster, f"GET /rest/api/2/myself HTTP/1.1\r\n{head}\r\n\r\n", "json")
+        assert_raw_error(cluster, f"GET /issues HTTP/1.1\r\n{head}\r\n\r\n", "html")
+
+
+def assert_raw_error(cluster, request: str, shape: str) -> None:
+    """``request`` sent as it is over TLS is nginx's 400, in the shape its path asks for."""
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    with socket.create_connection((cluster.host, cluster.https_port), timeout=10) as plain, \
+            context.wrap_socket(plain, server_hostname=cluster.host) as sock:
+        sock.sendall(request.encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read().decode()
+    assert response.status == 400, (request, response.status, body[:200])
+    assert response.getheader("Strict-Transport-Security") == "max-age=31536000"
+    message = "The request is malformed (a header is broken, repeated or missing, such as Host)"
+    if shape == "json":
+        assert response.getheader("Content-Type") == "application/json;charset=UTF-8", request
+        assert json.loads(body) == {"errorMessages": [message + "; send a well-formed HTTP request."], "errors": {}}
+    else:
+        assert response.getheader("Content-Type") == "text/html; charset=utf-8", request
+        assert body.startswith("<!DOCTYPE html>") and "(400)" in body and message in body
 
 
 def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
