@@ -71,6 +71,19 @@ def test_deactivation_takes_effect_on_the_next_request(testapp, users, dbsession
     assert refused.headers["X-Seraph-LoginReason"] == "AUTHENTICATED_FAILED"
 
 
+def test_a_deactivated_accounts_password_is_hashed_and_counted_like_a_wrong_one(testapp, users, dbsession, hashes):
+    """Cached while the account was active, the right password of a deactivated account
+    costs a hash and a failure, as any wrong one: neither time nor the lock-out tells it."""
+    testapp.get(MYSELF, headers=basic("fred", "fred-password"))  # cached
+    users["fred"].active = False
+    dbsession.flush()
+    for _ in range(2):
+        testapp.get(MYSELF, headers=basic("fred", "fred-password"), status=401)
+    assert hashes() == 3
+    dbsession.refresh(users["fred"])
+    assert users["fred"].current_failed_logins == 2
+
+
 def test_a_lock_out_takes_effect_on_the_next_request(testapp, users, hashes):
     testapp.get(MYSELF, headers=basic("fred", "fred-password"))  # cached
     for _ in range(3):

@@ -155,6 +155,19 @@ def test_inactive_account_fails_like_a_wrong_password(testapp, users, dbsession)
     assert inactive.headers["X-Seraph-LoginReason"] == wrong.headers["X-Seraph-LoginReason"]
 
 
+def test_an_inactive_accounts_right_password_counts_as_a_failure(testapp, users, dbsession):
+    """On a deactivated account the right password is one more failure: the lock-out comes
+    at the same attempt whichever passwords were tried, so it confirms no guess."""
+    users["alice"].active = False
+    users["fred"].active = False
+    dbsession.flush()
+    for name, guesses in (("alice", ["a", "alice-password", "b", "alice-password"]), ("fred", ["a", "b", "c", "d"])):
+        statuses = [rest_login(testapp, name, guess, "*").status_int for guess in guesses]
+        assert statuses == [401, 401, 401, 403], (name, statuses)
+    dbsession.refresh(users["alice"])
+    assert users["alice"].current_failed_logins == 3 and users["alice"].locked_until is not None
+
+
 def test_two_servers_with_their_own_engines_share_the_count(live_server_factory):
     """Two app instances with their own engines and pools on one database (PostgreSQL in
     CI): failures through either count towards one lock-out, and the cool-down ends for

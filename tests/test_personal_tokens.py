@@ -235,6 +235,32 @@ def test_a_token_cannot_create_tokens(testapp, users, app_request):
     testapp.get(TOKENS, headers=bearer(raw), status=401)
 
 
+def test_a_token_cannot_create_tokens_on_the_account_page_either(testapp, users, app_request):
+    """The page's form, with the CSRF token the page gives a token's request: the same 403,
+    and no token made (a one-day token must not mint a year-long one)."""
+    raw = make_token(app_request, users["fred"], days=1)
+    page = testapp.get("/account", headers=bearer(raw))
+    form = page.forms["token-form"]
+    form["name"], form["expiration_days"] = "minted", "365"
+    refused = form.submit(headers=bearer(raw), status=403)
+    assert "cannot create tokens" in refused.html.select_one("#token-error").text
+    assert [token["name"] for token in testapp.get(TOKENS, headers=bearer(raw)).json] == ["script"]
+
+
+def test_log_out_other_sessions_with_a_token_keeps_every_token(testapp, users, app_request):
+    """No session asks (Basic or a token): the other sessions end, no token does."""
+    raw, other = make_token(app_request, users["fred"]), make_token(app_request, users["fred"], name="other")
+    fred = browser(testapp)
+    form = fred.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = "fred", "fred-password"
+    form.submit(status=303)
+    for headers in (bearer(raw), basic("fred", "fred-password")):
+        testapp.get("/account", headers=headers).forms["revoke-others-form"].submit(headers=headers, status=303)
+    fred.get(MYSELF, status=401)  # the browser's session ended
+    testapp.get(MYSELF, headers=bearer(raw), status=200)
+    testapp.get(MYSELF, headers=bearer(other), status=200)
+
+
 # --- Bearer authentication ------------------------------------------------------------------
 
 

@@ -175,7 +175,7 @@ def cmd_revoke_sessions(args: argparse.Namespace) -> None:
     with app_env(args.config_uri) as env:
         request = env["request"]
         user = _existing_user(request, args.username)
-        revoked = accounts.revoke_sessions(request, user, by="command line")
+        revoked = accounts.revoke_sessions(request, user, everywhere=True, by="command line")
         print(
             f"{revoked} session(s) of {user.username!r} revoked, remembered logins forgotten, "
             "personal access tokens revoked"

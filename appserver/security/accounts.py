@@ -180,11 +180,14 @@ def rotated_session(request: Request) -> list[tuple[str, str]] | None:
     return remember(request, identity.user.id, user=identity.user)
 
 
-def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = None, by: str = "") -> int:
-    """Log a user out: every session but ``keep`` and every remembered login but the one of
-    the browser asking ("log out other sessions"); with no ``keep`` ("log out everywhere",
-    the admin page and the command line) every session, remembered login and personal
-    access token.
+def revoke_sessions(
+    request: Request, user: User, *, keep: UserSession | None = None, everywhere: bool = False, by: str = ""
+) -> int:
+    """Log a user out. ``everywhere`` (the admin page and the command line): every session,
+    remembered login and personal access token. Otherwise ("log out other sessions", the
+    user's own account page): every session but ``keep`` and every remembered login but the
+    one of the browser asking; the tokens stay, whether the request came with a session or
+    with Basic or a token (no session to keep: a leaked token must not end the others).
 
     The remember-me tokens go first: revoking them waits for a remember-me login in flight
     (it holds its token's row) to commit, so the sessions revoked next include the one it
@@ -195,7 +198,7 @@ def revoke_sessions(request: Request, user: User, *, keep: UserSession | None = 
     commits first (its token or new session is revoked here) or sees its session revoked."""
     request.token_store.lock_owner(user.id)
     tokens = ""
-    if keep is None:
+    if everywhere:
         request.remember_store.revoke_user(user.id)
         tokens = f", {request.token_store.revoke_user(user.id)} token(s)"
     else:

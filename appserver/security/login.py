@@ -153,6 +153,14 @@ def _check_locked_row(
     if wait is not None:
         audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
         return Outcome.DENIED, wait
+    if not user.active:
+        # Answered as a wrong password is, whatever was sent: the hash runs (the same time),
+        # the failure counts (the same lock-out), nothing is reset and nothing is kept as
+        # verified. A right password told apart here would confirm a guess on an account
+        # that its owner may get back.
+        request.passwords.verify(password, user.password_hash)
+        user.total_failed_logins += 1
+        return Outcome.FAILED, _count_failure(request, db, user, user, f"{channel}: account inactive")
     verified_hash = user.password_hash
     if request.passwords.verified_before(user.id, verified_hash, password):
         # Verified by the request that held this lock just before: a client's parallel
@@ -168,9 +176,6 @@ def _check_locked_row(
         user.password_hash = new_hash  # verify_and_update: an old scheme is upgraded
     user.current_failed_logins = 0
     user.locked_until = None
-    if not user.active:
-        audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
-        return Outcome.FAILED, None
     return Outcome.OK, None
 
 
@@ -189,9 +194,7 @@ def _check_known_good(request: Request, user: User, channel: str) -> Attempt | N
             audit.record(request, Event.LOGIN_DENIED, user, channel, db=db)
         return Attempt(Outcome.DENIED, user, wait)
     if not user.active:
-        with unit(request, write=True) as db:
-            audit.record(request, Event.LOGIN_FAILED, user, f"{channel}: account inactive", db=db)
-        return Attempt(Outcome.FAILED, user)
+        return None  # deactivated since it was verified: a failure like any other, locked row
     if user.current_failed_logins or user.locked_until is not None:
         with unit(request, write=True) as db:
             cleared = db.execute(

@@ -261,9 +261,17 @@ class TokenStore:
 class TokenRequestError(ValueError):
     """A token that may not be made as asked; ``field`` names the REST field it is about."""
 
+    status = 400
+
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class MintedByToken(TokenRequestError):
+    """A request authenticated by a token asked for another (403, on every channel)."""
+
+    status = 403
 
 
 def validate(request: Request, user: User, name: object, days: object) -> tuple[str, int | None]:
@@ -307,7 +315,13 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
 
 
 def create(request: Request, user: User, name: object, days: object, *, by: str = "") -> IssuedToken:
-    """Validate and make a token for ``user``; the raw value is the caller's to show once."""
+    """Validate and make a token for ``user``; the raw value is the caller's to show once.
+
+    Never for a request that came with a token, whichever page or resource it asked: a
+    leaked token must not outlive its own expiry or revocation through a new one."""
+    identity = request.authentication.identity
+    if identity is not None and identity.token is not None:
+        raise MintedByToken("A personal access token cannot create tokens: log in with your password.")
     name, days = validate(request, user, name, days)
     expires_at = request.now + timedelta(days=days) if days is not None else None
     issued = request.token_store.issue(user, name, expires_at)

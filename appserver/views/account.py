@@ -122,8 +122,8 @@ def create_token(request: Request):
             raise TokenRequestError("Enter the number of days as a whole number.", "expirationDuration")
         days = int(days_text) if days_text else None
         issued = personal_tokens.create(request, request.user, name, days)
-    except TokenRequestError as error:
-        request.response.status = 400
+    except TokenRequestError as error:  # MintedByToken: a 403
+        request.response.status = error.status
         return account_page(request, token_error=str(error), token_form=form)
     request.response.headers["Cache-Control"] = "no-store"
     return account_page(request, new_token=issued)

@@ -139,7 +139,7 @@ def user_action(request: Request):
         elif action == "revoke-tokens":
             personal_tokens.revoke_all(request, user, by=admin.username)
         else:
-            accounts.revoke_sessions(request, user, by=admin.username)
+            accounts.revoke_sessions(request, user, everywhere=True, by=admin.username)
     except AccountError as error:
         request.response.status = 400
         return users_page(request, form_error=str(error))

@@ -14,7 +14,6 @@ from ...ids import parse_id
 from ...models import PersonalToken, User
 from ...rendering import jira_time
 from ...security import personal_tokens, websudo
-from ...security.identity import Source
 from ...security.personal_tokens import TokenRequestError
 from . import BadJSON, bad_json_response, json_object
 
@@ -51,11 +50,6 @@ class TokensResource:
     @view_config(route_name="rest.tokens", request_method="POST")
     def create(self):
         request = self.request
-        if request.authentication.identity.source is Source.BEARER:
-            # A leaked token must not be able to outlive its own expiry or revocation.
-            return error_response(
-                request, 403, ["A personal access token cannot create tokens: log in with your password."]
-            )
         try:
             body = json_object(request)
         except BadJSON as error:
@@ -64,9 +58,9 @@ class TokensResource:
             issued = personal_tokens.create(
                 request, request.user, body.get("name"), body.get("expirationDuration")
             )
-        except TokenRequestError as error:
+        except TokenRequestError as error:  # MintedByToken too: a 403
             errors = {error.field: str(error)} if error.field else {}
-            return error_response(request, 400, [str(error)], errors=errors)
+            return error_response(request, error.status, [str(error)], errors=errors)
         request.response.status = 201
         return {**token_json(request, issued.token, request.user), "rawToken": issued.raw}
 
