@@ -9,6 +9,7 @@ Supported (keywords and field names are case-insensitive)::
               | key = VALUE              also issuekey / issue; DEMO-7 or an issue id
               | status = VALUE           "In Progress", open (names or ids)
               | text ~ VALUE             every word in the summary or the description
+                                         (words that start with it: port finds ports)
               | summary ~ VALUE | description ~ VALUE
     sort     := key | issuekey | created | updated   [ASC | DESC]
 
@@ -116,19 +117,23 @@ def tokenize(text: str) -> list[Token]:
             raise JQLError(
                 f"Error in the JQL Query: 'NOT' (written '!') is not supported {_where(text, position)}."
             )
-        start = i
+        # A word: escapes as in strings (Jira's grammar), reserved characters only unescaped.
+        out: list[str] = []
         while i < n and text[i] not in _WORD_END:
+            ch = text[i]
+            if ch == "\\":
+                decoded, i = _escape(text, i)
+                out.append(decoded)
+                continue
+            if ch in RESERVED_CHARACTERS:
+                raise JQLError(
+                    f"Error in the JQL Query: The character '{ch}' is a reserved JQL character. "
+                    f"You must enclose it in a string or use the escape '\\u{ord(ch):04x}' "
+                    f"instead. {_where(text, i + 1)}"
+                )
+            out.append(ch)
             i += 1
-        word = text[start:i]
-        reserved = next((c for c in word if c in RESERVED_CHARACTERS), None)
-        if reserved is not None:
-            at = start + word.index(reserved) + 1
-            raise JQLError(
-                f"Error in the JQL Query: The character '{reserved}' is a reserved JQL character. "
-                f"You must enclose it in a string or use the escape '\\u{ord(reserved):04x}' "
-                f"instead. {_where(text, at)}"
-            )
-        tokens.append(Token(Kind.WORD, word, position))
+        tokens.append(Token(Kind.WORD, "".join(out), position))
     tokens.append(Token(Kind.END, "", n + 1))
     return tokens
 
@@ -142,25 +147,48 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
         if ch == quote:
             return "".join(out), i + 1
         if ch == "\\":
-            escape = text[i + 1 : i + 2]
-            if escape == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6]):
-                out.append(chr(int(text[i + 2 : i + 6], 16)))
-                i += 6
-                continue
-            if escape in _ESCAPES:
-                out.append(_ESCAPES[escape])
-                i += 2
-                continue
-            raise JQLError(
-                f"Error in the JQL Query: '\\{escape}' is an illegal JQL escape sequence. "
-                f"{_where(text, i + 1)}"
-            )
+            decoded, i = _escape(text, i)
+            out.append(decoded)
+            continue
         out.append(ch)
         i += 1
     raise JQLError(
         "Error in the JQL Query: The quoted string starting at "
         f"{_where(text, start + 1)[1:-1]} is not terminated."
     )
+
+
+def _unicode_escape(text: str, i: int) -> int | None:
+    """The code unit of a ``\\uXXXX`` at ``i``, or None."""
+    if text.startswith("\\u", i) and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6]):
+        return int(text[i + 2 : i + 6], 16)
+    return None
+
+
+def _escape(text: str, i: int) -> tuple[str, int]:
+    """The character the escape at ``i`` (a backslash) stands for, and where the text goes on.
+
+    ``\\uXXXX`` is a UTF-16 code unit, as in Java and JSON: an astral character (an emoji)
+    is two of them, joined here; half of a pair alone is no character and a 400, never text
+    that no database or encoder accepts."""
+    unit = _unicode_escape(text, i)
+    if unit is None:
+        escape = text[i + 1 : i + 2]
+        if escape in _ESCAPES:
+            return _ESCAPES[escape], i + 2
+        raise JQLError(
+            f"Error in the JQL Query: '\\{escape}' is an illegal JQL escape sequence. {_where(text, i + 1)}"
+        )
+    if 0xD800 <= unit <= 0xDBFF:
+        low = _unicode_escape(text, i + 6)
+        if low is not None and 0xDC00 <= low <= 0xDFFF:
+            return chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)), i + 12
+    if 0xD800 <= unit <= 0xDFFF:
+        raise JQLError(
+            f"Error in the JQL Query: '{text[i : i + 6]}' is half of a UTF-16 surrogate pair without "
+            f"its other half: write the character itself, or both halves. {_where(text, i + 1)}"
+        )
+    return chr(unit), i + 6
 
 
 # --- The query object -----------------------------------------------------------------------
@@ -479,8 +507,12 @@ def check_values(query: Query, db: Session, levels: Sequence[str]) -> list[str]:
 
 
 def _contains(column, word: str) -> ColumnElement[bool]:
-    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.ilike(f"%{escaped}%", escape="\\")
+    """Text with a word that starts with ``word``, in any case: "port" finds "port" and
+    "ports", not "export" (Jira matches whole words, stemmed; a substring was far wider).
+    One pattern for both databases: PostgreSQL's ``~`` and SQLAlchemy's Python ``REGEXP`` on
+    SQLite read ``(?i)``, ``\\W`` and ``re.escape``'s escapes alike (SQLite drops the
+    ``flags`` argument, hence the inline one)."""
+    return column.regexp_match(r"(?i)(^|\W)" + re.escape(word))
 
 
 def _condition_filter(condition: Condition) -> ColumnElement[bool]:

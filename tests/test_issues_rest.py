@@ -197,12 +197,17 @@ def test_status_search(testapp, demo, value):
     assert keys(response) == expected[:100]
 
 
+def has_word(text: str, word: str) -> bool:
+    """JQL's ``~`` here: a word of ``text`` starts with ``word``, in any case."""
+    return re.search(r"(^|\W)" + re.escape(word), text, re.IGNORECASE) is not None
+
+
 def test_text_search_matches_every_word_in_summary_or_description(testapp, demo):
     response = search(testapp, headers=FRED, jql='text ~ "session cookie" ORDER BY key', maxResults="100")
 
     def has_words(fields) -> bool:
-        text = (fields["summary"] + " " + fields["description"]).lower()
-        return "session" in text and "cookie" in text
+        text = fields["summary"] + " " + fields["description"]
+        return has_word(text, "session") and has_word(text, "cookie")
 
     expected = expected_keys(has_words)
     assert 0 < len(expected) < 200
@@ -213,9 +218,21 @@ def test_summary_search_and_combined_clauses(testapp, demo):
     jql_text = 'project = DEMO AND summary ~ "login form" AND status = Open ORDER BY key'
     response = search(testapp, headers=FRED, jql=jql_text, maxResults="100")
     expected = expected_keys(
-        lambda f: "login form" in f["summary"].lower() and f["status"] == "Open"
+        lambda f: has_word(f["summary"], "login") and has_word(f["summary"], "form") and f["status"] == "Open"
     )
     assert expected and keys(response) == expected
+
+
+@pytest.mark.parametrize("word", ["in", "port", "PORT", "sess"])
+def test_text_search_matches_words_not_parts_of_words(testapp, demo, word):
+    """"in" finds "in", not "behind" or "pagination"; "sess" finds "session" (the start of a
+    word, as Jira's stemmed words reach "sessions" from "session")."""
+    response = search(testapp, headers=FRED, jql=f'summary ~ "{word}" ORDER BY key', maxResults="100")
+    words = expected_keys(lambda f: has_word(f["summary"], word))
+    parts = expected_keys(lambda f: word.lower() in f["summary"].lower())
+    assert keys(response) == words[:100] and response.json["total"] == len(words)
+    if word.lower() in ("in", "port"):
+        assert len(words) < len(parts)  # the demo has words that only contain these
 
 
 def test_text_search_treats_like_wildcards_literally(testapp, demo):
@@ -227,7 +244,7 @@ def test_text_search_treats_like_wildcards_literally(testapp, demo):
 def test_anonymous_text_search_sees_only_public_matches(testapp, demo):
     response = search(testapp, jql='text ~ "the" ORDER BY key')
     assert keys(response) == expected_keys(
-        lambda f: "the" in (f["summary"] + " " + f["description"]).lower(), public_only=True
+        lambda f: has_word(f["summary"] + " " + f["description"], "the"), public_only=True
     )
 
 
@@ -258,6 +275,8 @@ def test_a_hidden_issue_does_not_exist_for_who_may_not_see_it_as_in_jira(testapp
         ("status != Open", "The operator '!=' is not supported"),
         ("project = ", "Expecting a value"),
         ('project = "DE\x00MO"', "control character"),  # PostgreSQL refuses NUL: never a 500
+        ('project = "\\ud800"', "half of a UTF-16 surrogate pair"),  # no encoder takes it: never a 500
+        ("text ~ \\ude00x", "half of a UTF-16 surrogate pair"),
     ],
 )
 def test_unsupported_jql_is_400_naming_what_is_unsupported(testapp, demo, jql_text, fragment):
@@ -265,6 +284,19 @@ def test_unsupported_jql_is_400_naming_what_is_unsupported(testapp, demo, jql_te
     assert_jira_error(
         testapp.post_json("/rest/api/2/search", {"jql": jql_text}, status=400), fragment
     )
+
+
+def test_escapes_reach_the_database_as_the_characters_they_stand_for(testapp, demo):
+    """A surrogate pair is one character (an emoji, as Java and JSON write it), and an escape
+    outside quotes is read as inside them: never a 500, never a silently different query."""
+    for jql_text in (r"project = '\ud83d\ude00'", r'text ~ "\ud83d\ude00"'):
+        assert search(testapp, headers=FRED, jql=jql_text, validateQuery="false").json["total"] == 0
+    assert_jira_error(search(testapp, status=400, headers=FRED, jql=r"project = '\ud83d\ude00'"),
+                      "The value '\U0001f600' does not exist")
+    assert_jira_error(search(testapp, status=400, jql=r'project = "\ud800"', validateQuery="false"), "surrogate")
+    assert search(testapp, headers=FRED, jql=r"project = DE\u004dO").json["total"] == 200
+    spelled = search(testapp, headers=FRED, jql=r"key = DEMO\u002d7")
+    assert keys(spelled) == ["DEMO-7"]
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,21 @@ def test_escapes_in_quoted_strings():
     assert parse(r"text ~ 'it\'s'").conditions[0].value == "it's"
 
 
+def test_escapes_outside_quotes_as_jira_reads_them():
+    """Jira's own advice for a reserved character ("use the escape '\u002e'") works."""
+    assert parse(r"summary ~ foo\u002ebar").conditions[0].value == "foo.bar"
+    assert parse(r"project = DE\u004dO").conditions[0].value == "DEMO"
+    assert parse(r"text ~ database\ migrations").conditions[0].value == "database migrations"
+
+
+def test_a_surrogate_pair_is_one_character_and_half_of_one_an_error():
+    assert parse(r"text ~ '\ud83d\ude00'").conditions[0].value == "\U0001f600"
+    assert parse(r"text ~ \ud83d\ude00").conditions[0].value == "\U0001f600"
+    for text in (r'project = "\ud800"', r"project = \udc00", r'text ~ "\ude00\ud83d"', r'text ~ "\ud83d x"'):
+        with pytest.raises(JQLError, match="half of a UTF-16 surrogate pair"):
+            parse(text)
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -141,15 +156,19 @@ def test_search_words():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list('abcDEMO-1 =~!<>()",\'\\.*&|\n')) , max_size=40))
+@given(st.lists(st.sampled_from([*'abcDEMO-1 =~!<>()",\'\\.*&|\n', "\\u", "d83d", "de00", "d8"]),
+                max_size=40).map("".join))
 def test_any_text_parses_or_raises_jql_error(text):
-    """Whatever a client sends, the answer is a query or a JQLError (a 400), never a crash."""
+    """Whatever a client sends, the answer is a query or a JQLError (a 400), never a crash,
+    and every value is text a database can take (no half of a surrogate pair)."""
     try:
         result = parse(text)
     except JQLError as error:
         assert str(error)
     else:
         assert isinstance(result, Query)
+        for condition in result.conditions:
+            condition.value.encode("utf-8")
 
 
 @settings(max_examples=100, deadline=None)
