@@ -206,10 +206,16 @@ def test_delete_without_a_session_is_401(testapp, users, version):
     assert_jira_error(testapp.delete(f"/rest/auth/{version}/session", status=401), 401)
 
 
-def test_delete_with_basic_credentials_is_401_there_is_no_session_to_end(testapp, users):
-    response = testapp.delete("/rest/auth/1/session", headers=basic_auth("fred", "fred-password"), status=401)
-    assert_jira_error(response, 401)
-    assert response.headers["X-AUSERNAME"] == "anonymous"  # a 401 names nobody
+def test_delete_with_basic_credentials_is_204_with_no_session_to_end(testapp, users):
+    """Jira: "destroying the existing session, if any", 401 only for a caller who is not
+    authenticated. A 401 to right credentials would read as wrong ones (the jira client's
+    ``kill_session()`` raised); the credentials go on working, nothing was ended."""
+    response = testapp.delete("/rest/auth/1/session", headers=basic_auth("fred", "fred-password"), status=204)
+    assert response.headers["X-AUSERNAME"] == "fred" and "Set-Cookie" not in response.headers
+    testapp.get("/rest/api/2/myself", headers=basic_auth("fred", "fred-password"), status=200)
+    refused = testapp.delete("/rest/auth/1/session", headers=basic_auth("fred", "wrong"), status=401)
+    assert_jira_error(refused, 401)
+    assert refused.headers["X-AUSERNAME"] == "anonymous"  # a 401 names nobody
 
 
 def test_other_methods_on_the_session_resource_are_405(testapp, users):

@@ -66,10 +66,14 @@ class SessionResource:
     def delete(self):
         request = self.request
         identity = request.authentication.identity
-        if identity is None or identity.session is None:
-            # Basic or a token: nothing to log out of. The 401 names nobody, as every 401 does.
+        if identity is None:
+            # The 401 names nobody, as every 401 does.
             request.registry.security_policy.refuse(request)
-            return unauthorized_response(request, "You are not logged in with a session.", basic=False)
+            return unauthorized_response(request, "You are not logged in.", basic=False)
+        if identity.session is None:
+            # Basic or a token: logged in, with no session to end ("destroying the existing
+            # session, if any", Jira says): done. A 401 would read as wrong credentials.
+            return HTTPNoContent()
         logged_out = log_out(request)
         if logged_out.ended_meanwhile:  # the cookies are deleted all the same
             return stale_session_response(request, logged_out.headers)
