@@ -117,6 +117,26 @@ def head_revision(config_path: Path | None) -> str | None:
         alembic_log.setLevel(level)
 
 
+def migrations_problem(config_path: Path) -> str | None:
+    """One line when the ini's ``[alembic] script_location`` names no folder (an ini copied
+    out of the checkout keeps ``%(here)s/migrations``): alembic's own answer is a traceback."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.util import CommandError
+
+    try:
+        location = AlembicConfig(str(config_path)).get_main_option("script_location")
+    except CommandError:  # no [alembic] section: no migrations to look for
+        return None
+    if not location or ":" in location or Path(location).is_dir():  # "package:folder" is alembic's
+        return None
+    ours = Path(__file__).resolve().parent.parent / "migrations"
+    hint = f" (in this checkout: script_location = {ours})" if ours.is_dir() else ""
+    return (
+        f"{config_path}: [alembic] script_location = {location} is no folder: point it at the "
+        f"project's migrations folder{hint}"
+    )
+
+
 def missing_sqlite_file(url: Any) -> bool:
     """A SQLite database named by a file path that is not there, in a folder that is (SQLite
     would make an empty file on connecting; without the folder it fails to open, and says
@@ -135,6 +155,9 @@ def database_status(engine: Engine, config_uri: str | None) -> str | None:
     else the one line that says what to do."""
     config_path = Path(config_uri.split("#", 1)[0]) if config_uri else None
     initdb = f"appserver {config_path or 'CONFIG'} initdb"
+    problem = migrations_problem(config_path) if config_path is not None else None
+    if problem is not None:  # initdb could not help: the ini first
+        return problem
     if missing_sqlite_file(engine.url):  # connecting would create it: a check leaves no file
         return f"the database {safe_url(engine.url)} does not exist yet: run '{initdb}'"
     try:

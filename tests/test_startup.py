@@ -433,6 +433,21 @@ def test_a_missing_sqlite_file_is_said_and_not_created(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == "appserver: error: no user named 'nobody'\n"  # the database is there now
 
 
+def test_an_ini_copied_out_of_the_checkout_names_its_migrations_folder(tmp_path, capsys):
+    """``script_location = %(here)s/migrations`` in a copy elsewhere names no folder: one line
+    that says where the migrations are, from every command (alembic's own is a traceback)."""
+    ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'app.sqlite'}")
+    ini.write_text(ini.read_text().replace(str(ROOT / "migrations"), "%(here)s/migrations"))
+    expected = (
+        f"appserver: error: {ini}: [alembic] script_location = {tmp_path / 'migrations'} is no folder: "
+        f"point it at the project's migrations folder (in this checkout: script_location = {ROOT / 'migrations'})\n"
+    )
+    for command in (["initdb"], ["initdb", "--demo"], ["check"], ["purge-sessions"]):
+        assert cli.main([str(ini), *command]) == 1, command
+        assert capsys.readouterr().err == expected, command
+    assert not (tmp_path / "app.sqlite").exists()
+
+
 def test_a_database_behind_the_code_says_to_run_initdb(tmp_path, database):
     engine = get_engine({"sqlalchemy.url": database})
     migrate(engine, "0002")  # a database from before the latest migration

@@ -115,6 +115,9 @@ def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
 
 
 def cmd_initdb(args: argparse.Namespace) -> None:
+    problem = startup.migrations_problem(startup.config_file(args.config_uri.split("#", 1)[0]))
+    if problem is not None:  # before connecting: SQLite would make an empty file
+        raise CommandError(problem)
     require_database(args.config_uri, migrated=False)
     migrate(args.config_uri)
     print("database migrated to the latest revision")
