@@ -9,6 +9,7 @@ from pyramid.request import Request
 from ...errors import error_response
 from ...models import User
 from ...rendering import jira_time
+from .links import user_url
 
 
 class BadJSON(Exception):
@@ -81,7 +82,7 @@ def login_info(user: User) -> dict[str, Any]:
 
 def user_json(request: Request, user: User) -> dict[str, Any]:
     return {
-        "self": request.route_url("rest.user", version="2", _query={"username": user.username}),
+        "self": user_url(request, user),
         "key": user.username_key,
         "name": user.username,
         "emailAddress": user.email,

@@ -22,6 +22,7 @@ from ...ids import MAX_ID
 from ...models.issue import STATUSES, Issue, find_issue
 from ...rendering import jira_time
 from . import BadJSON, bad_json_response, json_object
+from .links import rest_url, user_url
 from .metadata import issue_type_json, project_json, status_json
 
 #: Page size when the client does not ask, and the most one page may hold. A larger request
@@ -53,7 +54,7 @@ def _user(request: Request, issue: Issue) -> dict | None:
     if user is None:
         return None
     return {
-        "self": request.route_url("rest.user", version="2", _query={"username": user.username}),
+        "self": user_url(request, user),
         "name": user.username,
         "key": user.username_key,
         "displayName": user.display_name,
@@ -161,7 +162,7 @@ def issue_json(request: Request, issue: Issue, fields: list[Field], expand: set[
     data = {
         "expand": ISSUE_EXPAND,
         "id": str(issue.id),
-        "self": request.route_url("rest.issue", version="2", id_or_key=str(issue.id)),
+        "self": rest_url(request, "rest.issue", version="2", id_or_key=str(issue.id)),
         "key": issue.key,
         "fields": {field.id: field.render(request, issue) for field in fields},
     }

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from ...errors import error_response
 from ...ids import parse_id
 from ...models.issue import STATUSES, Project, Status
+from .links import rest_url
 
 #: Jira's project keys: a letter, then letters, digits or underscores.
 PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
@@ -30,7 +31,7 @@ _TASK = {"id": TASK_ID, "name": "Task", "description": "A task that needs to be 
 
 def status_json(request: Request, status: Status) -> dict:
     return {
-        "self": request.route_url("rest.status", version="2", id_or_name=status.jira_id),
+        "self": rest_url(request, "rest.status", version="2", id_or_name=status.jira_id),
         "description": "",
         "name": status.name,
         "id": status.jira_id,
@@ -44,12 +45,12 @@ def status_json(request: Request, status: Status) -> dict:
 
 
 def issue_type_json(request: Request) -> dict:
-    return {"self": request.route_url("rest.issuetype", version="2", id=TASK_ID), **_TASK}
+    return {"self": rest_url(request, "rest.issuetype", version="2", id=TASK_ID), **_TASK}
 
 
 def project_json(request: Request, project: Project, *, full: bool = False) -> dict:
     data = {
-        "self": request.route_url("rest.project", version="2", id_or_key=str(project.id)),
+        "self": rest_url(request, "rest.project", version="2", id_or_key=str(project.id)),
         "id": str(project.id),
         "key": project.key,
         "name": project.name,

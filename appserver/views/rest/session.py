@@ -9,6 +9,7 @@ from ...errors import error_response
 from ...security.login import Outcome, check_password, log_in, log_out
 from ...security.responses import denied_response, stale_session_response, unauthorized_response
 from . import BadJSON, bad_json_response, json_object, login_info, missing_strings
+from .links import user_url
 
 
 @view_defaults(route_name="rest.session", renderer="json", require_csrf=False)
@@ -57,7 +58,7 @@ class SessionResource:
         if user is None:
             return unauthorized_response(request, "You are not logged in.", basic=False)
         return {
-            "self": request.route_url("rest.user", version="2", _query={"username": user.username}),
+            "self": user_url(request, user),
             "name": user.username,
             "loginInfo": login_info(user),
         }
