@@ -36,9 +36,14 @@ class StartupError(Exception):
     """A mistake in the configuration or the surroundings, said in one line."""
 
 
+def ini_path(config_uri: str) -> str:
+    """The file part of a ``CONFIG[#section]`` URI, as plaster and pserve read it."""
+    return config_uri.split("#", 1)[0]
+
+
 def config_file(config_uri: str) -> Path:
     """The ini file of ``CONFIG[#section]``, which must exist."""
-    path = Path(config_uri.split("#", 1)[0])
+    path = Path(ini_path(config_uri))
     if path.is_dir():
         raise StartupError(f"{path} is a folder: give the path of an ini file in it (development.ini?).")
     if not path.is_file():
@@ -153,7 +158,7 @@ def missing_sqlite_file(url: Any) -> bool:
 def database_status(engine: Engine, config_uri: str | None) -> str | None:
     """None when the database answers and is migrated to this code's newest revision,
     else the one line that says what to do."""
-    config_path = Path(config_uri.split("#", 1)[0]) if config_uri else None
+    config_path = Path(ini_path(config_uri)) if config_uri else None
     initdb = f"appserver {config_path or 'CONFIG'} initdb"
     problem = migrations_problem(config_path) if config_path is not None else None
     if problem is not None:  # initdb could not help: the ini first
@@ -363,5 +368,5 @@ def server_ini_settings(config_uri: str) -> dict:
     """The ``[server:…]`` settings as pserve would read them, ``use = config:…`` followed."""
     from paste.deploy.loadwsgi import SERVER, loadcontext
 
-    path = config_file(config_uri.split("#", 1)[0]).resolve()
+    path = config_file(config_uri).resolve()
     return dict(loadcontext(SERVER, f"config:{path}", name="main").config())

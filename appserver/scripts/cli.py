@@ -55,7 +55,7 @@ def positive(text: str) -> int:
 
 
 def migrate(config_uri: str) -> None:
-    path = config_uri.split("#", 1)[0]
+    path = startup.ini_path(config_uri)
     alembic_config = AlembicConfig(path)
     command.upgrade(alembic_config, "head")
 
@@ -115,7 +115,7 @@ def app_env(config_uri: str) -> Iterator[dict[str, Any]]:
 
 
 def cmd_initdb(args: argparse.Namespace) -> None:
-    problem = startup.migrations_problem(startup.config_file(args.config_uri.split("#", 1)[0]))
+    problem = startup.migrations_problem(startup.config_file(args.config_uri))
     if problem is not None:  # before connecting: SQLite would make an empty file
         raise CommandError(problem)
     require_database(args.config_uri, migrated=False)
@@ -357,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         startup.app_ini_settings(args.config_uri)  # an ini file with the app's section, first
-        startup.ini_loader(args.config_uri.split("#", 1)[0]).setup_logging()
+        startup.ini_loader(startup.ini_path(args.config_uri)).setup_logging()
         args.func(args)
     except (CommandError, PasswordTooLong, AccountError, startup.StartupError) as error:
         return fail(error)
     except ConfigurationError as error:
-        return fail(f"{args.config_uri.split('#', 1)[0]}: {error}")
+        return fail(f"{startup.ini_path(args.config_uri)}: {error}")
     except DATABASE_UNAVAILABLE as error:  # checked before, so it failed while the command ran
         url = startup.safe_url(app_settings(args.config_uri).get("sqlalchemy.url"))
         return fail(f"the database {url} failed: {startup.first_line(error)}")
