@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -440,12 +441,26 @@ def count_terms(query: Query) -> int:
 
 # --- Validation against the data, and translation to SQLAlchemy -----------------------------
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+def _word_character(ch: str) -> bool:
+    return ch == "_" or unicodedata.category(ch)[0] in "LNM"
 
 
 def search_words(value: str) -> list[str]:
-    """The words a ``~`` clause looks for (JQL's text search matches words, not phrases)."""
-    return _WORD.findall(value)
+    """The words a ``~`` clause looks for (JQL's text search matches words, not phrases):
+    runs of letters, digits and marks, in NFC. ``\\w`` alone split words at their marks: a
+    decomposed "é" searched for "e", a Devanagari vowel sign cut a Hindi word in two."""
+    words: list[str] = []
+    start = None
+    text = unicodedata.normalize("NFC", value)
+    for index, ch in enumerate(text):
+        if _word_character(ch):
+            start = index if start is None else start
+        elif start is not None:
+            words.append(text[start:index])
+            start = None
+    if start is not None:
+        words.append(text[start:])
+    return words
 
 
 def _status_name(value: str) -> str | None:
@@ -510,9 +525,16 @@ def _contains(column, word: str) -> ColumnElement[bool]:
     """Text with a word that starts with ``word``, in any case: "port" finds "port" and
     "ports", not "export" (Jira matches whole words, stemmed; a substring was far wider).
     One pattern for both databases: PostgreSQL's ``~`` and SQLAlchemy's Python ``REGEXP`` on
-    SQLite read ``(?i)``, ``\\W`` and ``re.escape``'s escapes alike (SQLite drops the
-    ``flags`` argument, hence the inline one)."""
-    return column.regexp_match(r"(?i)(^|\W)" + re.escape(word))
+    SQLite read ``\\W``, a bracket of letters and ``re.escape``'s escapes alike. Case is
+    spelled out letter by letter instead of ``(?i)``, which the two fold differently (Python
+    finds "I" for "ı" and "ı" for "I"; PostgreSQL only the first)."""
+    return column.regexp_match(r"(^|\W)" + "".join(_any_case(ch) for ch in word))
+
+
+def _any_case(ch: str) -> str:
+    """``ch`` and its one-character upper, lower and title case forms, as a pattern."""
+    forms = sorted({form for form in (ch, ch.lower(), ch.upper(), ch.title()) if len(form) == 1})
+    return f"[{''.join(forms)}]" if len(forms) > 1 else re.escape(ch)
 
 
 def _condition_filter(condition: Condition) -> ColumnElement[bool]:

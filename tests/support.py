@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -360,3 +361,23 @@ def require_private_postgres() -> None:
             pytest.fail(message)
         pytest.skip(message)
 
+
+def wait_until_blocked(server, started: threading.Event) -> None:
+    """Return once the other side is waiting for our transaction: on PostgreSQL, when a
+    backend waits for a lock; on SQLite (which shows no waiters) once the other thread runs,
+    which gives the same outcome whether or not it reached the lock yet."""
+    assert started.wait(10)
+    if server.engine.dialect.name != "postgresql":
+        return
+    deadline = time.monotonic() + 10
+    with server.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity "
+                     "WHERE wait_event_type = 'Lock' AND datname = current_database()")
+            ).scalar()
+            connection.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+    pytest.fail("the other transaction never waited for ours")

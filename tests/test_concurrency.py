@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 
 from appserver.models import AuthEvent, LoginThrottle, User, transient_kind
 
-from .support import DriverStatements, create_user
+from .support import DriverStatements, create_user, wait_until_blocked
 
 MAX_FAILURES = 3  # the default of appserver.login.max_failures
 _names = itertools.count(1)
@@ -564,6 +564,52 @@ def test_a_steady_basic_or_bearer_request_reads_with_one_statement_and_no_transa
     assert ("FROM personal_tokens JOIN users" if kind == "bearer" else "FROM users") in driver.statements[0]
     if server.engine.dialect.name == "postgresql":
         assert driver.seen[0][1] is True
+
+
+def test_a_denied_request_takes_the_account_before_the_audit_lock(servers):
+    """A password check that finds the account locked holds its row, then writes
+    ``login.denied`` under the event's advisory lock; the owner's Basic client (its password
+    verified before) writes the same event without the row. It took the event's lock first
+    and then, inserting a row that refers to the account, waited for the row: a deadlock
+    (an outside review: 11 in 15 rounds). Here the check holding the row is this test's own
+    transaction, with the shorter deadlock timeout, so that PostgreSQL would abort it."""
+    server = servers[0]
+    if server.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes writing units: no advisory lock, no deadlock")
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from appserver.security import audit
+    from appserver.security.audit import Event
+
+    username = new_user(server)
+    headers = basic_header(username, "right-password-1")
+    assert requests.get(server.url + "/rest/api/2/myself", headers=headers, timeout=60).status_code == 200
+    with server.request() as request:  # locked since, by parallel guesses (say)
+        request.dbsession.execute(update(User).where(User.username == username)
+                                  .values(locked_until=server.clock.current + timedelta(minutes=5)))
+    with server.engine.connect() as connection:
+        connection.execute(text("SET deadlock_timeout = '50ms'"))
+        connection.commit()
+        user = connection.execute(select(User).where(User.username == username).with_for_update()).one()
+        started = threading.Event()
+
+        def owner():
+            started.set()
+            return requests.get(server.url + "/rest/api/2/myself", headers=headers, timeout=60)
+
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(owner)
+            wait_until_blocked(server, started)
+            with server.request() as request:  # the check holding the row records its denial
+                request.environ["REMOTE_ADDR"] = "127.0.0.1"
+                db = Session(bind=connection)
+                audit.record(request, Event.LOGIN_DENIED, db.get(User, user.id), "basic", db=db)
+                db.flush()  # raised DeadlockDetected before the fix
+            connection.commit()
+            assert answer.result().status_code == 403
+    rows = audit_rows(server, username, "login.denied")
+    assert len(rows) == 1 and rows[0][1] == 1, rows  # one row, the second denial counted on it
 
 
 def test_a_claimed_touch_that_failed_is_tried_again():

@@ -212,6 +212,23 @@ def test_logging_out_is_a_post_with_the_csrf_token(testapp, users, dbsession):
     testapp.get("/rest/api/2/myself", status=401)
 
 
+def test_logging_out_twice_lands_where_the_first_did(testapp, users):
+    """A double click on Log out, or a second tab's: the second POST carries the cookie and
+    the CSRF token of the session the first one ended. It used to get the expired-form page
+    (400); it lands on the home page, and the dead cookie is deleted."""
+    submit_login(testapp, status=303)
+    form = logout_form(testapp.get("/"))
+    token = testapp.cookies["appserver.session"]
+    form.submit(status=303)
+    testapp.set_cookie("appserver.session", token)
+    again = form.submit(status=303)
+    assert again.headers["Location"] == "http://localhost/?notice=logged-out"
+    assert session_cookie(again).startswith("appserver.session=;")
+    assert "Not logged in" in again.follow().html.select_one("#current-user").text
+    # Anyone else, logged out, with no form at all: nothing to end, the same answer.
+    assert testapp.post("/logout", status=303).headers["Location"].endswith("?notice=logged-out")
+
+
 def test_get_logout_is_405_with_a_page(testapp, users):
     submit_login(testapp, status=303)
     response = testapp.get("/logout", status=405)

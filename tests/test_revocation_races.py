@@ -11,7 +11,6 @@ has done its part or is seen waiting for it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 import requests
 from pyramid.scripting import prepare
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from appserver.models import AuthEvent, RememberToken, User, UserSession, writer
 from appserver.models.units import unit
@@ -27,7 +26,7 @@ from appserver.security import accounts
 from appserver.security.remember import RememberState, RememberStore
 from appserver.security.sessions import SessionStore
 
-from .support import create_user
+from .support import create_user, wait_until_blocked
 from .test_concurrency import busy_once, locked_error
 from .test_remember_me import REMEMBER, cookie, login
 
@@ -50,27 +49,6 @@ def remembered_user(server) -> tuple[int, str]:
 def username(server, user_id: int) -> str:
     with server.engine.connect() as connection:
         return connection.execute(select(User.username).where(User.id == user_id)).scalar_one()
-
-
-def wait_until_blocked(server, started: threading.Event) -> None:
-    """Return once the other side is waiting for our transaction: on PostgreSQL, when a
-    backend waits for a lock; on SQLite (which shows no waiters) once the other thread runs,
-    which gives the same outcome whether or not it reached the lock yet."""
-    assert started.wait(10)
-    if server.engine.dialect.name != "postgresql":
-        return
-    deadline = time.monotonic() + 10
-    with server.engine.connect() as connection:
-        while time.monotonic() < deadline:
-            waiting = connection.execute(
-                text("SELECT count(*) FROM pg_stat_activity "
-                     "WHERE wait_event_type = 'Lock' AND datname = current_database()")
-            ).scalar()
-            connection.rollback()
-            if waiting:
-                return
-            time.sleep(0.02)
-    pytest.fail("the other transaction never waited for ours")
 
 
 def in_thread(work: Callable[[], object]):

@@ -11,9 +11,10 @@ from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
-from ..models.user import USERNAME_MAX_LENGTH
+from ..models.user import USERNAME_MAX_LENGTH, canonical_username
 from . import audit
 from .audit import Event
+from .characters import has_control_characters
 from .login import Outcome, check_user_password, unchanged_since_check
 from .sessions import acting_session_ended
 
@@ -60,6 +61,11 @@ def validate_username(username: str) -> str:
         or not all(_username_character(ch) for ch in name)
     ):
         raise AccountError(USERNAME_RULE, "username")
+    # The lookup key is stored too, and can be longer: "ß" folds to "ss", U+FDFA to 18.
+    if len(canonical_username(name)) > USERNAME_MAX_LENGTH:
+        raise AccountError(
+            f"Choose a shorter username: compared without case (where ß is ss), it is longer "
+            f"than {USERNAME_MAX_LENGTH} characters.", "username")
     return name
 
 
@@ -67,19 +73,12 @@ def validate_username(username: str) -> str:
 PROFILE_MAX_LENGTH = 255
 
 
-def _has_control_characters(text: str) -> bool:
-    """Controls (NUL, tabs, newlines, escapes) and line or paragraph separators; not the
-    format characters and spaces real names hold (a zero-width non-joiner in Persian, a
-    no-break space), which ``str.isprintable`` refuses too."""
-    return any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in text)
-
-
 def validate_profile(display_name: str, email: str) -> tuple[str, str]:
     """The one rule for a new user's display name and email address (admin form, command
     line); returns them stripped. An email address is optional; one that is given must look
     like one (a single ``@`` between two non-empty parts, no spaces)."""
     display_name, email = display_name.strip(), email.strip()
-    if _has_control_characters(display_name):  # NUL: PostgreSQL refuses it; the rest breaks layouts
+    if has_control_characters(display_name):  # NUL: PostgreSQL refuses it; the rest breaks layouts
         raise AccountError("Display names cannot contain control characters.", "display_name")
     if len(display_name) > PROFILE_MAX_LENGTH:
         raise AccountError(f"Display names are limited to {PROFILE_MAX_LENGTH} characters.", "display_name")
@@ -98,7 +97,7 @@ def validate_new_password(request: Request, password: str, confirm: str | None =
     form, command line, demo data)."""
     if confirm is not None and password != confirm:
         raise AccountError("The two new passwords do not match.", "password")
-    if not password.isprintable():  # NUL and other controls: no client can send them in Basic
+    if has_control_characters(password):  # NUL, newlines: no client can send them in Basic
         raise AccountError("Passwords cannot contain control characters.", "password")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.", "password")
@@ -111,6 +110,8 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
     password is checked like a login (failures count towards the lock-out, so a borrowed
     session cannot guess it freely), then every other session and remember-me token is
     revoked. The caller rotates the current session."""
+    if not current:  # nothing was tried: no hash, no failure counted
+        raise AccountError("Enter your current password.", "currentPassword")
     attempt = check_user_password(request, user, current, channel="password change")
     if attempt.outcome is Outcome.DENIED:
         raise TooManyAttempts(attempt.retry_after or 1)

@@ -17,7 +17,14 @@ def printable(text: str, limit: int) -> str:
 
 
 def user_agent(request: Request) -> str:
-    return printable(request.user_agent or "", USER_AGENT_MAX_LENGTH)
+    # WSGI hands header values over decoded as Latin-1; browsers send UTF-8 ("Łódź" came out
+    # as "ÅÃ³dÅº"): the bytes read as UTF-8, anything that is not kept as U+FFFD.
+    raw = request.user_agent or ""
+    try:
+        text = raw.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # not from a WSGI environ (a test's own str)
+        text = raw
+    return printable(text, USER_AGENT_MAX_LENGTH)
 
 
 def address(request: Request) -> str:

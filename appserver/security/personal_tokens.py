@@ -29,6 +29,7 @@ from ..models.rows import OwnedRowLoader
 from ..models.units import read_bind, unit
 from . import audit
 from .audit import Event
+from .characters import has_control_characters
 from .sessions import acting_session_ended
 from .tokens import hash_token, new_token
 
@@ -277,14 +278,16 @@ class MintedByToken(TokenRequestError):
 def validate(request: Request, user: User, name: object, days: object) -> tuple[str, int | None]:
     """Jira's rules (``RestValidator``), with the limits from the settings."""
     settings = request.appserver_settings
-    if not isinstance(name, str) or not name.strip():
+    if name is not None and not isinstance(name, str):
+        raise TokenRequestError("The token name must be a string.", "name")
+    if not name or not name.strip():
         raise TokenRequestError("Give the token a name.", "name")
     name = name.strip()
     if len(name) > settings.token_name_max_length:
         raise TokenRequestError(
             f"The token name must be at most {settings.token_name_max_length} characters.", "name"
         )
-    if not name.isprintable():
+    if has_control_characters(name):
         raise TokenRequestError("The token name cannot contain control characters.", "name")
     if days is None:
         if not settings.tokens_without_expiry:

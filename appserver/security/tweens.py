@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from pyramid.registry import Registry
 from pyramid.request import Request
@@ -104,17 +104,39 @@ def _unreadable(request: Request) -> tuple[int | None, str]:
     if not environ.get("CONTENT_TYPE") and environ.get("REQUEST_METHOD") != "POST":
         return None, ""
     content_type = request.content_type.strip().lower()
-    if (
-        content_type in FORM_TYPES
-        and (content_type or request.method == "POST")
-        and request.charset != "UTF-8"
-    ):
+    if content_type != request.content_type:
+        # A media type is case-insensitive (RFC 9110, 8.3.1); WebOb and the views compare it
+        # as a string ("APPLICATION/JSON" was a 415, a form in capitals read as no form).
+        raw = environ["CONTENT_TYPE"]
+        environ["CONTENT_TYPE"] = content_type + (";" + raw.split(";", 1)[1] if ";" in raw else "")
+    if content_type not in FORM_TYPES or not (content_type or request.method == "POST"):
+        return None, ""
+    if request.charset != "UTF-8":
         return 415, "Form data must be sent encoded as UTF-8."
+    return _unreadable_form(request, content_type)
+
+
+def _unreadable_form(request: Request, content_type: str) -> tuple[int | None, str]:
+    """A form must be UTF-8 text, field by field. WebOb's parser replaces bytes that are not
+    UTF-8 with U+FFFD (a name or a password stored changed, silently), and hands a file part
+    to the view as an object where every form here expects a string (a 500 at the first
+    ``.strip()``). No page of this application uploads a file, so once file parts are
+    refused, the whole body must decode: the parts' headers are ASCII, their values text."""
+    body = request.body  # at most max_request_body_size (1 MiB), read once, kept
+    try:
+        text = body.decode("utf-8")
+        if content_type != "multipart/form-data":
+            parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return 400, "The form data is not valid UTF-8 text. Send it again from the page."
     if content_type == "multipart/form-data":
         try:
-            request.POST  # parsed once here, kept for the view
+            fields = request.POST  # parsed once here, kept for the view
         except ValueError:  # no boundary, or one the parser refuses
             return 400, "The form data could not be read: a multipart body needs a valid boundary."
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                return 400, f"The form field “{name}” is a file; this form takes text only."
     return None, ""
 
 

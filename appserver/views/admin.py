@@ -111,12 +111,14 @@ def confirm_page(request: Request, user: User) -> Response:
     )
 
 
-@view_config(route_name="admin.confirm", request_method="GET", permission="admin", websudo=True)
+@view_config(route_name="admin.confirm", request_method="GET",
+             renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def confirm_user_action(request: Request):
     user_id = parse_id(request.matchdict["id"])
     user = request.dbsession.get(User, user_id) if user_id is not None else None
-    if user is None:
-        return HTTPSeeOther(request.route_url("admin.users"))
+    if user is None:  # as the POST answers: a link to an account deleted meanwhile
+        request.response.status = 404
+        return users_page(request, form_error="That account no longer exists.")
     return confirm_page(request, user)
 
 

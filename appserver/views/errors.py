@@ -4,11 +4,13 @@ from __future__ import annotations
 import functools
 import logging
 
+from pyramid.config import not_
 from pyramid.csrf import BadCSRFToken
 from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException, HTTPSeeOther
 from pyramid.request import Request
-from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
+from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config, view_config
 from sqlalchemy import exc as sa_exc
 
 from ..errors import error_response, is_rest
@@ -71,20 +73,36 @@ def allowed_methods(registry, route_name: str) -> tuple[str, ...]:
     return _allowed_methods(registry.introspector, route_name)
 
 
+def method_not_allowed(request: Request, allowed: tuple[str, ...]):
+    """The 405 of a URL that exists, with ``Allow`` when the methods are known."""
+    messages = [f"{request.method} is not allowed here."]
+    if allowed:
+        messages = [f"{request.method} is not allowed here: use {' or '.join(allowed)}."]
+    if request.matched_route is not None and request.matched_route.name == "logout":
+        messages.append("To log out, use the Log out button at the top of any page.")
+    response = error_response(request, 405, messages, actions=[("Home", request.route_path("home"))])
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+#: The route ``add_static_view("static", ...)`` makes (appserver/rendering.py).
+STATIC_ROUTE = "__static/"
+
+
+@view_config(route_name=STATIC_ROUTE, request_method=not_(("GET", "HEAD")),
+             permission=NO_PERMISSION_REQUIRED, require_csrf=False)
+def static_method_not_allowed(request: Request):
+    """``add_static_view``'s view answers any method: a POST met the CSRF check (a 400 "this
+    form has expired", and a CSRF cookie), a TRACE or a PROPFIND got the file."""
+    return method_not_allowed(request, ("GET", "HEAD"))
+
+
 @notfound_view_config()
 def notfound(exc, request: Request):
     if isinstance(exc, PredicateMismatch) and request.matched_route is not None:
         # The URL exists, the method does not (e.g. GET /logout: logging out is POST only).
-        allowed = allowed_methods(request.registry, request.matched_route.name)
-        messages = [f"{request.method} is not allowed here."]
-        if allowed:
-            messages = [f"{request.method} is not allowed here: use {' or '.join(allowed)}."]
-        if request.matched_route.name == "logout":
-            messages.append("To log out, use the Log out button at the top of any page.")
-        response = error_response(request, 405, messages, actions=[("Home", request.route_path("home"))])
-        if allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-        return response
+        return method_not_allowed(request, allowed_methods(request.registry, request.matched_route.name))
     path = request.path_info[:200]
     if is_rest(request):
         # A program reads this: where it asked, and where to learn what this server offers.

@@ -106,3 +106,13 @@ def demo_users(request: Request) -> list[tuple[str, str, str]]:
 def logout(request: Request):
     headers = log_out(request).headers
     return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
+
+
+@view_config(route_name="logout", request_method="POST", is_authenticated=False, require_csrf=False)
+def logout_again(request: Request):
+    """Nothing left to end: the second click of a double click, another tab's Log out, a
+    session that expired meanwhile. Its form's CSRF token was bound to the session that
+    ended, so the check answered "this form has expired" where the first click landed on
+    the home page; it lands there too. A stale cookie is deleted as on any page, and a
+    forged cross-site POST finds nothing to do."""
+    return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}))

@@ -29,7 +29,12 @@ def prompt(request: Request):
         if websudo.remaining(request) is not None or websudo.require(request) is None:
             return HTTPSeeOther(destination)  # nothing to confirm (elevated, exempt or off)
         return form
-    attempt = websudo.confirm(request, request.POST.get("websudo_password", ""))
+    password = request.POST.get("websudo_password", "")
+    if not password:  # nothing was tried: no hash, no failure counted (as the login page)
+        request.response.status = 400
+        form["error"] = "Enter your password."
+        return form
+    attempt = websudo.confirm(request, password)
     if attempt.ok:
         response = HTTPSeeOther(destination)
         response.headers[websudo.HEADER[0]] = websudo.HEADER[1]

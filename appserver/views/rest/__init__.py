@@ -26,7 +26,7 @@ def json_object(request: Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > 1_000_000:
         raise BadJSON("The request body is too large.", 413)
     try:
-        body = request.json_body
+        body = json.loads(request.body.decode(_body_encoding(request)), parse_constant=_not_a_number)
     except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: unknown charset
         raise BadJSON("The request body is not valid JSON.") from None
     except RecursionError:  # [[[[... nested deeper than the parser's stack
@@ -37,6 +37,19 @@ def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadJSON("The request body must be a JSON object.")
     return body
+
+
+def _body_encoding(request: Request) -> str:
+    """The body's charset (WebOb's default: UTF-8), where UTF-8 may begin with a byte order
+    mark, as Jackson (Jira's parser) reads it."""
+    charset = request.charset
+    return "utf-8-sig" if charset.lower().replace("_", "-") in ("utf-8", "utf8") else charset
+
+
+def _not_a_number(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON: Jackson
+    refuses them, and no field here could take them."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _is_unicode(body: Any) -> bool:
