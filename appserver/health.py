@@ -5,10 +5,16 @@
 no transaction, no credential read (a session cookie, Basic credentials or ``os_authType``
 are ignored), no cookie set, one ``SELECT 1`` on a pooled connection. A load balancer may
 call it every second on every process.
+
+A database that is up but does not answer (frozen, or a failover's address not yet moved)
+sends no error: the ``SELECT 1`` runs in a thread of its own and the answer is ``ERROR``
+after :data:`DEADLINE_SECONDS`. Until that probe returns, later calls wait on the same one
+instead of piling more connections and threads onto a database that is not answering.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from pyramid.config import Configurator
@@ -16,6 +22,7 @@ from pyramid.registry import Registry
 from pyramid.request import Request
 from pyramid.response import Response
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from .errors import jira_error_body
 from .models import DATABASE_UNAVAILABLE
@@ -27,16 +34,54 @@ Handler = Callable[[Request], Response]
 
 STATUS_PATH = "/status"
 RETRY_AFTER_SECONDS = 5
+#: Longer than a healthy ``SELECT 1`` ever takes, shorter than a proxy's health-check timeout.
+DEADLINE_SECONDS = 3.0
+
+
+class DatabaseProbe:
+    """``SELECT 1`` on the registry's engine, with a deadline, one at a time per process."""
+
+    def __init__(self, registry: Registry, deadline: float = DEADLINE_SECONDS) -> None:
+        self.registry = registry
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._running: _Probe | None = None
+
+    def reachable(self) -> bool:
+        with self._lock:
+            probe = self._running
+            if probe is None or probe.done.is_set():
+                probe = self._running = _Probe()
+                # A daemon thread: one stuck on a frozen database must not hold up the
+                # process's exit (a graceful stop), as an executor's worker would.
+                threading.Thread(target=probe.run, args=(self.registry.dbengine,), name="appserver-status",
+                                 daemon=True).start()
+        if not probe.done.wait(self.deadline):
+            log.warning("status: the database has not answered for %.0f s", self.deadline)
+            return False
+        return probe.reachable
+
+
+class _Probe:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reachable = False
+
+    def run(self, engine: Engine) -> None:
+        try:
+            with engine.connect() as connection:
+                connection.scalar(text("SELECT 1"))
+            self.reachable = True
+        except DATABASE_UNAVAILABLE as error:
+            log.warning("status: database unreachable (%s)", type(error).__name__)
+        except Exception:  # answered as unreachable; never an unhandled thread exception
+            log.exception("status: the database check failed")
+        finally:
+            self.done.set()
 
 
 def database_reachable(registry: Registry) -> bool:
-    try:
-        with registry.dbengine.connect() as connection:
-            connection.scalar(text("SELECT 1"))
-    except DATABASE_UNAVAILABLE as error:
-        log.warning("status: database unreachable (%s)", type(error).__name__)
-        return False
-    return True
+    return registry.database_probe.reachable()
 
 
 def status_response(request: Request) -> Response:
@@ -64,4 +109,5 @@ def status_tween_factory(handler: Handler, registry: Registry) -> Handler:
 
 
 def includeme(config: Configurator) -> None:
+    config.registry.database_probe = DatabaseProbe(config.registry)
     config.add_tween("appserver.health.status_tween_factory", over="pyramid_tm.tm_tween_factory")

@@ -31,6 +31,12 @@ ENVIRONMENT_OVERRIDES = {
 }
 
 MIN_SECRET_LENGTH = 32
+#: A secret with fewer different characters is no random value (a repeated letter, a word
+#: typed in): 32 random URL-safe characters hold 25 different ones on average.
+MIN_SECRET_DISTINCT = 10
+#: The placeholder of deploy/appserver.env.example: an operator who forgot to replace it would
+#: key the CSRF tokens with a value anyone can read.
+SECRET_PLACEHOLDER = "change-me"
 TOKEN_NAME_COLUMN_LENGTH = 255  # personal_tokens.name
 
 
@@ -64,6 +70,8 @@ class AppSettings:
     jql_max_terms: int
     search_statement_timeout: int
     lock_timeout: int
+    connect_timeout: int
+    network_timeout: int
     audit_retention_days: int
     audit_collapse_seconds: int
     process_header: bool
@@ -145,6 +153,11 @@ def _secret(name: str, value: Any) -> str:
         )
     if len(text) < MIN_SECRET_LENGTH:
         raise ConfigurationError(f"{name}: must be at least {MIN_SECRET_LENGTH} characters long")
+    if SECRET_PLACEHOLDER in text.lower() or len(set(text)) < MIN_SECRET_DISTINCT:
+        raise ConfigurationError(
+            f"{name}: must be a random value, not a placeholder or a word: make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
     return text
 
 
@@ -195,6 +208,11 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     # PostgreSQL: the longest a statement waits for a lock, in ms (SQLite waits 10 s for its
     # write lock); a forgotten open transaction then costs 503s, not every worker thread.
     "appserver.database.lock_timeout": ("lock_timeout", _integer(0), 10000),
+    # PostgreSQL: seconds to wait for a connection, and for a server that stopped answering
+    # (a failover that moved the address, a host gone): no TCP reset comes, and without a
+    # limit a request waits for the kernel's timeout, which is minutes (0: no limit).
+    "appserver.database.connect_timeout": ("connect_timeout", _integer(0), 5),
+    "appserver.database.network_timeout": ("network_timeout", _integer(0), 15),
     "appserver.audit.retention_days": ("audit_retention_days", _integer(1), 90),
     "appserver.audit.collapse_seconds": ("audit_collapse_seconds", _integer(0), 600),
     "appserver.process_header": ("process_header", _boolean, "false"),

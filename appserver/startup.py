@@ -63,11 +63,18 @@ def first_line(error: BaseException) -> str:
 
 
 def safe_url(url: Any) -> str:
-    """The database URL without its password."""
+    """The database URL without its password, in the user part or as libpq's ``?password=``
+    (or ``sslpassword=``, the client key's) in the query."""
     try:
-        return make_url(str(url)).render_as_string(hide_password=True)
+        parsed = make_url(str(url))
     except sa_exc.ArgumentError:
         return "(an unreadable URL)"
+    hidden = {key: "***" for key in parsed.query if key.lower() in _PASSWORD_PARAMETERS}
+    # The query's values are rendered percent-encoded: "***" as "%2A%2A%2A".
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+_PASSWORD_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
 def database_problem(error: BaseException, url: Any) -> str:

@@ -541,6 +541,9 @@ def test_purge_sessions_deletes_revoked_tokens_and_keeps_usable_ones(appserver_c
         ("appserver.basic_realm", "  "),
         ("appserver.login.max_failures", "three"),
         ("appserver.secret", "too-short"),
+        ("appserver.secret", "CHANGE-ME-to-48-random-url-safe-characters-from-the-command-above"),
+        ("appserver.secret", "a" * 48),
+        ("appserver.secret", "passwordpasswordpasswordpassword"),
     ],
 )
 def test_an_invalid_setting_stops_start_up_naming_it(name, value):
@@ -579,12 +582,12 @@ def test_a_missing_database_url_refuses_with_a_clear_message(monkeypatch):
 
 
 def test_the_environment_overrides_the_ini(monkeypatch):
-    monkeypatch.setenv("APPSERVER_SECRET", "s" * 40)
+    monkeypatch.setenv("APPSERVER_SECRET", SECRET + "-from-the-environment")
     monkeypatch.setenv("APPSERVER_DATABASE_URL", "sqlite://")
     settings = base_settings("postgresql+psycopg://nowhere/none")
     del settings["appserver.secret"]
     app = appserver.main({}, **settings)
-    assert app.registry.appserver_settings.secret == "s" * 40
+    assert app.registry.appserver_settings.secret == SECRET + "-from-the-environment"
     assert str(app.registry.dbengine.url) == "sqlite://"
 
 

@@ -21,6 +21,7 @@ import appserver
 from appserver.settings import parse_settings
 
 from .conftest import bind_app
+from .support import SECRET
 
 LOGIN = "/rest/auth/1/session"
 MYSELF = "/rest/api/2/myself"
@@ -99,7 +100,7 @@ def form_login(client, username: str = "fred", remember: bool = False, headers=S
 
 def test_secure_cookies_are_the_default():
     """Only an explicit development setting turns Secure (and the prefix) off."""
-    settings = parse_settings({"appserver.secret": "s" * 32, "sqlalchemy.url": "sqlite://"})
+    settings = parse_settings({"appserver.secret": SECRET, "sqlalchemy.url": "sqlite://"})
     assert settings.secure_cookies
     assert (settings.session_cookie, settings.remember_cookie) == (
         "__Host-appserver.session",

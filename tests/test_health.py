@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import webtest
 from sqlalchemy import func, make_url, select
 from sqlalchemy.pool import NullPool
 
+import appserver
 from appserver.models import LoginThrottle, UserSession, get_engine
 from appserver.settings import ConfigurationError
 
@@ -126,3 +130,106 @@ def test_the_process_header_can_be_turned_on_from_the_environment(make_app, monk
 def test_a_bad_process_header_value_stops_start_up(make_app):
     with pytest.raises(ConfigurationError, match="appserver.process_header"):
         make_app(**{"appserver.process_header": "sometimes"})
+
+
+# --- A database that does not answer ---------------------------------------------------------
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never says a word: a database host that is
+    up but frozen, or a failover's address before it moved."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.accepted:
+            sock.close()
+
+
+def test_a_database_that_never_answers_is_a_503_not_a_hang(app_settings, database_url):
+    """libpq waits for the kernel's TCP timeout, minutes, without connect_timeout: every
+    request and /status hung (an outside review: 60 s until nginx's 504)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("libpq's timeouts: PostgreSQL only")
+    hole = BlackHole()
+    url = make_url(database_url).set(host="127.0.0.1", port=hole.port).render_as_string(hide_password=False)
+    engine = get_engine({"sqlalchemy.url": url, "appserver.database.connect_timeout": "1"})
+    # Not bound to the test's transaction: every statement goes to the hole.
+    app = webtest.TestApp(appserver.main({}, **{**app_settings, "appserver.dbengine": engine}),
+                          extra_environ={"HTTP_HOST": "localhost"})
+    basic = {"Authorization": "Basic " + base64.b64encode(b"fred:fred-password").decode()}
+    pool = ThreadPoolExecutor(2)  # a hang fails the test instead of holding it
+    try:
+        status = pool.submit(app.get, "/status", status=503)
+        rest = pool.submit(app.get, "/rest/api/2/myself", headers=basic, status=503)
+        assert status.result(timeout=30).json == {"state": "ERROR"}
+        answer = rest.result(timeout=30)
+        assert answer.headers["Retry-After"] and answer.json["errorMessages"]
+    finally:
+        hole.close()  # a connection still waiting is cut: its thread ends
+        pool.shutdown(wait=True)
+        engine.dispose()
+
+
+def test_the_connection_limits_reach_libpq_unless_the_url_gives_its_own(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("libpq's parameters: PostgreSQL only")
+    own = make_url(database_url).update_query_dict({"connect_timeout": "2"}).render_as_string(hide_password=False)
+    for url, settings, expected in [
+        (database_url, {}, {"connect_timeout": "5", "tcp_user_timeout": "15000", "keepalives": "1"}),
+        (own, {}, {"connect_timeout": "2", "tcp_user_timeout": "15000"}),
+        (database_url, {"appserver.database.connect_timeout": "0", "appserver.database.network_timeout": "0"},
+         {"connect_timeout": None, "tcp_user_timeout": None, "keepalives": None}),
+    ]:
+        engine = get_engine({"sqlalchemy.url": url, **settings})
+        try:
+            with engine.connect() as connection:
+                parameters = connection.connection.dbapi_connection.info.get_parameters()
+        finally:
+            engine.dispose()
+        assert {key: parameters.get(key) for key in expected} == expected
+
+
+class FrozenEngine:
+    """An engine whose connections hang until released: the database frozen mid-way."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.connects = 0
+
+    def connect(self):
+        self.connects += 1
+        self.release.wait(30)
+        return get_engine({"sqlalchemy.url": "sqlite://"}).connect()
+
+
+def test_status_answers_error_by_its_deadline_and_probes_one_at_a_time():
+    """A frozen database sends no error: /status says ERROR when its deadline passes, and
+    further checks wait on the probe in flight instead of each holding a thread and a
+    connection of their own; once the database answers, RUNNING again."""
+    from types import SimpleNamespace
+
+    from appserver.health import DatabaseProbe
+
+    frozen = FrozenEngine()
+    probe = DatabaseProbe(SimpleNamespace(dbengine=frozen), deadline=0.05)
+    assert probe.reachable() is False
+    assert probe.reachable() is False
+    assert frozen.connects == 1
+    frozen.release.set()
+    probe.deadline = 10
+    assert probe.reachable() is True  # the probe in flight, or a new one once it returned
+    before = frozen.connects
+    assert probe.reachable() is True and frozen.connects == before + 1  # each check afresh

@@ -21,7 +21,7 @@ from appserver import settings as settings_module
 from appserver.models import get_engine
 from appserver.scripts import cli
 from appserver.settings import SCHEMA, ConfigurationError, parse_settings
-from appserver.startup import with_port
+from appserver.startup import database_problem, safe_url, with_port
 
 from .conftest import DATABASES
 from .ini import logging_sections
@@ -463,3 +463,16 @@ def test_a_database_behind_the_code_says_to_run_initdb(tmp_path, database):
     assert status == 0, lines
     status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
     assert status == 0, lines
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://app:S3cret@db/app", "postgresql+psycopg://app:***@db/app"),
+    ("postgresql+psycopg://app@db/app?password=S3cret&sslmode=require",
+     "postgresql+psycopg://app@db/app?password=***&sslmode=require"),
+    ("postgresql+psycopg://app@db/app?sslpassword=S3cret", "postgresql+psycopg://app@db/app?sslpassword=***"),
+])
+def test_a_database_url_is_shown_without_its_passwords(url, shown):
+    """libpq takes the password in the query too; it was logged in clear with every
+    "database unavailable" line of an outage."""
+    assert safe_url(url) == shown
+    assert "S3cret" not in database_problem(RuntimeError("could not connect"), url)

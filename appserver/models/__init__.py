@@ -5,12 +5,13 @@ Importing this package imports every model, so ``Base.metadata`` is complete for
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from pyramid.config import Configurator
 from pyramid.request import Request
-from sqlalchemy import engine_from_config, event
+from sqlalchemy import engine_from_config, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
@@ -183,16 +184,35 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
+def _postgresql_connect_args(settings: dict[str, Any], in_url: Mapping[str, Any]) -> dict[str, Any]:
+    """libpq's parameters from the settings, where the URL does not give its own."""
     from ..settings import setting
 
+    arguments: dict[str, Any] = {}
+    lock_timeout = setting(settings, "appserver.database.lock_timeout")
+    if lock_timeout:
+        # A startup option of the connection: no SET, no round trip, and no transaction
+        # whose rollback would undo it.
+        arguments["options"] = f"-c lock_timeout={lock_timeout}"
+    connect_timeout = setting(settings, "appserver.database.connect_timeout")
+    if connect_timeout:
+        arguments["connect_timeout"] = connect_timeout
+    network_timeout = setting(settings, "appserver.database.network_timeout")
+    if network_timeout:
+        # A server that stops acknowledging what is sent (tcp_user_timeout) and an idle
+        # pooled connection whose peer is gone (keepalives) both end in an error the pool and
+        # pyramid_retry know, within about network_timeout seconds: a 503, not a hang.
+        probe = max(1, network_timeout // 3)
+        arguments.update(tcp_user_timeout=network_timeout * 1000, keepalives=1,
+                         keepalives_idle=probe, keepalives_interval=probe, keepalives_count=3)
+    return {key: value for key, value in arguments.items() if key not in in_url}
+
+
+def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     options: dict[str, Any] = {}
-    if str(settings.get(prefix + "url", "")).startswith("postgresql"):
-        lock_timeout = setting(settings, "appserver.database.lock_timeout")
-        if lock_timeout:
-            # A startup option of the connection: no SET, no round trip, and no transaction
-            # whose rollback would undo it.
-            options["connect_args"] = {"options": f"-c lock_timeout={lock_timeout}"}
+    url = str(settings.get(prefix + "url", ""))
+    if url.startswith("postgresql"):
+        options["connect_args"] = _postgresql_connect_args(settings, make_url(url).query)
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO) and database error messages
     # never show bound values -- password hashes, token hashes, usernames typed as passwords.
     engine = engine_from_config(settings, prefix, hide_parameters=True, **options)
