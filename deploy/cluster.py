@@ -103,7 +103,7 @@ class Cluster:
             "ports": self.ports, "database_url": self.database_url, "host": self.host,
             "process_header": self.process_header,
         }
-        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        private_file(self.state_file).write_text(json.dumps(state, indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: Path) -> "Cluster":
@@ -174,7 +174,7 @@ class Cluster:
             raise ClusterError(f"appserver initdb failed: {last}")
 
     def start_process(self, port: int) -> int:
-        log = self.log_file(port).open("ab")
+        log = private_file(self.log_file(port)).open("ab")
         process = subprocess.Popen(
             [str(BIN / "pserve"), str(PRODUCTION_INI)],
             cwd=ROOT, env=self.environment(port), stdin=subprocess.DEVNULL,
@@ -187,6 +187,8 @@ class Cluster:
     def write_nginx_conf(self) -> None:
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
         (self.nginx_dir / "appserver.conf").write_text(render_site(SITE_TEMPLATE.read_text(), self))
+        for log in ("access.log", "error.log"):  # nginx would make them 644; it keeps a file's mode
+            private_file(self.nginx_dir / log)
         worker_user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
         self.nginx_conf.write_text(
             "# Written by deploy/cluster.py: nginx for `make cluster`, all state in this directory.\n"
@@ -197,6 +199,8 @@ class Cluster:
             "events { worker_connections 1024; }\n"
             "http {\n"
             "    include /etc/nginx/mime.types;\n"
+            # As Debian's stock nginx.conf has it: the site must turn it off itself (BREACH).
+            "    gzip on;\n"
             f"    access_log {self.nginx_dir / 'access.log'};\n"
             f"    client_body_temp_path {self.nginx_dir / 'client_body'};\n"
             f"    proxy_temp_path {self.nginx_dir / 'proxy'};\n"
@@ -293,6 +297,14 @@ def check_postgresql(database_url: str) -> None:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def private_file(path: Path) -> Path:
+    """``path``, created if missing, readable by its owner alone: cluster.json holds the
+    database URL (with its password, if it has one) and the logs what every request did."""
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)  # a file an earlier run made keeps its mode otherwise
+    return path
+
+
 def ensure_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         if sock.connect_ex((host, port)) == 0:
@@ -347,8 +359,11 @@ def render_site(template: str, cluster: Cluster) -> str:
         (r"(?m)^    listen \[::\]:.*\n", ""),
         (r"listen 80;", f"listen {cluster.host}:{cluster.http_port};"),
         (r"listen 443 ssl", f"listen {cluster.host}:{cluster.https_port} ssl"),
-        (r"server_name appserver\.example\.com;", "server_name 127.0.0.1 localhost;"),
-        (r"https://\$host\$request_uri", f"https://$host:{cluster.https_port}$request_uri"),
+        # The first name is $server_name, where the http redirects go: the cluster's address.
+        (r"server_name appserver\.example\.com;",
+         f"server_name {' '.join(dict.fromkeys([cluster.host, '127.0.0.1', 'localhost']))};"),
+        (r"https://\$server_name\$request_uri", f"https://$server_name:{cluster.https_port}$request_uri"),
+        (r"/var/log/nginx/appserver-access\.log", str(cluster.nginx_dir / "access.log")),
         (r"/etc/ssl/appserver/fullchain\.pem", str(tls / "server.pem")),
         (r"/etc/ssl/appserver/privkey\.pem", str(tls / "server-key.pem")),
     ]

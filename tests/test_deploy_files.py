@@ -5,9 +5,18 @@ these are the numbers that must move together when one of them changes."""
 from __future__ import annotations
 
 import configparser
+import logging
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from plaster import get_loader
+from waitress.adjustments import Adjustments
 
 from .support import ROOT
 
@@ -81,3 +90,294 @@ def test_the_environment_template_names_what_production_needs():
     names = {line.split("=", 1)[0].lstrip("#") for line in ENV_TEMPLATE.splitlines() if "=" in line
              and not line.startswith("# ")}
     assert {"APPSERVER_DATABASE_URL", "APPSERVER_SECRET", "APPSERVER_ALLOWED_HOSTS"} <= names
+
+
+# --- the review of the deployment (outside): what the files say and what they do ----------------
+
+SYSTEMD = ROOT / "deploy" / "systemd"
+DEPLOYMENT_DOC = (ROOT / "docs" / "deployment.md").read_text()
+
+#: "{" "}" ";" a quoted string, a word, or a comment (nginx starts one only where a token starts).
+NGINX_TOKEN = re.compile(r"""\s+|\#[^\n]*|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[{};]|(?:\\.|[^\s{};'"\\])+""")
+
+
+def nginx_tree(text: str = SITE) -> list[tuple]:
+    """The site as (name, args, children) tuples; children is None for a simple directive."""
+    root: list[tuple] = []
+    stack, words, position = [root], [], 0
+    for match in NGINX_TOKEN.finditer(text):
+        assert match.start() == position, f"cannot read the site at {text[position:position + 40]!r}"
+        position = match.end()
+        token = match.group()
+        if token.isspace() or token.startswith("#"):
+            continue
+        if token == ";":
+            stack[-1].append((words[0], words[1:], None))
+            words = []
+        elif token == "{":
+            block = (words[0], words[1:], [])
+            stack[-1].append(block)
+            stack.append(block[2])
+            words = []
+        elif token == "}":
+            stack.pop()
+        else:
+            words.append(token[1:-1] if token[0] in "'\"" else token)
+    assert len(stack) == 1 and not words and position == len(text)
+    return root
+
+
+def blocks(tree: list[tuple], name: str) -> list[tuple]:
+    return [node for node in tree if node[0] == name and node[2] is not None]
+
+
+def values(tree: list[tuple], name: str) -> list[list[str]]:
+    return [node[1] for node in tree if node[0] == name and node[2] is None]
+
+
+def servers() -> list[list[tuple]]:
+    return [children for _, _, children in blocks(nginx_tree(), "server")]
+
+
+def https_server() -> list[tuple]:
+    (server,) = [s for s in servers() if any("ssl" in listen for listen in values(s, "listen"))]
+    return server
+
+
+def systemd_unit(path) -> dict[str, dict[str, list[str]]]:
+    """section -> key -> every value (systemd allows a key more than once)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+        else:
+            key, value = line.split("=", 1)
+            section.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+UNIT_FILES = sorted(SYSTEMD.glob("*.service")) + sorted(SYSTEMD.glob("*.timer"))
+
+
+def test_the_start_limits_are_where_systemd_reads_them():
+    """StartLimitIntervalSec= belongs to [Unit]: in [Service] systemd ignores it, and a process
+    that cannot start would be restarted for ever instead of staying failed."""
+    unit = systemd_unit(SYSTEMD / "appserver@.service")
+    assert unit["Unit"]["StartLimitIntervalSec"] == ["60"] and unit["Unit"]["StartLimitBurst"] == ["10"]
+    for path in UNIT_FILES:
+        for section, keys in systemd_unit(path).items():
+            if section != "Unit":
+                assert not {key for key in keys if key.startswith("StartLimit")}, (path.name, section)
+
+
+def test_systemd_reads_every_line_of_the_units(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (the section check above still runs)")
+    for path in UNIT_FILES:  # an instance of the template, beside the units it names
+        (tmp_path / path.name.replace("@.", "@8081.")).write_text(path.read_text())
+    result = subprocess.run([analyze, "verify", *sorted(map(str, tmp_path.iterdir()))],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    # The paths under /srv and /etc do not exist here; anything else systemd says is a defect.
+    complaints = [line for line in (result.stdout + result.stderr).splitlines()
+                  if line.strip() and "/srv/appserver/" not in line and "/etc/appserver/" not in line]
+    assert complaints == [], complaints
+
+
+def environment_file(path) -> dict[str, str]:
+    """The environment systemd's EnvironmentFile= gives: KEY=VALUE, VALUE in double quotes
+    or bare."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            found[key] = value[1:-1] if value[:1] == value[-1:] == '"' and len(value) > 1 else value
+    return found
+
+
+def sourced(path) -> dict[str, str]:
+    """The environment docs/deployment.md's ``set -a; . FILE; set +a`` gives."""
+    result = subprocess.run(["sh", "-ec", 'set -a; . "$1"; set +a; env -0', "sh", str(path)],
+                            capture_output=True, text=True, timeout=10, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    return dict(item.split("=", 1) for item in result.stdout.split("\0") if item.startswith("APPSERVER_"))
+
+
+def test_the_environment_file_reads_alike_in_systemd_and_the_shell(tmp_path):
+    """The allowed hosts are space-separated: unquoted, a second name would be a command to
+    the shell (``www.example.com: command not found``) when the install steps source it."""
+    example = ROOT / "deploy" / "appserver.env.example"
+    assert sourced(example) == environment_file(example)
+    two_names, count = re.subn(r'(?m)^APPSERVER_ALLOWED_HOSTS="([^"]+)"$',
+                               r'APPSERVER_ALLOWED_HOSTS="\1 www.example.com"', ENV_TEMPLATE)
+    assert count == 1, "APPSERVER_ALLOWED_HOSTS is not in double quotes"
+    (tmp_path / "appserver.env").write_text(two_names)
+    assert sourced(tmp_path / "appserver.env")["APPSERVER_ALLOWED_HOSTS"].split()[-1] == "www.example.com"
+    assert sourced(tmp_path / "appserver.env") == environment_file(tmp_path / "appserver.env")
+    assert "set -a; . /etc/appserver/appserver.env; set +a" in DEPLOYMENT_DOC
+
+
+def install_steps() -> str:
+    section = DEPLOYMENT_DOC.split("## Installing on a server (Debian)", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"(?s)```sh\n(.*?)```", section))
+
+
+def appserver_commands(steps: str) -> list[list[str]]:
+    """Every ``appserver CONFIG COMMAND ...`` the steps run, as argv after ``appserver``."""
+    return [shlex.split(line.split("#", 1)[0])[1:] for line in steps.splitlines()
+            if re.match(r"\S*/appserver \S+\.ini ", line.lstrip())]
+
+
+def test_the_install_steps_create_the_database_its_role_and_a_first_administrator():
+    from appserver.scripts.cli import build_parser
+
+    steps = install_steps()
+    url = environment_file(ROOT / "deploy" / "appserver.env.example")["APPSERVER_DATABASE_URL"]
+    role, database = re.fullmatch(r"postgresql\+psycopg://(\w+)@[^/]+/(\w+)", url).groups()
+    assert re.search(rf"(?m)createuser .*\b{role}$", steps), "no step creates the role of the example URL"
+    assert re.search(rf"(?m)createdb --owner {role} {database}$", steps), "no step creates its database"
+    commands = appserver_commands(steps)
+    parsed = [build_parser().parse_args(argv) for argv in commands]  # each one as the CLI reads it
+    assert [args.command for args in parsed][:2] == ["initdb", "create-user"], commands
+    assert parsed[1].admin, "without --demo initdb makes no user: the first one must be an administrator"
+
+
+def test_the_purges_run_hourly_as_the_application_does():
+    """purge-sessions (and purge-events, docs/hardening.md) need the environment file and the
+    database as the application has them: the same user, file and checkout, from a timer."""
+    app = systemd_unit(SYSTEMD / "appserver@.service")
+    purge = systemd_unit(SYSTEMD / "appserver-purge.service")
+    timer = systemd_unit(SYSTEMD / "appserver-purge.timer")
+    assert purge["Service"]["Type"] == ["oneshot"]
+    for key in ("User", "Group", "WorkingDirectory", "EnvironmentFile"):
+        assert purge["Service"][key] == app["Service"][key], key
+    (pserve,) = app["Service"]["ExecStart"]
+    appserver, ini = pserve.replace("/pserve ", "/appserver ").split()
+    assert [shlex.split(line) for line in purge["Service"]["ExecStart"]] == [
+        [appserver, ini, "purge-sessions"], [appserver, ini, "purge-events"]]
+    assert timer["Timer"]["OnCalendar"] == ["hourly"] and timer["Timer"]["Persistent"] == ["true"]
+    assert timer["Install"]["WantedBy"] == ["timers.target"]
+    steps = install_steps()
+    for name in ("appserver-purge.service", "appserver-purge.timer"):
+        assert f"deploy/systemd/{name}" in steps, f"no step installs {name}"
+    assert re.search(r"(?m)^systemctl enable --now .*appserver-purge\.timer", steps)
+
+
+#: Mozilla's "intermediate" TLS 1.2 suites: forward secrecy (ECDHE, DHE) and AEAD only.
+FORWARD_SECRET_AEAD = re.compile(r"(ECDHE-(ECDSA|RSA)|DHE-RSA)-(AES(128-GCM-SHA256|256-GCM-SHA384)|CHACHA20-POLY1305)")
+
+
+def test_tls_1_2_offers_only_forward_secret_aead_suites():
+    server = https_server()
+    (ciphers,) = values(server, "ssl_ciphers")
+    suites = ciphers[0].split(":")
+    assert len(ciphers) == 1 and all(FORWARD_SECRET_AEAD.fullmatch(suite) for suite in suites), suites
+    assert {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"} <= set(suites)
+    assert values(server, "ssl_prefer_server_ciphers") == [["off"]]  # the client picks GCM or ChaCha20
+    assert values(server, "ssl_protocols") == [["TLSv1.2", "TLSv1.3"]]
+
+
+def test_nothing_is_compressed_over_tls():
+    """BREACH: a compressed page holding a CSRF token leaks it to whoever can inject text into
+    the page and watch the lengths. Debian's stock nginx.conf says gzip on."""
+    assert values(https_server(), "gzip") == [["off"]]
+
+
+def effective(server: list[tuple], location: list[tuple], name: str) -> list[list[str]]:
+    """nginx inherits an array directive (proxy_set_header) only into a block that sets none."""
+    return values(location, name) or values(server, name)
+
+
+def test_every_proxied_location_overwrites_the_forwarded_headers():
+    """A client's X-Forwarded-* never reaches waitress, which trusts them from 127.0.0.1:
+    /status included (a client's X-Forwarded-Proto: gopher was waitress's 400)."""
+    server = https_server()
+    expected = {("Host", "$host"), ("X-Forwarded-For", "$remote_addr"), ("X-Forwarded-Host", "$host"),
+                ("X-Forwarded-Proto", "$scheme"), ("X-Forwarded-Port", "$server_port"), ("Forwarded", "")}
+    proxied = [(args, children) for _, args, children in blocks(server, "location")
+               if values(children, "proxy_pass")]
+    assert {tuple(args) for args, _ in proxied} >= {("/",), ("=", "/status")}
+    for args, children in proxied:
+        assert {tuple(v) for v in effective(server, children, "proxy_set_header")} == expected, args
+
+
+def error_shape(path: str) -> str:
+    """$appserver_error_shape for a request URI, as the site's map computes it."""
+    (mapping,) = [children for _, args, children in blocks(nginx_tree(), "map") if args[1] == "$appserver_error_shape"]
+    for key, (shape,) in ((name, args) for name, args, _ in mapping):
+        if key.startswith("~") and re.search(key[1:], path):
+            return shape
+    return dict((name, args[0]) for name, args, _ in mapping)["default"]
+
+
+def test_nginx_answers_json_endpoints_in_json():
+    for path in ("/rest/api/2/myself", "/rest", "/rest?x", "/status", "/status?x=1"):
+        assert error_shape(path) == "json", path
+    for path in ("/issues", "/restful", "/statuses", "/"):
+        assert error_shape(path) == "html", path
+
+
+def test_redirects_go_to_the_configured_name_never_the_clients_host():
+    """Host: evil.example on port 80 must not become Location: https://evil.example/..."""
+    redirects = []
+    for server in servers():
+        redirects += [args for args in values(server, "error_page") if "497" in args]
+        for _, _, children in blocks(server, "location"):
+            redirects += [args for args in values(children, "return") if args[0] in ("301", "302", "307", "308")]
+        redirects += [args for args in values(server, "return") if args[0] in ("301", "302", "307", "308")]
+    assert len(redirects) >= 2, redirects
+    for args in redirects:
+        assert args[-1].startswith("https://$server_name") and "$host" not in args[-1], args
+
+
+def test_the_access_log_says_which_process_answered_and_how_long_it_took():
+    (log_format,) = values(nginx_tree(), "log_format")
+    name, *fields = log_format
+    text = " ".join(fields)
+    for variable in ("$upstream_addr", "$upstream_status", "$request_time", "$upstream_response_time"):
+        assert variable in text, variable
+    # Never a credential: cookies, Authorization (and $remote_user, its Basic user name).
+    assert not re.search(r"(?i)cookie|authorization|\$remote_user|\$http_(?!referer|user_agent)", text), text
+    for server in servers():
+        assert [args[-1] for args in values(server, "access_log")] == [name], server
+
+
+def test_the_settings_table_says_what_the_ini_files_set():
+    """docs/deployment.md's column for development and make cluster (production.ini) against
+    the files."""
+    (row,) = [line for line in DEPLOYMENT_DOC.splitlines()
+              if line.startswith("| `production.ini` `[server:main]` | `threads`")]
+    threads, graceful, body = [cell.strip() for cell in row.split("|")[3].split(",")][:3]
+    settings = server_settings()
+    assert threads.split()[0] == settings["threads"]
+    assert graceful.split()[0] == settings["graceful_timeout"]
+    assert body.startswith("1 MiB") and settings["max_request_body_size"] == str(1024 * 1024)
+    # development.ini sets none: waitress's own default.
+    development = get_loader(str(ROOT / "development.ini"), protocols=["wsgi"]).get_settings("server:main")
+    assert int(development.get("threads", Adjustments.threads)) == int(settings["threads"])
+
+
+def test_the_headings_the_deploy_files_point_to_exist():
+    for path in sorted((ROOT / "deploy").rglob("*")):
+        if path.is_file() and path.suffix != ".pyc":
+            for doc, heading in re.findall(r'(docs/[\w-]+\.md): "([^"]+)"', path.read_text()):
+                headings = re.findall(r"(?m)^#+ (.+)$", (ROOT / doc).read_text())
+                assert heading in headings, f"{path.name} points to {doc}: {heading!r}, which has no such heading"
+
+
+def test_waitress_does_not_log_every_queued_request():
+    """With more connections than threads a request waits for a thread (docs/performance.md,
+    "Throughput against connections"); waitress says so at WARNING about every third request
+    under load. Its other warnings stay."""
+    program = ("import logging, sys; from plaster import get_loader; get_loader(sys.argv[1]).setup_logging(); "
+               "from waitress.utilities import queue_logger, logger; "
+               "print(queue_logger.getEffectiveLevel(), logger.getEffectiveLevel())")
+    result = subprocess.run([sys.executable, "-c", program, str(ROOT / "production.ini")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    queue, waitress = map(int, result.stdout.split())
+    assert queue == logging.ERROR and waitress <= logging.WARNING

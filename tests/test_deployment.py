@@ -7,10 +7,13 @@ PostgreSQL restarted.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
 import os
+import re
+import secrets
 import signal
 import socket
 import ssl
@@ -62,6 +65,91 @@ def test_https_with_the_generated_ca_and_http_redirects(cluster, https):
     wrong_port = https.get(f"http://127.0.0.1:{cluster.https_port}/issues?x=1", allow_redirects=False, timeout=10)
     assert wrong_port.status_code == 301, wrong_port.text[:200]
     assert wrong_port.headers["Location"] == f"{cluster.url}/issues?x=1"
+
+
+def test_redirects_name_the_site_never_the_clients_host(cluster, https):
+    """Host: evil.example on the http port (and plain http to the https port) is sent to the
+    site's own name, not to https://evil.example/: no open redirect through the proxy."""
+    for port in (cluster.http_port, cluster.https_port):
+        evil = https.get(f"http://127.0.0.1:{port}/issues?x=1", headers={"Host": "evil.example"},
+                         allow_redirects=False, timeout=10)
+        assert evil.status_code == 301, (port, evil.status_code, evil.text[:200])
+        assert evil.headers["Location"] == f"{cluster.url}/issues?x=1", port
+
+
+def tls_1_2_handshake(cluster, cipher: str) -> str:
+    """The suite nginx agrees to with a TLS 1.2 client that offers ``cipher`` alone."""
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher + ":@SECLEVEL=0")  # the client would offer it; the server decides
+    with socket.create_connection((cluster.host, cluster.https_port), timeout=10) as plain, \
+            context.wrap_socket(plain, server_hostname=cluster.host) as sock:
+        return sock.cipher()[0]
+
+
+def test_tls_1_2_takes_only_forward_secret_aead_suites(cluster):
+    """Mozilla's "intermediate": ECDHE with AES-GCM or ChaCha20-Poly1305. A client offering
+    only CBC suites (SHA-1 or SHA-384 MACs) is refused. (The cluster's certificate is ECDSA:
+    static-RSA suites could not be chosen with it anyway; the site's list has none.)"""
+    for good in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+        assert tls_1_2_handshake(cluster, good) == good
+    for weak in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256"):
+        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE|handshake failure"):
+            tls_1_2_handshake(cluster, weak)
+
+
+def test_nothing_is_compressed_over_tls(cluster, https):
+    """BREACH: a page holding a CSRF token, compressed over TLS, leaks the token to whoever can
+    put text into the page and watch the lengths. The cluster's nginx.conf has Debian's
+    stock "gzip on"; the site turns it off."""
+    page = https.get(cluster.url + "/login", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert page.status_code == 200 and 'name="csrf_token"' in page.text
+    assert "Content-Encoding" not in page.headers, page.headers
+    login(https, cluster)
+    account = https.get(cluster.url + "/account", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert account.status_code == 200 and 'name="csrf_token"' in account.text
+    assert "Content-Encoding" not in account.headers, account.headers
+
+
+def test_status_takes_no_forwarded_header_from_the_client(cluster, https):
+    """nginx overwrites X-Forwarded-* on /status too: a client's X-Forwarded-Proto: gopher was
+    waitress's plain-text 400 (and a warning in its log)."""
+    spoofed = {"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example",
+               "X-Forwarded-Port": "x", "X-Forwarded-For": "not an address", "Forwarded": "for=x;proto=gopher"}
+    for _ in range(2 * len(cluster.ports)):  # every process, whichever nginx picks
+        status = https.get(cluster.url + "/status", headers=spoofed, timeout=10)
+        assert status.status_code == 200 and status.json() == {"state": "RUNNING"}, status.text[:200]
+
+
+#: The access log's upstream fields (deploy/nginx/appserver.conf, log_format appserver).
+UPSTREAM_FIELDS = re.compile(r" upstream=(?P<addr>\S+) upstream_status=(?P<status>\S+) "
+                             r"request_time=(?P<time>\d+\.\d{3}) upstream_time=(?P<upstream_time>\d+\.\d{3})$")
+
+
+def test_the_access_log_says_which_process_answered_and_no_credential(cluster, https):
+    marker = secrets.token_hex(8)
+    basic = base64.b64encode(f"nobody-{marker}:password-{marker}".encode()).decode()
+    response = https.get(f"{cluster.url}/rest/api/2/myself?m={marker}", timeout=10,
+                         headers={"Authorization": f"Basic {basic}"},
+                         cookies={"__Host-appserver.session": f"cookie-{marker}"})
+    assert response.status_code == 401
+    log = (cluster.nginx_dir / "access.log").read_text()
+    (line,) = [line for line in log.splitlines() if f"?m={marker} " in line]
+    fields = UPSTREAM_FIELDS.search(line)
+    assert fields, line
+    assert fields["addr"] in {f"127.0.0.1:{port}" for port in cluster.ports} and fields["status"] == "401", line
+    assert f"nobody-{marker}" not in log and f"password-{marker}" not in log and basic not in log
+    assert f"cookie-{marker}" not in log
+
+
+def test_the_cluster_keeps_its_logs_and_state_to_itself(cluster, https):
+    """cluster.json holds the database URL (a password, if it has one); the logs hold what
+    requests did. Neither is for other users of the machine."""
+    https.get(cluster.url + "/status", timeout=10)  # nginx has written its logs
+    files = [cluster.state_file, cluster.nginx_dir / "access.log", cluster.nginx_dir / "error.log",
+             *(cluster.log_file(port) for port in cluster.ports)]
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files}
+    assert set(modes.values()) == {oct(0o600)}, modes
 
 
 def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
@@ -153,6 +241,9 @@ def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
         page = https.get(cluster.url + "/issues", timeout=10)
         assert_error_page(page, 502, "try again in a few seconds")
         assert page.headers["Retry-After"] == "5"
+        status = https.get(cluster.url + "/status", timeout=10)  # a JSON endpoint: JSON
+        assert_jira_json(status, 502, "try again in a few seconds")
+        assert status.headers["Retry-After"] == "5"
     finally:
         restore_processes(cluster)
 
