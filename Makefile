@@ -21,11 +21,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
 $(VENV)/.run-deps: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,postgresql]'
+	$(BIN)/pip install --quiet -e '.[dev,clients,postgresql]'
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,testing,postgresql]'
+	$(BIN)/pip install --quiet -e '.[dev,clients,testing,postgresql]'
 	touch $@
 
 initdb: $(VENV)/.run-deps

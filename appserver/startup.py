@@ -261,7 +261,8 @@ def check_free(server_settings: Mapping[str, Any]) -> None:
 
 def address_problem(error: OSError, address: tuple[Any, ...]) -> str:
     if error.errno == errno.EADDRINUSE:
-        return f"{display(address)} is in use — is another server running?"
+        return (f"{display(address)} is in use — is another server running? Another port: "
+                "make run PORT=N, or pserve CONFIG http_port=N")
     if error.errno == errno.EACCES:
         return f"{display(address)}: permission denied — choose a port above 1023"
     return f"cannot listen on {display(address)}: {error.strerror or error}"
@@ -278,6 +279,8 @@ def listen_settings(server_settings: Mapping[str, Any], port: Any) -> dict[str, 
     ``appserver CONFIG check`` use it, so the address checked is the address served."""
     settings = with_port(server_settings, port)
     listen = os.environ.get(LISTEN_VARIABLE, "").strip()
+    if listen.isdigit():  # waitress would read a lone port as a host ("0.0.28.85:8080")
+        raise StartupError(f"{LISTEN_VARIABLE}={listen}: give host:port, e.g. 127.0.0.1:{listen}")
     if listen:
         for key in ("host", "port", "listen"):
             settings.pop(key, None)

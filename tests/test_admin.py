@@ -97,9 +97,30 @@ def test_deactivate_and_activate(testapp, users):
 
 
 def test_admin_cannot_deactivate_themselves(testapp, users):
+    """Not offered on their own row, and said before the confirmation page, not after it
+    (the page used to say "admin is logged out everywhere and cannot log in")."""
     admin = client(testapp, "admin")
-    page = action_form(admin.get("/admin/users"), users["admin"], "deactivate").submit(status=400)
-    assert "cannot deactivate your own account" in page.text
+    page = admin.get("/admin/users")
+    with pytest.raises(AssertionError, match="no deactivate form"):
+        action_form(page, users["admin"], "deactivate")
+    action_form(page, users["fred"], "deactivate")  # others' rows have it
+    refused = admin.get(f"/admin/users/{users['admin'].id}/deactivate", status=400)
+    assert "cannot deactivate your own account" in refused.text
+    assert refused.html.select_one("#confirm-form") is None
+    # The POST, sent by hand, is refused as before.
+    csrf = page.forms["create-user-form"]["csrf_token"].value
+    admin.post(f"/admin/users/{users['admin'].id}/deactivate", {"csrf_token": csrf, "confirm": "yes"}, status=400)
+
+
+def test_unlock_is_offered_where_there_is_something_to_unlock(testapp, users, dbsession):
+    from appserver.models import User
+
+    dbsession.get(User, users["alice"].id).current_failed_logins = 2
+    dbsession.flush()
+    page = client(testapp, "admin").get("/admin/users")
+    action_form(page, users["alice"], "unlock")
+    with pytest.raises(AssertionError, match="no unlock form"):
+        action_form(page, users["fred"], "unlock")
 
 
 def test_revoke_a_users_sessions(testapp, users):

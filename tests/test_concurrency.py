@@ -182,6 +182,26 @@ def audit_rows(server, username: str, event: str) -> list[tuple[int, int]]:
         )]
 
 
+def test_one_account_form_sent_several_times_at_once_makes_one_token(servers):
+    """A double (or sextuple) click on Create token: each copy carries the same newest-token
+    id, and the check runs under the account's row lock, so one copy makes the token and the
+    others are told it was made (409), across processes."""
+    import re
+
+    username = new_user(servers[0])
+    session = rest_login(servers[0], username, "right-password-1").json()["session"]
+    cookie = {"Cookie": f"{session['name']}={session['value']}"}
+    page = requests.get(servers[0].url + "/account", headers=cookie, timeout=60).text
+    fields = {name: re.search(rf'name="{name}" value="([^"]*)"', page).group(1) for name in ("csrf_token", "sent_after")}
+    answers = at_once(6, lambda i: requests.post(
+        servers[i % 2].url + "/account/tokens", data={**fields, "name": "clicked", "expiration_days": "1"},
+        headers=cookie, timeout=60))
+    assert Counter(a.status_code for a in answers) == {200: 1, 409: 5}
+    with servers[0].request() as request:
+        user = request.dbsession.scalar(select(User).where(User.username == username))
+        assert request.token_store.usable_count(user.id) == 1
+
+
 @pytest.mark.parametrize("credential", ["revoked token", "logged-out session cookie"])
 def test_parallel_replays_of_a_dead_credential_are_audited_on_one_row(servers, credential):
     """Sixteen uses at once of a revoked token (or of a session cookie logged out): every

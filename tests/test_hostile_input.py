@@ -1526,3 +1526,11 @@ def test_the_confirmation_page_of_an_account_that_is_gone_is_a_404(testapp, user
     for path in ("/admin/users/2147483647/deactivate", "/admin/users/999999/revoke-tokens"):
         response = testapp.get(path, status=404)
         assert "That account no longer exists." in response.text
+
+
+def test_a_refused_host_is_named_in_the_log_with_the_setting(wsgi, caplog):
+    """The page says "use the server's own address"; the operator reads which name came, and
+    where the names are set."""
+    with caplog.at_level(logging.WARNING, logger="appserver.security.perimeter"):
+        assert send(wsgi, "GET", "/", headers=[("Host", "new-name.example")]).status_code == 400
+    assert "refused Host 'new-name.example': not in appserver.allowed_hosts (APPSERVER_ALLOWED_HOSTS)" in caplog.text

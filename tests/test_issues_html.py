@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import webtest
 from sqlalchemy import select
 
 from appserver.demo import demo_issue_fields, seed_demo
@@ -59,10 +60,16 @@ def test_logged_in_list_is_paginated(fred_browser):
     assert last.click(linkid="prev-page").html.select_one("#page-info").text == "Page 3 of 4"
 
 
-def test_a_page_past_the_end_is_empty_with_a_way_back(fred_browser):
+def test_a_page_past_the_end_shows_the_last_page(fred_browser, testapp):
+    """Fewer issues than when the link was made (an old bookmark; a session that expired on
+    page 2 leaves the public issues only): the last page, not "showing 51-50, page 2 of 1"."""
     page = fred_browser.get("/issues?page=9")
-    assert rows(page) == [] and "No issues on this page" in page.text
-    assert page.html.select_one("#prev-page")["href"].endswith("page=4")
+    assert rows(page) == [f"DEMO-{n}" for n in range(151, 201)]
+    assert page.html.select_one("#page-info").text == "Page 4 of 4"
+    assert "showing 151–200" in page.text and page.html.select_one("#next-page") is None
+    anonymous = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ).get("/issues?page=2")
+    assert anonymous.html.select_one("#page-info").text == "Page 1 of 1"
+    assert "showing 1–5" in anonymous.text
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "9999999", "\u00b2", "\u0663"])

@@ -480,6 +480,36 @@ def test_the_account_page_creates_shows_once_lists_and_revokes(testapp, users, c
     testapp.get(MYSELF, headers=bearer(raw), status=401)
 
 
+def test_the_account_page_form_sent_twice_makes_one_token(testapp, users, dbsession):
+    """A reload of the page that showed a new token re-posts its form (and a double click
+    posts it twice): it made a second token, and showed a second secret. The form carries
+    the newest token id it was shown with; a token of that name made since is this form's."""
+    fred = html_login(testapp, "fred")
+    form = fred.get("/account").forms["token-form"]
+    form["name"], form["expiration_days"] = "reloaded", "30"
+    assert form.action.endswith("#tokens-card")  # the answer opens at the tokens, not the top
+    first = form.submit(status=200)
+    assert first.html.select_one("#new-token").has_attr("autofocus")
+    again = form.submit(status=409)  # the browser's reload: the same fields
+    assert "sent already" in again.html.select_one("#token-error").text
+    assert again.html.select_one("#new-token") is None
+    tokens = select(func.count()).select_from(PersonalToken).where(PersonalToken.name == "reloaded")
+    assert dbsession.scalar(tokens) == 1
+    # A new form (the page shown again) makes another, of any name.
+    form = fred.get("/account").forms["token-form"]
+    form["name"], form["expiration_days"] = "reloaded", "30"
+    form.submit(status=200)
+    assert dbsession.scalar(tokens) == 2
+
+
+@pytest.mark.parametrize("path, anchor", [("/account/tokens", "tokens-card"), ("/account/password", "password-card")])
+def test_the_address_a_form_leaves_behind_leads_back_to_the_form(testapp, users, path, anchor):
+    """Back, a bookmark or Enter in the address bar after a form's answer asked a GET of the
+    form's address: a 405 page, a dead end for a person."""
+    fred = html_login(testapp, "fred")
+    assert fred.get(path, status=303).headers["Location"] == f"http://localhost/account#{anchor}"
+
+
 def test_the_account_page_refuses_bad_token_requests_with_a_message(testapp, users):
     fred = html_login(testapp, "fred")
     for name, days, says in (("", "30", "Give the token a name"), ("x", "0", "1 to 365"),

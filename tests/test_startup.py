@@ -55,6 +55,9 @@ ENV = {
 #: What hupper, pserve's reloader, says about its own work (not ours to change).
 RELOADER_LINES = re.compile(r"^(Starting monitor for PID \d+\.|Received SIGTERM.*|Gracefully killing.*)$")
 
+#: The one line for a port that is taken (startup.address_problem).
+BUSY = "is in use — is another server running? Another port: make run PORT=N, or pserve CONFIG http_port=N"
+
 
 def write_ini(folder: Path, url: str, *, port: int | None = None, extra: str = "") -> Path:
     path = folder / "app.ini"
@@ -105,7 +108,7 @@ def test_pserve_on_a_busy_port_says_so_in_one_line_and_exits(tmp_path, migrated,
     command = [str(BIN / "pserve"), *(["--reload"] if reload else []), str(ini)]
     status, lines = run(*command, cwd=tmp_path, timeout=60)  # a waiting reloader times out
     assert_one_line(
-        status, lines, f"127.0.0.1:{busy_port} is in use — is another server running?", reloader=reload
+        status, lines, f"127.0.0.1:{busy_port} {BUSY}", reloader=reload
     )
 
 
@@ -114,7 +117,7 @@ def test_the_graceful_runner_on_a_busy_port_says_so_in_one_line_too(tmp_path, mi
     ini = write_ini(tmp_path, migrated, port=busy_port)
     ini.write_text(ini.read_text().replace("use = egg:appserver#main", "use = egg:appserver#waitress"))
     status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
-    assert_one_line(status, lines, f"127.0.0.1:{busy_port} is in use — is another server running?")
+    assert_one_line(status, lines, f"127.0.0.1:{busy_port} {BUSY}")
 
 
 def test_pserve_takes_another_port_from_http_port(tmp_path, migrated, busy_port):
@@ -137,7 +140,7 @@ def test_appserver_check_names_the_busy_port(tmp_path, migrated, busy_port):
     ini = write_ini(tmp_path, migrated, port=busy_port)
     status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
     assert_one_line(
-        status, lines, f"appserver: error: 127.0.0.1:{busy_port} is in use — is another server running?"
+        status, lines, f"appserver: error: 127.0.0.1:{busy_port} {BUSY}"
     )
     port = free_port()
     status, lines = run(str(BIN / "appserver"), str(ini), "check", "--port", str(port), cwd=tmp_path)
@@ -237,7 +240,7 @@ def test_check_reports_the_address_that_appserver_listen_sets(tmp_path, busy_por
     assert (status, lines) == (0, [f"{ini}: settings and 127.0.0.1:{port} ready"])
     status, lines = run(str(BIN / "appserver"), str(ini), "check", "--no-database", cwd=tmp_path,
                         env={**ENV, "APPSERVER_LISTEN": f"127.0.0.1:{busy_port}"})
-    assert_one_line(status, lines, f"appserver: error: 127.0.0.1:{busy_port} is in use — is another server running?")
+    assert_one_line(status, lines, f"appserver: error: 127.0.0.1:{busy_port} {BUSY}")
 
 
 BAD_SETTINGS = [
@@ -476,3 +479,14 @@ def test_a_database_url_is_shown_without_its_passwords(url, shown):
     "database unavailable" line of an outage."""
     assert safe_url(url) == shown
     assert "S3cret" not in database_problem(RuntimeError("could not connect"), url)
+
+
+def test_a_lone_port_in_appserver_listen_says_how_to_write_it(monkeypatch):
+    """waitress read "7253" as a host: "cannot listen on 0.0.28.85:8080"."""
+    from appserver.startup import StartupError, listen_settings
+
+    monkeypatch.setenv("APPSERVER_LISTEN", "7253")
+    with pytest.raises(StartupError, match=r"^APPSERVER_LISTEN=7253: give host:port, e.g. 127.0.0.1:7253$"):
+        listen_settings({"listen": "127.0.0.1:8080"}, None)
+    monkeypatch.setenv("APPSERVER_LISTEN", "127.0.0.1:7253")
+    assert listen_settings({"listen": "127.0.0.1:8080"}, None)["listen"] == "127.0.0.1:7253"

@@ -35,14 +35,14 @@ def _token_store(request: Request) -> TokenStore:
 
 
 def includeme(config: Configurator) -> None:
-    from .csrf import SessionBoundCSRFStoragePolicy
+    from .csrf import TOKEN_FIELD, TOKEN_HEADER, SessionBoundCSRFStoragePolicy
 
     config.include(".passwords")
     policy = AppSecurityPolicy()
     config.registry.security_policy = policy
     config.set_security_policy(policy)
     config.set_csrf_storage_policy(SessionBoundCSRFStoragePolicy(config.registry.appserver_settings))
-    config.set_default_csrf_options(require_csrf=True, token="csrf_token", header="X-CSRF-Token")
+    config.set_default_csrf_options(require_csrf=True, token=TOKEN_FIELD, header=TOKEN_HEADER)
 
     # Replaces WebOb's strict cookie jar, for everything that reads cookies (the policy and
     # Pyramid's CSRF cookie alike): see TolerantRequestCookies.

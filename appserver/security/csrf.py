@@ -17,6 +17,10 @@ from zope.interface import implementer
 
 from ..settings import AppSettings
 
+#: Where a form sends its token, and where a script (or a fuzz test) may send it instead.
+TOKEN_FIELD = "csrf_token"
+TOKEN_HEADER = "X-CSRF-Token"
+
 
 @implementer(ICSRFStoragePolicy)
 class SessionBoundCSRFStoragePolicy:

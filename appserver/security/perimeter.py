@@ -11,6 +11,7 @@ Order (outermost first)::
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from pyramid.registry import Registry
@@ -21,6 +22,8 @@ from ..errors import error_response
 from ..hosts import host_checker
 
 Handler = Callable[[Request], Response]
+
+log = logging.getLogger(__name__)
 
 #: Pages: only this site's own scripts, styles, images and form targets; never framed.
 PAGE_POLICY = (
@@ -93,6 +96,10 @@ def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
                 request, 400, ["This request names no host: send a Host header with the server's address."],
                 errors={"Host": "missing"},
             )
+        # The operator's side of the page's "use the server's own address": which name was
+        # refused, and where the names are set (a proxy or a new DNS name, often).
+        log.warning("refused Host %r: not in appserver.allowed_hosts (APPSERVER_ALLOWED_HOSTS)",
+                    request.environ["HTTP_HOST"][:200])
         return error_response(
             request,
             400,

@@ -190,6 +190,19 @@ class TokenStore:
             )
         )
 
+    def newest_id(self, user_id: int) -> int:
+        """The id of the user's latest token, whatever its state (0 for none)."""
+        newest = select(func.max(PersonalToken.id)).where(PersonalToken.user_id == user_id)
+        return self.db.scalar(newest) or 0
+
+    def named_since(self, user_id: int, name: str, after_id: int) -> bool:
+        """Whether the user has a token called ``name`` made after token ``after_id``."""
+        return self.db.scalar(
+            select(PersonalToken.id)
+            .where(PersonalToken.user_id == user_id, PersonalToken.name == name, PersonalToken.id > after_id)
+            .limit(1)
+        ) is not None
+
     def _usable(self):
         return PersonalToken.revoked_at.is_(None) & (
             PersonalToken.expires_at.is_(None) | (PersonalToken.expires_at > self.now)
@@ -275,6 +288,12 @@ class MintedByToken(TokenRequestError):
     status = 403
 
 
+class SentAlready(TokenRequestError):
+    """The account page's form, sent again (a reload, a double click): its token exists."""
+
+    status = 409
+
+
 def validate(request: Request, user: User, name: object, days: object) -> tuple[str, int | None]:
     """Jira's rules (``RestValidator``), with the limits from the settings."""
     settings = request.appserver_settings
@@ -317,15 +336,27 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
     return name, days
 
 
-def create(request: Request, user: User, name: object, days: object, *, by: str = "") -> IssuedToken:
+def create(
+    request: Request, user: User, name: object, days: object, *, by: str = "", sent_after: int | None = None
+) -> IssuedToken:
     """Validate and make a token for ``user``; the raw value is the caller's to show once.
 
     Never for a request that came with a token, whichever page or resource it asked: a
-    leaked token must not outlive its own expiry or revocation through a new one."""
+    leaked token must not outlive its own expiry or revocation through a new one.
+
+    ``sent_after``: the user's newest token id when the form was shown. A token of the same
+    name made since is this very form sent again (a reload re-posts it; so does a double
+    click): refused, not made twice. Decided under the account's row lock (``validate``), so
+    parallel copies of one form make one token."""
     identity = request.authentication.identity
     if identity is not None and identity.token is not None:
         raise MintedByToken("A personal access token cannot create tokens: log in with your password.")
     name, days = validate(request, user, name, days)
+    if sent_after is not None and request.token_store.named_since(user.id, name, sent_after):
+        raise SentAlready(
+            f"This form was sent already: the token “{name}” was made then, and its value was "
+            "shown once. If you did not copy it, revoke it and create another.", "name"
+        )
     expires_at = request.now + timedelta(days=days) if days is not None else None
     issued = request.token_store.issue(user, name, expires_at)
     expiry = f"expires {expires_at:%Y-%m-%d}" if expires_at else "no expiry"

@@ -33,6 +33,7 @@ def account_page(request: Request, **extra) -> dict:
         "new_token": None,
         "token_error": None,
         "token_form": {"name": "", "days": 90},
+        "newest_token_id": request.token_store.newest_id(user.id),
         "token_limits": _token_limits(request),
         **extra,
     }
@@ -121,12 +122,27 @@ def create_token(request: Request):
         if days_text and not (days_text.isascii() and days_text.isdigit() and len(days_text) <= 6):
             raise TokenRequestError("Enter the number of days as a whole number.", "expirationDuration")
         days = int(days_text) if days_text else None
-        issued = personal_tokens.create(request, request.user, name, days)
+        issued = personal_tokens.create(request, request.user, name, days, sent_after=_sent_after(request))
     except TokenRequestError as error:  # MintedByToken: a 403
         request.response.status = error.status
         return account_page(request, token_error=str(error), token_form=form)
     request.response.headers["Cache-Control"] = "no-store"
     return account_page(request, new_token=issued)
+
+
+def _sent_after(request: Request) -> int | None:
+    """The form's ``sent_after`` (0: the user had no token then); None when absent."""
+    text = request.POST.get("sent_after", "")
+    return 0 if text == "0" else parse_id(text)
+
+
+@view_config(route_name="account.tokens", request_method="GET", permission="account")
+@view_config(route_name="account.password", request_method="GET", permission="account")
+def form_address(request: Request):
+    """The address a form's answer left in the address bar, asked again (Back, a bookmark,
+    Enter): the form itself, on the account page, instead of a 405 dead end."""
+    anchor = "tokens-card" if request.matched_route.name == "account.tokens" else "password-card"
+    return HTTPSeeOther(request.route_url("account", _anchor=anchor))
 
 
 @view_config(route_name="account.revoke_token", request_method="POST", permission="account")

@@ -31,11 +31,26 @@ def users_page(request: Request, **extra) -> dict:
         "form": {"username": "", "display_name": "", "email": "", "admin": False},
         "form_error": None,
         "confirm": CONFIRM,
+        "actions_for": lambda user: actions_for(request, user),
         "token_counts": request.token_store.usable_counts(),
         "websudo_remaining": websudo.remaining(request),
         "websudo_timeout": request.appserver_settings.websudo_timeout,
         **extra,
     }
+
+
+def actions_for(request: Request, user: User) -> list[tuple[str, str]]:
+    """The actions a row offers: only those that can do something. An administrator's own
+    row has no "Deactivate" (refused, after a confirmation page that said it would happen),
+    and "Unlock" is for an account with failed logins counting or a lock-out."""
+    actions = []
+    if not user.active:
+        actions.append(("activate", "Activate"))
+    elif user.id != request.user.id:
+        actions.append(("deactivate", "Deactivate"))
+    if user.current_failed_logins or user.locked_until is not None:
+        actions.append(("unlock", "Unlock"))
+    return actions + [("revoke-sessions", "Log out everywhere"), ("revoke-tokens", "Revoke tokens")]
 
 
 @view_config(route_name="admin.users", request_method="GET",
@@ -119,7 +134,18 @@ def confirm_user_action(request: Request):
     if user is None:  # as the POST answers: a link to an account deleted meanwhile
         request.response.status = 404
         return users_page(request, form_error="That account no longer exists.")
+    if request.matchdict["action"] not in {action for action, _ in actions_for(request, user)}:
+        # Nothing to confirm (deactivating yourself, a typed address): said before the page
+        # that asks "are you sure?", not after it.
+        request.response.status = 400
+        return users_page(request, form_error=_not_offered(request, user))
     return confirm_page(request, user)
+
+
+def _not_offered(request: Request, user: User) -> str:
+    if request.matchdict["action"] == "deactivate" and user.id == request.user.id:
+        return "You cannot deactivate your own account."
+    return f"That action does not apply to {user.username} now."
 
 
 @view_config(route_name="admin.user_action", request_method="POST",

@@ -60,9 +60,15 @@ def issue_list(request: Request):
         return context
     try:
         result = search.run(request, query, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        pages = max(1, -(-result.total // PAGE_SIZE))
+        if page > pages:
+            # Past the end (fewer issues than when the link was made: a session that expired
+            # shows the public ones only; an old bookmark): the last page, not "showing 51-50,
+            # page 2 of 1". Answered here, not redirected, so that this page still says why.
+            page = pages
+            result = search.run(request, query, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     except jql.SearchTimeout:
         return search.timeout_response(request)
-    pages = max(1, -(-result.total // PAGE_SIZE))
 
     def page_url(number: int) -> str:
         query_string = {"page": str(number)}
@@ -71,6 +77,7 @@ def issue_list(request: Request):
         return request.route_path("issues", _query=query_string)
 
     context.update(
+        page=page,
         issues=result.issues,
         total=result.total,
         pages=pages,

@@ -83,7 +83,7 @@ def test_an_administrator_walks_through_the_websudo_prompt(
     assert posted.value.status == 303
     assert posted.value.headers["x-atlassian-websudo"] == "Has-Authentication"
     assert path_of(page) == "/admin/users"
-    expect(page.locator("#websudo-status")).to_contain_text("another 10 minute(s)")
+    expect(page.locator("#websudo-status")).to_contain_text("another 10 minutes")
 
     # Deactivating asks first, on a page of its own; ten idle minutes later the window has
     # closed, and that open page's button meets the prompt.
