@@ -95,6 +95,16 @@ def dbengine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def repeated_warnings_logged_afresh() -> None:
+    """Each test sees the first warning of each kind (appserver.repeated_warning), whatever
+    an earlier test in this process logged."""
+    from appserver.repeated_warning import RepeatedWarning
+
+    for limiter in list(RepeatedWarning.instances):
+        limiter.reset()
+
+
 @pytest.fixture(scope="session")
 def session_clock() -> FrozenClock:
     return FrozenClock()

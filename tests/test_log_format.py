@@ -53,3 +53,25 @@ def test_the_shipped_ini_files_use_it(name):
     parser.read(ROOT / name)
     dotted = parser["formatter_generic"]["class"]
     assert DottedNameResolver().resolve(dotted) is EscapingFormatter
+
+
+def test_a_repeated_warning_is_logged_at_a_bounded_rate(caplog):
+    """One line per 503 while the database was down: 12,600 in a 15-second outage."""
+    from appserver.repeated_warning import RepeatedWarning
+
+    now = [100.0]
+    repeated = RepeatedWarning(logging.getLogger("appserver.test"), interval=5, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="appserver.test"):
+        for _ in range(1000):
+            repeated.warning("refused", "database unavailable: %s", "refused")
+        repeated.warning("lock", "database unavailable: %s", "a lock")  # another kind: its own line
+        now[0] += 5
+        repeated.warning("refused", "database unavailable: %s", "still refused")
+        now[0] += 60
+        repeated.warning("refused", "database unavailable: %s", "again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "database unavailable: refused",
+        "database unavailable: a lock",
+        "database unavailable: still refused (and 999 more since the last such line)",
+        "database unavailable: again",
+    ]

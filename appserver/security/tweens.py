@@ -37,6 +37,7 @@ from pyramid.response import Response
 
 from ..errors import error_response, is_rest
 from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient, transient_kind
+from ..repeated_warning import RepeatedWarning
 from ..startup import database_problem
 from . import client
 from .basic import basic_challenge
@@ -48,6 +49,7 @@ from .responses import denied_response, stale_session_response, unauthorized_res
 from .sessions import CookieState
 
 log = logging.getLogger(__name__)
+unavailable_log = RepeatedWarning(log)
 
 Handler = Callable[[Request], Response]
 
@@ -156,10 +158,9 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
                     transient_kind(error),
                 )
                 raise  # pyramid_retry runs the request again
-            log.warning(
-                "database unavailable while authenticating %s: %s",
-                request.path_info,
-                database_problem(error, registry.dbengine.url),
+            problem = database_problem(error, registry.dbengine.url)
+            unavailable_log.warning(
+                problem, "database unavailable while authenticating %s: %s", request.path_info, problem
             )
             abandon_request_transaction(request)
             # The 503 page (its layout shows who is logged in) must not ask the database again.

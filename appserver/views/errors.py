@@ -21,11 +21,13 @@ from ..models import (
     retry_transient,
     transient_kind,
 )
+from ..repeated_warning import RepeatedWarning
 from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
 
 log = logging.getLogger(__name__)
+unavailable_log = RepeatedWarning(log)
 
 
 @forbidden_view_config()
@@ -160,7 +162,8 @@ def database_unavailable(exc, request: Request):
     if retry_transient(request, exc):
         log.info("transient database error, running %s again: %s", request.path_info, transient_kind(exc))
     else:
-        log.warning("database unavailable: %s", database_problem(exc, request.registry.dbengine.url))
+        problem = database_problem(exc, request.registry.dbengine.url)
+        unavailable_log.warning(problem, "database unavailable: %s", problem)
     # The page's layout shows who is logged in, but after a failed flush the user's row can
     # no longer be read (a 500 instead of this 503): answer as the authentication tween does
     # when the database fails it, for nobody.
