@@ -626,7 +626,7 @@ def free_port() -> int:
 def production_env(request, tmp_path) -> dict[str, str]:
     """The environment production.ini documents: APPSERVER_SECRET, APPSERVER_DATABASE_URL,
     APPSERVER_ALLOWED_HOSTS (here also the name the proxy test forwards)."""
-    env = production_environment(request.param, tmp_path / "production.sqlite", "production", "p" * 48)
+    env = production_environment(request.param, tmp_path / "production.sqlite", "production", SECRET)
     env["APPSERVER_ALLOWED_HOSTS"] = "127.0.0.1 jira.example.com"
     return env
 

@@ -25,7 +25,7 @@ from sqlalchemy import make_url, text
 from appserver.models import get_engine
 
 from .conftest import DATABASES
-from .support import ROOT, production_environment
+from .support import ROOT, SECRET, production_environment
 from .test_cli import BIN, free_port
 
 LOGIN = b'{"username": "fred", "password": "fred-password"}'
@@ -35,7 +35,7 @@ LOGIN = b'{"username": "fred", "password": "fred-password"}'
 def served_database(request, tmp_path_factory) -> Iterator[dict[str, str]]:
     """A demo database and the environment production.ini documents, once per module."""
     sqlite_file = tmp_path_factory.mktemp("graceful") / "app.sqlite"
-    env = production_environment(request.param, sqlite_file, "graceful", "g" * 48)
+    env = production_environment(request.param, sqlite_file, "graceful", SECRET)
     subprocess.run([str(BIN / "appserver"), "production.ini", "initdb", "--demo"], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=300)
     yield env

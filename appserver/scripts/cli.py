@@ -280,7 +280,14 @@ def cmd_purge_events(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="appserver", description=__doc__)
+    # Plain text: the module's docstring is reStructuredText (``literals``), which --help
+    # would print as it stands.
+    parser = argparse.ArgumentParser(
+        prog="appserver",
+        description="Set up the database and manage accounts, sessions and personal access tokens.",
+        epilog="For example: appserver development.ini initdb --demo. A command's own options: "
+        "appserver development.ini COMMAND --help.",
+    )
     parser.add_argument("config_uri", help="the ini file, e.g. development.ini")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

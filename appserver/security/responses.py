@@ -83,11 +83,13 @@ def _database_trouble(request: Request, message: str, action: tuple[str, str]) -
 
 
 def unavailable_response(request: Request) -> Response:
-    return _database_trouble(
-        request,
-        "The service cannot check credentials right now: its database is unavailable. Try again shortly.",
-        ("Try again", request.path_qs),
-    )
+    from .policy import presents_credentials  # the policy answers with these responses
+
+    if presents_credentials(request):
+        message = "The service cannot check credentials right now: its database is unavailable. Try again shortly."
+    else:  # nothing was sent to check
+        message = "The service cannot answer right now: its database is unavailable. Try again shortly."
+    return _database_trouble(request, message, ("Try again", request.path_qs))
 
 
 def commit_in_doubt_response(request: Request) -> Response:

@@ -249,7 +249,8 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         elif wanted == "cookie" and not (
             auth.cookie is CookieState.LIVE or (identity and identity.cookie_based)
         ):
-            message = "os_authType=cookie: a valid session cookie is required. Log in again."
+            message = "os_authType=cookie: a valid session cookie is required. " + (
+                "Log in again." if auth.stale_cookie else "Log in first.")
         elif wanted == "any" and identity is None:
             message = (
                 "os_authType=any: send HTTP Basic credentials, a personal access token "

@@ -22,6 +22,7 @@ from ..models import (
     transient_kind,
 )
 from ..repeated_warning import RepeatedWarning
+from ..security.redirects import DEFAULT_DESTINATION, safe_destination
 from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM
@@ -125,12 +126,19 @@ def notfound(exc, request: Request):
 
 @exception_view_config(BadCSRFToken)
 def bad_csrf(exc, request: Request):
+    actions = [("Home", request.route_path("home"))]
+    if request.matched_route is not None and request.matched_route.name == "login":
+        # The login form was refused (open too long, cookies blocked): a fresh one, still
+        # leading where this login was going.
+        destination = safe_destination(request.POST.get("os_destination"))
+        query = {"os_destination": destination} if destination != DEFAULT_DESTINATION else {}
+        actions.append(("Back to the form", request.route_path("login", _query=query)))
     return error_response(
         request,
         400,
         ["This form has expired or was sent from another site. Go back, reload the page and "
          "try again."],
-        actions=[("Home", request.route_path("home"))],
+        actions=actions,
     )
 
 

@@ -1,6 +1,9 @@
 """HTML pages: home, log in, log out."""
 from __future__ import annotations
 
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pyramid.csrf import check_csrf_token
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
@@ -10,8 +13,9 @@ from sqlalchemy import select
 
 from ..demo import DEMO_USERS
 from ..models import User, canonical_username
+from ..security.csrf import TOKEN_FIELD, TOKEN_HEADER
 from ..security.login import Outcome, check_password, log_in, log_out
-from ..security.redirects import safe_destination
+from ..security.redirects import DEFAULT_DESTINATION, safe_destination
 from .notices import notice_for
 
 #: ``/login?expired=1``: the login page says the session expired (set by the redirect from
@@ -36,9 +40,10 @@ def home(request: Request) -> dict:
     permission=NO_PERMISSION_REQUIRED,
 )
 def login(request: Request):
-    destination = safe_destination(request.params.get("os_destination"))
+    destination = login_destination(request, request.params.get("os_destination"))
     form = {
         "username": "",
+        "remember": False,
         "error": None,
         "retry_after": None,
         "destination": destination,
@@ -52,6 +57,7 @@ def login(request: Request):
     username = request.POST.get("os_username", "")
     password = request.POST.get("os_password", "")
     form["username"] = username[:255]
+    form["remember"] = request.POST.get("os_cookie") == "true"  # ticked again on the error page
     if not username or not password:
         request.response.status = 400
         form["error"] = "Enter your username and password."
@@ -84,6 +90,26 @@ def login(request: Request):
     return form
 
 
+#: Links nest at most this deep (``/login?os_destination=/login?os_destination=...``).
+NESTED_LOGINS = 3
+
+
+def login_destination(request: Request, candidate: str | None) -> str:
+    """Where a login goes: ``os_destination`` when it is a page of this site, never the
+    login page itself (from there a login would land on "you are already logged in"). A
+    destination that is the login page goes where that one was going: home, or the
+    ``os_destination`` of its own (an old link the header's Log in button nested)."""
+    login_path = request.route_path("login")
+    destination = safe_destination(candidate)
+    for _ in range(NESTED_LOGINS):
+        parts = urlsplit(destination)
+        if unquote(parts.path) != login_path:
+            return destination
+        inner = parse_qs(parts.query).get("os_destination")
+        destination = safe_destination(inner[0] if inner else None)
+    return DEFAULT_DESTINATION
+
+
 def demo_users(request: Request) -> list[tuple[str, str, str]]:
     """(username, password, role) of the seeded demo accounts that exist and are active, for
     the login page of a development server (``appserver.login.show_demo_users``, refused
@@ -110,9 +136,12 @@ def logout(request: Request):
 
 @view_config(route_name="logout", request_method="POST", is_authenticated=False, require_csrf=False)
 def logout_again(request: Request):
-    """Nothing left to end: the second click of a double click, another tab's Log out, a
-    session that expired meanwhile. Its form's CSRF token was bound to the session that
-    ended, so the check answered "this form has expired" where the first click landed on
-    the home page; it lands there too. A stale cookie is deleted as on any page, and a
-    forged cross-site POST finds nothing to do."""
+    """Nothing left to end. When the browser presented its session, now dead (the second
+    click of a double click, another tab's Log out, a session that expired meanwhile), the
+    form's CSRF token was bound to that session: the check answered "this form has expired"
+    where the first click landed on the home page; it lands there too, and the dead cookie
+    is deleted as on any page. A POST that presented no session (a cross-site form, whose
+    cookies SameSite kept back) is checked as every form is, and says so if it fails."""
+    if not request.authentication.stale_cookie:
+        check_csrf_token(request, token=TOKEN_FIELD, header=TOKEN_HEADER)
     return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}))
