@@ -28,7 +28,8 @@ from sqlalchemy import func, select, update
 
 from appserver.models import AuthEvent, LoginThrottle, User, transient_kind
 
-from .support import DriverStatements, create_user, wait_until_blocked
+from .conftest import DATABASES
+from .support import DriverStatements, create_user, postgresql_live_server, wait_until_blocked
 
 MAX_FAILURES = 3  # the default of appserver.login.max_failures
 _names = itertools.count(1)
@@ -586,16 +587,19 @@ def test_a_steady_basic_or_bearer_request_reads_with_one_statement_and_no_transa
         assert driver.seen[0][1] is True
 
 
-def test_a_denied_request_takes_the_account_before_the_audit_lock(servers):
+@pytest.mark.skipif("postgresql" not in DATABASES, reason="SQLite serializes writing units: no advisory lock")
+def test_a_denied_request_takes_the_account_before_the_audit_lock():
     """A password check that finds the account locked holds its row, then writes
     ``login.denied`` under the event's advisory lock; the owner's Basic client (its password
     verified before) writes the same event without the row. It took the event's lock first
     and then, inserting a row that refers to the account, waited for the row: a deadlock
     (an outside review: 11 in 15 rounds). Here the check holding the row is this test's own
     transaction, with the shorter deadlock timeout, so that PostgreSQL would abort it."""
-    server = servers[0]
-    if server.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serializes writing units: no advisory lock, no deadlock")
+    with postgresql_live_server("audit_lock") as server:
+        denied_twice_without_a_deadlock(server)
+
+
+def denied_twice_without_a_deadlock(server) -> None:
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
