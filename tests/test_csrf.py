@@ -432,7 +432,7 @@ def test_get_on_state_changing_urls_does_nothing(testapp, context, dbsession, me
     users = context["users"]
     log_in(testapp, "admin")
     admin_session = dbsession.scalars(
-        select(UserSession).where(UserSession.user_id == users["admin"].id)
+        select(UserSession).where(UserSession.user_id == users["admin"].id, UserSession.revoked_at.is_(None))
     ).one()
     query = {
         "current_password": "admin-password",

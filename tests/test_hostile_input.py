@@ -1182,6 +1182,10 @@ def admin_session(wsgi, users) -> list[tuple[str, str]]:
         body=b"websudo_password=admin-password", content_type="application/x-www-form-urlencoded",
     )
     assert elevated.headers["X-Atlassian-WebSudo"] == "Has-Authentication"
+    # The confirmation rotated the session: its new cookie, and the CSRF token bound to it.
+    cookie = ("Cookie", elevated.headers["Set-Cookie"].split(";", 1)[0])
+    page = send(wsgi, "GET", "/account", headers=[cookie]).body.decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     return [cookie, ("X-CSRF-Token", token), ("X-Atlassian-Token", "no-check")]
 
 

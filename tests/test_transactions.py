@@ -115,15 +115,18 @@ def rest_login(case: Case, *, remember: bool = False) -> None:
 
 def touch(case: Case) -> None:
     rest_login(case)
-    token = case.http.cookies["appserver.session"]
+    presented: list[str] = []
 
     def arrange() -> None:
+        # The cookie the action presents: a WebSudo confirmation before it rotated the login's.
+        presented.append(case.http.cookies["appserver.session"])
         case.live.clock.advance(TOUCH_INTERVAL + 1)  # the action's request is due to touch
     case.arrange = arrange
 
     def check() -> None:
         with db(case) as request:
-            row = request.dbsession.scalar(select(UserSession).where(UserSession.token_hash == hash_token(token)))
+            row = request.dbsession.scalar(
+                select(UserSession).where(UserSession.token_hash == hash_token(presented[0])))
             assert row.last_seen_at == case.live.clock.now(), "the session touch was lost"
     case.auth_checks.append(check)
 

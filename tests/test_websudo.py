@@ -10,8 +10,9 @@ import pytest
 import webtest
 from sqlalchemy import select
 
-from appserver.models import AuthEvent
+from appserver.models import AuthEvent, RememberToken, UserSession
 from appserver.security import personal_tokens
+from appserver.security.sessions import SessionStore
 
 from .support import confirm_websudo
 
@@ -80,6 +81,89 @@ def test_a_wrong_password_counts_towards_the_lock_out(testapp, users, dbsession)
     assert len(events(dbsession, "login.failed")) == 3
     # The lock-out is the login's own: the form login is refused too.
     testapp.post_json(LOGIN, {"username": "admin", "password": "admin-password"}, status=403)
+
+
+def session_of(client: webtest.TestApp) -> str:
+    return client.cookies["appserver.session"]
+
+
+def with_cookie(testapp, value: str) -> webtest.TestApp:
+    """Another client holding a copy of a session cookie (a second tab's request in flight,
+    or a thief's copy)."""
+    copy = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    copy.set_cookie("appserver.session", value)
+    return copy
+
+
+def test_the_confirmation_rotates_the_session(testapp, users, dbsession):
+    """A change of privilege gets a new session id (OWASP): a copy of the cookie taken
+    before the confirmation is refused from then on, rather than sharing the elevation."""
+    admin = html_login(testapp)
+    before = session_of(admin)
+    copy = with_cookie(testapp, before)
+    done = confirm_websudo(admin, "admin-password")
+    assert "appserver.session=" in done.headers["Set-Cookie"]
+    assert session_of(admin) != before
+    admin.get(ADMIN, status=200)
+    assert admin.get("/rest/api/2/myself").json["name"] == "admin"
+    # The old cookie: rule 1 under /rest, the login page elsewhere, never the admin page.
+    copy.get("/rest/api/2/myself", status=401)
+    stale = with_cookie(testapp, before).get(ADMIN, status=303)
+    assert urlsplit(stale.location).path == "/login"
+    live = list(dbsession.scalars(select(UserSession).where(
+        UserSession.user_id == users["admin"].id, UserSession.revoked_at.is_(None))))
+    assert len(live) == 1 and live[0].websudo_at is not None
+    assert len(events(dbsession, "websudo.granted")) == 1
+
+
+def test_a_remembered_login_follows_the_rotated_session(testapp, users, dbsession):
+    """The remember-me series names the session its login started, so that logging that
+    browser out from another ends the series too. After the rotation it names the new one:
+    logging the elevated session out from another browser still ends the remembered login."""
+    admin = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = admin.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"], form["os_cookie"] = "admin", "admin-password", True
+    form.submit(status=303)
+    confirm_websudo(admin, "admin-password")
+    elevated = dbsession.scalars(select(UserSession).where(
+        UserSession.user_id == users["admin"].id, UserSession.revoked_at.is_(None))).one()
+    series = dbsession.scalars(select(RememberToken).where(RememberToken.user_id == users["admin"].id)).one()
+    assert series.successor_session_id == elevated.id and series.revoked_at is None
+    other = html_login(testapp)
+    account = other.get("/account")
+    [revoke] = [f for f in account.forms.values() if f.action.split("#")[0] == f"/account/sessions/{elevated.id}/revoke"]
+    revoke.submit(status=303)
+    remembered = with_cookie(testapp, "gone")
+    remembered.set_cookie("appserver.remember", admin.cookies["appserver.remember"])
+    assert remembered.get("/rest/api/2/myself", status=401).json["errorMessages"]
+
+
+def test_a_session_ended_while_the_password_was_checked_is_not_elevated(testapp, users, dbsession, monkeypatch):
+    """"Log out everywhere" (another browser, an administrator) commits while the password
+    is being checked: the confirmation must not start a new session that outlives it. The
+    person is sent to log in again, and told why."""
+    from appserver.models.units import unit
+    from appserver.security import websudo
+
+    admin = html_login(testapp)
+    form = admin.get("/websudo").forms["websudo-form"]
+    real = websudo.check_user_password
+
+    def revoked_meanwhile(request, user, password, *, channel):
+        attempt = real(request, user, password, channel=channel)
+        with unit(request, write=True) as db:
+            SessionStore.of(request, db).revoke_user_sessions(user.id)
+        return attempt
+
+    monkeypatch.setattr(websudo, "check_user_password", revoked_meanwhile)
+    form["websudo_password"] = "admin-password"
+    answer = form.submit(status=303)
+    location = urlsplit(answer.location)
+    assert location.path == "/login" and parse_qs(location.query)["expired"] == ["1"]
+    assert "X-Atlassian-WebSudo" not in answer.headers
+    assert dbsession.scalars(select(UserSession).where(
+        UserSession.user_id == users["admin"].id, UserSession.revoked_at.is_(None))).all() == []
+    assert events(dbsession, "websudo.granted") == []
 
 
 def test_the_window_rolls_with_each_admin_request(testapp, users, clock):
@@ -303,8 +387,9 @@ def test_every_process_sees_the_elevation(make_app, testapp, users):
     prompted(second.get(ADMIN, headers=cookie))
     first.set_cookie("appserver.session", login.json["session"]["value"])
     confirm_websudo(first, "admin-password")
-    second.get(ADMIN, headers=cookie, status=200)
-    second.delete(WEBSUDO, headers=cookie, status=204)
+    elevated = {"Cookie": f"appserver.session={first.cookies['appserver.session']}"}
+    second.get(ADMIN, headers=elevated, status=200)
+    second.delete(WEBSUDO, headers=elevated, status=204)
     prompted(first.get(ADMIN))
 
 

@@ -8,6 +8,7 @@ per request and cached (Pyramid does not cache ``request.identity`` itself).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid.request import Request
@@ -345,6 +346,40 @@ class AppSecurityPolicy:
             ),
         )
         return headers
+
+    def rotate(self, request: Request, *, websudo_at: datetime | None = None) -> list:
+        """The same login under a new session token, for a re-authentication (a WebSudo
+        confirmation, ``websudo_at``): the sessions the request presented and was served by
+        are revoked, so a copy of the cookie taken before is worth nothing now, and gains
+        nothing from the elevation. A remembered login stays, and names the new session.
+
+        The caller has locked the account's row and seen the session still live. The new
+        row is inserted first (no other transaction can see it, so it locks nothing), then
+        the remember-me tokens and the old sessions, the one lock order."""
+        previous = self.authentication(request)
+        user = attach(request.dbsession, previous.identity.user)
+        store = request.session_store
+        issued = store.issue(
+            user, user_agent=client.user_agent(request), remote_addr=client.address(request), websudo_at=websudo_at
+        )
+        replaced = _sessions_of(previous)
+        for session in replaced:
+            request.remember_store.pass_on(session, issued.session)
+        for session in replaced:
+            store.revoke(session)
+        settings = request.appserver_settings
+        header = set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
+        cookies = {name: value for name, value in previous.cookies.items() if name != settings.session_cookie}
+        self._cache.set(
+            request,
+            dataclasses.replace(
+                previous,
+                identity=Identity(user, previous.identity.source, issued.session),
+                presented_session=issued.session,
+                cookies=cookies,
+            ),
+        )
+        return [("Set-Cookie", header)]
 
     def forget(self, request: Request, ended: list[UserSession] | None = None, **kw) -> list:
         """Revoke the session and the remember-me series on the server and delete both

@@ -179,6 +179,17 @@ class RememberStore:
             .execution_options(synchronize_session=False)
         ).rowcount
 
+    def pass_on(self, old: UserSession, new: UserSession) -> None:
+        """The series whose last login or rotation started ``old`` now names ``new``, which
+        replaces it in the same browser (a WebSudo confirmation rotates the session): logging
+        that browser out from another must still end its remembered login."""
+        self.db.execute(
+            update(RememberToken)
+            .where(RememberToken.successor_session_id == old.id, RememberToken.revoked_at.is_(None))
+            .values(successor_session_id=new.id)
+            .execution_options(synchronize_session=False)
+        )
+
     def record_successor(self, token_id: int, session: UserSession) -> None:
         """Remember which session the rotation of ``token_id`` started (see GRACE)."""
         self.db.execute(

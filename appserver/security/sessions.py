@@ -97,7 +97,10 @@ class SessionStore:
         self.max_age = timedelta(seconds=max_age)
         self.touch_interval = timedelta(seconds=touch_interval)
 
-    def issue(self, user: User, *, user_agent: str = "", remote_addr: str = "") -> IssuedSession:
+    def issue(
+        self, user: User, *, user_agent: str = "", remote_addr: str = "", websudo_at: datetime | None = None
+    ) -> IssuedSession:
+        """``websudo_at``: a session rotated by a WebSudo confirmation starts elevated."""
         token = new_token()
         row = UserSession(
             token_hash=hash_token(token),
@@ -107,6 +110,7 @@ class SessionStore:
             expires_at=self.now + self.max_age,
             user_agent=user_agent[:512],
             remote_addr=remote_addr[:64],
+            websudo_at=websudo_at,
         )
         row.user = user
         self.db.add(row)

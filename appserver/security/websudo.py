@@ -11,6 +11,7 @@ Views ask for it with the view option ``websudo=True``; code that needs it only 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pyramid.config import Configurator
@@ -24,12 +25,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..errors import is_rest
 from ..models import UserSession, is_read_only
 from ..rendering import json_response
-from ..models.units import unit, writing
+from ..models.units import attach, unit, writing
 from . import audit
 from .audit import Event
-from .login import Attempt, Outcome, check_user_password
+from .login import Attempt, Outcome, check_user_password, unchanged_since_check
 from .redirects import safe_destination
 from .responses import session_challenge
+from .sessions import acting_session_ended
 
 #: Jira's answer to a REST call of a ``@WebSudoRequired`` resource.
 REST_MESSAGE = "This resource requires WebSudo."
@@ -141,19 +143,38 @@ def _referring_page(request: Request) -> str:
     return fallback
 
 
-def confirm(request: Request, password: str) -> Attempt:
+@dataclass(frozen=True)
+class Confirmation:
+    attempt: Attempt
+    #: The rotated session's cookie, for the response (see :func:`confirm`).
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    #: The password was right, but while it was checked the session ended (a log-out
+    #: elsewhere), the password changed or the account was deactivated: log in again.
+    ended: bool = False
+
+
+def confirm(request: Request, password: str) -> Confirmation:
     """Check the password of the logged-in user like a login (a wrong one counts towards the
-    lock-out) and, if right, elevate the session."""
+    lock-out) and, if right, elevate the session under a new token (OWASP: a new session id
+    at every change of privilege): a copy of the cookie taken before the elevation is
+    refused from now on, instead of sharing it. A re-authentication, checked as a login is:
+    the account's row locked, the password and the session still the ones checked."""
     session = _session(request)
     user = request.user
     attempt = check_user_password(request, user, password, channel="websudo")
-    if attempt.outcome is Outcome.OK:
-        if session is not None:
-            _set(request, session, request.now)
-        audit.record(request, Event.WEBSUDO_GRANTED, user)
-    else:
+    if not attempt.ok:
         audit.record(request, Event.WEBSUDO_REFUSED, user, attempt.outcome.value)
-    return attempt
+        return Confirmation(attempt)
+    headers: list[tuple[str, str]] = []
+    if session is not None:
+        checked_hash = user.password_hash  # the hash the password was just verified against
+        if not unchanged_since_check(request, attach(request.dbsession, user), checked_hash) or (
+            acting_session_ended(request)
+        ):
+            return Confirmation(attempt, ended=True)
+        headers = request.registry.security_policy.rotate(request, websudo_at=request.now)
+    audit.record(request, Event.WEBSUDO_GRANTED, user)
+    return Confirmation(attempt, headers)
 
 
 def drop(request: Request, *, revoking: bool = False) -> bool:

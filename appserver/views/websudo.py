@@ -9,6 +9,7 @@ from pyramid.view import view_config
 from ..security import websudo
 from ..security.login import Outcome
 from ..security.redirects import safe_destination
+from .pages import SESSION_EXPIRED_PARAM
 
 
 def _destination(request: Request) -> str:
@@ -34,9 +35,15 @@ def prompt(request: Request):
         request.response.status = 400
         form["error"] = "Enter your password."
         return form
-    attempt = websudo.confirm(request, password)
+    confirmation = websudo.confirm(request, password)
+    attempt = confirmation.attempt
+    if confirmation.ended:
+        # The cookie is dead now: the destination would send the person to the login page
+        # anyway, without saying why.
+        return HTTPSeeOther(request.route_url(
+            "login", _query={"os_destination": destination, SESSION_EXPIRED_PARAM: "1"}))
     if attempt.ok:
-        response = HTTPSeeOther(destination)
+        response = HTTPSeeOther(destination, headers=confirmation.headers)
         response.headers[websudo.HEADER[0]] = websudo.HEADER[1]
         return response
     if attempt.outcome is Outcome.DENIED:
