@@ -376,6 +376,12 @@ def test_a_csrf_refusal_of_the_login_form_leads_back_to_it(testapp, users):
     page = testapp.post("/login", {**credentials, "os_destination": "https://evil.example/"}, status=400)
     actions = {a.text: a["href"] for a in page.html.select("main .actions a")}
     assert actions == {"Home": "/", "Back to the form": "/login"}
+    # A destination that is the login page itself (the header's Log in link, nested) is
+    # unnested, as the login view does: the form it leads to goes where that one was going.
+    nested = "/login?os_destination=%2Fissues"
+    page = testapp.post("/login", {**credentials, "os_destination": nested}, status=400)
+    actions = {a.text: a["href"] for a in page.html.select("main .actions a")}
+    assert actions == {"Home": "/", "Back to the form": "/login?os_destination=%2Fissues"}
     # Another form's refusal offers no login form; programs get the JSON as before.
     fred = client(testapp, "fred")
     page = fred.post("/account/password", {"csrf_token": "forged"}, status=400)

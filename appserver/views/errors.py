@@ -22,10 +22,10 @@ from ..models import (
     transient_kind,
 )
 from ..repeated_warning import RepeatedWarning
-from ..security.redirects import DEFAULT_DESTINATION, safe_destination
+from ..security.redirects import DEFAULT_DESTINATION
 from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
 from ..startup import database_problem
-from .pages import SESSION_EXPIRED_PARAM
+from .pages import SESSION_EXPIRED_PARAM, login_destination
 
 log = logging.getLogger(__name__)
 unavailable_log = RepeatedWarning(log)
@@ -130,7 +130,7 @@ def bad_csrf(exc, request: Request):
     if request.matched_route is not None and request.matched_route.name == "login":
         # The login form was refused (open too long, cookies blocked): a fresh one, still
         # leading where this login was going.
-        destination = safe_destination(request.POST.get("os_destination"))
+        destination = login_destination(request, request.POST.get("os_destination"))
         query = {"os_destination": destination} if destination != DEFAULT_DESTINATION else {}
         actions.append(("Back to the form", request.route_path("login", _query=query)))
     return error_response(
