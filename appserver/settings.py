@@ -271,12 +271,18 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
         values[field] = parse(name, raw)
     parsed = AppSettings(**values)
     if parsed.touch_interval >= parsed.idle_timeout:
+        # A session is touched at most once a touch interval: one as long as the idle
+        # timeout would let a session in steady use idle out between two touches.
         raise ConfigurationError(
-            "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout"
+            f"appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout "
+            f"({parsed.touch_interval} >= {parsed.idle_timeout}); a tenth of it or less keeps the "
+            f"idle timeout exact to 10 %, e.g. {parsed.idle_timeout // 10}"
         )
     if parsed.max_lockout_seconds < parsed.lockout_seconds:
         raise ConfigurationError(
-            "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds"
+            "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds "
+            f"({parsed.max_lockout_seconds} < {parsed.lockout_seconds}): set it to "
+            f"{parsed.lockout_seconds} or more"
         )
     if parsed.token_name_max_length > TOKEN_NAME_COLUMN_LENGTH:
         raise ConfigurationError(

@@ -558,8 +558,21 @@ def test_settings_that_contradict_each_other_are_refused():
     settings = base_settings("sqlite://", **{
         "appserver.session.idle_timeout": "60", "appserver.session.touch_interval": "60",
     })
-    with pytest.raises(ConfigurationError, match="appserver.session.touch_interval: must be shorter"):
+    with pytest.raises(ConfigurationError) as raised:
         parse_settings(settings)
+    assert str(raised.value) == (
+        "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout "
+        "(60 >= 60); a tenth of it or less keeps the idle timeout exact to 10 %, e.g. 6"
+    )
+    settings = base_settings("sqlite://", **{
+        "appserver.login.lockout_seconds": "120", "appserver.login.max_lockout_seconds": "60",
+    })
+    with pytest.raises(ConfigurationError) as raised:
+        parse_settings(settings)
+    assert str(raised.value) == (
+        "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds "
+        "(60 < 120): set it to 120 or more"
+    )
 
 
 def test_a_missing_secret_refuses_with_a_clear_message(monkeypatch):
