@@ -523,6 +523,42 @@ def test_cookie_rule_is_met_by_a_live_cookie_even_with_basic_credentials(testapp
     assert response.json["name"] == "fred"
 
 
+def test_cookie_rule_is_not_met_by_another_users_cookie_beside_basic(testapp, app_request, fred, fred_hash):
+    """Basic wins over the cookie: alice's live cookie beside fred's Basic would have the
+    request answered as fred, which os_authType=cookie did not ask for (an outside review)."""
+    now = app_request.now
+    alice = User(
+        username="alice", username_key="alice", display_name="Alice", email="alice@example.com",
+        password_hash=fred_hash, active=True, admin=False, created_at=now, password_changed_at=now,
+        login_count=0, current_failed_logins=0, total_failed_logins=0,
+    )
+    app_request.dbsession.add(alice)
+    app_request.dbsession.flush()
+    headers = {
+        "Cookie": f"appserver.session={session_token(app_request, alice)}",
+        "Authorization": basic("fred", FRED_PASSWORD),
+    }
+    response = testapp.get("/rest/api/2/myself?os_authType=cookie", headers=headers, status=401)
+    assert response.json["errorMessages"] == [
+        "os_authType=cookie: the session cookie and the Authorization header name different users: "
+        "send the cookie alone."
+    ]
+    assert response.headers["X-AUSERNAME"] == "anonymous"
+    # Without the demand, Basic is what serves it, as everywhere else.
+    assert testapp.get("/rest/api/2/myself", headers=headers).json["name"] == "fred"
+
+
+def test_the_page_refusing_a_demand_for_basic_offers_no_login(testapp):
+    """The login page cannot meet os_authType=basic: back from it, the same 401."""
+    page = testapp.get("/issues?os_authType=basic", status=401)
+    actions = {a.text: a["href"] for a in page.html.select("main .actions a")}
+    assert actions == {"Home": "/"}
+    assert page.headers["WWW-Authenticate"].startswith("Basic ")
+    page = testapp.get("/issues?os_authType=cookie", status=401)
+    actions = {a.text: a["href"] for a in page.html.select("main .actions a")}
+    assert actions == {"Log in": "/login?os_destination=%2Fissues%3Fos_authType%3Dcookie"}
+
+
 # --- Switching the tweens off, and another prefix --------------------------------------------
 
 

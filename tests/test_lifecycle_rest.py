@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from appserver.models import User, UserSession
+from appserver.models import AuthEvent, User, UserSession
 from appserver.security.tokens import hash_token
 
 VERSIONS = ["1", "latest"]
@@ -199,6 +199,25 @@ def test_delete_is_204_and_the_cookie_is_dead_on_the_server(testapp, users, dbse
     replay = testapp.get("/rest/api/2/myself", status=401)
     assert "expired" in replay.json["errorMessages"][0]
     assert session_cookie(replay).startswith("appserver.session=;")
+
+
+def test_delete_with_basic_and_a_live_cookie_ends_that_session(testapp, users, dbsession):
+    """Jira's DELETE destroys "the existing session, if any": a client that sends its session
+    cookie beside Basic logs that session out (it answered 204 and left it alive)."""
+    import base64
+
+    token = login(testapp).json["session"]["value"]
+    testapp.reset()
+    basic = "Basic " + base64.b64encode(b"fred:fred-password").decode()
+    cookie = f"appserver.session={token}"
+    response = testapp.delete("/rest/auth/1/session", headers={"Authorization": basic, "Cookie": cookie}, status=204)
+    assert session_cookie(response).startswith("appserver.session=;")
+    testapp.reset()
+    testapp.get("/rest/api/2/myself", headers={"Cookie": cookie}, status=401)
+    events = dbsession.scalars(select(AuthEvent.event).where(AuthEvent.user_id == users["fred"].id))
+    assert "logout" in list(events)
+    # Basic alone still has no session to end: 204, nothing else happens.
+    testapp.delete("/rest/auth/1/session", headers={"Authorization": basic}, status=204)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

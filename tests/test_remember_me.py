@@ -181,6 +181,59 @@ def test_a_dead_remember_me_cookie_alone_is_a_401_under_rest_and_a_notice_elsewh
         assert page.html.select_one("#session-expired") is not None
 
 
+def test_a_page_left_open_past_the_idle_timeout_still_logs_out(testapp, users, clock, dbsession):
+    """Its forms carry the CSRF token of the session that idled out; the remember-me cookie
+    logs the browser in again on the very POST. The Log out button answered "this form has
+    expired" and the browser stayed logged in (an outside review): a form of the session the
+    remember-me login replaced is the same browser's, and is accepted."""
+    login(testapp, remember=True)
+    page = testapp.get("/issues")  # the header's Log out form, left open
+    clock.advance(1800)  # idle: the session is dead, the remembered login is not
+    [logout] = [form for form in page.forms.values() if form.action == "/logout"]
+    logout.submit(status=303)
+    testapp.get("/rest/api/2/myself", status=401)
+    assert cookie(testapp, REMEMBER) is None
+    live = dbsession.scalar(select(func.count()).select_from(UserSession).where(
+        UserSession.user_id == users["fred"].id, UserSession.revoked_at.is_(None)))
+    assert live == 0
+
+
+def test_a_form_of_another_expired_session_is_still_refused(testapp, users, clock):
+    """Only the session the cookie named counts: a token made for any other session (another
+    browser's, an attacker's own) is refused as before."""
+    other = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    login(other, remember=False)
+    foreign = [f for f in other.get("/issues").forms.values() if f.action == "/logout"][0]["csrf_token"].value
+    login(testapp, remember=True)
+    clock.advance(1800)
+    testapp.post("/logout", {"csrf_token": foreign}, status=400)
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
+
+
+def test_a_failing_page_still_delivers_the_rotated_remember_me_cookie(testapp, users, clock, monkeypatch):
+    """The rotation committed in its own unit before the view failed: a 503 that drops its
+    cookies leaves the browser with the replaced token, whose next use after the grace
+    reads as a replay and ends the remembered login (an outside review)."""
+    from sqlalchemy import exc
+
+    from appserver.views import account
+
+    login(testapp, remember=True)
+    replaced = cookie(testapp, REMEMBER)
+    clock.advance(1800)
+
+    def broken(request, **extra):
+        raise exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(account, "account_page", broken)
+    failed = testapp.get("/account", status=503)
+    assert failed.headers["X-AUSERNAME"] == "anonymous"
+    assert cookie(testapp, REMEMBER) != replaced
+    monkeypatch.undo()
+    clock.advance(60)  # past the rotation's grace
+    assert testapp.get("/account").html.select_one("#account-username").text == "fred"
+
+
 def test_a_log_out_served_by_the_session_a_parallel_tab_started_ends_it(testapp, users, clock, dbsession):
     """The session expired; one tab's request rotates the remember-me token and starts a new
     session; another tab, still holding the old cookies, logs out within the grace. It is

@@ -32,6 +32,18 @@ def test_an_anonymous_answer_varies_with_the_credentials_too(testapp, users):
             assert names(response).count(name) == 1, (path, name)
 
 
+def test_refusals_before_authentication_name_the_user_too(testapp, users):
+    """Every response names its user (docs/rest-api.md): an unreadable request and a refused
+    Host are answered before anyone is authenticated, as anonymous."""
+    answers = [
+        testapp.get("/rest/api/2/myself?q=%FF", status=400),
+        testapp.post("/login", b"os_username=%FF", content_type="application/x-www-form-urlencoded", status=400),
+        testapp.get("/", headers={"Host": "evil.example"}, status=400),
+    ]
+    for response in answers:
+        assert response.headers.getall("X-AUSERNAME") == ["anonymous"], response.status
+
+
 def test_a_vary_the_view_set_is_kept_and_merged(app_request, users):
     from appserver.security.identity import Authentication, Identity, Source
     from appserver.security.policy import AUTHENTICATION_KEY

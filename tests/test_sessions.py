@@ -179,6 +179,24 @@ def test_the_idle_clock_only_moves_on_touches(testapp, users, clock):
     testapp.get("/rest/api/2/myself", headers=with_cookie(token), status=401)
 
 
+def test_basic_beside_the_cookie_does_not_keep_the_session_alive(testapp, users, clock, dbsession):
+    """Basic wins over the cookie, so the cookie's session serves nothing: a client that sends
+    both for hours (right, wrong or another user's password) must not keep it from idling out
+    (an outside review)."""
+    token = rest_login(testapp)
+    testapp.reset()
+    basic = "Basic " + base64.b64encode(b"fred:fred-password").decode()
+    wrong = "Basic " + base64.b64encode(b"fred:not-the-password").decode()
+    alice = "Basic " + base64.b64encode(b"alice:alice-password").decode()
+    for authorization in (basic, alice, basic, wrong):
+        clock.advance(600)
+        headers = {**with_cookie(token), "Authorization": authorization}
+        testapp.get("/rest/api/2/myself", headers=headers, expect_errors=True)
+        testapp.reset()
+    assert session_row(dbsession, token).last_seen_at == clock.now() - timedelta(seconds=2400)
+    testapp.get("/rest/api/2/myself", headers=with_cookie(token), status=401)
+
+
 def test_absolute_lifetime_ends_even_an_active_session(testapp, users, clock):
     token = rest_login(testapp)
     testapp.reset()

@@ -15,6 +15,7 @@ from pyramid.interfaces import ICSRFStoragePolicy
 from pyramid.request import Request
 from zope.interface import implementer
 
+from ..models import UserSession
 from ..settings import AppSettings
 
 #: Where a form sends its token, and where a script (or a fuzz test) may send it instead.
@@ -40,10 +41,13 @@ class SessionBoundCSRFStoragePolicy:
             # A Bearer request never gets a cookie, the anonymous CSRF cookie included.
             message = b"csrf-token:" + identity.token.secret_hash.encode("ascii")
         elif identity is not None and identity.session is not None:
-            message = b"csrf:" + identity.session.token_hash.encode("ascii")
+            return self._of_session(identity.session)
         else:
             return None
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def _of_session(self, session: UserSession) -> str:
+        return hmac.new(self._key, b"csrf:" + session.token_hash.encode("ascii"), hashlib.sha256).hexdigest()
 
     def new_csrf_token(self, request: Request) -> str:
         return self._bound(request) or self._anonymous.new_csrf_token(request)
@@ -55,4 +59,10 @@ class SessionBoundCSRFStoragePolicy:
         expected = self._bound(request)
         if expected is None:
             return self._anonymous.check_csrf_token(request, supplied_token)
-        return hmac.compare_digest(expected.encode("ascii"), (supplied_token or "").encode("utf-8"))
+        supplied = (supplied_token or "").encode("utf-8")
+        if hmac.compare_digest(expected.encode("ascii"), supplied):
+            return True
+        # A page rendered for the session that idled out, sent with the remember-me cookie
+        # that just logged the same browser in again (identity.replaced_session).
+        replaced = request.authentication.replaced_session
+        return replaced is not None and hmac.compare_digest(self._of_session(replaced).encode("ascii"), supplied)

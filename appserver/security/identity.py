@@ -63,6 +63,10 @@ class Authentication:
     cookies: dict[str, str] = field(default_factory=dict)
     #: The session this request issued by logging in (the REST login returns its token).
     issued: IssuedSession | None = None
+    #: The expired session the cookie named, which this request's remember-me login
+    #: replaced: the forms of a page rendered for it are this browser's, and the CSRF check
+    #: accepts their token (a page left open past the idle timeout, its Log out button).
+    replaced_session: UserSession | None = None
 
     @property
     def user(self) -> User | None:

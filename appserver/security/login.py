@@ -28,7 +28,7 @@ from ..models.user import USERNAME_MAX_LENGTH
 from ..settings import AppSettings
 from . import audit
 from .audit import Event
-from .sessions import acting_session_ended
+from .sessions import CookieState, acting_session_ended
 
 
 class Outcome(enum.Enum):
@@ -328,10 +328,14 @@ def log_out(request: Request) -> LoggedOut:
     flight either committed first (its rotation ended this session: seen here) or waits and
     sees this session ended. Without it both answered success and the change's new session
     outlived the log-out (an outside review: 5 of 40 on two processes)."""
-    identity = request.authentication.identity
+    auth = request.authentication
+    identity = auth.identity
     ended_meanwhile = False
-    if identity is not None and identity.session is not None:
-        request.token_store.lock_owner(identity.user.id)
+    session = identity.session if identity is not None else None
+    if session is None and auth.cookie is CookieState.LIVE:
+        session = auth.presented_session  # beside Basic or a token: it ends too
+    if identity is not None and session is not None:
+        request.token_store.lock_owner(session.user_id)
         ended_meanwhile = acting_session_ended(request)
     if identity is not None:
         from .websudo import drop  # websudo checks passwords with this module
@@ -340,7 +344,10 @@ def log_out(request: Request) -> LoggedOut:
     ended: list = []
     headers = forget(request, ended=ended)
     if identity is not None and (ended or identity.session is None):
-        audit.record(request, Event.LOGGED_OUT, identity.user)
+        owner = identity.user
+        if ended and ended[0].user_id != owner.id:  # a cookie sent beside Basic: another account's
+            owner = request.dbsession.get(User, ended[0].user_id) or owner
+        audit.record(request, Event.LOGGED_OUT, owner)
     request.login_reason = "OUT"
     return LoggedOut(headers, ended_meanwhile)
 

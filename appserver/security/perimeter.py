@@ -20,6 +20,7 @@ from pyramid.response import Response
 
 from ..errors import error_response
 from ..hosts import host_checker
+from .responses import ANONYMOUS
 
 Handler = Callable[[Request], Response]
 
@@ -94,7 +95,7 @@ def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
         if not request.environ.get("HTTP_HOST"):  # HTTP/1.0, or a hand-made request
             return error_response(
                 request, 400, ["This request names no host: send a Host header with the server's address."],
-                errors={"Host": "missing"},
+                errors={"Host": "missing"}, headers=[ANONYMOUS],
             )
         # The operator's side of the page's "use the server's own address": which name was
         # refused, and where the names are set (a proxy or a new DNS name, often).
@@ -106,6 +107,7 @@ def allowed_host_tween_factory(handler: Handler, registry: Registry) -> Handler:
             ["This server does not answer to the host name in this request. "
              "Use the server's own address."],
             errors={"Host": "not one of the names this server answers to"},
+            headers=[ANONYMOUS],
         )
 
     return allowed_host_tween

@@ -105,7 +105,10 @@ class SessionCookieSource:
             return
         lookup = SessionStore.reader(request).lookup(token)
         state = lookup.state
-        if lookup.due_touch and not touch_once(
+        # Only a session that serves the request is touched: Basic or a token beats the
+        # cookie (``explicit``), and a client that sends both must not keep an unused
+        # session from idling out.
+        if lookup.due_touch and not auth.explicit and not touch_once(
             request, self.touches, ("session", lookup.session.token_hash, lookup.session.last_seen_at),
             lambda db: SessionStore.of(request, db).touch(lookup.session),
         ):
@@ -174,6 +177,7 @@ class RememberMeSource:
         value = request.cookies.get(settings.remember_cookie)
         if value is None or auth.identity is not None or auth.explicit:
             return
+        expired = auth.presented_session if auth.cookie is CookieState.EXPIRED else None
         with unit(request, write=True) as db:
             lookup = RememberStore.of(request, db).use(value)
             auth.remember = lookup.state
@@ -204,8 +208,13 @@ class RememberMeSource:
                 audit.record(request, Event.REMEMBER_THEFT, lookup.user, db=db)
             elif lookup.state is RememberState.REUSED:
                 audit.record(request, Event.REMEMBER_REUSED, lookup.user, db=db)
+        if expired is not None and lookup.user is not None and expired.user_id == lookup.user.id:
+            replaced = expired  # the same browser's login, idled out: see Authentication
+        else:
+            replaced = None
         if lookup.state is RememberState.USED:
             auth.identity = Identity(lookup.user, Source.REMEMBER, issued.session)
+            auth.replaced_session = replaced
             auth.presented_session = issued.session
             auth.cookies.update(cookies)
             return
@@ -216,6 +225,7 @@ class RememberMeSource:
             auth.cookies.pop(settings.session_cookie, None)
             if lookup.successor is not None:
                 auth.identity = Identity(lookup.user, Source.REMEMBER, lookup.successor)
+                auth.replaced_session = replaced
                 rotated = request.environ.get(ROTATED_KEY)
                 if rotated is not None and rotated[:2] == (value, lookup.successor.id):
                     # The same request, run again: its first attempt did the rotation.
@@ -282,8 +292,13 @@ class AppSecurityPolicy:
 
     def unauthenticated(self, request: Request) -> None:
         """Treat the rest of this request as presenting nothing: for the answer to a request
-        whose credentials could not be checked (database down), never for serving it."""
-        self._cache.set(request, Authentication())
+        whose credentials could not be checked (database down), or that failed (a 500, a
+        503), never for serving it. The cookie changes already decided on are kept, as
+        :meth:`refuse` keeps them: a remember-me rotation committed in its own unit before
+        the view failed must reach the browser, or its next visit presents the replaced
+        token, which after the grace reads as a replay and ends the remembered login."""
+        computed = self.computed(request)
+        self._cache.set(request, Authentication(cookies=dict(computed.cookies) if computed else {}))
 
     def refuse(self, request: Request) -> None:
         """Answer the rest of this request as anonymous although its credentials were good

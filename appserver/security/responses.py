@@ -13,6 +13,9 @@ from ..errors import error_response
 from .basic import basic_challenge
 
 RETRY_AFTER_SECONDS = 30
+#: On an answer made before anyone could be authenticated (an unreadable request, a refused
+#: Host, the database down): every response names its user (docs/rest-api.md).
+ANONYMOUS = ("X-AUSERNAME", "anonymous")
 
 
 def session_challenge(request: Request) -> str:
@@ -29,15 +32,24 @@ def challenge_for(request: Request, *, basic: bool) -> str:
 
 
 def unauthorized_response(
-    request: Request, message: str, *, basic: bool, headers: Iterable[tuple[str, str]] = ()
+    request: Request,
+    message: str,
+    *,
+    basic: bool,
+    headers: Iterable[tuple[str, str]] = (),
+    login_link: bool = True,
 ) -> Response:
-    destination = request.path_qs
+    """``login_link``: the page offers to log in and come back (not where a login cannot help)."""
+    if login_link:
+        action = ("Log in", request.route_path("login", _query={"os_destination": request.path_qs}))
+    else:
+        action = ("Home", request.route_path("home"))
     return error_response(
         request,
         401,
         [message],
         headers=[("WWW-Authenticate", challenge_for(request, basic=basic)), *headers],
-        actions=[("Log in", request.route_path("login", _query={"os_destination": destination}))],
+        actions=[action],
     )
 
 
@@ -72,12 +84,11 @@ def denied_response(request: Request, retry_after: int) -> Response:
 
 
 def _database_trouble(request: Request, message: str, action: tuple[str, str]) -> Response:
-    # Nobody could be authenticated: X-AUSERNAME is on every response, this one too.
     return error_response(
         request,
         503,
         [message],
-        headers=[("Retry-After", str(RETRY_AFTER_SECONDS)), ("X-AUSERNAME", "anonymous")],
+        headers=[("Retry-After", str(RETRY_AFTER_SECONDS)), ANONYMOUS],
         actions=[action],
     )
 

@@ -45,7 +45,9 @@ from .header_values import encode_header_value
 from .identity import Authentication, BasicState
 from .paths import credential_free
 from .personal_tokens import TokenState, bearer_challenge
-from .responses import denied_response, stale_session_response, unauthorized_response, unavailable_response
+from .responses import (
+    ANONYMOUS, denied_response, stale_session_response, unauthorized_response, unavailable_response,
+)
 from .sessions import CookieState
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Ha
         raw_path = request.environ.get("PATH_INFO", "").encode("latin-1")
         request.environ["PATH_INFO"] = quote(raw_path, safe="/")
         request.environ["QUERY_STRING"] = ""
-        return error_response(request, status, [message])
+        return error_response(request, status, [message], headers=[ANONYMOUS])
 
     return unreadable_request_tween
 
@@ -246,11 +248,13 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         identity = auth.identity
         if wanted == "basic" and auth.basic is not BasicState.VALID:
             message = "os_authType=basic: send a username and password with HTTP Basic."
-        elif wanted == "cookie" and not (
-            auth.cookie is CookieState.LIVE or (identity and identity.cookie_based)
-        ):
-            message = "os_authType=cookie: a valid session cookie is required. " + (
-                "Log in again." if auth.stale_cookie else "Log in first.")
+        elif wanted == "cookie" and not _served_as_the_cookie_says(auth):
+            if auth.explicit and auth.cookie is CookieState.LIVE:
+                message = ("os_authType=cookie: the session cookie and the Authorization header "
+                           "name different users: send the cookie alone.")
+            else:
+                message = "os_authType=cookie: a valid session cookie is required. " + (
+                    "Log in again." if auth.stale_cookie else "Log in first.")
         elif wanted == "any" and identity is None:
             message = (
                 "os_authType=any: send HTTP Basic credentials, a personal access token "
@@ -261,9 +265,23 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
         # A Basic challenge when asked for, or when the client itself used Basic.
         basic = wanted in ("basic", "any") or auth.basic is not BasicState.ABSENT
         registry.security_policy.refuse(request)  # the 401 is anonymous, whoever was presented
-        return unauthorized_response(request, message, basic=basic)
+        # The login page cannot meet a demand for Basic: back from it, the same 401.
+        return unauthorized_response(request, message, basic=basic, login_link=wanted != "basic")
 
     return os_authtype_tween
+
+
+def _served_as_the_cookie_says(auth: Authentication) -> bool:
+    """Whether a live session cookie authenticates this request: it serves it, or Basic or a
+    token beside it (which win) names the same user. Alice's cookie beside Fred's Basic is
+    not met: the request would be answered as Fred."""
+    identity = auth.identity
+    if identity is None:
+        return False
+    if identity.cookie_based:
+        return True
+    session = auth.presented_session
+    return auth.cookie is CookieState.LIVE and session is not None and session.user_id == identity.user.id
 
 
 def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Handler:

@@ -8,6 +8,7 @@ from pyramid.view import view_config, view_defaults
 from ...errors import error_response
 from ...security.login import Outcome, check_password, log_in, log_out
 from ...security.responses import denied_response, stale_session_response, unauthorized_response
+from ...security.sessions import CookieState
 from . import BadJSON, bad_json_response, json_object, login_info, missing_strings
 from .links import user_url
 
@@ -71,9 +72,10 @@ class SessionResource:
             # The 401 names nobody, as every 401 does.
             request.registry.security_policy.refuse(request)
             return unauthorized_response(request, "You are not logged in.", basic=False)
-        if identity.session is None:
+        if identity.session is None and request.authentication.cookie is not CookieState.LIVE:
             # Basic or a token: logged in, with no session to end ("destroying the existing
-            # session, if any", Jira says): done. A 401 would read as wrong credentials.
+            # session, if any", Jira says): done. A 401 would read as wrong credentials. A
+            # live session cookie sent beside them is the session to end (log_out does).
             return HTTPNoContent()
         logged_out = log_out(request)
         if logged_out.ended_meanwhile:  # the cookies are deleted all the same
