@@ -234,6 +234,27 @@ def test_a_failing_page_still_delivers_the_rotated_remember_me_cookie(testapp, u
     assert testapp.get("/account").html.select_one("#account-username").text == "fred"
 
 
+def test_a_password_change_keeps_this_browsers_remembered_login_only(testapp, users, clock, dbsession):
+    """"Your other sessions and remembered logins have been logged out": this browser's
+    remembered login stays with it (it ended too, and the browser was logged out at the next
+    idle timeout), another browser's ends."""
+    other = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    login(other, remember=True)
+    login(testapp, remember=True)
+    form = testapp.get("/account").forms["password-form"]
+    form["current_password"] = "fred-password"
+    form["new_password"] = form["confirm_password"] = "fred-password-2"
+    done = form.submit(status=303).follow()
+    assert "other sessions and remembered logins" in done.html.select_one("#notice").text
+    assert cookie(testapp, REMEMBER)
+    clock.advance(1800)  # both sessions idle out
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"  # remembered
+    other.get("/rest/api/2/myself", status=401)  # its series was revoked
+    series = dbsession.scalars(select(RememberToken).where(
+        RememberToken.user_id == users["fred"].id, RememberToken.revoked_at.is_(None))).all()
+    assert len(series) == 1
+
+
 def test_a_log_out_served_by_the_session_a_parallel_tab_started_ends_it(testapp, users, clock, dbsession):
     """The session expired; one tab's request rotates the remember-me token and starts a new
     session; another tab, still holding the old cookies, logs out within the grace. It is

@@ -6,7 +6,6 @@ from __future__ import annotations
 import unicodedata
 
 from pyramid.request import Request
-from pyramid.security import remember
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -119,8 +118,11 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
         raise AccountError("Your current password is not correct.", "currentPassword")
     validate_new_password(request, new, confirm)
     identity = request.authentication.identity
+    keep = identity.session if identity else None
+    # This browser's remembered login stays with it, as "log out other sessions" keeps it.
+    remembered = request.cookies.get(request.appserver_settings.remember_cookie) if keep else None
     return set_password(
-        request, user, new, keep=identity.session if identity else None, checked_hash=user.password_hash
+        request, user, new, keep=keep, keep_remembered=remembered, checked_hash=user.password_hash
     )
 
 
@@ -130,10 +132,12 @@ def set_password(
     password: str,
     *,
     keep: UserSession | None = None,
+    keep_remembered: str | None = None,
     checked_hash: str | None = None,
 ) -> int:
     """Store a new hash and revoke every session (but ``keep``, which the caller rotates)
-    and every remember-me token.
+    and every remember-me series (but the one the cookie ``keep_remembered`` names: the
+    browser that made the change).
 
     Basic auth with the old password fails from the next request on, in every process,
     because Basic is checked against the stored hash each time.
@@ -157,7 +161,8 @@ def set_password(
     user.password_hash = new_hash
     user.password_changed_at = request.now
     _write_account_first(request)
-    request.remember_store.revoke_user(user.id)  # before the sessions: see revoke_sessions
+    # Before the sessions: see revoke_sessions.
+    request.remember_store.revoke_user(user.id, except_cookie=keep_remembered)
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     audit.record(request, Event.PASSWORD_CHANGED, user, f"{revoked} other session(s) revoked")
     return revoked
@@ -173,12 +178,13 @@ def _write_account_first(request: Request) -> None:
 
 
 def rotated_session(request: Request) -> list[tuple[str, str]] | None:
-    """After a password change, keep this client logged in under a new token (its old one
-    was just revoked): the Set-Cookie headers. A cookie-less (Basic) change has no session."""
+    """After a password change, keep this client logged in under a new session token (a
+    change of credentials, like a login): the Set-Cookie headers. Its remembered login stays
+    and names the new session. A cookie-less (Basic) change has no session."""
     identity = request.authentication.identity
     if identity is None or not identity.cookie_based:
         return None
-    return remember(request, identity.user.id, user=identity.user)
+    return request.registry.security_policy.rotate(request)
 
 
 def revoke_sessions(
