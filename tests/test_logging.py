@@ -68,7 +68,7 @@ def test_a_whole_lifecycle_logs_no_password_and_no_token(all_logs, testapp, user
     secrets.update(cookie_values(form.submit(status=303)))
     testapp.get("/account")
 
-    # A password change (rotates the session, forgets the remembered login).
+    # A password change (rotates the session; the remembered login stays).
     form = testapp.get("/account").forms["password-form"]
     form["current_password"], form["new_password"], form["confirm_password"] = (
         "fred-password", NEW_PASSWORD, NEW_PASSWORD,

@@ -536,3 +536,35 @@ def test_the_admin_page_counts_tokens_and_revokes_them_all(testapp, users, app_r
     page = admin.get("/admin/users")
     assert page.html.select_one('tr[data-username="fred"] .token-count').text == "0"
     assert page.html.select_one('tr[data-username="alice"] .token-count').text == "1"
+
+
+def test_an_administrators_token_cannot_make_accounts(testapp, users, app_request, dbsession):
+    """A one-day administrator's token created an administrator account with a password of
+    its choosing, which then minted 365-day tokens: a leaked token outlived its revocation
+    (an outside review). Creating or activating an account needs a password-proven request."""
+    from sqlalchemy import select
+
+    from appserver.models import User
+
+    raw = personal_tokens.create(app_request, users["admin"], "ci", 1).raw
+    bearer = {"Authorization": f"Bearer {raw}"}
+    page = testapp.get("/admin/users", headers=bearer, status=200)  # reading is allowed
+    form = page.forms["create-user-form"]
+    form["username"], form["password"], form["display_name"], form["admin"] = "mallory", "mallory-pass", "M", True
+    refused = form.submit(headers=bearer, status=403)
+    assert "A personal access token cannot create accounts" in refused.html.select_one("#admin-error").text
+    assert dbsession.scalar(select(User).where(User.username_key == "mallory")) is None
+    users["alice"].active = False
+    dbsession.flush()
+    from .test_admin import action_form
+
+    form = action_form(testapp.get("/admin/users", headers=bearer), users["alice"], "activate")
+    form.submit(headers=bearer, status=403)
+    dbsession.expire_all()
+    assert users["alice"].active is False
+    # Basic proves the password: allowed, as before.
+    basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-password").decode()}
+    page = testapp.get("/admin/users", headers=basic)
+    form = page.forms["create-user-form"]
+    form["username"], form["password"], form["display_name"] = "mallory", "mallory-pass", "M"
+    form.submit(headers=basic, status=303)

@@ -30,9 +30,28 @@ class AccountError(ValueError):
     """A request that cannot be done, with a message for the person who asked (and, for
     REST answers, the field it is about)."""
 
+    status = 400
+
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class NeedsPassword(AccountError):
+    """A request authenticated by a personal access token asked for a credential that would
+    outlive the token: an account, a password, an account brought back (403)."""
+
+    status = 403
+
+
+def refuse_tokens(request: Request, what: str) -> None:
+    """A token never makes credentials (docs/tokens-and-websudo.md): a leaked one-day
+    administrator's token must not create an administrator account whose password, and the
+    tokens it may mint, outlive the token's revocation. A password-proven request may (a
+    session that confirmed it for WebSudo, or Basic)."""
+    identity = request.authentication.identity
+    if identity is not None and identity.token is not None:
+        raise NeedsPassword(f"A personal access token cannot {what}: log in with your password.")
 
 
 class TooManyAttempts(AccountError):

@@ -70,6 +70,7 @@ def create_user(request: Request):
     }
     password = request.POST.get("password", "")
     try:
+        accounts.refuse_tokens(request, "create accounts")
         username = accounts.validate_username(form["username"])
         display_name, email = accounts.validate_profile(form["display_name"], form["email"])
         # It looks the name up before it checks or hashes the password, and a name taken
@@ -80,7 +81,7 @@ def create_user(request: Request):
         if not created:
             raise AccountError(f"A user named {username!r} already exists.")
     except AccountError as error:
-        request.response.status = 400
+        request.response.status = error.status
         return users_page(request, form=form, form_error=str(error))
     audit.record(request, Event.USER_CREATED, user, f"by {request.user.username}")
     return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-created"}))
@@ -160,6 +161,8 @@ def user_action(request: Request):
     if action in CONFIRM and request.POST.get("confirm") != "yes":
         return confirm_page(request, user)  # nothing happens without the second step
     try:
+        if action == "activate":
+            accounts.refuse_tokens(request, "activate accounts")
         if action in ("activate", "deactivate"):
             accounts.set_active(request, user, action == "activate", by=admin)
         elif action == "unlock":
@@ -169,6 +172,6 @@ def user_action(request: Request):
         else:
             accounts.revoke_sessions(request, user, everywhere=True, by=admin.username)
     except AccountError as error:
-        request.response.status = 400
+        request.response.status = error.status
         return users_page(request, form_error=str(error))
     return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "user-updated"}))
