@@ -1,5 +1,5 @@
 """Remember-me tokens (Seraph's ``os_cookie``): a series per login, its token rotated on every
-use. The cookie holds ``series:token``; the database holds the series and the token's hash.
+use. The cookie holds ``series.token``; the database holds the series and the token's hash.
 """
 from __future__ import annotations
 
