@@ -1,10 +1,14 @@
 """``GET /status``, Jira Data Center's health check, for the proxy, load balancers and operators.
 
-``200 {"state": "RUNNING"}`` when this process can serve (its database answers), ``503
-{"state": "ERROR"}`` otherwise. It is answered by a tween above pyramid_tm and authentication:
-no transaction, no credential read (a session cookie, Basic credentials or ``os_authType``
-are ignored), no cookie set, one ``SELECT 1`` on a pooled connection. A load balancer may
-call it every second on every process.
+``200 {"state": "RUNNING"}`` when this process can serve (its database answers, with the
+project's tables), ``503 {"state": "ERROR"}`` otherwise. It is answered by a tween above
+pyramid_tm and authentication: no transaction, no credential read (a session cookie, Basic
+credentials or ``os_authType`` are ignored), no cookie set, one read of the migration table
+on a pooled connection. A load balancer may call it every second on every process.
+
+An empty database (a new file, a schema dropped) fails every request with a 503, so it is
+``ERROR`` too; so is a SQLite file deleted under the running server, whose pooled
+connections would go on writing to the unlinked file and lose it all at the next start.
 
 A database that is up but does not answer (frozen, or a failover's address not yet moved)
 sends no error: the ``SELECT 1`` runs in a thread of its own and the answer is ``ERROR``
@@ -21,14 +25,18 @@ from pyramid.config import Configurator
 from pyramid.registry import Registry
 from pyramid.request import Request
 from pyramid.response import Response
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from .errors import jira_error_body
-from .models import DATABASE_UNAVAILABLE
 from .rendering import json_response
+from .repeated_warning import RepeatedWarning
+from .startup import database_problem, missing_sqlite_file, safe_url
 
 log = logging.getLogger(__name__)
+#: A load balancer asks every second: one line per kind of problem every few seconds.
+problems = RepeatedWarning(log)
 
 Handler = Callable[[Request], Response]
 
@@ -62,6 +70,10 @@ class DatabaseProbe:
         return probe.reachable
 
 
+#: The table every migrated database has (``appserver CONFIG initdb`` makes it).
+_SCHEMA_PROBE = text("SELECT version_num FROM alembic_version")
+
+
 class _Probe:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -69,11 +81,15 @@ class _Probe:
 
     def run(self, engine: Engine) -> None:
         try:
+            if missing_sqlite_file(engine.url):
+                problems.warning("missing file", "status: the database file %s is gone", safe_url(engine.url))
+                return
             with engine.connect() as connection:
-                connection.scalar(text("SELECT 1"))
+                connection.execute(_SCHEMA_PROBE).all()
             self.reachable = True
-        except DATABASE_UNAVAILABLE as error:
-            log.warning("status: database unreachable (%s)", type(error).__name__)
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:  # refused, no tables, ...
+            problem = database_problem(error, engine.url)
+            problems.warning(problem, "status: %s", problem)
         except Exception:  # answered as unreachable; never an unhandled thread exception
             log.exception("status: the database check failed")
         finally:

@@ -18,6 +18,7 @@ def includeme(config: Configurator) -> None:
     config.add_route("rest.myself", rest + "/api/{version:2|latest}/myself")
     config.add_route("rest.myself.password", rest + "/api/{version:2|latest}/myself/password")
     config.add_route("rest.user", rest + "/api/{version:2|latest}/user")
+    config.add_route("rest.user.password", rest + "/api/{version:2|latest}/user/password")
     # REST: the demo issue tracker's resources real clients use
     config.add_route("rest.search", rest + "/api/{version:2|latest}/search")
     config.add_route("rest.issue", rest + "/api/{version:2|latest}/issue/{id_or_key}")
@@ -59,6 +60,8 @@ def includeme(config: Configurator) -> None:
         "admin.user_action",
         "/admin/users/{id:\\d+}/{action:activate|deactivate|unlock|revoke-sessions|revoke-tokens}",
     )
+    # GET: the form that sets someone else's password (POST sets it).
+    config.add_route("admin.set_password", "/admin/users/{id:\\d+}/password")
     config.add_route("websudo", "/websudo")  # WebSudo: confirm your password for admin work
     config.add_route("websudo.drop", "/websudo/drop")
 

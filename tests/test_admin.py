@@ -1,9 +1,13 @@
 """Administration pages: ACL-protected, list, create, (de)activate, unlock, revoke."""
 from __future__ import annotations
 
-import pytest
+import base64
 
+import pytest
 import webtest
+from sqlalchemy import select
+
+from appserver.models import AuthEvent
 
 from .support import confirm_websudo
 
@@ -128,3 +132,97 @@ def test_revoke_a_users_sessions(testapp, users):
     action_form(admin.get("/admin/users"), users["fred"], "revoke-sessions").submit().follow()
     fred.get("/rest/api/2/myself", status=401)
     admin.get("/rest/api/2/myself", status=200)
+
+
+# --- Set a password (a person who forgot theirs) ----------------------------------------------
+
+
+def set_password_form(admin, user):
+    page = admin.get("/admin/users")
+    [link] = page.html.select(f'a[href="/admin/users/{user.id}/password"]')
+    return page.goto(link["href"]).forms["set-password-form"]
+
+
+def test_an_administrator_sets_a_forgotten_password(testapp, users, dbsession):
+    fred = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    fred_login = fred.get("/login").forms["login-form"]
+    fred_login["os_username"], fred_login["os_password"], fred_login["os_cookie"] = "fred", "fred-password", True
+    fred_login.submit(status=303)
+    admin = client(testapp, "admin")
+    form = set_password_form(admin, users["fred"])
+    form["new_password"] = form["confirm_password"] = "given-by-admin-1"
+    done = form.submit(status=303).follow()
+    assert "The password has been set" in done.html.select_one("#notice").text
+    # fred's browser is logged out, remembered login included; the new password logs in.
+    fred.get("/rest/api/2/myself", status=401)
+    fred.get("/rest/api/2/myself", status=401)
+    basic = lambda password: {"Authorization": "Basic " + base64.b64encode(f"fred:{password}".encode()).decode()}
+    testapp.get("/rest/api/2/myself", headers=basic("fred-password"), status=401)
+    assert testapp.get("/rest/api/2/myself", headers=basic("given-by-admin-1")).json["name"] == "fred"
+    [event] = dbsession.scalars(select(AuthEvent).where(AuthEvent.event == "password.changed"))
+    assert event.user_id == users["fred"].id and event.detail == "1 session(s) revoked by admin"
+
+
+def test_setting_a_password_checks_it_like_every_other_password(testapp, users):
+    admin = client(testapp, "admin")
+    form = set_password_form(admin, users["fred"])
+    form["new_password"], form["confirm_password"] = "given-by-admin-1", "given-by-admin-2"
+    page = form.submit(status=400)
+    assert page.html.select_one("#set-password-error").text == "The two new passwords do not match."
+    form = page.forms["set-password-form"]
+    form["new_password"] = form["confirm_password"] = "short"
+    assert "at least 8 characters" in form.submit(status=400).html.select_one("#set-password-error").text
+
+
+def test_your_own_password_is_set_on_the_account_page(testapp, users):
+    """It asks for the current password there; the users page offers no link on your row."""
+    admin = client(testapp, "admin")
+    assert not admin.get("/admin/users").html.select(f'a[href="/admin/users/{users["admin"].id}/password"]')
+    answer = admin.get(f"/admin/users/{users['admin'].id}/password", status=303)
+    assert answer.location == "http://localhost/account#password-card"
+
+
+def test_setting_a_password_needs_an_administrator_an_account_and_websudo(testapp, users):
+    missing = client(testapp, "admin").get("/admin/users/999999/password", status=404)
+    assert "no longer exists" in missing.html.select_one("#admin-error").text
+    fred = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = fred.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = "fred", "fred-password"
+    form.submit(status=303)
+    fred.get(f"/admin/users/{users['alice'].id}/password", status=403)
+    unelevated = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = unelevated.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = "admin", "admin-password"
+    form.submit(status=303)
+    assert "/websudo" in unelevated.get(f"/admin/users/{users['fred'].id}/password", status=303).location
+
+
+def test_rest_sets_a_password_as_jira_does(testapp, users, app_request):
+    from appserver.security import personal_tokens
+
+    admin = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-password").decode()}
+    url = "/rest/api/2/user/password"
+    testapp.put_json(url + "?username=fred", {"password": "given-by-rest-1"}, headers=admin, status=204)
+    fred_basic = {"Authorization": "Basic " + base64.b64encode(b"fred:given-by-rest-1").decode()}
+    assert testapp.get("/rest/api/2/myself", headers=fred_basic).json["name"] == "fred"
+    missing = testapp.put_json(url + "?username=nobody", {"password": "x" * 10}, headers=admin, status=404)
+    assert missing.json == {"errorMessages": ["The user named 'nobody' does not exist"], "errors": {}}
+    short = testapp.put_json(url + "?username=fred", {"password": "short"}, headers=admin, status=400)
+    assert "at least 8 characters" in short.json["errors"]["password"]
+    empty = testapp.put_json(url + "?username=fred", {}, headers=admin, status=400)
+    assert empty.json["errors"] == {"password": "password is required"}
+    # Not an administrator: 403; yourself: the current password is needed, as myself/password.
+    testapp.put_json(url + "?username=alice", {"password": "x" * 10}, headers=fred_basic, status=403)
+    own = testapp.put_json(url + "?username=fred", {"password": "given-by-rest-2"}, headers=fred_basic, status=400)
+    assert own.json["errors"] == {"currentPassword": "currentPassword is required"}
+    testapp.put_json(url + "?username=fred", {"password": "given-by-rest-2", "currentPassword": "given-by-rest-1"},
+                     headers=fred_basic, status=204)
+    # A token never sets a password; a cookie session needs WebSudo first.
+    raw = personal_tokens.create(app_request, users["admin"], "ci", 1).raw
+    refused = testapp.put_json(url + "?username=alice", {"password": "x" * 10},
+                               headers={"Authorization": f"Bearer {raw}"}, status=403)
+    assert refused.json["errorMessages"] == ["A personal access token cannot set passwords: log in with your password."]
+    session = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    session.post_json("/rest/auth/1/session", {"username": "admin", "password": "admin-password"})
+    asked = session.put_json(url + "?username=alice", {"password": "x" * 10}, status=401)
+    assert asked.json["message"] == "This resource requires WebSudo."

@@ -48,7 +48,8 @@ def test_status_reads_no_credential_and_sets_no_cookie(testapp, users, dbsession
         assert response.status_int == 200 and response.json == {"state": "RUNNING"}
         assert "Set-Cookie" not in response.headers
         assert "X-AUSERNAME" not in response.headers and "X-Seraph-LoginReason" not in response.headers
-        assert [" ".join(s.split()) for s in count_statements.statements] == ["SELECT 1"]
+        assert [" ".join(s.split()) for s in count_statements.statements] == [
+            "SELECT version_num FROM alembic_version"]
     dbsession.expire_all()
     assert dbsession.scalar(select(func.count()).select_from(LoginThrottle)) == 0
     assert dbsession.scalar(select(func.count()).select_from(UserSession)) == 1  # the login only
@@ -105,6 +106,30 @@ def test_status_recovers_by_itself_when_the_database_returns(make_app, database_
         engine.dispose()
         if relay is not None:
             relay.stop()
+
+
+def test_status_is_an_error_for_an_empty_database(tmp_path):
+    """Every request of a server whose database has no tables is a 503 ("run initdb"): a
+    load balancer must not send it any (an outside review: RUNNING while every request
+    failed)."""
+    app = webtest.TestApp(appserver.main({}, **base_settings(f"sqlite:///{tmp_path / 'empty.sqlite'}")))
+    assert app.get("/status", status=503).json == {"state": "ERROR"}
+    app.app.registry.dbengine.dispose()
+
+
+def test_status_is_an_error_once_the_sqlite_file_is_deleted(tmp_path):
+    """The pooled connections keep writing to the unlinked file, and a restart starts from
+    an empty one: every write in between is lost. The check looks at the path."""
+    path = tmp_path / "app.sqlite"
+    engine = get_engine({"sqlalchemy.url": f"sqlite:///{path}"})
+    migrate(engine)
+    app = webtest.TestApp(appserver.main({}, **base_settings(f"sqlite:///{path}", **{"appserver.dbengine": engine})))
+    try:
+        assert app.get("/status").json == {"state": "RUNNING"}
+        path.unlink()
+        assert app.get("/status", status=503).json == {"state": "ERROR"}
+    finally:
+        engine.dispose()
 
 
 # --- X-Appserver-Process ---------------------------------------------------------------------
@@ -208,10 +233,14 @@ class FrozenEngine:
         self.release = threading.Event()
         self.connects = 0
 
+    url = make_url("sqlite://")
+
     def connect(self):
         self.connects += 1
         self.release.wait(30)
-        return get_engine({"sqlalchemy.url": "sqlite://"}).connect()
+        connection = get_engine({"sqlalchemy.url": "sqlite://"}).connect()
+        connection.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        return connection
 
 
 def test_status_answers_error_by_its_deadline_and_probes_one_at_a_time():

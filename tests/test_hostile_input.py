@@ -1307,9 +1307,9 @@ def id_endpoints(app) -> list[str]:
 @pytest.mark.parametrize("value", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
 def test_hostile_ids_are_answered_like_missing_ones(wsgi, admin_session, value):
     templates = id_endpoints(wsgi)
-    # a session, a token (page and REST), an account (its actions and their confirmation
-    # page), an issue (REST and page), a project, a status, an issue type
-    assert len(templates) == 10, templates
+    # a session, a token (page and REST), an account (its actions, their confirmation page
+    # and its password form), an issue (REST and page), a project, a status, an issue type
+    assert len(templates) == 11, templates
     for template in templates:
         path = template.replace("\0", value).encode("utf-8")
         for method in ("GET", "POST"):

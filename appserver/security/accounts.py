@@ -153,6 +153,7 @@ def set_password(
     keep: UserSession | None = None,
     keep_remembered: str | None = None,
     checked_hash: str | None = None,
+    by: str = "",
 ) -> int:
     """Store a new hash and revoke every session (but ``keep``, which the caller rotates)
     and every remember-me series (but the one the cookie ``keep_remembered`` names: the
@@ -183,7 +184,8 @@ def set_password(
     # Before the sessions: see revoke_sessions.
     request.remember_store.revoke_user(user.id, except_cookie=keep_remembered)
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
-    audit.record(request, Event.PASSWORD_CHANGED, user, f"{revoked} other session(s) revoked")
+    sessions = f"{revoked} other session(s)" if keep is not None else f"{revoked} session(s)"
+    audit.record(request, Event.PASSWORD_CHANGED, user, f"{sessions} revoked{' by ' + by if by else ''}")
     return revoked
 
 

@@ -1,5 +1,5 @@
-"""Administration of accounts: list, create, (de)activate, unlock, log out everywhere, revoke
-personal access tokens. Every view here needs WebSudo (``websudo=True``)."""
+"""Administration of accounts: list, create, (de)activate, unlock, set a password, log out
+everywhere, revoke personal access tokens. Every view here needs WebSudo (``websudo=True``)."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -50,6 +50,8 @@ def actions_for(request: Request, user: User) -> list[tuple[str, str]]:
         actions.append(("deactivate", "Deactivate"))
     if user.current_failed_logins or user.locked_until is not None:
         actions.append(("unlock", "Unlock"))
+    if user.id != request.user.id:  # your own: the account page, which asks for the current one
+        actions.append(("password", "Set password"))
     return actions + [("revoke-sessions", "Log out everywhere"), ("revoke-tokens", "Revoke tokens")]
 
 
@@ -127,14 +129,49 @@ def confirm_page(request: Request, user: User) -> Response:
     )
 
 
+def _account(request: Request) -> User | None:
+    """The account the URL names, or None (a link to an account deleted meanwhile, a typed id)."""
+    user_id = parse_id(request.matchdict["id"])
+    return request.dbsession.get(User, user_id) if user_id is not None else None
+
+
+def _gone(request: Request) -> dict:
+    request.response.status = 404
+    return users_page(request, form_error="That account no longer exists.")
+
+
+@view_config(route_name="admin.set_password", request_method=("GET", "POST"),
+             renderer="appserver:templates/admin_password.jinja2", permission="admin", websudo=True)
+def set_user_password(request: Request):
+    """Someone else's password, for a person who forgot theirs (Jira's "Set password"): they
+    are logged out everywhere; their personal access tokens keep working."""
+    user = _account(request)
+    if user is None:  # the users page, saying so
+        response = render_to_response("appserver:templates/admin_users.jinja2", _gone(request), request=request)
+        response.status = 404
+        return response
+    if user.id == request.user.id:
+        return HTTPSeeOther(request.route_url("account", _anchor="password-card"))
+    page = {"user": user, "error": None}
+    if request.method == "GET":
+        return page
+    password = request.POST.get("new_password", "")
+    try:
+        accounts.refuse_tokens(request, "set passwords")
+        accounts.validate_new_password(request, password, request.POST.get("confirm_password", ""))
+        accounts.set_password(request, user, password, by=request.user.username)
+    except AccountError as error:
+        request.response.status = error.status
+        return {**page, "error": str(error)}
+    return HTTPSeeOther(request.route_url("admin.users", _query={"notice": "password-set"}))
+
+
 @view_config(route_name="admin.confirm", request_method="GET",
              renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def confirm_user_action(request: Request):
-    user_id = parse_id(request.matchdict["id"])
-    user = request.dbsession.get(User, user_id) if user_id is not None else None
-    if user is None:  # as the POST answers: a link to an account deleted meanwhile
-        request.response.status = 404
-        return users_page(request, form_error="That account no longer exists.")
+    user = _account(request)
+    if user is None:  # as the POST answers
+        return _gone(request)
     if request.matchdict["action"] not in {action for action, _ in actions_for(request, user)}:
         # Nothing to confirm (deactivating yourself, a typed address): said before the page
         # that asks "are you sure?", not after it.
@@ -152,11 +189,9 @@ def _not_offered(request: Request, user: User) -> str:
 @view_config(route_name="admin.user_action", request_method="POST",
              renderer="appserver:templates/admin_users.jinja2", permission="admin", websudo=True)
 def user_action(request: Request):
-    user_id = parse_id(request.matchdict["id"])
-    user = request.dbsession.get(User, user_id) if user_id is not None else None
+    user = _account(request)
     if user is None:
-        request.response.status = 404
-        return users_page(request, form_error="That account no longer exists.")
+        return _gone(request)
     action, admin = request.matchdict["action"], request.user
     if action in CONFIRM and request.POST.get("confirm") != "yes":
         return confirm_page(request, user)  # nothing happens without the second step

@@ -1,4 +1,4 @@
-"""``/rest/api/2``: server information, users, and changing your own password."""
+"""``/rest/api/2``: server information, users, and changing passwords."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,7 +11,7 @@ from pyramid.view import view_config
 from ... import __name__ as package_name
 from ...errors import error_response
 from ...rendering import jira_time
-from ...security import accounts
+from ...security import accounts, websudo
 from ...security.accounts import AccountError, TooManyAttempts
 from ...security.login import find_user
 from ...security.responses import denied_response
@@ -91,6 +91,39 @@ def change_my_password(request: Request):
         return error_response(request, status, [], errors={error.field or "password": str(error)})
     # A cookie client stays logged in under a new token; a Basic client has no session.
     return HTTPNoContent(headers=accounts.rotated_session(request))
+
+
+@view_config(route_name="rest.user.password", request_method="PUT", permission="account", require_csrf=False)
+def change_user_password(request: Request):
+    """Jira's ``PUT /rest/api/2/user/password?username=`` {"password"} -> 204: an
+    administrator sets someone's password (they are logged out everywhere); the caller's own
+    needs ``currentPassword`` too, as ``myself/password`` does."""
+    username = request.GET.get("username") or request.GET.get("key") or ""
+    found = find_user(request, username)
+    if found is None:
+        return error_response(request, 404, [f"The user named '{username[:255]}' does not exist"], errors={})
+    if found.id == request.user.id:
+        return change_my_password(request)
+    if not request.user.admin:
+        return error_response(request, 403, ["Only an administrator can set another user's password."])
+    refused = websudo.require(request)
+    if refused is not None:
+        return refused
+    try:
+        body = json_object(request)
+    except BadJSON as error:
+        return bad_json_response(request, error)
+    problems = missing_strings(body, "password")
+    if problems:
+        return error_response(request, 400, ["Send the new password."], errors=problems)
+    try:
+        accounts.refuse_tokens(request, "set passwords")
+        accounts.set_password(request, found, body["password"], by=request.user.username)
+    except AccountError as error:
+        if error.field is None:  # not about the password sent (a token asked)
+            return error_response(request, error.status, [str(error)])
+        return error_response(request, error.status, [], errors={error.field: str(error)})
+    return HTTPNoContent()
 
 
 @view_config(route_name="rest.user", request_method="GET", renderer="json", permission="account")
