@@ -142,6 +142,13 @@ def test_the_login_page_lists_no_one_by_default(testapp, users):
     assert testapp.get("/login").html.select_one("#demo-users") is None
 
 
+def test_the_login_page_says_what_to_do_about_a_forgotten_password(testapp, users):
+    """There is no self-service reset: the page says who can help (an administrator's Set
+    password, or the command line's set-password)."""
+    help_text = testapp.get("/login").html.select_one("#login-help").text
+    assert help_text == "Forgot your password? An administrator can set a new one for you."
+
+
 def test_listing_demo_users_is_refused_with_secure_cookies():
     settings = base_settings(
         "sqlite://", **{"appserver.login.show_demo_users": "true", "appserver.session.secure": "true"}
