@@ -75,9 +75,10 @@ def test_a_destructive_admin_action_asks_first(testapp, users, action):
     admin, fred = client(testapp, "admin"), client(testapp, "fred")
     url = f"/admin/users/{users['fred'].id}/{action}"
     users_page = admin.get("/admin/users")
-    # The users page links to a confirmation page; it holds no form that acts at once.
-    assert not [f for f in users_page.forms.values() if f.action == url]
-    confirm = users_page.click(href=url + "$")
+    # The users page's button opens a confirmation page (a GET); no form there acts at once.
+    [opens] = [f for f in users_page.forms.values() if f.action == url]
+    assert opens.method.lower() == "get" and not opens.fields.get("csrf_token")
+    confirm = opens.submit()
     says, afterwards = ASKS[action]
     assert says in confirm.html.select_one("#confirm").text
     assert confirm.html.select_one("#confirm-cancel")["href"] == "/admin/users"
