@@ -326,7 +326,9 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
         raise TokenRequestError("This account is deactivated: no token can be made for it.")
     if acting_session_ended(request):
         # Logged out everywhere while this request ran: that revoked the tokens there were,
-        # and the session asking for one more is gone. A 401, as for any revoked session.
+        # and the session asking for one more is gone. With the identity refused, the
+        # forbidden view answers as for anyone not logged in: a 401 under /rest, the login
+        # page elsewhere, as for any revoked session.
         request.registry.security_policy.refuse(request)
         raise HTTPForbidden()
     if request.token_store.usable_count(user.id) >= settings.tokens_per_user:
