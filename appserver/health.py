@@ -7,11 +7,12 @@ credentials or ``os_authType`` are ignored), no cookie set, one read of the migr
 on a pooled connection. A load balancer may call it every second on every process.
 
 An empty database (a new file, a schema dropped) fails every request with a 503, so it is
-``ERROR`` too; so is a SQLite file deleted under the running server, whose pooled
-connections would go on writing to the unlinked file and lose it all at the next start.
+``ERROR`` too; so is a SQLite file deleted or replaced (a restore by ``mv``) under the
+running server: its pooled connections go on with the old file, writing to one that is
+lost at the next start, or failing every write with "readonly database".
 
 A database that is up but does not answer (frozen, or a failover's address not yet moved)
-sends no error: the ``SELECT 1`` runs in a thread of its own and the answer is ``ERROR``
+sends no error: the probe runs in a thread of its own and the answer is ``ERROR``
 after :data:`DEADLINE_SECONDS`. Until that probe returns, later calls wait on the same one
 instead of piling more connections and threads onto a database that is not answering.
 """
@@ -30,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from .errors import jira_error_body
+from .models import sqlite_file_changed
 from .rendering import json_response
 from .repeated_warning import RepeatedWarning
 from .startup import database_problem, missing_sqlite_file, safe_url
@@ -42,12 +44,12 @@ Handler = Callable[[Request], Response]
 
 STATUS_PATH = "/status"
 RETRY_AFTER_SECONDS = 5
-#: Longer than a healthy ``SELECT 1`` ever takes, shorter than a proxy's health-check timeout.
+#: Longer than a healthy probe ever takes, shorter than a proxy's health-check timeout.
 DEADLINE_SECONDS = 3.0
 
 
 class DatabaseProbe:
-    """``SELECT 1`` on the registry's engine, with a deadline, one at a time per process."""
+    """The schema probe on the registry's engine, with a deadline, one at a time per process."""
 
     def __init__(self, registry: Registry, deadline: float = DEADLINE_SECONDS) -> None:
         self.registry = registry
@@ -86,6 +88,12 @@ class _Probe:
                 return
             with engine.connect() as connection:
                 connection.execute(_SCHEMA_PROBE).all()
+                changed = sqlite_file_changed(connection)
+            if changed is not None:
+                problems.warning(
+                    changed, "status: the database file %s was %s while the server ran: its connections "
+                    "still use the old one; restart the server", safe_url(engine.url), changed)
+                return
             self.reachable = True
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:  # refused, no tables, ...
             problem = database_problem(error, engine.url)

@@ -228,3 +228,34 @@ def test_rest_sets_a_password_as_jira_does(testapp, users, app_request):
     session.post_json("/rest/auth/1/session", {"username": "admin", "password": "admin-password"})
     asked = session.put_json(url + "?username=alice", {"password": "x" * 10}, status=401)
     assert asked.json["message"] == "This resource requires WebSudo."
+
+
+def test_setting_a_forgotten_password_ends_the_lock_out(testapp, users, dbsession):
+    """Whoever forgot a password has usually locked the account guessing it; the new one was
+    refused for the rest of the cool-down (an outside review)."""
+    for attempt in range(3):
+        testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": f"guess-{attempt}"}, status=401)
+    admin = client(testapp, "admin")
+    form = set_password_form(admin, users["fred"])
+    form["new_password"] = form["confirm_password"] = "given-by-admin-1"
+    assert "lock-out" in form.submit(status=303).follow().html.select_one("#notice").text
+    fred = {"Authorization": "Basic " + base64.b64encode(b"fred:given-by-admin-1").decode()}
+    assert testapp.get("/rest/api/2/myself", headers=fred).json["name"] == "fred"
+    names = [e.event for e in dbsession.scalars(select(AuthEvent).where(AuthEvent.user_id == users["fred"].id))]
+    assert "password.changed" in names and "account.unlocked" in names
+
+
+def test_a_token_cannot_unlock_an_account(testapp, users, app_request, dbsession):
+    """Unlocking after every third guess would let a token's holder guess any password, an
+    administrator's too, and keep what it found after the token is revoked."""
+    from appserver.security import personal_tokens
+
+    for attempt in range(3):
+        testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": f"guess-{attempt}"}, status=401)
+    raw = personal_tokens.create(app_request, users["admin"], "ci", 1).raw
+    bearer = {"Authorization": f"Bearer {raw}"}
+    form = action_form(testapp.get("/admin/users", headers=bearer), users["fred"], "unlock")
+    refused = form.submit(headers=bearer, status=403)
+    assert "A personal access token cannot unlock accounts" in refused.html.select_one("#admin-error").text
+    dbsession.expire_all()
+    assert users["fred"].locked_until is not None

@@ -132,6 +132,24 @@ def test_status_is_an_error_once_the_sqlite_file_is_deleted(tmp_path):
         engine.dispose()
 
 
+def test_status_is_an_error_once_the_sqlite_file_is_replaced(tmp_path):
+    """A restore by ``mv backup app.sqlite``: the path is there, but the pooled connections
+    still read the old, unlinked file, and every write fails ("readonly database")."""
+    path, backup = tmp_path / "app.sqlite", tmp_path / "backup.sqlite"
+    engine = get_engine({"sqlalchemy.url": f"sqlite:///{path}"})
+    migrate(engine)
+    other = get_engine({"sqlalchemy.url": f"sqlite:///{backup}"})
+    migrate(other)
+    other.dispose()
+    app = webtest.TestApp(appserver.main({}, **base_settings(f"sqlite:///{path}", **{"appserver.dbengine": engine})))
+    try:
+        assert app.get("/status").json == {"state": "RUNNING"}
+        backup.replace(path)
+        assert app.get("/status", status=503).json == {"state": "ERROR"}
+    finally:
+        engine.dispose()
+
+
 # --- X-Appserver-Process ---------------------------------------------------------------------
 
 

@@ -296,3 +296,63 @@ def test_a_login_from_the_tab_served_by_a_parallel_rotation_ends_that_session_to
     ).all()
     assert live == [users["alice"].id], live
     assert fresh.json["session"]["value"]
+
+
+def _change_password(client, new="fred-password-2"):
+    form = client.get("/account").forms["password-form"]
+    form["current_password"] = "fred-password"
+    form["new_password"] = form["confirm_password"] = new
+    return form.submit(status=303)
+
+
+def _log_out_others(client):
+    page = client.get("/account")
+    forms = {id(f): f for f in page.forms.values() if f.action.split("#")[0] == "/account/sessions/revoke-others"}
+    (form,) = forms.values()  # WebTest lists a form under its index and its id
+    return form.submit(status=303)
+
+
+def test_a_copy_of_the_cookies_is_worth_nothing_after_a_password_change(testapp, users, clock):
+    """The usual answer to "my credentials were stolen" is a password change: this browser
+    keeps its login, under new cookies; a copy of its session or remember-me cookie taken
+    before, used or not, is refused (an outside review: the copy kept working, since the
+    browser's series was kept by its id alone and never renewed)."""
+    login(testapp, remember=True)
+    unused = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    unused.set_cookie(REMEMBER, cookie(testapp, REMEMBER))
+    session_copy = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    session_copy.set_cookie(SESSION, cookie(testapp, SESSION))
+    _change_password(testapp)
+    unused.get("/rest/api/2/myself", status=401)
+    session_copy.get("/rest/api/2/myself", status=401)
+    clock.advance(1800)  # this browser: its session idles out, its remembered login is new
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
+
+
+def test_a_copy_that_was_used_first_is_worth_nothing_either(testapp, users, clock):
+    """The thief used the copy first (it holds the current token, the browser a replaced
+    one): the browser's series is not kept at all, and the thief's session is revoked."""
+    login(testapp, remember=True)
+    thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    thief.set_cookie(REMEMBER, cookie(testapp, REMEMBER))
+    assert thief.get("/rest/api/2/myself").json["name"] == "fred"  # rotates the series
+    clock.advance(60)
+    _change_password(testapp)
+    assert cookie(testapp, REMEMBER) is None  # nothing of it was the browser's any more
+    clock.advance(60)
+    thief.get("/rest/api/2/myself", status=401)
+
+
+def test_log_out_other_sessions_leaves_a_copy_nothing_too(testapp, users, clock):
+    login(testapp, remember=True)
+    remember_copy = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    remember_copy.set_cookie(REMEMBER, cookie(testapp, REMEMBER))
+    session_copy = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    session_copy.set_cookie(SESSION, cookie(testapp, SESSION))
+    done = _log_out_others(testapp).follow()
+    assert "other sessions have been logged out" in done.html.select_one("#notice").text
+    remember_copy.get("/rest/api/2/myself", status=401)
+    session_copy.get("/rest/api/2/myself", status=401)
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
+    clock.advance(1800)
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"  # remembered, under the new series

@@ -4,6 +4,7 @@ password counts towards the lock-out; the elevation lives on the server-side ses
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -435,3 +436,60 @@ def test_the_prompt_refuses_a_forged_post(testapp, users, dbsession):
         assert "X-Atlassian-WebSudo" not in page.headers
     prompted(admin.get(ADMIN))
     assert events(dbsession, "websudo.granted") == []
+
+
+def test_a_session_revoked_under_the_rotation_commits_nothing(testapp, users, dbsession, monkeypatch):
+    """The last line: a revocation that got past the account's lock (one that did not take
+    it) and revoked the session between the check and the rotation. The rotation finds it
+    revoked: nothing of the request is committed (no new, elevated session outlives the log-
+    out), and the person is sent to log in again (an outside review, on PostgreSQL)."""
+    from sqlalchemy import update
+
+    from appserver.security import websudo
+
+    admin = html_login(testapp)
+    form = admin.get("/websudo").forms["websudo-form"]
+
+    def revoked_now(request):
+        request.dbsession.execute(update(UserSession).where(
+            UserSession.id == request.authentication.identity.session.id).values(revoked_at=request.now))
+        return False  # as if checked a moment before
+
+    monkeypatch.setattr(websudo, "acting_session_ended", revoked_now)
+    form["websudo_password"] = "admin-password"
+    answer = form.submit(status=303)
+    location = urlsplit(answer.location)
+    assert location.path == "/login" and parse_qs(location.query)["expired"] == ["1"]
+    assert "appserver.session=;" in answer.headers["Set-Cookie"]
+    dbsession.expire_all()
+    live = dbsession.scalars(select(UserSession).where(
+        UserSession.user_id == users["admin"].id, UserSession.revoked_at.is_(None))).all()
+    assert len(live) == 1 and live[0].websudo_at is None  # rolled back: the old one, not elevated
+    assert events(dbsession, "websudo.granted") == []
+
+
+def test_logging_one_browser_out_locks_the_account_first(testapp, users, connection):
+    """Every revocation takes the account's row first, so a rotation of that very session in
+    flight (a WebSudo confirmation, a password change) either committed first or sees it
+    revoked under its own lock."""
+    from sqlalchemy import event
+
+    other = html_login(testapp)
+    admin = html_login(testapp)
+    page = admin.get("/account")
+    forms = {f.action: f for f in page.forms.values() if re.fullmatch(r"/account/sessions/\d+/revoke", f.action)}
+    target = forms[min(forms, key=lambda action: int(action.split("/")[3]))]  # the other browser's, older
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        words = " ".join(statement.split()).lower()
+        if words.startswith("select users.active") or words.startswith(("update remember_tokens", "update sessions")):
+            statements.append(words.split(" set ")[0].split(" from ")[0])
+
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        target.submit(status=303)
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert statements[:3] == ["select users.active", "update remember_tokens", "update sessions"], statements
+    del other

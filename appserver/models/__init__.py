@@ -5,6 +5,7 @@ Importing this package imports every model, so ``Base.metadata`` is complete for
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -171,7 +172,34 @@ def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL's safe setting: durable at checkpoints
+    # Which file this connection opened: a file replaced or deleted under the running server
+    # (a restore by mv, a cleanup) is not what its path now names (health.py asks).
+    for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
+        if name == "main" and path:
+            try:
+                found = os.stat(path)
+            except OSError:
+                break
+            connection_record.info[SQLITE_FILE] = (path, found.st_dev, found.st_ino)
     cursor.close()
+
+
+#: In a SQLite connection's ``info``: (path, device, inode) of the file it opened.
+SQLITE_FILE = "appserver.sqlite_file"
+
+
+def sqlite_file_changed(connection: Connection) -> str | None:
+    """"deleted" or "replaced" when the file this connection opened is no longer the one at
+    its path; None when it is, and for anything but a SQLite file."""
+    recorded = connection.connection.info.get(SQLITE_FILE)
+    if recorded is None:
+        return None
+    path, device, inode = recorded
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return "deleted"
+    return None if (found.st_dev, found.st_ino) == (device, inode) else "replaced"
 
 
 def _sqlite_begin(connection: Connection) -> None:

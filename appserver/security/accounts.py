@@ -9,7 +9,7 @@ from pyramid.request import Request
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import User, UserSession
+from ..models import RememberToken, User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH, canonical_username
 from . import audit
 from .audit import Event
@@ -138,11 +138,17 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
     validate_new_password(request, new, confirm)
     identity = request.authentication.identity
     keep = identity.session if identity else None
-    # This browser's remembered login stays with it, as "log out other sessions" keeps it.
-    remembered = request.cookies.get(request.appserver_settings.remember_cookie) if keep else None
     return set_password(
-        request, user, new, keep=keep, keep_remembered=remembered, checked_hash=user.password_hash
+        request, user, new, keep=keep, keep_remembered=_browsers_series(request, user) if keep else None,
+        checked_hash=user.password_hash,
     )
+
+
+def _browsers_series(request: Request, user: User) -> RememberToken | None:
+    """The remembered login of the browser asking (its cookie holds the current token), which
+    a password change or "log out other sessions" keeps; :func:`rotated_session` then
+    replaces it with a new series, so that a copy of its cookie is left with nothing."""
+    return request.remember_store.current_series(request.cookies.get(request.appserver_settings.remember_cookie), user.id)
 
 
 def set_password(
@@ -151,13 +157,13 @@ def set_password(
     password: str,
     *,
     keep: UserSession | None = None,
-    keep_remembered: str | None = None,
+    keep_remembered: RememberToken | None = None,
     checked_hash: str | None = None,
     by: str = "",
 ) -> int:
     """Store a new hash and revoke every session (but ``keep``, which the caller rotates)
-    and every remember-me series (but the one the cookie ``keep_remembered`` names: the
-    browser that made the change).
+    and every remember-me series (but ``keep_remembered``: the browser that made the change,
+    whose series the caller's rotation replaces).
 
     Basic auth with the old password fails from the next request on, in every process,
     because Basic is checked against the stored hash each time.
@@ -182,10 +188,22 @@ def set_password(
     user.password_changed_at = request.now
     _write_account_first(request)
     # Before the sessions: see revoke_sessions.
-    request.remember_store.revoke_user(user.id, except_cookie=keep_remembered)
+    request.remember_store.revoke_user(user.id, keep=keep_remembered)
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     sessions = f"{revoked} other session(s)" if keep is not None else f"{revoked} session(s)"
     audit.record(request, Event.PASSWORD_CHANGED, user, f"{sessions} revoked{' by ' + by if by else ''}")
+    return revoked
+
+
+def reset_password(request: Request, user: User, password: str, *, by: User | str) -> int:
+    """An administrator sets a forgotten password (the admin page, REST, the command line):
+    :func:`set_password`, and the lock-out ends too, since whoever forgot a password has
+    usually locked the account by guessing it (the new one was refused for the rest of the
+    cool-down). The guesses stop mattering: the password they were aimed at is gone."""
+    who = by.username if isinstance(by, User) else by
+    revoked = set_password(request, user, password, by=who)
+    if user.current_failed_logins or user.locked_until is not None:
+        unlock(request, user, by=by)
     return revoked
 
 
@@ -199,13 +217,14 @@ def _write_account_first(request: Request) -> None:
 
 
 def rotated_session(request: Request) -> list[tuple[str, str]] | None:
-    """After a password change, keep this client logged in under a new session token (a
-    change of credentials, like a login): the Set-Cookie headers. Its remembered login stays
-    and names the new session. A cookie-less (Basic) change has no session."""
+    """After a password change or "log out other sessions", keep this client logged in under
+    a new session token, and its remembered login under a new series: whoever holds a copy
+    of either cookie is left with nothing. The Set-Cookie headers; a cookie-less (Basic) change
+    has no session."""
     identity = request.authentication.identity
     if identity is None or not identity.cookie_based:
         return None
-    return request.registry.security_policy.rotate(request)
+    return request.registry.security_policy.rotate(request, renew_remembered=True)
 
 
 def revoke_sessions(
@@ -231,8 +250,7 @@ def revoke_sessions(
         tokens = f", {request.token_store.revoke_user(user.id)} token(s)"
     else:
         # The other browsers' remembered logins too, or they are back at once, silently.
-        presented = request.cookies.get(request.appserver_settings.remember_cookie)
-        request.remember_store.revoke_user(user.id, except_cookie=presented)
+        request.remember_store.revoke_user(user.id, keep=_browsers_series(request, user) if keep else None)
     revoked = request.session_store.revoke_user_sessions(user.id, keep=keep)
     audit.record(request, Event.SESSION_REVOKED, user, f"{revoked} session(s){tokens}{' by ' + by if by else ''}")
     return revoked
@@ -240,7 +258,10 @@ def revoke_sessions(
 
 def revoke_session(request: Request, user: User, session: UserSession) -> None:
     """Log one browser out (the account page): its session, and its remembered login, first
-    (remember-me tokens before sessions, the one lock order)."""
+    (remember-me tokens before sessions, the one lock order). The account's row first, as
+    every revocation: a rotation of that session in flight (a WebSudo confirmation, a
+    password change) either committed first, and ``session`` is gone, or sees it revoked."""
+    request.token_store.lock_owner(user.id)
     request.remember_store.revoke_for_session(session)
     request.session_store.revoke(session)
     audit.record(request, Event.SESSION_REVOKED, user, f"session started {session.created_at:%Y-%m-%d %H:%M}")

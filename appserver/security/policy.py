@@ -28,7 +28,7 @@ from .paths import credential_free
 from .personal_tokens import TokenState, TokenStore, bearer_credentials, record_refusal
 from .remember import RememberState, RememberStore
 from .request_local import RequestAttributeCache
-from .sessions import CookieState, IssuedSession, SessionStore
+from .sessions import CookieState, IssuedSession, SessionEnded, SessionStore
 from .touches import RecentTouches, touch_once
 
 ADMIN = "role:admin"
@@ -362,39 +362,57 @@ class AppSecurityPolicy:
         )
         return headers
 
-    def rotate(self, request: Request, *, websudo_at: datetime | None = None) -> list:
-        """The same login under a new session token, for a re-authentication (a WebSudo
-        confirmation, ``websudo_at``): the sessions the request presented and was served by
-        are revoked, so a copy of the cookie taken before is worth nothing now, and gains
-        nothing from the elevation. A remembered login stays, and names the new session.
+    def rotate(
+        self, request: Request, *, websudo_at: datetime | None = None, renew_remembered: bool = False
+    ) -> list:
+        """The same login under a new session token: the sessions the request presented and
+        was served by are revoked, so a copy of the cookie taken before is worth nothing now.
+        For a re-authentication (a WebSudo confirmation, ``websudo_at``: the copy gains
+        nothing from the elevation) and a change of credentials (a password change, "log
+        out other sessions": ``renew_remembered`` also replaces the browser's remembered
+        login, which the caller kept, with a new series). Otherwise a remembered login stays,
+        and names the new session.
 
-        The caller has locked the account's row and seen the session still live. The new
-        row is inserted first (no other transaction can see it, so it locks nothing), then
-        the remember-me tokens and the old sessions, the one lock order."""
+        The caller has locked the account's row and seen the session still live; if a
+        revocation got in nonetheless, :class:`SessionEnded` (the transaction is aborted).
+        The new row is inserted first (no other transaction can see it, so it locks
+        nothing), then the remember-me tokens and the old sessions, the one lock order."""
         previous = self.authentication(request)
         user = attach(request.dbsession, previous.identity.user)
+        settings = request.appserver_settings
         store = request.session_store
         issued = store.issue(
             user, user_agent=client.user_agent(request), remote_addr=client.address(request), websudo_at=websudo_at
         )
         replaced = _sessions_of(previous)
+        headers = [("Set-Cookie", set_cookie(settings, settings.session_cookie, issued.token, settings.max_age))]
+        if renew_remembered:
+            presented = request.cookies.get(settings.remember_cookie)
+            series = request.remember_store.current_series(presented, user.id)
+            if series is not None:
+                value = request.remember_store.replace(series, issued.session)
+                left = int((series.expires_at - request.now).total_seconds())
+                headers.append(("Set-Cookie", set_cookie(settings, settings.remember_cookie, value, left)))
+            elif presented is not None:  # revoked with the others (a stale copy, or none of ours)
+                headers.append(("Set-Cookie", delete_cookie(settings, settings.remember_cookie)))
+        else:
+            for session in replaced:
+                request.remember_store.pass_on(session, issued.session)
+        served = previous.identity.session
         for session in replaced:
-            request.remember_store.pass_on(session, issued.session)
-        for session in replaced:
-            store.revoke(session)
-        settings = request.appserver_settings
-        header = set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
-        cookies = {name: value for name, value in previous.cookies.items() if name != settings.session_cookie}
+            if not store.revoke(session) and served is not None and session.id == served.id:
+                raise SessionEnded()
+        set_here = {value.split("=", 1)[0] for _, value in headers}
         self._cache.set(
             request,
             dataclasses.replace(
                 previous,
                 identity=Identity(user, previous.identity.source, issued.session),
                 presented_session=issued.session,
-                cookies=cookies,
+                cookies={name: value for name, value in previous.cookies.items() if name not in set_here},
             ),
         )
-        return [("Set-Cookie", header)]
+        return headers
 
     def forget(self, request: Request, ended: list[UserSession] | None = None, **kw) -> list:
         """Revoke the session and the remember-me series on the server and delete both

@@ -68,15 +68,15 @@ class RememberStore:
             max_age=request.appserver_settings.remember_max_age,
         )
 
-    def issue(self, user: User) -> tuple[str, RememberToken]:
+    def issue(self, user: User | int, *, expires_at: datetime | None = None) -> tuple[str, RememberToken]:
         series, token = new_token(), new_token()
         row = RememberToken(
             series=series,
             token_hash=hash_token(token),
-            user_id=user.id,
+            user_id=user if isinstance(user, int) else user.id,
             created_at=self.now,
             rotated_at=self.now,
-            expires_at=self.now + self.max_age,
+            expires_at=expires_at or self.now + self.max_age,
         )
         self.db.add(row)
         self.db.flush()
@@ -209,13 +209,46 @@ class RememberStore:
                 .execution_options(synchronize_session=False)
             )
 
-    def revoke_user(self, user_id: int, *, except_cookie: str | None = None) -> int:
-        """Revoke the user's series; with ``except_cookie``, not the one that cookie names
-        (the browser that asked to log out its other sessions)."""
-        keep = (except_cookie or "").partition(".")[0]
+    def current_series(self, value: str | None, user_id: int) -> RememberToken | None:
+        """The live series of ``user_id`` that the cookie ``value`` names, when it holds the
+        series' current token: the remembered login of the browser asking, not a copy a
+        rotation has left behind. (A copy of the current token cannot be told apart: the
+        caller replaces the series, :meth:`replace`, so that every copy is refused.)"""
+        series, _, token = (value or "").partition(".")
+        if not (is_well_formed(series) and is_well_formed(token)):
+            return None
+        row = self.db.scalar(
+            select(RememberToken).where(
+                RememberToken.series == series,
+                RememberToken.user_id == user_id,
+                RememberToken.revoked_at.is_(None),
+                RememberToken.expires_at > self.now,
+            )
+        )
+        if row is None or not hmac.compare_digest(hash_token(token), row.token_hash):
+            return None
+        return row
+
+    def replace(self, row: RememberToken, successor: UserSession) -> str:
+        """End the series ``row`` and start a new one for the same browser, until the same
+        expiry, its session ``successor``: the browser that changed its password or logged
+        its other sessions out keeps its remembered login, and a copy of the old cookie names
+        a revoked series (refused as stale; no grace to ride, no theft alarm to raise for
+        the browser's own requests in flight). Returns the new cookie value."""
+        self.db.execute(
+            update(RememberToken).where(RememberToken.id == row.id).values(revoked_at=self.now)
+            .execution_options(synchronize_session=False)
+        )
+        value, new_row = self.issue(row.user_id, expires_at=row.expires_at)
+        self.record_successor(new_row.id, successor)
+        return value
+
+    def revoke_user(self, user_id: int, *, keep: RememberToken | None = None) -> int:
+        """Revoke the user's series; but ``keep`` (:meth:`current_series`: the browser that
+        asked to log out its other sessions, or changed its password)."""
         where = [RememberToken.user_id == user_id, RememberToken.revoked_at.is_(None)]
-        if is_well_formed(keep):
-            where.append(RememberToken.series != keep)
+        if keep is not None:
+            where.append(RememberToken.id != keep.id)
         return self.db.execute(
             update(RememberToken).where(*where).values(revoked_at=self.now)
             .execution_options(synchronize_session=False)

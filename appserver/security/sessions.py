@@ -38,6 +38,11 @@ class CookieState(enum.Enum):
         return self not in (CookieState.ABSENT, CookieState.LIVE)
 
 
+class SessionEnded(Exception):
+    """The session this request is served by was revoked while the request changed it (a
+    rotation): answered as a stale cookie, and the request's transaction is aborted."""
+
+
 @dataclass(frozen=True)
 class SessionLookup:
     state: CookieState

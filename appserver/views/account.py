@@ -103,7 +103,9 @@ def revoke_session(request: Request):
 def revoke_others(request: Request):
     identity = request.authentication.identity
     accounts.revoke_sessions(request, request.user, keep=identity.session, by="you")
-    return _back(request, "others-revoked")
+    # This browser under new cookies too: a copy of its session or remember-me cookie is one
+    # of the "other sessions" as much as another browser is.
+    return _back(request, "others-revoked", rotated_session(request))
 
 
 @view_config(

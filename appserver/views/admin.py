@@ -159,7 +159,7 @@ def set_user_password(request: Request):
     try:
         accounts.refuse_tokens(request, "set passwords")
         accounts.validate_new_password(request, password, request.POST.get("confirm_password", ""))
-        accounts.set_password(request, user, password, by=request.user.username)
+        accounts.reset_password(request, user, password, by=request.user)
     except AccountError as error:
         request.response.status = error.status
         return {**page, "error": str(error)}
@@ -196,8 +196,10 @@ def user_action(request: Request):
     if action in CONFIRM and request.POST.get("confirm") != "yes":
         return confirm_page(request, user)  # nothing happens without the second step
     try:
-        if action == "activate":
-            accounts.refuse_tokens(request, "activate accounts")
+        if action in ("activate", "unlock"):
+            # An account brought back, or guessing started again: a token's holder could
+            # unlock after every third guess and find a password that outlives the token.
+            accounts.refuse_tokens(request, f"{action} accounts")
         if action in ("activate", "deactivate"):
             accounts.set_active(request, user, action == "activate", by=admin)
         elif action == "unlock":

@@ -23,7 +23,11 @@ from ..models import (
 )
 from ..repeated_warning import RepeatedWarning
 from ..security.redirects import DEFAULT_DESTINATION
-from ..security.responses import commit_in_doubt_response, unauthorized_response, unavailable_response
+from ..security.cookies import delete_cookie
+from ..security.responses import (
+    commit_in_doubt_response, stale_session_response, unauthorized_response, unavailable_response,
+)
+from ..security.sessions import SessionEnded
 from ..startup import database_problem
 from .pages import SESSION_EXPIRED_PARAM, login_destination
 
@@ -151,6 +155,23 @@ def http_exception(exc: HTTPException, request: Request):
         if name in exc.headers:
             response.headers[name] = exc.headers[name]
     return response
+
+
+@exception_view_config(SessionEnded)
+def session_ended(exc: SessionEnded, request: Request):
+    """A rotation found its session revoked meanwhile (a log-out from another browser got in
+    first): nothing of the request is committed, and the client is told its session ended,
+    as the next request would tell it (rule 1 under /rest, the login page elsewhere)."""
+    abandon_request_transaction(request)
+    request.registry.security_policy.unauthenticated(request)
+    settings = request.appserver_settings
+    deletion = [("Set-Cookie", delete_cookie(settings, settings.session_cookie))]
+    if is_rest(request):
+        return stale_session_response(request, deletion)
+    referer, origin = request.referer or "", request.host_url
+    page = referer[len(origin):] if referer.startswith(origin + "/") else None  # the form's page
+    query = {"os_destination": login_destination(request, page), SESSION_EXPIRED_PARAM: "1"}
+    return HTTPSeeOther(request.route_url("login", _query=query), headers=deletion)
 
 
 @exception_view_config(DATABASE_UNAVAILABLE[0])

@@ -13,7 +13,7 @@ NOTICES = {
     "user-created": "The account has been created.",
     "user-updated": "The account has been updated.",
     "password-set": "The password has been set: every session and remembered login of the "
-    "account has ended. Its personal access tokens keep working.",
+    "account has ended, and so has a lock-out. Its personal access tokens keep working.",
     "token-revoked": "The personal access token has been revoked: it no longer works.",
     "token-not-found": "You have no such personal access token: nothing was revoked.",
     "websudo-dropped": "Administrator access dropped: the next administrator page asks for "

@@ -118,7 +118,7 @@ def change_user_password(request: Request):
         return error_response(request, 400, ["Send the new password."], errors=problems)
     try:
         accounts.refuse_tokens(request, "set passwords")
-        accounts.set_password(request, found, body["password"], by=request.user.username)
+        accounts.reset_password(request, found, body["password"], by=request.user)
     except AccountError as error:
         if error.field is None:  # not about the password sent (a token asked)
             return error_response(request, error.status, [str(error)])
