@@ -215,6 +215,8 @@ def test_rest_sets_a_password_as_jira_does(testapp, users, app_request):
     assert empty.json["errors"] == {"password": "password is required"}
     # Not an administrator: 403; yourself: the current password is needed, as myself/password.
     testapp.put_json(url + "?username=alice", {"password": "x" * 10}, headers=fred_basic, status=403)
+    nobody = testapp.put_json(url + "?username=nobody", {"password": "x" * 10}, headers=fred_basic, status=403)
+    assert nobody.json["errorMessages"] == ["Only an administrator can set another user's password."]
     own = testapp.put_json(url + "?username=fred", {"password": "given-by-rest-2"}, headers=fred_basic, status=400)
     assert own.json["errors"] == {"currentPassword": "currentPassword is required"}
     testapp.put_json(url + "?username=fred", {"password": "given-by-rest-2", "currentPassword": "given-by-rest-1"},

@@ -13,6 +13,7 @@ from ...errors import error_response
 from ...rendering import jira_time
 from ...security import accounts, websudo
 from ...security.accounts import AccountError, TooManyAttempts
+from ...models import canonical_username
 from ...security.login import find_user
 from ...security.responses import denied_response
 from . import BadJSON, bad_json_response, json_object, missing_strings, user_json
@@ -99,13 +100,14 @@ def change_user_password(request: Request):
     administrator sets someone's password (they are logged out everywhere); the caller's own
     needs ``currentPassword`` too, as ``myself/password`` does."""
     username = request.GET.get("username") or request.GET.get("key") or ""
+    own = canonical_username(username) == request.user.username_key
+    if not own and not request.user.admin:  # before the look-up: no name is confirmed or denied
+        return error_response(request, 403, ["Only an administrator can set another user's password."])
     found = find_user(request, username)
     if found is None:
         return error_response(request, 404, [f"The user named '{username[:255]}' does not exist"], errors={})
     if found.id == request.user.id:
         return change_my_password(request)
-    if not request.user.admin:
-        return error_response(request, 403, ["Only an administrator can set another user's password."])
     refused = websudo.require(request)
     if refused is not None:
         return refused
