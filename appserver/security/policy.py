@@ -376,7 +376,10 @@ class AppSecurityPolicy:
         The caller has locked the account's row and seen the session still live; if a
         revocation got in nonetheless, :class:`SessionEnded` (the transaction is aborted).
         The new row is inserted first (no other transaction can see it, so it locks
-        nothing), then the remember-me tokens and the old sessions, the one lock order."""
+        nothing), then the remember-me tokens and the old sessions, the one lock order. (After
+        a password change's revocations the tokens come after sessions; the account's row,
+        which every transaction that takes both locks first, keeps them from waiting for
+        each other in a circle.)"""
         previous = self.authentication(request)
         user = attach(request.dbsession, previous.identity.user)
         settings = request.appserver_settings
