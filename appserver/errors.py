@@ -59,8 +59,10 @@ def error_response(
     errors: Mapping[str, str] | None = None,
     headers: Iterable[tuple[str, str]] = (),
     actions: Iterable[tuple[str, str]] = (),
+    login_destination: str | None = None,
 ) -> Response:
-    """``actions`` are (label, url) links an HTML page offers as the next step."""
+    """``actions`` are (label, url) links an HTML page offers as the next step;
+    ``login_destination``, where the header's Log in link returns (this page by default)."""
     messages = list(messages)
     if wants_json(request):
         response = json_response(jira_error_body(messages, errors), status)
@@ -73,6 +75,7 @@ def error_response(
                 "messages": messages,
                 "errors": dict(errors or {}),
                 "actions": list(actions),
+                "login_destination": login_destination,
             },
             request=request,
         )

@@ -84,7 +84,8 @@ class _Probe:
     def run(self, engine: Engine) -> None:
         try:
             if missing_sqlite_file(engine.url):
-                problems.warning("missing file", "status: the database file %s is gone", safe_url(engine.url))
+                problems.warning("missing file", "status: the database file %s does not exist (deleted, or "
+                                 "never made: run 'appserver CONFIG initdb')", safe_url(engine.url))
                 return
             with engine.connect() as connection:
                 connection.execute(_SCHEMA_PROBE).all()

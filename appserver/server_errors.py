@@ -92,6 +92,7 @@ def render(error: Error, path: str, adj: Any, rest_prefix: str) -> tuple[list[tu
         ("Content-Type", content_type),
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
+        ("X-AUSERNAME", "anonymous"),  # every response names its user: nobody was authenticated
     ]
     return headers, body
 

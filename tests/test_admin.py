@@ -211,6 +211,8 @@ def test_rest_sets_a_password_as_jira_does(testapp, users, app_request):
     assert missing.json == {"errorMessages": ["The user named 'nobody' does not exist"], "errors": {}}
     short = testapp.put_json(url + "?username=fred", {"password": "short"}, headers=admin, status=400)
     assert "at least 8 characters" in short.json["errors"]["password"]
+    unnamed = testapp.put_json(url, {"password": "x" * 10}, headers=admin, status=400)
+    assert unnamed.json["errors"] == {"username": "username is required"}
     empty = testapp.put_json(url + "?username=fred", {}, headers=admin, status=400)
     assert empty.json["errors"] == {"password": "password is required"}
     # Not an administrator: 403; yourself: the current password is needed, as myself/password.

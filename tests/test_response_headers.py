@@ -103,3 +103,18 @@ def test_every_json_answer_has_jiras_exact_content_type(testapp, users, fred_coo
     for response in answers:
         assert response.headers["Content-Type"] == JSON_CONTENT_TYPE, (response.request.path_qs, response.status)
         response.json  # and the body is JSON in that charset
+
+
+def test_the_errors_waitress_answers_itself_name_the_user_too():
+    """Every response names its user, those made before the application runs included."""
+    from types import SimpleNamespace
+
+    from waitress.utilities import BadRequest, RequestEntityTooLarge
+
+    from appserver.server_errors import render
+
+    adj = SimpleNamespace(max_request_body_size=1024, max_request_header_size=1024)
+    for error in (RequestEntityTooLarge("too large"), BadRequest("bad")):
+        for path in ("/rest/api/2/search", "/issues"):
+            headers, _ = render(error, path, adj, "/rest")
+            assert ("X-AUSERNAME", "anonymous") in headers

@@ -5,6 +5,7 @@ for a page's own script."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 from pyramid.request import Request
 from pyramid.response import Response
@@ -37,19 +38,23 @@ def unauthorized_response(
     *,
     basic: bool,
     headers: Iterable[tuple[str, str]] = (),
-    login_link: bool = True,
+    without_demand: bool = False,
 ) -> Response:
-    """``login_link``: the page offers to log in and come back (not where a login cannot help)."""
-    if login_link:
-        action = ("Log in", request.route_path("login", _query={"os_destination": request.path_qs}))
-    else:
-        action = ("Home", request.route_path("home"))
+    """The page offers to log in and come back. ``without_demand``: the URL demanded Basic
+    (``os_authType=basic``), which no login meets: back from the login page, the same 401
+    again; it returns to the page without the demand instead."""
+    destination = request.path_qs
+    if without_demand:
+        kept = [(name, value) for name, value in request.GET.items() if name != "os_authType"]
+        destination = request.path + (f"?{urlencode(kept)}" if kept else "")
+    login = request.route_path("login", _query={"os_destination": destination})
     return error_response(
         request,
         401,
         [message],
         headers=[("WWW-Authenticate", challenge_for(request, basic=basic)), *headers],
-        actions=[action],
+        actions=[("Log in", login)],
+        login_destination=destination,
     )
 
 

@@ -262,11 +262,12 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
             )
         else:
             return handler(request)
-        # A Basic challenge when asked for, or when the client itself used Basic.
-        basic = wanted in ("basic", "any") or auth.basic is not BasicState.ABSENT
+        # A Basic challenge when Basic can meet the demand; a demand for a cookie gets the
+        # session challenge even when Basic was sent (a browser's password dialog could
+        # never meet it).
+        basic = wanted != "cookie"
         registry.security_policy.refuse(request)  # the 401 is anonymous, whoever was presented
-        # The login page cannot meet a demand for Basic: back from it, the same 401.
-        return unauthorized_response(request, message, basic=basic, login_link=wanted != "basic")
+        return unauthorized_response(request, message, basic=basic, without_demand=wanted == "basic")
 
     return os_authtype_tween
 

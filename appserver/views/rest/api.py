@@ -100,6 +100,9 @@ def change_user_password(request: Request):
     administrator sets someone's password (they are logged out everywhere); the caller's own
     needs ``currentPassword`` too, as ``myself/password`` does."""
     username = request.GET.get("username") or request.GET.get("key") or ""
+    if not username:
+        return error_response(request, 400, ["Name the account: ?username=NAME."],
+                              errors={"username": "username is required"})
     own = canonical_username(username) == request.user.username_key
     if not own and not request.user.admin:  # before the look-up: no name is confirmed or denied
         return error_response(request, 403, ["Only an administrator can set another user's password."])
