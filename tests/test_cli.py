@@ -554,25 +554,19 @@ def test_an_invalid_setting_stops_start_up_naming_it(name, value):
     assert value.strip() in str(raised.value) or "must" in str(raised.value)
 
 
-def test_settings_that_contradict_each_other_are_refused():
-    settings = base_settings("sqlite://", **{
-        "appserver.session.idle_timeout": "60", "appserver.session.touch_interval": "60",
-    })
+@pytest.mark.parametrize(("contradiction", "message"), [
+    ({"appserver.session.idle_timeout": "60", "appserver.session.touch_interval": "60"},
+     "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout "
+     "(60 >= 60); a tenth of it or less keeps the idle timeout exact to 10 %, e.g. 6"),
+    ({"appserver.login.lockout_seconds": "120", "appserver.login.max_lockout_seconds": "60"},
+     "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds "
+     "(60 < 120): set it to 120 or more"),
+])
+def test_settings_that_contradict_each_other_are_refused(contradiction, message):
+    """Each says by how much, and what to set."""
     with pytest.raises(ConfigurationError) as raised:
-        parse_settings(settings)
-    assert str(raised.value) == (
-        "appserver.session.touch_interval: must be shorter than appserver.session.idle_timeout "
-        "(60 >= 60); a tenth of it or less keeps the idle timeout exact to 10 %, e.g. 6"
-    )
-    settings = base_settings("sqlite://", **{
-        "appserver.login.lockout_seconds": "120", "appserver.login.max_lockout_seconds": "60",
-    })
-    with pytest.raises(ConfigurationError) as raised:
-        parse_settings(settings)
-    assert str(raised.value) == (
-        "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds "
-        "(60 < 120): set it to 120 or more"
-    )
+        parse_settings(base_settings("sqlite://", **contradiction))
+    assert str(raised.value) == message
 
 
 def test_a_missing_secret_refuses_with_a_clear_message(monkeypatch):
