@@ -356,3 +356,29 @@ def test_log_out_other_sessions_leaves_a_copy_nothing_too(testapp, users, clock)
     assert testapp.get("/rest/api/2/myself").json["name"] == "fred"
     clock.advance(1800)
     assert testapp.get("/rest/api/2/myself").json["name"] == "fred"  # remembered, under the new series
+
+
+def test_a_log_out_ends_the_session_a_copy_of_its_remembered_login_started(testapp, users, clock):
+    """A thief used a copy of the remember-me cookie while the browser's session was live
+    (no request of the browser replays a replaced token, so no theft is seen). The browser
+    logs out: its remembered login ends, and so does the session the thief's rotation
+    started (an outside review: the series was revoked, the thief's session stayed live)."""
+    login(testapp, remember=True)
+    thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    thief.set_cookie(REMEMBER, cookie(testapp, REMEMBER))
+    assert thief.get("/rest/api/2/myself").json["name"] == "fred"  # rotates the series
+    page = testapp.get("/account")
+    page.forms[0].submit(status=303)  # the header's log-out form
+    thief.get("/rest/api/2/myself", status=401)
+
+
+def test_a_new_login_ends_the_session_a_copy_of_the_old_remembered_login_started(testapp, users, clock):
+    """The sibling: logging in again on this browser ends the series its cookie named, and
+    the session that series last started elsewhere."""
+    login(testapp, remember=True)
+    thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
+    thief.set_cookie(REMEMBER, cookie(testapp, REMEMBER))
+    assert thief.get("/rest/api/2/myself").json["name"] == "fred"
+    login(testapp, remember=False)
+    thief.get("/rest/api/2/myself", status=401)
+    assert testapp.get("/rest/api/2/myself").json["name"] == "fred"

@@ -170,10 +170,9 @@ def cmd_set_password(args: argparse.Namespace) -> None:
         request = env["request"]
         password = read_password()
         user = _existing_user(request, args.username)
-        locked = bool(user.current_failed_logins or user.locked_until)
-        revoked = accounts.reset_password(request, user, password, by="command line")
-        print(f"password changed for {user.username!r}; {revoked} session(s) revoked"
-              + ("; the lock-out after failed logins ended" if locked else ""))
+        reset = accounts.reset_password(request, user, password, by="command line")
+        print(f"password changed for {user.username!r}; {reset.revoked} session(s) revoked"
+              + ("; the lock-out after failed logins ended" if reset.unlocked else ""))
 
 
 def cmd_revoke_sessions(args: argparse.Namespace) -> None:

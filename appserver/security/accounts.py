@@ -4,9 +4,10 @@ the admin pages and the command line: each revokes what it must and leaves an au
 from __future__ import annotations
 
 import unicodedata
+from typing import NamedTuple
 
 from pyramid.request import Request
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import RememberToken, User, UserSession
@@ -195,16 +196,24 @@ def set_password(
     return revoked
 
 
-def reset_password(request: Request, user: User, password: str, *, by: User | str) -> int:
+class PasswordReset(NamedTuple):
+    revoked: int  #: sessions
+    unlocked: bool  #: a lock-out, or failed logins counting towards one, ended
+
+
+def reset_password(request: Request, user: User, password: str, *, by: User | str) -> PasswordReset:
     """An administrator sets a forgotten password (the admin page, REST, the command line):
     :func:`set_password`, and the lock-out ends too, since whoever forgot a password has
     usually locked the account by guessing it (the new one was refused for the rest of the
-    cool-down). The guesses stop mattering: the password they were aimed at is gone."""
+    cool-down). The guesses stop mattering: the password they were aimed at is gone.
+
+    Whether there is a lock-out to end is asked of the locked row, not of ``user`` as it was
+    read: guesses that locked the account while the new hash was being made committed
+    before this change took the row (an outside review: the answer said the password was
+    set, and the account stayed locked for the cool-down)."""
     who = by.username if isinstance(by, User) else by
     revoked = set_password(request, user, password, by=who)
-    if user.current_failed_logins or user.locked_until is not None:
-        unlock(request, user, by=by)
-    return revoked
+    return PasswordReset(revoked, unlock(request, user, by=by, only_if_locked=True))
 
 
 def _write_account_first(request: Request) -> None:
@@ -279,19 +288,24 @@ def set_active(request: Request, user: User, active: bool, *, by: User | None = 
                  f"by {by.username}" if by is not None else "")
 
 
-def unlock(request: Request, user: User, *, by: User | str | None = None) -> None:
+def unlock(request: Request, user: User, *, by: User | str | None = None, only_if_locked: bool = False) -> bool:
     """End a cool-down now: the next login is checked normally (an admin, or the command line).
 
     Both columns are written whatever the row held when it was read: left to the unit of
     work, only the ones that changed since then were sent, and a failure that locked the
-    account after the read kept its lock, under an answer that said "unlocked"."""
-    request.dbsession.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(current_failed_logins=0, locked_until=None)
-        .execution_options(synchronize_session=False)
-    )
+    account after the read kept its lock, under an answer that said "unlocked".
+    ``only_if_locked``: nothing is written or audited unless the row, as the UPDATE finds
+    it (after waiting for a failure in flight), counts failures or holds a lock-out.
+    Returns whether it was written."""
+    statement = update(User).where(User.id == user.id)
+    if only_if_locked:
+        statement = statement.where(or_(User.current_failed_logins != 0, User.locked_until.is_not(None)))
+    written = request.dbsession.execute(
+        statement.values(current_failed_logins=0, locked_until=None).execution_options(synchronize_session=False)
+    ).rowcount > 0
     set_committed_value(user, "current_failed_logins", 0)
     set_committed_value(user, "locked_until", None)
-    who = by.username if isinstance(by, User) else by
-    audit.record(request, Event.UNLOCKED, user, f"by {who}" if who else "")
+    if written:
+        who = by.username if isinstance(by, User) else by
+        audit.record(request, Event.UNLOCKED, user, f"by {who}" if who else "")
+    return written

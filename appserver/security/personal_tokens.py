@@ -375,6 +375,12 @@ def revoke(request: Request, token: PersonalToken, owner: User, *, by: str = "")
 
 
 def revoke_all(request: Request, user: User, *, by: str = "") -> int:
+    """Revoke every token of ``user`` (the admin page, the command line). The account's row
+    first, as every revocation: a creation takes it too, so it either committed before
+    (its token is revoked here) or waits and comes after. Without it, on PostgreSQL an
+    UPDATE waiting for one token's row (a touch) kept its older snapshot and missed a token
+    created and acknowledged meanwhile (an outside review)."""
+    request.token_store.lock_owner(user.id)
     revoked = request.token_store.revoke_user(user.id)
     if revoked:
         audit.record(request, Event.TOKEN_REVOKED, user, f"all {revoked} token(s){', by ' + by if by else ''}")

@@ -8,6 +8,7 @@ per request and cached (Pyramid does not cache ``request.identity`` itself).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime
 
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
@@ -125,12 +126,14 @@ class SessionCookieSource:
                 audit.record(request, Event.SESSION_EXPIRED, lookup.user, state.value, db=db)
 
     def issue(
-        self, request: Request, user: User, auth: Authentication, db: Session | None = None
+        self, request: Request, user: User, auth: Authentication, db: Session | None = None,
+        also: Iterable[int] = (),
     ) -> tuple[IssuedSession, str]:
         """A new session for ``user`` in ``db`` (the request's unit of work by default); the
-        ones the client presented and was served by are revoked (no fixation)."""
+        ones the client presented and was served by are revoked (no fixation), and those
+        ``also`` names (the sessions the client's ended remembered login started)."""
         store = SessionStore.of(request, db)
-        for session in _sessions_of(auth):
+        for session in _sessions_of(auth, store.db, also):
             store.revoke(session)
         issued = store.issue(
             user,
@@ -140,23 +143,29 @@ class SessionCookieSource:
         settings = request.appserver_settings
         return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
 
-    def end(self, request: Request, auth: Authentication, ended: list[UserSession] | None = None) -> str:
-        """Revoke the sessions of the request (:func:`_sessions_of`); those this call revoked
-        (not a parallel log-out) are added to ``ended``."""
-        for session in _sessions_of(auth):
+    def end(
+        self, request: Request, auth: Authentication, ended: list[UserSession] | None = None,
+        also: Iterable[int] = (),
+    ) -> str:
+        """Revoke the sessions of the request (:func:`_sessions_of`) and those ``also``
+        names; those this call revoked (not a parallel log-out) are added to ``ended``."""
+        for session in _sessions_of(auth, request.dbsession, also):
             if request.session_store.revoke(session) and ended is not None:
                 ended.append(session)
         settings = request.appserver_settings
         return delete_cookie(settings, settings.session_cookie)
 
 
-def _sessions_of(auth: Authentication) -> list[UserSession]:
+def _sessions_of(auth: Authentication, db: Session | None = None, also: Iterable[int] = ()) -> list[UserSession]:
     """The session the cookie named and the one the request was served by, in id order (the
     lock order among sessions). They differ when a tab's remember-me rotation just started a
     session and this request presented the old cookies (the grace): a log-out or a new
-    login must end both."""
+    login must end both. With ``also``, the sessions of those ids too, read from ``db``."""
     served_by = auth.identity.session if auth.identity is not None else None
     sessions = {session.id: session for session in (auth.presented_session, served_by) if session is not None}
+    for session_id in also:
+        if session_id not in sessions and (session := db.get(UserSession, session_id)) is not None:
+            sessions[session_id] = session
     return [session for _, session in sorted(sessions.items())]
 
 
@@ -235,18 +244,19 @@ class RememberMeSource:
         auth.cookies[settings.remember_cookie] = delete_cookie(settings, settings.remember_cookie)
 
     def issue(self, request: Request, user: User) -> tuple[str, int]:
-        """The Set-Cookie header of a new series for ``user``, and the series' row id."""
+        """The Set-Cookie header of a new series for ``user``, and the series' row id (the
+        caller has ended the series the client presented: a new login never keeps it)."""
         settings = request.appserver_settings
-        self.end(request)  # a new login never keeps the series the client presented
         value, row = request.remember_store.issue(user)
         return set_cookie(settings, settings.remember_cookie, value, settings.remember_max_age), row.id
 
-    def end(self, request: Request) -> str:
+    def end(self, request: Request) -> tuple[str, list[int]]:
+        """Revoke the series the client presented: the header that deletes its cookie, and
+        the ids of the sessions it started (:meth:`RememberStore.revoke_series`)."""
         settings = request.appserver_settings
         value = request.cookies.get(settings.remember_cookie)
-        if value is not None:
-            request.remember_store.revoke_series(value)
-        return delete_cookie(settings, settings.remember_cookie)
+        started = request.remember_store.revoke_series(value) if value is not None else []
+        return delete_cookie(settings, settings.remember_cookie), started
 
 
 def presents_credentials(request: Request) -> bool:
@@ -338,12 +348,12 @@ class AppSecurityPolicy:
         previous = self.authentication(request)
         # Remember-me tokens before sessions (after the account, which log_in locked): the
         # one lock order of docs/concurrency.md, so no two transactions wait in a circle.
-        remembered, series_id = None, None
+        remembered, series_id, started = None, None, []
+        if request.appserver_settings.remember_cookie in request.cookies:
+            remembered, started = self.remember_me.end(request)
         if persistent:
             remembered, series_id = self.remember_me.issue(request, user)
-        elif request.appserver_settings.remember_cookie in request.cookies:
-            remembered = self.remember_me.end(request)
-        issued, header = self.session.issue(request, user, previous)
+        issued, header = self.session.issue(request, user, previous, also=started)
         if series_id is not None:
             # The series' session, as each rotation records it: logging this session out
             # from another browser ends the series too (accounts.revoke_session).
@@ -421,9 +431,9 @@ class AppSecurityPolicy:
         """Revoke the session and the remember-me series on the server and delete both
         cookies: the logout step. ``ended`` (``forget(request, ended=[])``) receives the
         sessions this call revoked."""
-        remembered = self.remember_me.end(request)  # tokens before sessions (see remember)
+        remembered, started = self.remember_me.end(request)  # tokens before sessions (see remember)
         headers = [
-            ("Set-Cookie", self.session.end(request, self.authentication(request), ended)),
+            ("Set-Cookie", self.session.end(request, self.authentication(request), ended, also=started)),
             ("Set-Cookie", remembered),
         ]
         self._cache.set(request, Authentication())

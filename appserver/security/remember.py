@@ -199,15 +199,22 @@ class RememberStore:
             .execution_options(synchronize_session=False)
         )
 
-    def revoke_series(self, value: str) -> None:
+    def revoke_series(self, value: str) -> list[int]:
+        """Revoke the series the cookie ``value`` names; returns the id of the session its
+        last login or rotation started, which the caller ends with it (sessions after
+        tokens, the one lock order): a copy of the cookie used elsewhere started that
+        session, and must not keep it past this browser's log-out."""
         series = value.partition(".")[0]
-        if is_well_formed(series):
-            self.db.execute(
-                update(RememberToken)
-                .where(RememberToken.series == series, RememberToken.revoked_at.is_(None))
-                .values(revoked_at=self.now)
-                .execution_options(synchronize_session=False)
-            )
+        if not is_well_formed(series):
+            return []
+        started = self.db.scalars(
+            update(RememberToken)
+            .where(RememberToken.series == series, RememberToken.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+            .returning(RememberToken.successor_session_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        return [session_id for session_id in started if session_id is not None]
 
     def current_series(self, value: str | None, user_id: int) -> RememberToken | None:
         """The live series of ``user_id`` that the cookie ``value`` names, when it holds the
