@@ -34,6 +34,7 @@ from .errors import jira_error_body
 from .models import sqlite_file_changed
 from .rendering import json_response
 from .repeated_warning import RepeatedWarning
+from .security.responses import ANONYMOUS
 from .startup import database_problem, missing_sqlite_file, safe_url
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,9 @@ def status_response(request: Request) -> Response:
         response = json_response({"state": "ERROR"}, 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response.cache_control = "no-store"
+    # Served for nobody, whatever credentials came along (none is read): every answer names
+    # its user, as the refusals made before authentication do.
+    response.headers.update([ANONYMOUS])
     return response
 
 

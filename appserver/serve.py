@@ -38,7 +38,13 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
 
-from .server_errors import DEFAULT_REST_PREFIX, RequestParser, ServerErrorTask
+from .server_errors import (
+    DEFAULT_REST_PREFIX,
+    ProxyHeaderRefusals,
+    RequestParser,
+    ServerErrorTask,
+    mark_reached,
+)
 from .startup import StartupError, check_free, exit_with, listen_settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,7 @@ def create_server(app: Any, **settings: Any) -> Any:
     The benchmark serves every target (its anchors and Django included) through this too, so
     that the ratios it prints compare applications, not servers.
     """
-    server = waitress.create_server(app, **settings)
+    server = waitress.create_server(mark_reached(app), **settings)
     # Deprecated as a setting, which would warn; still what write_soon and handle_write read
     # to decide whether a running task's output is worth sending yet.
     server.adj.send_bytes = RESPONSE_BUFFER
@@ -98,6 +104,8 @@ def create_server(app: Any, **settings: Any) -> Any:
     for listener in listeners:
         listener.channel_class = WholeResponseChannel
         listener.rest_prefix = rest_prefix  # read by ServerErrorTask
+        if listener.adj.trusted_proxy:  # waitress wrapped the application in its proxy middleware
+            listener.application = ProxyHeaderRefusals(listener.application, listener.adj, rest_prefix)
     return server
 
 

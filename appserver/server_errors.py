@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -131,3 +133,50 @@ class ServerErrorTask(ErrorTask):
             # while the one that failed is still first in line: that one has the path.
             path = getattr(pending[0], "path", "") or ""
         return path
+
+
+#: Set in the WSGI environ by :func:`mark_reached` when a request reaches the application.
+REACHED = "appserver.reached"
+#: What waitress's proxy-header middleware writes in its refusal's plain-text body.
+_MALFORMED_HEADER = re.compile(rb'Header "([A-Za-z-]{1,40})" malformed')
+
+
+def mark_reached(app: Callable) -> Callable:
+    """The application, noting in the environ that a request got to it (see
+    :class:`ProxyHeaderRefusals`)."""
+
+    def reached(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        environ[REACHED] = True
+        return app(environ, start_response)
+
+    return reached
+
+
+class ProxyHeaderRefusals:
+    """The answer to a malformed ``X-Forwarded-*`` or ``Forwarded`` header from the trusted
+    proxy, in the application's shapes. waitress's proxy-header middleware, which runs before
+    the application (``trusted_proxy``), refuses it with a plain-text 400 of its own, outside
+    what :class:`ServerErrorTask` sees: no ``X-AUSERNAME``, and no Jira JSON under ``/rest``."""
+
+    def __init__(self, app: Callable, adj: Any, rest_prefix: str) -> None:
+        self.app, self.adj, self.rest_prefix = app, adj, rest_prefix
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        refused: list[str] = []
+
+        def catch(status: str, headers: list, exc_info: Any = None) -> Callable:
+            if environ.get(REACHED):
+                return start_response(status, headers, exc_info)
+            refused.append(status)
+            return lambda data: None
+
+        body = self.app(environ, catch)
+        if environ.get(REACHED):
+            return body
+        text = b"".join(body)  # the refusal is a generator: its status comes with its body
+        found = _MALFORMED_HEADER.search(text)
+        header = found.group(1).decode() if found else "X-Forwarded-*"
+        error = BadRequest(f"its {header} header, which the proxy in front sets, is malformed")
+        headers, answer = render(error, environ.get("PATH_INFO", ""), self.adj, self.rest_prefix)
+        start_response(refused[0] if refused else "400 Bad Request", headers)
+        return [answer]

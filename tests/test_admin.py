@@ -92,6 +92,16 @@ def test_real_names_with_joiners_and_no_break_spaces_are_accepted(testapp, users
     assert client(testapp, "sara").get("/rest/api/2/myself").json["displayName"] == name
 
 
+def test_a_display_name_drawn_as_nothing_is_none_and_the_username_stands_in(testapp, users):
+    """A Hangul filler and a zero-width space look like no name at all (an outside review):
+    taken as no display name, the username is shown instead."""
+    admin = client(testapp, "admin")
+    form = admin.get("/admin/users").forms["create-user-form"]
+    form["username"], form["password"], form["display_name"] = "sara", "sara-password", "\u3164\u200b"
+    form.submit(status=303)
+    assert client(testapp, "sara").get("/rest/api/2/myself").json["displayName"] == "sara"
+
+
 def test_deactivate_and_activate(testapp, users):
     admin, fred = client(testapp, "admin"), client(testapp, "fred")
     action_form(admin.get("/admin/users"), users["fred"], "deactivate").submit().follow()

@@ -250,7 +250,7 @@ def test_a_password_over_the_size_cap_is_refused(appserver_cli):
 
 
 @pytest.mark.parametrize(
-    "username", ["", "   ", "bad\x01name", "x" * 256, "bad name!", ".fred", "user€", "a/b", "fred\u200b"]
+    "username", ["", "   ", "bad\x01name", "x" * 256, "bad name!", ".fred", "user€", "a/b", "fred\u200b", "fred\u034f", "\u3164fred"]
 )
 def test_an_invalid_username_is_refused(appserver_cli, username):
     appserver_cli("initdb")

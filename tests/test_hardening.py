@@ -326,7 +326,12 @@ def test_ascii_names_are_sent_unchanged(testapp, users):
     assert browser(testapp).get("/").headers["X-AUSERNAME"] == "anonymous"
 
 
-@pytest.mark.parametrize("username", ["bad name!", "user€", "", ".fred", "a" * 256, "x\u200by"])
+#: Names drawn exactly as another (an outside review): a combining grapheme joiner, variation
+#: selectors, a Mongolian one, the Hangul fillers; each a separate account before.
+INVISIBLE = ["fred\u034f", "fred\ufe0f", "\u3164fred", "fr\u180bed", "fred\U000e0100", "fred\u115f"]
+
+
+@pytest.mark.parametrize("username", ["bad name!", "user€", "", ".fred", "a" * 256, "x\u200by", *INVISIBLE])
 def test_the_admin_form_and_the_demo_seeding_refuse_names_outside_the_rule(testapp, users, app_request, username):
     with pytest.raises(AccountError, match="letters, digits and the symbols"):
         ensure_user(app_request, username, "a long password", "X", "", False)

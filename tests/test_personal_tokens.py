@@ -153,6 +153,9 @@ def test_delete_of_someone_elses_token_changes_nothing(testapp, users, app_reque
 BAD_REQUESTS = {
     "no name": ({"expirationDuration": 30}, "name"),
     "empty name": ({"name": "  ", "expirationDuration": 30}, "name"),
+    # Drawn as nothing (an outside review): a Hangul filler, a zero-width space.
+    "invisible name": ({"name": "\u3164", "expirationDuration": 30}, "name"),
+    "zero-width name": ({"name": " \u200b ", "expirationDuration": 30}, "name"),
     "name not a string": ({"name": 7, "expirationDuration": 30}, "name"),
     "name of 41 characters": ({"name": "n" * 41, "expirationDuration": 30}, "name"),
     "control characters": ({"name": "a\x00b", "expirationDuration": 30}, "name"),

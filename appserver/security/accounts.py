@@ -14,7 +14,7 @@ from ..models import RememberToken, User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH, canonical_username
 from . import audit
 from .audit import Event
-from .characters import has_control_characters
+from .characters import has_control_characters, is_invisible, looks_blank
 from .login import Outcome, check_user_password, unchanged_since_check
 from .sessions import acting_session_ended
 
@@ -65,7 +65,7 @@ class TooManyAttempts(AccountError):
 
 def _username_character(ch: str) -> bool:
     category = unicodedata.category(ch)
-    return category[0] in "LM" or category == "Nd" or ch in USERNAME_SYMBOLS
+    return (category[0] in "LM" or category == "Nd" or ch in USERNAME_SYMBOLS) and not is_invisible(ch)
 
 
 def validate_username(username: str) -> str:
@@ -97,6 +97,8 @@ def validate_profile(display_name: str, email: str) -> tuple[str, str]:
     line); returns them stripped. An email address is optional; one that is given must look
     like one (a single ``@`` between two non-empty parts, no spaces)."""
     display_name, email = display_name.strip(), email.strip()
+    if looks_blank(display_name):  # none given, as far as anyone can see: the username stands in
+        display_name = ""
     if has_control_characters(display_name):  # NUL: PostgreSQL refuses it; the rest breaks layouts
         raise AccountError("Display names cannot contain control characters.", "display_name")
     if len(display_name) > PROFILE_MAX_LENGTH:

@@ -1,4 +1,4 @@
-"""The one test of which characters a name or a password may not hold."""
+"""The tests of which characters a name or a password may not hold."""
 from __future__ import annotations
 
 import unicodedata
@@ -13,3 +13,26 @@ def has_control_characters(text: str) -> bool:
     zero-width joiner in an emoji sequence or a Persian name, a no-break space in a
     passphrase. ``str.isprintable`` refuses those too, which is why it is not the test."""
     return any(unicodedata.category(ch) in _REFUSED for ch in text)
+
+
+#: Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt), as ranges:
+#: what a renderer draws as nothing. Among them combining marks (the grapheme joiner,
+#: variation selectors) and letters (the Hangul fillers), which the username rule's
+#: categories would otherwise admit.
+_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+
+
+def is_invisible(ch: str) -> bool:
+    """A character drawn as nothing: a name holding one can look exactly like another."""
+    point = ord(ch)
+    return any(low <= point <= high for low, high in _IGNORABLE)
+
+
+def looks_blank(text: str) -> bool:
+    """Nothing a person would see: spaces and invisible characters only (or nothing)."""
+    return all(ch.isspace() or is_invisible(ch) for ch in text)

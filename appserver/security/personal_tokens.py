@@ -29,7 +29,7 @@ from ..models.rows import OwnedRowLoader
 from ..models.units import read_bind, unit
 from . import audit
 from .audit import Event
-from .characters import has_control_characters
+from .characters import has_control_characters, looks_blank
 from .sessions import acting_session_ended
 from .tokens import hash_token, new_token
 
@@ -299,7 +299,7 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
     settings = request.appserver_settings
     if name is not None and not isinstance(name, str):
         raise TokenRequestError("The token name must be a string.", "name")
-    if not name or not name.strip():
+    if not name or looks_blank(name):  # spaces, or characters drawn as nothing
         raise TokenRequestError("Give the token a name.", "name")
     name = name.strip()
     if len(name) > settings.token_name_max_length:
