@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from pyramid.config import Configurator
@@ -110,6 +111,57 @@ def database_reachable(registry: Registry) -> bool:
     return registry.database_probe.reachable()
 
 
+#: Seconds between two checks of a database that was found unavailable.
+WATCH_INTERVAL_SECONDS = 5.0
+
+
+class OutageWatch:
+    """Says once when the database answers again after requests were refused for want of it.
+
+    The refusals are logged at most one line per kind every few seconds
+    (:class:`~appserver.repeated_warning.RepeatedWarning`); nothing said when the database
+    came back, so the log could not tell how long an outage lasted, and a second one soon
+    after left no line of its own (an outside review). The first refusal starts a thread
+    that asks the database every :data:`WATCH_INTERVAL_SECONDS` until it answers; requests
+    pay nothing for it."""
+
+    def __init__(self, engine: Engine, interval: float = WATCH_INTERVAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine, self.interval, self.clock = engine, interval, clock
+        self._lock = threading.Lock()
+        self.since: float | None = None
+        self.refused = 0
+
+    def refused_request(self) -> None:
+        with self._lock:
+            self.refused += 1
+            if self.since is not None:
+                return
+            self.since = self.clock()
+        threading.Thread(target=self._watch, name="appserver-outage", daemon=True).start()
+
+    def _watch(self) -> None:
+        while self.since is not None:
+            time.sleep(self.interval)
+            self.check()
+
+    def check(self) -> bool:
+        """Ask the database once; when it answers after refusals, say so. Whether it did."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(_SCHEMA_PROBE).all()
+        except Exception:  # still away (or not migrated): the refusals are logged already
+            return False
+        with self._lock:
+            if self.since is None:
+                return True
+            away, refused = self.clock() - self.since, self.refused
+            self.since, self.refused = None, 0
+        log.warning("the database answers again, after %.0f s in which %d request(s) were answered 503",
+                    away, refused)
+        return True
+
+
 def status_response(request: Request) -> Response:
     if request.method not in ("GET", "HEAD"):
         response = json_response(jira_error_body([f"{request.method} is not allowed here: use GET."]), 405)
@@ -139,4 +191,5 @@ def status_tween_factory(handler: Handler, registry: Registry) -> Handler:
 
 def includeme(config: Configurator) -> None:
     config.registry.database_probe = DatabaseProbe(config.registry)
+    config.registry.outage_watch = OutageWatch(config.registry.dbengine)
     config.add_tween("appserver.health.status_tween_factory", over="pyramid_tm.tm_tween_factory")

@@ -81,9 +81,16 @@ def parse_host_pattern(entry: str) -> HostPattern:
     subdomains = entry.startswith((".", "*."))
     if entry == "*":
         raise InvalidHost("'*' would accept any Host: list the names this server answers to")
-    host = parse_host(entry.lstrip("*").lstrip(".") if subdomains else entry)
+    domain = entry.removeprefix("*").removeprefix(".") if subdomains else entry
+    if "*" in domain:
+        raise InvalidHost(f"{entry!r}: a wildcard may only open a name, as in *.example.com")
+    host = parse_host(domain)
     if subdomains and host.name.startswith("["):
         raise InvalidHost(f"{entry!r}: only names have subdomains")
+    if subdomains and "." not in host.name:
+        # *.com, *.internal: every name under a top-level domain, anybody's among them.
+        raise InvalidHost(f"{entry!r} would accept every name under a top-level domain: "
+                          "name your own domain, as in *.example.com")
     return HostPattern(host.name, host.port, subdomains)
 
 

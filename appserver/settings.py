@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyramid.config import Configurator
-from pyramid.settings import asbool
+from pyramid.settings import aslist, asbool
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -292,6 +292,13 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
         raise ConfigurationError(
             "appserver.login.show_demo_users: only for development (with "
             "appserver.session.secure = false); production never lists accounts"
+        )
+    if parsed.secure_cookies and "pyramid_debugtoolbar" in aslist(settings.get("pyramid.includes", "")):
+        # Its pages show recent requests' headers (cookies, Authorization) and its debugger
+        # runs code, for whoever debugtoolbar.hosts lets in: every local user, at least.
+        raise ConfigurationError(
+            "pyramid.includes: pyramid_debugtoolbar is only for development (with "
+            "appserver.session.secure = false); remove it from production's ini file"
         )
     if not settings.get("sqlalchemy.url"):
         raise ConfigurationError(

@@ -158,6 +158,16 @@ def test_listing_demo_users_is_refused_with_secure_cookies():
         parse_settings(settings)
 
 
+def test_the_debug_toolbar_is_refused_with_secure_cookies():
+    """An outside review added it to a copy of production.ini: `check` said ready, and its
+    pages (recent requests' cookies, a debugger that runs code) answered local users."""
+    settings = base_settings("sqlite://", **{"appserver.session.secure": "true",
+                                             "pyramid.includes": "\npyramid_tm\npyramid_debugtoolbar"})
+    with pytest.raises(ConfigurationError, match="pyramid.includes: pyramid_debugtoolbar is only for development"):
+        parse_settings(settings)
+    parse_settings({**settings, "appserver.session.secure": "false"})  # development.ini's case
+
+
 def test_development_ini_lists_them_and_production_ini_does_not():
     development = get_loader(str(ROOT / "development.ini"), protocols=["wsgi"]).get_settings("app:main")
     production = get_loader(str(ROOT / "production.ini"), protocols=["wsgi"]).get_settings("app:main")

@@ -238,6 +238,12 @@ def test_the_configured_names_and_ports(make_app, users):
         ("evil.example:80@x", "appserver.allowed_hosts: 'evil.example:80@x' is not a host name"),
         ("[::1]x", "appserver.allowed_hosts: '[::1]x' is not a host name"),
         (".[::1]", "appserver.allowed_hosts: '.[::1]': only names have subdomains"),
+        # A whole top-level domain, and a wildcard elsewhere than first (an outside review:
+        # *.com was accepted; *.* was refused as "'*' is not a host name").
+        ("*.com", "appserver.allowed_hosts: '*.com' would accept every name under a top-level domain"),
+        (".internal", "appserver.allowed_hosts: '.internal' would accept every name under a top-level domain"),
+        ("*.*", "appserver.allowed_hosts: '*.*': a wildcard may only open a name"),
+        ("jira.*.example", "appserver.allowed_hosts: 'jira.*.example': a wildcard may only open a name"),
     ],
 )
 def test_a_bad_allowed_hosts_setting_stops_start_up(value, message):

@@ -3,15 +3,19 @@ header (issue 13: what nginx, load balancers and operators ask a process)."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import webtest
 from sqlalchemy import func, make_url, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 import appserver
@@ -82,32 +86,70 @@ def test_status_is_an_error_while_the_database_is_unreachable(make_app, database
     engine.dispose()
 
 
-def test_status_recovers_by_itself_when_the_database_returns(make_app, database_url, tmp_path):
-    """The database goes and comes back: ERROR, then RUNNING again, with no restart."""
+@dataclass
+class Interruptible:
+    """An engine on a database that the test takes away and brings back: a SQLite file
+    whose folder is renamed, PostgreSQL behind a TCP relay that is stopped."""
+
+    engine: Engine
+    stop: Callable[[], None]
+    restart: Callable[[], None]
+
+
+@pytest.fixture
+def interruptible(database_url: str, tmp_path: Path) -> Iterator[Interruptible]:
+    relay = None
     if database_url.startswith("sqlite"):
         directory, away = tmp_path / "data", tmp_path / "unmounted"
         directory.mkdir()
         engine = get_engine({"sqlalchemy.url": f"sqlite:///{directory / 'app.sqlite'}", "sqlalchemy.poolclass": NullPool})
         migrate(engine)
-        stop, restart, relay = (lambda: directory.rename(away)), (lambda: away.rename(directory)), None
+        database = Interruptible(engine, lambda: directory.rename(away), lambda: away.rename(directory))
     else:
         real = make_url(database_url)
         relay = TCPRelay(real.host or "127.0.0.1", real.port or 5432)
         relay.start()
         via_relay = real.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
         engine = get_engine({"sqlalchemy.url": via_relay, "sqlalchemy.pool_pre_ping": "true"})
-        stop, restart = relay.stop, relay.start
-    app = make_app(**{"appserver.dbengine": engine})
+        database = Interruptible(engine, relay.stop, relay.start)
     try:
-        assert app.get("/status").json == {"state": "RUNNING"}
-        stop()
-        assert app.get("/status", status=503).json == {"state": "ERROR"}
-        restart()
-        assert app.get("/status").json == {"state": "RUNNING"}
+        yield database
     finally:
         engine.dispose()
         if relay is not None:
             relay.stop()
+
+
+def test_status_recovers_by_itself_when_the_database_returns(make_app, interruptible):
+    """The database goes and comes back: ERROR, then RUNNING again, with no restart."""
+    app = make_app(**{"appserver.dbengine": interruptible.engine})
+    assert app.get("/status").json == {"state": "RUNNING"}
+    interruptible.stop()
+    assert app.get("/status", status=503).json == {"state": "ERROR"}
+    interruptible.restart()
+    assert app.get("/status").json == {"state": "RUNNING"}
+
+
+def test_the_log_says_once_when_the_database_answers_again(interruptible, caplog):
+    """Refusals are logged at a bounded rate; the return is said once, with how long the
+    database was away and how many requests were refused (an outside review: nothing said
+    it came back). The watch's thread asks every few seconds; here the test asks."""
+    engine = interruptible.engine
+    # Not bound to the test's transaction, as make_app's apps are: requests use the engine.
+    settings = {**base_settings(engine.url.render_as_string(hide_password=False)), "appserver.dbengine": engine}
+    app = webtest.TestApp(appserver.main({}, **settings), extra_environ={"HTTP_HOST": "localhost"})
+    watch = app.app.registry.outage_watch
+    watch.interval = 3600  # its thread sleeps through the test
+    basic = {"Authorization": "Basic " + base64.b64encode(b"nobody:some-password").decode()}
+    interruptible.stop()
+    for _ in range(2):
+        app.get("/rest/api/2/myself", headers=basic, status=503)
+    assert not watch.check()
+    interruptible.restart()
+    with caplog.at_level(logging.WARNING, logger="appserver.health"):
+        assert watch.check() and watch.check()
+    said = [record.getMessage() for record in caplog.records if "answers again" in record.getMessage()]
+    assert len(said) == 1 and "2 request(s) were answered 503" in said[0], said
 
 
 def test_status_is_an_error_for_an_empty_database(tmp_path):
