@@ -7,7 +7,8 @@ credentials or ``os_authType`` are ignored), no cookie set, one read of the migr
 on a pooled connection. A load balancer may call it every second on every process.
 
 An empty database (a new file, a schema dropped) fails every request with a 503, so it is
-``ERROR`` too; so is a SQLite file deleted or replaced (a restore by ``mv``) under the
+``ERROR`` too, and so is one at an older migration than this code's (started before
+``initdb`` migrated it: every request that needs a new column fails); so is a SQLite file deleted or replaced (a restore by ``mv``) under the
 running server: its pooled connections go on with the old file, writing to one that is
 lost at the next start, or failing every write with "readonly database".
 
@@ -18,9 +19,11 @@ instead of piling more connections and threads onto a database that is not answe
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from pyramid.config import Configurator
@@ -78,6 +81,26 @@ class DatabaseProbe:
 _SCHEMA_PROBE = text("SELECT version_num FROM alembic_version")
 
 
+#: The project's migrations, beside the package (a checkout, as every documented set-up runs).
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@functools.lru_cache(maxsize=1)
+def code_revisions() -> tuple[str | None, frozenset[str]]:
+    """This code's newest migration, and the older ones it knows: a database at one of those
+    is behind (every request that needs a newer table or column fails), so ``/status`` is
+    ``ERROR`` until ``initdb`` migrates it. A revision this code does not know is newer: a
+    process of the previous release during a rolling upgrade, which goes on serving. Read
+    once per process, on the first probe (alembic imports every migration)."""
+    if not MIGRATIONS.is_dir():
+        return None, frozenset()
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    head = scripts.get_current_head()
+    return head, frozenset(script.revision for script in scripts.walk_revisions()) - {head}
+
+
 class _Probe:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -90,12 +113,18 @@ class _Probe:
                                  "never made: run 'appserver CONFIG initdb')", safe_url(engine.url))
                 return
             with engine.connect() as connection:
-                connection.execute(_SCHEMA_PROBE).all()
+                revision = connection.execute(_SCHEMA_PROBE).scalar()
                 changed = sqlite_file_changed(connection)
             if changed is not None:
                 problems.warning(
                     changed, "status: the database file %s was %s while the server ran: its connections "
                     "still use the old one; restart the server", safe_url(engine.url), changed)
+                return
+            head, older = code_revisions()
+            if revision in older:
+                problems.warning(
+                    "behind", "status: the database %s is at revision %s, this code needs %s: run "
+                    "'appserver CONFIG initdb'", safe_url(engine.url), revision, head)
                 return
             self.reachable = True
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:  # refused, no tables, ...

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import webtest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
@@ -150,6 +150,29 @@ def test_the_log_says_once_when_the_database_answers_again(interruptible, caplog
         assert watch.check() and watch.check()
     said = [record.getMessage() for record in caplog.records if "answers again" in record.getMessage()]
     assert len(said) == 1 and "2 request(s) were answered 503" in said[0], said
+
+
+def test_status_is_an_error_while_the_schema_is_behind_this_code(tmp_path, caplog):
+    """A process started before the migration it needs (a rolling upgrade in the wrong
+    order) fails every request that touches a new column: ERROR, saying what to run (an
+    outside review: RUNNING). A revision this code does not know is a newer release's: a
+    process of the previous release goes on serving while the next one rolls out."""
+    from appserver.health import code_revisions
+
+    app = webtest.TestApp(appserver.main({}, **base_settings(f"sqlite:///{tmp_path / 'app.sqlite'}")))
+    engine = app.app.registry.dbengine
+    migrate(engine)
+    head, older = code_revisions()
+    assert head is not None and older
+    try:
+        for revision, status, state in ((sorted(older)[-1], 503, "ERROR"), ("9999_next_release", 200, "RUNNING"),
+                                        (head, 200, "RUNNING")):
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+            assert app.get("/status", status=status).json == {"state": state}, revision
+        assert f"this code needs {head}: run 'appserver CONFIG initdb'" in caplog.text
+    finally:
+        engine.dispose()
 
 
 def test_status_is_an_error_for_an_empty_database(tmp_path):
