@@ -9,6 +9,12 @@ PORT_VARS := $(if $(PORT),http_port=$(PORT))
 PYTEST_ARGS ?=
 PROCESSES ?= 2
 NGINX ?= /usr/sbin/nginx
+# make cluster HTTPS_PORT=9443 HTTP_PORT=9088 CLUSTER_DIR=/tmp/c: where nginx listens (the
+# processes listen on Unix sockets, in CLUSTER_DIR/sockets/) and where the cluster keeps its
+# state; cluster-stop and cluster-restart need the same CLUSTER_DIR.
+HTTPS_PORT ?= 8443
+HTTP_PORT ?= 8088
+CLUSTER_DIR ?= .cluster
 # make benchmark BENCHMARK_ARGS=sweep|scale (docs/performance.md)
 BENCHMARK_ARGS ?=
 # make benchmark-django: Django 5.2 in a venv of its own, for the outside comparison only.
@@ -20,8 +26,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
+# .test-deps installs a superset of these extras: a venv that has them (and is newer than the
+# package's metadata) needs no second `pip install`, which wants the network.
 $(VENV)/.run-deps: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,clients,postgresql]'
+	@if [ $(VENV)/.test-deps -nt setup.cfg ] && [ $(VENV)/.test-deps -nt pyproject.toml ]; then \
+	  echo "$(VENV): the test dependencies include the run dependencies"; \
+	else $(BIN)/pip install --quiet -e '.[dev,clients,postgresql]'; fi
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/python setup.cfg pyproject.toml
@@ -71,16 +81,22 @@ $(NGINX):
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }; \
 	else echo "make cluster: nginx is missing: sudo apt-get install nginx-light"; exit 1; fi
 
-# production.ini behind nginx on https://127.0.0.1:8443: PROCESSES waitress processes on
-# PostgreSQL at 127.0.0.1:5432 (docs/deployment.md). State, logs and the CA in .cluster/.
+# production.ini behind nginx on https://127.0.0.1:$(HTTPS_PORT): PROCESSES waitress
+# processes on PostgreSQL at 127.0.0.1:5432 (docs/deployment.md). State, logs, sockets and
+# the CA in $(CLUSTER_DIR)/.
 cluster: $(VENV)/.run-deps $(NGINX)
-	$(BIN)/python deploy/cluster.py start --processes $(PROCESSES)
+	$(BIN)/python deploy/cluster.py start --processes $(PROCESSES) --https-port $(HTTPS_PORT) \
+	  --http-port $(HTTP_PORT) --run-dir $(CLUSTER_DIR)
 
+# Neither installs anything: the processes running now came from this venv, and a rolling
+# restart must not change it under them (nor need the network).
 cluster-stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python deploy/cluster.py stop; else python3 deploy/cluster.py stop; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python deploy/cluster.py stop --run-dir $(CLUSTER_DIR); \
+	else python3 deploy/cluster.py stop --run-dir $(CLUSTER_DIR); fi
 
-cluster-restart: $(VENV)/.run-deps
-	$(BIN)/python deploy/cluster.py restart
+cluster-restart:
+	@[ -x $(BIN)/python ] || { echo "make cluster-restart: no $(VENV): start a cluster first (make cluster)"; exit 1; }
+	$(BIN)/python deploy/cluster.py restart --run-dir $(CLUSTER_DIR)
 
 clean:
 	rm -rf $(VENV) $(DJANGO_VENV) *.egg-info .pytest_cache .hypothesis appserver.sqlite loadtest-report

@@ -19,11 +19,9 @@ instead of piling more connections and threads onto a database that is not answe
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
 
 from pyramid.config import Configurator
@@ -69,7 +67,7 @@ class DatabaseProbe:
                 probe = self._running = _Probe()
                 # A daemon thread: one stuck on a frozen database must not hold up the
                 # process's exit (a graceful stop), as an executor's worker would.
-                threading.Thread(target=probe.run, args=(self.registry.dbengine,), name="appserver-status",
+                threading.Thread(target=probe.run, args=(self.registry,), name="appserver-status",
                                  daemon=True).start()
         if not probe.done.wait(self.deadline):
             log.warning("status: the database has not answered for %.0f s", self.deadline)
@@ -81,24 +79,35 @@ class DatabaseProbe:
 _SCHEMA_PROBE = text("SELECT version_num FROM alembic_version")
 
 
-#: The project's migrations, beside the package (a checkout, as every documented set-up runs).
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+#: A registry's ``code_revisions`` until the ini's migrations are read (``startup.app_factory``):
+#: an application made without an ini file knows none, and never finds its database behind.
+NO_REVISIONS: tuple[str | None, frozenset[str]] = (None, frozenset())
 
 
-@functools.lru_cache(maxsize=1)
-def code_revisions() -> tuple[str | None, frozenset[str]]:
-    """This code's newest migration, and the older ones it knows: a database at one of those
-    is behind (every request that needs a newer table or column fails), so ``/status`` is
-    ``ERROR`` until ``initdb`` migrates it. A revision this code does not know is newer: a
-    process of the previous release during a rolling upgrade, which goes on serving. Read
-    once per process, on the first probe (alembic imports every migration)."""
-    if not MIGRATIONS.is_dir():
-        return None, frozenset()
-    from alembic.script import ScriptDirectory
-
-    scripts = ScriptDirectory(str(MIGRATIONS))
-    head = scripts.get_current_head()
-    return head, frozenset(script.revision for script in scripts.walk_revisions()) - {head}
+def probe_problem(registry: Registry) -> tuple[str, str] | None:
+    """Why this process cannot serve now, as (kind, one line), or None when it can: the
+    database answers, holds the project's tables, is at no older migration than this code
+    knows (``registry.code_revisions``: a process started before ``initdb`` migrated it fails
+    every request that touches a new column), and is still the file it opened."""
+    engine = registry.dbengine
+    if missing_sqlite_file(engine.url):
+        return "missing file", (f"the database file {safe_url(engine.url)} does not exist (deleted, or "
+                                "never made: run 'appserver CONFIG initdb')")
+    try:
+        with engine.connect() as connection:
+            revision = connection.execute(_SCHEMA_PROBE).scalar()
+            changed = sqlite_file_changed(connection)
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:  # refused, no tables, ...
+        problem = database_problem(error, engine.url)
+        return problem, problem
+    if changed is not None:
+        return changed, (f"the database file {safe_url(engine.url)} was {changed} while the server ran: "
+                         "its connections still use the old one; restart the server")
+    head, older = registry.code_revisions
+    if revision in older:
+        return "behind", (f"the database {safe_url(engine.url)} is at revision {revision}, this code "
+                          f"needs {head}: run 'appserver CONFIG initdb'")
+    return None
 
 
 class _Probe:
@@ -106,30 +115,13 @@ class _Probe:
         self.done = threading.Event()
         self.reachable = False
 
-    def run(self, engine: Engine) -> None:
+    def run(self, registry: Registry) -> None:
         try:
-            if missing_sqlite_file(engine.url):
-                problems.warning("missing file", "status: the database file %s does not exist (deleted, or "
-                                 "never made: run 'appserver CONFIG initdb')", safe_url(engine.url))
-                return
-            with engine.connect() as connection:
-                revision = connection.execute(_SCHEMA_PROBE).scalar()
-                changed = sqlite_file_changed(connection)
-            if changed is not None:
-                problems.warning(
-                    changed, "status: the database file %s was %s while the server ran: its connections "
-                    "still use the old one; restart the server", safe_url(engine.url), changed)
-                return
-            head, older = code_revisions()
-            if revision in older:
-                problems.warning(
-                    "behind", "status: the database %s is at revision %s, this code needs %s: run "
-                    "'appserver CONFIG initdb'", safe_url(engine.url), revision, head)
+            problem = probe_problem(registry)
+            if problem is not None:
+                problems.warning(problem[0], "status: %s", problem[1])
                 return
             self.reachable = True
-        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:  # refused, no tables, ...
-            problem = database_problem(error, engine.url)
-            problems.warning(problem, "status: %s", problem)
         except Exception:  # answered as unreachable; never an unhandled thread exception
             log.exception("status: the database check failed")
         finally:
@@ -144,49 +136,69 @@ def database_reachable(registry: Registry) -> bool:
 WATCH_INTERVAL_SECONDS = 5.0
 
 
+def _database_away(error: BaseException) -> bool:
+    """A refusal because the database cannot be used (unreachable, not migrated, its file
+    gone), not because it is busy: a lock held past ``lock_timeout`` (SQLSTATE 55P03) or a
+    pool with no connection free. For those it answers, /status says RUNNING, and so would
+    the watch at once: "it answers again" when it never stopped (an outside review)."""
+    if isinstance(error, sa_exc.TimeoutError):
+        return False
+    return getattr(getattr(error, "orig", None), "sqlstate", None) != "55P03"
+
+
 class OutageWatch:
-    """Says once when the database answers again after requests were refused for want of it.
+    """Says once when the database can be used again after requests were refused for want of it.
 
     The refusals are logged at most one line per kind every few seconds
     (:class:`~appserver.repeated_warning.RepeatedWarning`); nothing said when the database
     came back, so the log could not tell how long an outage lasted, and a second one soon
-    after left no line of its own (an outside review). The first refusal starts a thread
-    that asks the database every :data:`WATCH_INTERVAL_SECONDS` until it answers; requests
-    pay nothing for it."""
+    after left no line of its own (an outside review). The first refusal starts one thread
+    that asks, as /status does (:func:`probe_problem`), every :data:`WATCH_INTERVAL_SECONDS`
+    until the database can serve; requests pay nothing for it."""
 
-    def __init__(self, engine: Engine, interval: float = WATCH_INTERVAL_SECONDS,
+    def __init__(self, registry: Registry, interval: float = WATCH_INTERVAL_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.engine, self.interval, self.clock = engine, interval, clock
+        self.registry, self.interval, self.clock = registry, interval, clock
         self._lock = threading.Lock()
         self.since: float | None = None
         self.refused = 0
+        self._watching = False
 
-    def refused_request(self) -> None:
+    def refused_request(self, error: BaseException) -> None:
+        if not _database_away(error):
+            return
         with self._lock:
             self.refused += 1
-            if self.since is not None:
+            if self.since is None:
+                self.since = self.clock()
+            if self._watching:
                 return
-            self.since = self.clock()
+            self._watching = True
         threading.Thread(target=self._watch, name="appserver-outage", daemon=True).start()
 
     def _watch(self) -> None:
-        while self.since is not None:
+        while True:
             time.sleep(self.interval)
             self.check()
+            with self._lock:  # one thread at a time: a refusal meanwhile keeps this one going
+                if self.since is None:
+                    self._watching = False
+                    return
 
     def check(self) -> bool:
-        """Ask the database once; when it answers after refusals, say so. Whether it did."""
+        """Ask the database once; when it can serve after refusals, say so. Whether it can."""
         try:
-            with self.engine.connect() as connection:
-                connection.execute(_SCHEMA_PROBE).all()
-        except Exception:  # still away (or not migrated): the refusals are logged already
+            if probe_problem(self.registry) is not None:
+                return False  # still away: the refusals say why
+        except Exception:
+            log.exception("the database check after refusals failed")
             return False
         with self._lock:
             if self.since is None:
                 return True
             away, refused = self.clock() - self.since, self.refused
             self.since, self.refused = None, 0
-        log.warning("the database answers again, after %.0f s in which %d request(s) were answered 503",
+        log.warning("the database can be used again, after %.0f s in which %d request(s) were answered 503",
                     away, refused)
         return True
 
@@ -220,5 +232,6 @@ def status_tween_factory(handler: Handler, registry: Registry) -> Handler:
 
 def includeme(config: Configurator) -> None:
     config.registry.database_probe = DatabaseProbe(config.registry)
-    config.registry.outage_watch = OutageWatch(config.registry.dbengine)
+    config.registry.code_revisions = NO_REVISIONS
+    config.registry.outage_watch = OutageWatch(config.registry)
     config.add_tween("appserver.health.status_tween_factory", over="pyramid_tm.tm_tween_factory")

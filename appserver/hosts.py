@@ -63,6 +63,14 @@ def _name(text: str) -> str:
     return text
 
 
+def _is_ipv4(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_host(value: str) -> Host:
     """The request's ``Host`` (already a Latin-1 ``str`` in WSGI); :class:`InvalidHost` for
     anything that is not exactly one host name or address with an optional port."""
@@ -85,7 +93,7 @@ def parse_host_pattern(entry: str) -> HostPattern:
     if "*" in domain:
         raise InvalidHost(f"{entry!r}: a wildcard may only open a name, as in *.example.com")
     host = parse_host(domain)
-    if subdomains and host.name.startswith("["):
+    if subdomains and (host.name.startswith("[") or _is_ipv4(host.name)):
         raise InvalidHost(f"{entry!r}: only names have subdomains")
     if subdomains and "." not in host.name:
         # *.com, *.internal: every name under a top-level domain, anybody's among them.

@@ -20,8 +20,13 @@ which nginx can neither retry nor complete: the client gets a cut body. Held unt
 response is complete, the same bytes go out in one send, so a death leaves either the whole
 response or none of it (and nginx sends a GET to the next process).
 
-The listening address may come from ``APPSERVER_LISTEN`` (``127.0.0.1:8081``), so that one
-``production.ini`` serves every instance of the systemd template unit ``appserver@.service``.
+The listening address may come from ``APPSERVER_LISTEN``, so that one ``production.ini``
+serves every instance of the systemd template unit ``appserver@.service``: a Unix socket
+(``unix:/run/appserver/1.sock``, what the unit and ``make cluster`` use: only nginx's user and
+the service may connect, so only nginx's forwarded headers are trusted) or host:port
+(``127.0.0.1:8081``). Stopping works alike on both: the listening socket is closed, and a new
+connection is refused (a socket file left behind refuses connections too; the next start
+replaces it, :func:`appserver.startup.check_free_socket_path`).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
 
 from .server_errors import (
+    CLOSE_CONNECTION,
     DEFAULT_REST_PREFIX,
     ProxyHeaderRefusals,
     RequestParser,
@@ -78,10 +84,18 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
     def serve(app: Any) -> None:
         logging.basicConfig()  # as waitress.serve does: idempotent once pserve configured logging
         server = create_server(app, **settings)
-        server.print_listen("Serving on http://{}:{}")
+        say_where(server, settings)
         GracefulServer(server, timeout).serve()
 
     return serve
+
+
+def say_where(server: Any, settings: dict[str, Any]) -> None:
+    """The "Serving on" line: waitress would say "http://unix:/path" for a socket."""
+    if settings.get("unix_socket"):
+        server.log_info(f"Serving on unix:{settings['unix_socket']}")
+    else:
+        server.print_listen("Serving on http://{}:{}")
 
 
 def create_server(app: Any, **settings: Any) -> Any:
@@ -111,6 +125,13 @@ def create_server(app: Any, **settings: Any) -> Any:
 
 class WholeResponseTask(WSGITask):
     """Sends what the application wrote (headers and body) once it has finished writing."""
+
+    def build_response_header(self) -> bytes:
+        # A WSGI application may not send Connection (PEP 3333); one asks for the close
+        # through the environ (server_errors.ProxyHeaderRefusals, as waitress's refusals close).
+        if self.environ is not None and self.environ.get(CLOSE_CONNECTION):
+            self.set_close_on_finish()
+        return super().build_response_header()
 
     def finish(self) -> None:
         super().finish()

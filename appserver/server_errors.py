@@ -137,6 +137,9 @@ class ServerErrorTask(ErrorTask):
 
 #: Set in the WSGI environ by :func:`mark_reached` when a request reaches the application.
 REACHED = "appserver.reached"
+#: Set in the WSGI environ to have the connection closed after the response
+#: (``appserver.serve.WholeResponseTask``).
+CLOSE_CONNECTION = "appserver.close_connection"
 #: What waitress's proxy-header middleware writes in its refusal's plain-text body.
 _MALFORMED_HEADER = re.compile(rb'Header "([A-Za-z-]{1,40})" malformed')
 
@@ -178,5 +181,8 @@ class ProxyHeaderRefusals:
         header = found.group(1).decode() if found else "X-Forwarded-*"
         error = BadRequest(f"its {header} header, which the proxy in front sets, is malformed")
         headers, answer = render(error, environ.get("PATH_INFO", ""), self.adj, self.rest_prefix)
+        # Closed after it, as waitress closes after its own refusals; and a HEAD gets no body
+        # (waitress sends what the application returns, and WebOb is not in this path).
+        environ[CLOSE_CONNECTION] = True
         start_response(refused[0] if refused else "400 Bad Request", headers)
-        return [answer]
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [answer]

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -107,8 +108,17 @@ def database_problem(error: BaseException, url: Any) -> str:
 def head_revision(config_path: Path | None) -> str | None:
     """The newest migration this code knows (from the ini's ``[alembic]`` section), or None
     when the ini has no migrations to compare with."""
+    return code_revisions(config_path)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def code_revisions(config_path: Path | None) -> tuple[str | None, frozenset[str]]:
+    """The newest migration this code knows and the older ones, from the ini's ``[alembic]``
+    section (where ``initdb`` finds them, installed package or checkout); (None, nothing)
+    when the ini has no migrations to compare with. Read once per process: alembic imports
+    every migration."""
     if config_path is None:
-        return None
+        return None, frozenset()
     # Loading alembic logs its plugin set-up at INFO: not news at every start.
     alembic_log = logging.getLogger("alembic")
     level = alembic_log.level
@@ -121,10 +131,12 @@ def head_revision(config_path: Path | None) -> str | None:
         alembic_config = AlembicConfig(str(config_path))
         try:
             if not alembic_config.get_main_option("script_location"):
-                return None
-            return ScriptDirectory.from_config(alembic_config).get_current_head()
+                return None, frozenset()
+            scripts = ScriptDirectory.from_config(alembic_config)
+            head = scripts.get_current_head()
+            return head, frozenset(script.revision for script in scripts.walk_revisions()) - {head}
         except CommandError:  # no [alembic] section (an ini that only points at another one)
-            return None
+            return None, frozenset()
     finally:
         alembic_log.setLevel(level)
 
@@ -210,6 +222,8 @@ def app_factory(global_config: Mapping[str, Any], **settings: str):
         app = main(dict(global_config), **settings)
     except ConfigurationError as error:
         raise SystemExit(f"{source}: {error}" if source else str(error)) from None
+    if source:  # /status compares the database's migration with these (appserver.health)
+        app.registry.code_revisions = code_revisions(Path(ini_path(source)))
     problem = database_status(app.registry.dbengine, source)
     if problem is not None:
         consequence = "until then requests that need it fail" if "initdb" in problem else (
@@ -224,9 +238,13 @@ def app_factory(global_config: Mapping[str, Any], **settings: str):
 
 def listen_addresses(server_settings: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """waitress's own reading of ``listen``/``host``/``port``: (family, type, proto, address).
-    A port outside 1-65535 is refused first: the resolver would take 72238 for 6702."""
+    A port outside 1-65535 is refused first: the resolver would take 72238 for 6702. A Unix
+    socket (``unix_socket``, which :func:`listen_settings` makes of ``unix:PATH``) is one
+    address: its path."""
     from waitress.adjustments import Adjustments
 
+    if server_settings.get("unix_socket"):
+        return [(socket.AF_UNIX, socket.SOCK_STREAM, 0, str(server_settings["unix_socket"]))]
     ports = [str(server_settings.get("port", "")).strip()]
     ports += [entry.rpartition(":")[2] for entry in str(server_settings.get("listen", "")).split()]
     for port in ports:
@@ -239,7 +257,9 @@ def listen_addresses(server_settings: Mapping[str, Any]) -> list[tuple[Any, ...]
         raise StartupError(f"cannot listen on {server_settings.get('listen', '')!s}: {error}") from None
 
 
-def display(address: tuple[Any, ...]) -> str:
+def display(address: Any) -> str:
+    if isinstance(address, str):  # a Unix socket's path
+        return f"{UNIX_PREFIX}{address}"
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -248,9 +268,13 @@ def check_free(server_settings: Mapping[str, Any]) -> None:
     """Raise StartupError when another process listens on an address this server would use.
 
     A trial bind (with SO_REUSEADDR, as waitress binds) tells a listening socket from a port
-    that only has connections in TIME_WAIT.
+    that only has connections in TIME_WAIT. A Unix socket is checked by connecting to it:
+    see :func:`check_free_socket_path`.
     """
     for family, socktype, proto, address in listen_addresses(server_settings):
+        if family == socket.AF_UNIX:
+            check_free_socket_path(address)
+            continue
         with socket.socket(family, socktype, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -259,7 +283,44 @@ def check_free(server_settings: Mapping[str, Any]) -> None:
                 raise StartupError(address_problem(error, address)) from None
 
 
-def address_problem(error: OSError, address: tuple[Any, ...]) -> str:
+def check_free_socket_path(path: str) -> None:
+    """A socket file nobody listens on is stale (its process was killed, or stopped without
+    removing it): waitress removes it and binds anew, so it must not stop the start. A socket
+    that accepts a connection belongs to a running server, which waitress would quietly
+    unlink and take over: that is refused here, in one line."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise StartupError(f"{display(path)}: the folder {folder} does not exist: create it "
+                               "(the systemd unit's RuntimeDirectory= does)") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StartupError(f"{display(path)}: permission denied: this user cannot create files in {folder}")
+        return
+    if not stat.S_ISSOCK(mode):
+        raise StartupError(f"{display(path)} exists and is not a socket: remove it or listen elsewhere")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)  # a listener whose backlog is full does not answer at once; it is still a listener
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return  # stale: nobody listens
+        except TimeoutError:
+            pass
+        except OSError as error:
+            raise StartupError(address_problem(error, path)) from None
+    raise StartupError(address_problem(OSError(errno.EADDRINUSE, "in use"), path))
+
+
+def address_problem(error: OSError, address: Any) -> str:
+    if isinstance(address, str):  # a Unix socket
+        if error.errno == errno.EADDRINUSE:
+            return (f"{display(address)} is in use — is another server running? Stop it, or give "
+                    f"another socket path: {LISTEN_VARIABLE}=unix:PATH")
+        if error.errno == errno.EACCES:
+            return f"{display(address)}: permission denied — this user may not use that socket"
+        return f"cannot listen on {display(address)}: {error.strerror or error}"
     if error.errno == errno.EADDRINUSE:
         return (f"{display(address)} is in use — is another server running? Another port: "
                 "make run PORT=N, or pserve CONFIG http_port=N")
@@ -268,23 +329,67 @@ def address_problem(error: OSError, address: tuple[Any, ...]) -> str:
     return f"cannot listen on {display(address)}: {error.strerror or error}"
 
 
-#: The listening address from the environment (the systemd unit's instance port, the
+#: The listening address from the environment (the systemd unit's instance socket, the
 #: cluster's): it beats the ini's ``listen`` and ``http_port``.
 LISTEN_VARIABLE = "APPSERVER_LISTEN"
+
+#: ``unix:/run/appserver/1.sock``: a Unix domain socket instead of host:port, in
+#: ``APPSERVER_LISTEN`` or the ini's ``listen``.
+UNIX_PREFIX = "unix:"
+
+#: What waitress reports as REMOTE_ADDR for every peer of a Unix socket (server.py, fix_addr).
+UNIX_PEER = "localhost"
+
+#: sun_path holds 108 bytes with its terminating NUL.
+UNIX_PATH_MAX = 107
 
 
 def listen_settings(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
     """The server's settings with the address it will really serve on: ``APPSERVER_LISTEN``
     if set, else the ini's moved to ``port`` (``http_port``). Both server entry points and
-    ``appserver CONFIG check`` use it, so the address checked is the address served."""
-    settings = with_port(server_settings, port)
+    ``appserver CONFIG check`` use it, so the address checked is the address served.
+
+    ``unix:PATH`` becomes waitress's ``unix_socket`` (see :func:`unix_socket_settings`)."""
     listen = os.environ.get(LISTEN_VARIABLE, "").strip()
     if listen.isdigit():  # waitress would read a lone port as a host ("0.0.28.85:8080")
-        raise StartupError(f"{LISTEN_VARIABLE}={listen}: give host:port, e.g. 127.0.0.1:{listen}")
+        raise StartupError(f"{LISTEN_VARIABLE}={listen}: give host:port, e.g. 127.0.0.1:{listen}, "
+                           f"or {UNIX_PREFIX}PATH")
     if listen:
-        for key in ("host", "port", "listen"):
+        settings = dict(server_settings)
+        for key in ("host", "port", "listen", "unix_socket"):
             settings.pop(key, None)
         settings["listen"] = listen
+    else:
+        settings = with_port(server_settings, port)
+    return unix_socket_settings(settings)
+
+
+def unix_socket_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``listen = unix:PATH`` as waitress takes it: ``unix_socket = PATH``, and forwarded
+    headers trusted from the socket alone.
+
+    waitress reports every peer of a Unix socket as "localhost" (never an address a TCP peer
+    has), so ``trusted_proxy = localhost`` trusts exactly who may connect to the socket, which
+    its permissions decide (nginx's user and the service's). The ini's ``trusted_proxy``
+    names nginx's TCP address (127.0.0.1, for ``pserve production.ini`` on a port); on a
+    socket that address never connects, and every forwarded header would be dropped."""
+    listen = str(settings.get("listen", "")).strip()
+    entries = listen.split()
+    if not any(entry.startswith(UNIX_PREFIX) for entry in entries):
+        return settings
+    if len(entries) > 1:
+        raise StartupError(f"listen = {listen}: a Unix socket ({UNIX_PREFIX}PATH) must be the only address")
+    path = entries[0][len(UNIX_PREFIX):]
+    if not path.startswith("/"):
+        raise StartupError(f"{entries[0]}: give the socket's absolute path, e.g. {UNIX_PREFIX}/run/appserver/1.sock")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise StartupError(f"{entries[0]}: a socket path is at most {UNIX_PATH_MAX} bytes long; choose a shorter one")
+    settings = dict(settings)
+    for key in ("host", "port", "listen"):
+        settings.pop(key, None)
+    settings["unix_socket"] = path
+    if settings.get("trusted_proxy"):
+        settings["trusted_proxy"] = UNIX_PEER
     return settings
 
 
@@ -294,6 +399,9 @@ def with_port(server_settings: Mapping[str, Any], port: Any) -> dict[str, Any]:
     settings = dict(server_settings)
     if port in (None, ""):
         return settings
+    if str(settings.get("listen", "")).strip().startswith(UNIX_PREFIX):
+        raise StartupError(f"http_port={port}: this server listens on a Unix socket "
+                           f"({settings['listen']}), not a port")
     try:
         number = int(str(port))
     except ValueError:
@@ -317,11 +425,11 @@ def server_factory(global_conf: Mapping[str, Any], **settings: Any):
         exit_with(str(error))
 
     def serve(app) -> None:
-        from .serve import create_server
+        from .serve import create_server, say_where
 
         logging.basicConfig()  # as waitress.serve does
         server = create_server(app, **settings)
-        server.print_listen("Serving on http://{}:{}")
+        say_where(server, settings)
         server.run()
 
     return serve

@@ -7,10 +7,14 @@
 
 ``start`` checks PostgreSQL at 127.0.0.1:5432, creates the database if missing, migrates and
 seeds it (``appserver production.ini initdb --demo``), starts N waitress processes from
-``production.ini`` on loopback ports (``APPSERVER_LISTEN``), generates a CA and a server
-certificate with ``openssl`` (once; kept for the next start, so a browser that trusts the CA
-keeps trusting it), renders ``deploy/nginx/appserver.conf`` for those ports and starts
-Debian's nginx on https://127.0.0.1:8443. ``stop`` stops exactly the processes whose pid
+``production.ini``, each on a Unix socket in ``RUN_DIR/sockets/`` (``APPSERVER_LISTEN=unix:…``;
+as root, in a folder of its own in /tmp) that only this user, whom nginx's workers run as,
+may open (as root: nginx's workers, nobody), as the systemd unit's processes
+listen on ``/run/appserver/N.sock``; generates a CA and a server certificate with ``openssl``
+(once; kept for the next start, so a browser that trusts the CA keeps trusting it), renders
+``deploy/nginx/appserver.conf`` for those sockets and starts Debian's nginx on
+https://127.0.0.1:8443 (``--https-port``, ``--http-port``: ``make cluster HTTPS_PORT=N
+HTTP_PORT=N``). ``stop`` stops exactly the processes whose pid
 files it wrote under the run directory (``.cluster/`` by default), and checks that each pid
 still runs the command it started before signalling it.
 
@@ -20,6 +24,7 @@ with ``.venv/bin/python``); nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -44,6 +49,10 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin: pserve, appserver
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "nginx")
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/appserver_cluster"
 START_TIMEOUT = 60.0
+#: The message the pkg_resources import of pyramid prints at every start (as `make run` does).
+PKG_RESOURCES_WARNING = "ignore:pkg_resources is deprecated:UserWarning"
+#: Who nginx's workers run as when the cluster is started as root ("user" in nginx.conf).
+ROOT_WORKER_USER, ROOT_WORKER_GROUP = "nobody", "nogroup"
 STOP_TIMEOUT = 45.0  # graceful_timeout (30 s in production.ini) and some
 
 
@@ -57,11 +66,13 @@ class Cluster:
     processes: int = 2
     https_port: int = 8443
     http_port: int = 8088
-    first_port: int = 8081
     database_url: str = DEFAULT_DATABASE
     host: str = "127.0.0.1"
     process_header: bool = True
-    ports: list[int] = field(default_factory=list)
+    #: The waitress processes, 1..N: each has its socket, pid file and log named after it.
+    instances: list[int] = field(default_factory=list)
+    #: Where the sockets are when not in RUN_DIR/sockets (started as root: see make_socket_dir).
+    sockets: str = ""
 
     # --- paths -------------------------------------------------------------------------
 
@@ -89,39 +100,52 @@ class Cluster:
     def state_file(self) -> Path:
         return self.run_dir / "cluster.json"
 
-    def pid_file(self, port: int) -> Path:
-        return self.run_dir / f"appserver-{port}.pid"
+    @property
+    def socket_dir(self) -> Path:
+        return Path(self.sockets) if self.sockets else self.run_dir / "sockets"
 
-    def log_file(self, port: int) -> Path:
-        return self.run_dir / f"appserver-{port}.log"
+    def socket_path(self, instance: int) -> Path:
+        return self.socket_dir / f"{instance}.sock"
+
+    def pid_file(self, instance: int) -> Path:
+        return self.run_dir / f"appserver-{instance}.pid"
+
+    def log_file(self, instance: int) -> Path:
+        return self.run_dir / f"appserver-{instance}.log"
 
     # --- state -------------------------------------------------------------------------
 
     def save(self) -> None:
         state = {
             "processes": self.processes, "https_port": self.https_port, "http_port": self.http_port,
-            "ports": self.ports, "database_url": self.database_url, "host": self.host,
-            "process_header": self.process_header,
+            "instances": self.instances, "database_url": self.database_url, "host": self.host,
+            "process_header": self.process_header, "sockets": self.sockets,
         }
         private_file(self.state_file).write_text(json.dumps(state, indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: Path) -> "Cluster":
         state = json.loads((run_dir / "cluster.json").read_text())
-        cluster = cls(run_dir=run_dir, **{k: v for k, v in state.items() if k != "ports"})
-        cluster.ports = list(state["ports"])
+        known = {"processes", "https_port", "http_port", "database_url", "host", "process_header", "sockets"}
+        cluster = cls(run_dir=run_dir, **{k: v for k, v in state.items() if k in known})
+        # A cluster started before the sockets named its processes by port (appserver-8081.pid):
+        # read so, `make cluster-stop` still stops it.
+        cluster.instances = list(state.get("instances", state.get("ports", [])))
         return cluster
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self, instance: int, database_url: str | None = None) -> dict[str, str]:
         """What the systemd unit's EnvironmentFile and Environment= lines give a process."""
         env = dict(os.environ)
+        warnings = [w for w in (env.get("PYTHONWARNINGS"), PKG_RESOURCES_WARNING) if w]
         env.update(
-            APPSERVER_DATABASE_URL=self.database_url,
+            APPSERVER_DATABASE_URL=database_url or self.database_url,
             APPSERVER_SECRET=self.secret(),
-            APPSERVER_LISTEN=f"127.0.0.1:{port}",
+            APPSERVER_LISTEN=f"unix:{self.socket_path(instance)}",
             APPSERVER_ALLOWED_HOSTS=f"{self.host} localhost",
             APPSERVER_PROCESS_HEADER="true" if self.process_header else "false",
             PYTHONUNBUFFERED="1",
+            # pyramid imports pkg_resources before appserver could filter its warning.
+            PYTHONWARNINGS=",".join(warnings),
         )
         return env
 
@@ -144,17 +168,18 @@ class Cluster:
         nginx = find_nginx()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check_postgresql(self.database_url)
-        self.ports = [self.first_port + i for i in range(self.processes)] if not self.ports else self.ports
-        for port in [self.https_port, self.http_port, *self.ports]:
-            ensure_free(self.host if port in (self.https_port, self.http_port) else "127.0.0.1", port)
+        self.instances = list(range(1, self.processes + 1))
+        ensure_free(self.host, self.https_port, "HTTPS_PORT")
+        ensure_free(self.host, self.http_port, "HTTP_PORT")
+        self.make_socket_dir()
         self.save()
         self.initdb()
         make_certificates(self.run_dir / "tls", self.host)
         try:
-            for port in self.ports:
-                self.start_process(port)
-            for port in self.ports:
-                wait_for_status(f"http://127.0.0.1:{port}/status", self.log_file(port))
+            for instance in self.instances:
+                self.start_process(instance)
+            for instance in self.instances:
+                self.wait_for_process(instance)
             self.write_nginx_conf()
             run([nginx, "-t", "-q", "-p", str(self.nginx_dir), "-c", str(self.nginx_conf)], "nginx -t")
             run([nginx, "-p", str(self.nginx_dir), "-c", str(self.nginx_conf)], "nginx")
@@ -163,8 +188,40 @@ class Cluster:
             self.stop(quiet=True)
             raise
 
+    def make_socket_dir(self) -> None:
+        """The sockets' folder: nobody but this user (and, started as root, nginx's workers,
+        which then run as nobody:nogroup) may reach a socket in it. A process behind a
+        socket trusts the X-Forwarded-* headers it is sent (production.ini), so a user who
+        could connect could forge the client's address and scheme.
+
+        As root the folder is a new one in the temporary directory (nginx's workers, nobody,
+        must be able to reach it, and a run directory under /root or pytest's
+        /tmp/pytest-of-root is closed to them), group nogroup and setgid, so each socket is
+        created in that group, and production.ini's unix_socket_perms (660) lets them in."""
+        if os.geteuid() == 0:
+            import grp
+            import tempfile
+
+            self.sockets = tempfile.mkdtemp(prefix="appserver-cluster-")
+            directory = self.socket_dir
+            os.chown(directory, 0, grp.getgrnam(ROOT_WORKER_GROUP).gr_gid)
+            os.chmod(directory, 0o2750)
+        else:
+            self.sockets = ""
+            directory = self.socket_dir
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        if len(os.fsencode(self.socket_path(max(self.instances, default=1)))) > 107:
+            raise ClusterError(f"{directory} is too long a path for a Unix socket (at most 107 bytes "
+                               "with the socket's name): choose a shorter CLUSTER_DIR")
+
+    def wait_for_process(self, instance: int) -> None:
+        """Until the process answers RUNNING on its own socket."""
+        wait_for_status("http://localhost/status", self.log_file(instance),
+                        unix_socket=self.socket_path(instance))
+
     def initdb(self) -> None:
-        env = self.environment(self.first_port)
+        env = self.environment(self.instances[0])
         result = subprocess.run(
             [str(BIN / "appserver"), str(PRODUCTION_INI), "initdb", "--demo"],
             env=env, capture_output=True, text=True, timeout=300,
@@ -173,15 +230,17 @@ class Cluster:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise ClusterError(f"appserver initdb failed: {last}")
 
-    def start_process(self, port: int) -> int:
-        log = private_file(self.log_file(port)).open("ab")
+    def start_process(self, instance: int, database_url: str | None = None) -> int:
+        """Start the process ``instance``; ``database_url`` points it at another database
+        than the cluster's (the tests: one process whose database is unreachable)."""
+        log = private_file(self.log_file(instance)).open("ab")
         process = subprocess.Popen(
             [str(BIN / "pserve"), str(PRODUCTION_INI)],
-            cwd=ROOT, env=self.environment(port), stdin=subprocess.DEVNULL,
+            cwd=ROOT, env=self.environment(instance, database_url), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self.pid_file(port).write_text(f"{process.pid}\n")
+        self.pid_file(instance).write_text(f"{process.pid}\n")
         return process.pid
 
     def write_nginx_conf(self) -> None:
@@ -189,7 +248,7 @@ class Cluster:
         (self.nginx_dir / "appserver.conf").write_text(render_site(SITE_TEMPLATE.read_text(), self))
         for log in ("access.log", "error.log"):  # nginx would make them 644; it keeps a file's mode
             private_file(self.nginx_dir / log)
-        worker_user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+        worker_user = f"user {ROOT_WORKER_USER} {ROOT_WORKER_GROUP};\n" if os.geteuid() == 0 else ""
         self.nginx_conf.write_text(
             "# Written by deploy/cluster.py: nginx for `make cluster`, all state in this directory.\n"
             f"{worker_user}"
@@ -216,8 +275,8 @@ class Cluster:
     def running(self) -> dict[str, int | None]:
         """name -> pid of what this cluster started and is still running (None if not)."""
         found: dict[str, int | None] = {}
-        for port in self.ports:
-            found[f"appserver-{port}"] = live_pid(self.pid_file(port), "pserve")
+        for instance in self.instances:
+            found[f"appserver-{instance}"] = live_pid(self.pid_file(instance), "pserve")
         found["nginx"] = live_pid(self.nginx_pid_file, "nginx")
         return found
 
@@ -230,33 +289,42 @@ class Cluster:
             stop_pid(nginx_pid, signal.SIGQUIT)  # nginx's graceful shutdown
             stopped.append(f"nginx (pid {nginx_pid})")
         self.nginx_pid_file.unlink(missing_ok=True)
-        for port in self.ports:
-            pid = self.stop_process(port)
+        for instance in self.instances:
+            pid = self.stop_process(instance)
             if pid:
-                stopped.append(f"appserver on {port} (pid {pid})")
+                stopped.append(f"appserver {instance} (pid {pid})")
+        if self.sockets and not any(self.running().values()):  # root's folder in /tmp: ours alone
+            for instance in self.instances:
+                self.socket_path(instance).unlink(missing_ok=True)
+            try:
+                self.socket_dir.rmdir()
+            except OSError:
+                pass
         if not quiet:
             print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing from {self.run_dir} was running")
 
-    def stop_process(self, port: int) -> int | None:
-        """SIGTERM (a graceful stop) to the process on ``port``; returns its pid if it ran."""
-        pid = live_pid(self.pid_file(port), "pserve")
+    def stop_process(self, instance: int) -> int | None:
+        """SIGTERM (a graceful stop) to the process ``instance``; returns its pid if it ran."""
+        pid = live_pid(self.pid_file(instance), "pserve")
         if pid:
             stop_pid(pid, signal.SIGTERM)
-        self.pid_file(port).unlink(missing_ok=True)
+        self.pid_file(instance).unlink(missing_ok=True)
         return pid
 
     def restart(self) -> None:
         """A rolling restart: one process at a time, each back and healthy before the next
-        goes. nginx sends new requests to the others meanwhile."""
-        for port in self.ports:
-            self.stop_process(port)
-            self.start_process(port)
-            wait_for_status(f"http://127.0.0.1:{port}/status", self.log_file(port))
+        goes. nginx sends new requests to the others meanwhile (a stopped process's socket
+        refuses connections, which nginx retries elsewhere; the new process replaces it)."""
+        for instance in self.instances:
+            self.stop_process(instance)
+            self.start_process(instance)
+            self.wait_for_process(instance)
 
     def describe(self) -> str:
         return (
-            f"appserver cluster: {self.url}/  ({len(self.ports)} waitress processes on "
-            f"127.0.0.1:{', '.join(map(str, self.ports))}; http://{self.host}:{self.http_port} redirects)\n"
+            f"appserver cluster: {self.url}/  ({len(self.instances)} waitress processes on Unix sockets "
+            f"{self.socket_dir}/{{{','.join(map(str, self.instances))}}}.sock; "
+            f"http://{self.host}:{self.http_port} redirects)\n"
             f"  CA certificate for clients: {self.ca_file}\n"
             f"    curl --cacert {self.ca_file} {self.url}/status\n"
             f"  database: {self.database_url}   logs: {self.run_dir}/*.log\n"
@@ -305,10 +373,11 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def ensure_free(host: str, port: int) -> None:
+def ensure_free(host: str, port: int, variable: str) -> None:
     with socket.socket() as sock:
         if sock.connect_ex((host, port)) == 0:
-            raise ClusterError(f"{host}:{port} is already in use: stop what listens there or choose another port")
+            raise ClusterError(f"{host}:{port} is already in use: stop what listens there or choose "
+                               f"another port: make cluster {variable}=N")
 
 
 def run(command: list[str], what: str) -> None:
@@ -352,10 +421,11 @@ def render_site(template: str, cluster: Cluster) -> str:
     """deploy/nginx/appserver.conf with the lines marked "cluster:" made local."""
     tls = cluster.run_dir / "tls"
     upstreams = "".join(
-        f"    server 127.0.0.1:{port} max_fails=0;\n" for port in cluster.ports
+        f"    server unix:{cluster.socket_path(instance)} max_fails=0;\n" for instance in cluster.instances
     )
     replacements = [
-        (r"(?m)^    server 127\.0\.0\.1:\d+ .*\n(    server 127\.0\.0\.1:\d+ .*\n)*", upstreams),
+        (r"(?m)^    server unix:/run/appserver/\d+\.sock .*\n(    server unix:/run/appserver/\d+\.sock .*\n)*",
+         upstreams),
         (r"(?m)^    listen \[::\]:.*\n", ""),
         (r"listen 80;", f"listen {cluster.host}:{cluster.http_port};"),
         (r"listen 443 ssl", f"listen {cluster.host}:{cluster.https_port} ssl"),
@@ -374,22 +444,52 @@ def render_site(template: str, cluster: Cluster) -> str:
     return template
 
 
-def wait_for_status(url: str, log: Path, ca_file: Path | None = None, timeout: float = START_TIMEOUT) -> None:
-    """Wait until ``url`` answers 200 {"state": "RUNNING"}."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: a process's own /status, as nginx reaches it."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def get_json(url: str, unix_socket: Path | None, context: ssl.SSLContext | None) -> tuple[int, dict]:
+    if unix_socket is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+    connection = UnixHTTPConnection(unix_socket, timeout=5)
+    try:
+        connection.request("GET", urlsplit(url).path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def wait_for_status(url: str, log: Path, ca_file: Path | None = None, timeout: float = START_TIMEOUT,
+                    unix_socket: Path | None = None) -> None:
+    """Wait until ``url`` (through ``unix_socket`` if given) answers 200 {"state": "RUNNING"}."""
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + timeout
     last = "no answer"
+    where = f"{url} on unix:{unix_socket}" if unix_socket else url
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                if json.load(response).get("state") == "RUNNING":
-                    return
-        except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code}"
-        except (OSError, ValueError) as error:
+            status, body = get_json(url, unix_socket, context)
+            if status == 200 and body.get("state") == "RUNNING":
+                return
+            last = f"HTTP {status}"
+        except (OSError, ValueError, http.client.HTTPException) as error:
             last = str(error)
         time.sleep(0.2)  # waiting for a process to start listening
-    raise ClusterError(f"{url} did not report RUNNING within {timeout:g} s ({last}); see {log}")
+    raise ClusterError(f"{where} did not report RUNNING within {timeout:g} s ({last}); see {log}")
 
 
 def live_pid(pid_file: Path, name: str) -> int | None:
@@ -431,10 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "restart", "status"])
     parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster")))
     parser.add_argument("--processes", type=int, default=int(os.environ.get("PROCESSES", "2")))
-    parser.add_argument("--https-port", type=int, default=8443)
-    parser.add_argument("--http-port", type=int, default=8088)
-    parser.add_argument("--first-port", type=int, default=8081, help="waitress ports: this one and up")
-    parser.add_argument("--ports", help="comma-separated waitress ports (instead of --first-port)")
+    parser.add_argument("--https-port", type=int, default=8443, help="make cluster HTTPS_PORT=N")
+    parser.add_argument("--http-port", type=int, default=8088, help="make cluster HTTP_PORT=N (redirects)")
     parser.add_argument("--database-url", default=os.environ.get("CLUSTER_DATABASE_URL", DEFAULT_DATABASE))
     parser.add_argument("--no-process-header", action="store_true", help="leave X-Appserver-Process off")
     args = parser.parse_args(argv)
@@ -445,12 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ClusterError("PROCESSES must be at least 1")
             cluster = Cluster(
                 run_dir=run_dir, processes=args.processes, https_port=args.https_port,
-                http_port=args.http_port, first_port=args.first_port, database_url=args.database_url,
+                http_port=args.http_port, database_url=args.database_url,
                 process_header=not args.no_process_header,
-                ports=[int(p) for p in args.ports.split(",")] if args.ports else [],
             )
-            if cluster.ports:
-                cluster.processes = len(cluster.ports)
             cluster.start()
             print(cluster.describe())
             return 0
@@ -462,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         elif args.command == "restart":
             cluster.restart()
-            print(f"restarted {len(cluster.ports)} process(es), one at a time")
+            print(f"restarted {len(cluster.instances)} process(es), one at a time")
         else:
             for name, pid in cluster.running().items():
                 print(f"{name:<16} {'running, pid ' + str(pid) if pid else 'stopped'}")

@@ -3,8 +3,10 @@ session, shared by tests/test_deployment.py and the browser test in tests/e2e (r
 the whole suite by ``pytest_plugins`` in tests/conftest.py; started only when a test asks).
 
 Debian's nginx terminates TLS with a certificate from the CA the script generated, in front of
-two ``pserve production.ini`` processes sharing a PostgreSQL database of this test run. The
-tests trust that CA and nothing else.
+two ``pserve production.ini`` processes sharing a PostgreSQL database of this test run, each on
+a Unix socket in the cluster's directory (a pytest temporary directory). nginx listens on
+ports the kernel chose free (bound to port 0), so runs of other developers on the machine
+never collide with these. The tests trust that CA and nothing else.
 
 Skipped only where nginx is not installed (CI installs it; APPSERVER_REQUIRE_ALL_TESTS=1 turns
 a skip into a failure). PostgreSQL only: several processes share one database.
@@ -72,9 +74,8 @@ def free_port() -> int:
 
 def start_cluster(run_dir: Path, database_url: str, processes: int = 2):
     """``make cluster`` on free ports; returns the Cluster it saved."""
-    ports = [free_port() for _ in range(processes)]
     out = cluster_command(run_dir, "start", "--https-port", str(free_port()), "--http-port", str(free_port()),
-                          "--ports", ",".join(map(str, ports)), "--database-url", database_url)
+                          "--processes", str(processes), "--database-url", database_url)
     cluster = deploy.Cluster.load(run_dir)
     assert f"appserver cluster: {cluster.url}/" in out and str(cluster.ca_file) in out
     assert "make cluster-stop" in out
@@ -105,16 +106,16 @@ def cluster(request, tmp_path_factory) -> Iterator:
 
 
 def restore_processes(cluster) -> list[int]:
-    """Start again any waitress process that is not running; returns their ports.
+    """Start again any waitress process that is not running; returns their instances.
 
     A test that kills a process restarts it at its end, but an assertion that fails first
     leaves it dead, and the next test (a rolling restart: stopping the one survivor) would
     then fail for that reason alone, with a total outage it did not cause."""
-    missing = [port for port in cluster.ports if not deploy.live_pid(cluster.pid_file(port), "pserve")]
-    for port in missing:
-        cluster.start_process(port)
-    for port in missing:
-        deploy.wait_for_status(f"http://127.0.0.1:{port}/status", cluster.log_file(port))
+    missing = [n for n in cluster.instances if not deploy.live_pid(cluster.pid_file(n), "pserve")]
+    for instance in missing:
+        cluster.start_process(instance)
+    for instance in missing:
+        cluster.wait_for_process(instance)
     return missing
 
 
@@ -134,7 +135,7 @@ def login(http: requests.Session, cluster, username: str = "fred", password: str
 
 
 def process_names(cluster) -> dict[str, int]:
-    """X-Appserver-Process value (host:pid) -> port, for the processes running now."""
+    """X-Appserver-Process value (host:pid) -> instance, for the processes running now."""
     host = socket.gethostname()
     return {f"{host}:{pid}": int(name.split("-")[1])
             for name, pid in cluster.running().items() if pid and name.startswith("appserver-")}

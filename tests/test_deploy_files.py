@@ -45,17 +45,25 @@ def test_production_ini_serves_with_the_graceful_runner():
 
 
 def test_nginx_refuses_the_bodies_waitress_refuses():
-    (limit,) = directives("client_max_body_size")
-    assert limit == "1m" and int(server_settings()["max_request_body_size"]) == 1024 * 1024
+    assert values(https_server(), "client_max_body_size") == [["1m"]]
+    assert int(server_settings()["max_request_body_size"]) == 1024 * 1024
+    # Only nginx's error pages, where a refused body is being discarded, take any size:
+    # there the 1m limit turned HTTP/2's 413 into nginx's own HTML page.
+    (errors,) = [children for _, args, children in blocks(https_server(), "location") if args == ["^~", "/_errors/"]]
+    assert values(errors, "client_max_body_size") == [["0"]] and values(errors, "internal") == [[]]
 
 
 def test_only_requests_safe_to_repeat_go_to_another_process():
-    (retry,) = directives("proxy_next_upstream")
+    retry, written = directives("proxy_next_upstream")  # the server's, then @written's
     conditions = retry.split()
     assert "error" in conditions and "timeout" in conditions
-    # A POST that reached a process must never reach a second one; a 503 (the shared
-    # database is down) would be the same everywhere.
-    assert "non_idempotent" not in conditions and "http_503" not in conditions
+    # A GET meeting a process that cannot reach the database (503) goes on to another one.
+    assert "http_503" in conditions
+    # A POST that reached a process must never reach a second one; nor a PUT or DELETE
+    # answered 503 (its COMMIT may be in doubt): they go through @written.
+    assert "non_idempotent" not in conditions
+    assert written.split() == ["error", "timeout"]
+    assert "if ($request_method !~ ^(GET|HEAD)$)" in SITE and "418 = @written" in directives("error_page")
     assert not directives("keepalive"), "an idle upstream connection could be closed under a POST"
 
 
@@ -79,11 +87,31 @@ def test_nginx_sets_exactly_the_forwarded_headers_waitress_trusts():
     assert settings["trusted_proxy"] == "127.0.0.1" and settings["trusted_proxy_count"] == "1"
 
 
-def test_every_upstream_process_is_a_unit_instance_on_loopback():
-    assert "APPSERVER_LISTEN=127.0.0.1:%i" in UNIT
-    for server in directives("server"):
+def test_every_upstream_process_is_a_unit_instance_on_its_socket():
+    """nginx reaches each process over the socket the unit names after its instance, never a
+    TCP port (where any local user could forge X-Forwarded-*)."""
+    unit = systemd_unit(SYSTEMD / "appserver@.service")["Service"]
+    assert "APPSERVER_LISTEN=unix:/run/appserver/%i.sock" in unit["Environment"]
+    assert unit["RuntimeDirectory"] == ["appserver"] and unit["RuntimeDirectoryMode"] == ["0750"]
+    # Shared by every instance: stopping one must not delete the others' sockets.
+    assert unit["RuntimeDirectoryPreserve"] == ["yes"]
+    assert server_settings()["unix_socket_perms"] == "660"
+    servers = directives("server")
+    assert servers
+    for server in servers:
         # max_fails=0: a process restarted a moment ago is never believed down (no 502).
-        assert server.startswith("127.0.0.1:") and server.endswith(" max_fails=0"), server
+        assert re.fullmatch(r"unix:/run/appserver/\d+\.sock max_fails=0", server), server
+    assert "adduser www-data appserver" in install_steps()  # nginx's user may open them
+
+
+def test_every_start_filters_the_pkg_resources_warning_as_make_run_does():
+    makefile = (ROOT / "Makefile").read_text()
+    (filter_,) = re.findall(r"PYTHONWARNINGS='([^']+)'", makefile)
+    unit = systemd_unit(SYSTEMD / "appserver@.service")["Service"]
+    assert f'"PYTHONWARNINGS={filter_}"' in unit["Environment"]
+    from .deployment_fixtures import deploy
+
+    assert deploy.PKG_RESOURCES_WARNING == filter_
 
 
 def test_the_environment_template_names_what_production_needs():
@@ -179,7 +207,7 @@ def test_systemd_reads_every_line_of_the_units(tmp_path):
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (the section check above still runs)")
     for path in UNIT_FILES:  # an instance of the template, beside the units it names
-        (tmp_path / path.name.replace("@.", "@8081.")).write_text(path.read_text())
+        (tmp_path / path.name.replace("@.", "@1.")).write_text(path.read_text())
     result = subprocess.run([analyze, "verify", *sorted(map(str, tmp_path.iterdir()))],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     # The paths under /srv and /etc do not exist here; anything else systemd says is a defect.
@@ -306,7 +334,7 @@ def test_every_proxied_location_overwrites_the_forwarded_headers():
 
 
 def error_shape(path: str) -> str:
-    """$appserver_error_shape for a request URI, as the site's map computes it."""
+    """$appserver_error_shape for a request line, as the site's map computes it."""
     (mapping,) = [children for _, args, children in blocks(nginx_tree(), "map") if args[1] == "$appserver_error_shape"]
     for key, (shape,) in ((name, args) for name, args, _ in mapping):
         if key.startswith("~") and re.search(key[1:], path):
@@ -315,10 +343,15 @@ def error_shape(path: str) -> str:
 
 
 def test_nginx_answers_json_endpoints_in_json():
-    for path in ("/rest/api/2/myself", "/rest", "/rest?x", "/status", "/status?x=1"):
-        assert error_shape(path) == "json", path
-    for path in ("/issues", "/restful", "/statuses", "/"):
-        assert error_shape(path) == "html", path
+    """The map reads the request line ($request), which a 414 has when its URI does not."""
+    for path in ("/rest/api/2/myself", "/rest", "/rest?x", "https://h.example/rest/api/2/myself"):
+        assert error_shape(f"GET {path} HTTP/1.1") == "json", path
+    assert error_shape("GET /rest/api/2/search?q=aaaa") == "json"  # cut off by the buffer's end
+    for path in ("/status", "/status?x=1"):
+        assert error_shape(f"GET {path} HTTP/2.0") == "status", path
+    for path in ("/issues", "/restful", "/statuses", "/", "/issues?next=/rest"):
+        assert error_shape(f"POST {path} HTTP/1.1") == "html", path
+    assert error_shape("") == "html"  # no request line at all
 
 
 def test_redirects_go_to_the_configured_name_never_the_clients_host():
@@ -381,3 +414,52 @@ def test_waitress_does_not_log_every_queued_request():
     assert result.returncode == 0, result.stderr
     queue, waitress = map(int, result.stdout.split())
     assert queue == logging.ERROR and waitress <= logging.WARNING
+
+
+def make_venv(tmp_path, *stamps: str):
+    """A stand-in virtualenv whose pip only records that it ran, and the given stamps, newer
+    than the package's metadata."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    pip = venv / "bin" / "pip"
+    pip.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'pip-ran'}\n")
+    pip.chmod(0o755)
+    for stamp in stamps:
+        (venv / stamp).write_text("")
+    return venv
+
+
+def run_make(venv, *targets: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", f"VENV={venv}", *targets], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_cluster_targets_install_nothing_after_make_test(tmp_path):
+    """`make test` builds .test-deps, a superset of .run-deps: `make cluster` then ran
+    `pip install -e` again (the network; under live processes for a rolling restart)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = make_venv(tmp_path, ".test-deps")
+    result = run_make(venv, f"{venv}/.run-deps")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "pip-ran").exists() and (venv / ".run-deps").exists()
+    # Without the test dependencies, they are installed as before.
+    fresh = make_venv(tmp_path / "fresh")
+    assert run_make(fresh, f"{fresh}/.run-deps").returncode == 0
+    assert (tmp_path / "fresh" / "pip-ran").read_text().startswith("install")
+    # A rolling restart and a stop never install: they name no dependency at all.
+    for target in ("cluster-restart", "cluster-stop"):
+        dry = run_make(make_venv(tmp_path / target), "-n", target)
+        assert dry.returncode == 0 and "pip" not in dry.stdout and ".run-deps" not in dry.stdout, dry.stdout
+
+
+def test_make_cluster_can_move_its_ports_and_directory():
+    dry = subprocess.run(["make", "-n", "cluster", "HTTPS_PORT=6631", "HTTP_PORT=6632", "CLUSTER_DIR=/tmp/c"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    command = " ".join(dry.stdout.replace("\\\n", " ").split())
+    assert "deploy/cluster.py start" in command, dry.stdout + dry.stderr
+    for option in ("--https-port 6631", "--http-port 6632", "--run-dir /tmp/c"):
+        assert option in command, command
+    for variable in ("HTTPS_PORT", "HTTP_PORT", "CLUSTER_DIR"):
+        assert f"`{variable}`" in DEPLOYMENT_DOC, variable

@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -27,7 +28,7 @@ import pytest
 import requests
 
 from .deployment_fixtures import (
-    BIN, PROCESS, deploy, login, nginx_or_skip, postgresql_or_skip, process_names, restore_processes,
+    BIN, PROCESS, deploy, free_port, login, nginx_or_skip, postgresql_or_skip, process_names, restore_processes,
     start_cluster, stop_cluster, trusting,
 )
 from .support import ROOT, record_http
@@ -41,7 +42,7 @@ def every_process_running(request: pytest.FixtureRequest) -> None:
     if "cluster" in request.fixturenames:
         restored = restore_processes(request.getfixturevalue("cluster"))
         if restored:
-            logging.getLogger(__name__).warning("an earlier test left port(s) %s stopped: started again", restored)
+            logging.getLogger(__name__).warning("an earlier test left process(es) %s stopped: started again", restored)
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_status_takes_no_forwarded_header_from_the_client(cluster, https):
     waitress's plain-text 400 (and a warning in its log)."""
     spoofed = {"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example",
                "X-Forwarded-Port": "x", "X-Forwarded-For": "not an address", "Forwarded": "for=x;proto=gopher"}
-    for _ in range(2 * len(cluster.ports)):  # every process, whichever nginx picks
+    for _ in range(2 * len(cluster.instances)):  # every process, whichever nginx picks
         status = https.get(cluster.url + "/status", headers=spoofed, timeout=10)
         assert status.status_code == 200 and status.json() == {"state": "RUNNING"}, status.text[:200]
 
@@ -137,7 +138,8 @@ def test_the_access_log_says_which_process_answered_and_no_credential(cluster, h
     (line,) = [line for line in log.splitlines() if f"?m={marker} " in line]
     fields = UPSTREAM_FIELDS.search(line)
     assert fields, line
-    assert fields["addr"] in {f"127.0.0.1:{port}" for port in cluster.ports} and fields["status"] == "401", line
+    assert fields["addr"] in {f"unix:{cluster.socket_path(n)}" for n in cluster.instances}, line
+    assert fields["status"] == "401", line
     assert f"nobody-{marker}" not in log and f"password-{marker}" not in log and basic not in log
     assert f"cookie-{marker}" not in log
 
@@ -147,9 +149,129 @@ def test_the_cluster_keeps_its_logs_and_state_to_itself(cluster, https):
     requests did. Neither is for other users of the machine."""
     https.get(cluster.url + "/status", timeout=10)  # nginx has written its logs
     files = [cluster.state_file, cluster.nginx_dir / "access.log", cluster.nginx_dir / "error.log",
-             *(cluster.log_file(port) for port in cluster.ports)]
+             *(cluster.log_file(n) for n in cluster.instances)]
     modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files}
     assert set(modes.values()) == {oct(0o600)}, modes
+
+
+def tcp_listening_inodes() -> set[str]:
+    """The inodes of every listening TCP socket of this machine (/proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    found.add(fields[9])
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def last_session_address(cluster) -> str:
+    from sqlalchemy import text
+
+    from appserver.models import get_engine
+
+    engine = get_engine({"sqlalchemy.url": cluster.database_url})
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT remote_addr FROM sessions ORDER BY id DESC LIMIT 1")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_only_nginx_reaches_a_process_so_nobody_forges_the_client_address(cluster, https):
+    """production.ini trusts X-Forwarded-* from whoever connects to a process. On a loopback
+    port that was every local user: X-Forwarded-For: anything was then the address in the
+    audit trail and the session list. Each process listens on a Unix socket alone, which
+    only this user (nginx's workers; as root, their user nobody) may open."""
+    listening = tcp_listening_inodes()
+    for instance in cluster.instances:
+        pid = deploy.live_pid(cluster.pid_file(instance), "pserve")
+        assert socket_inodes(pid) and not socket_inodes(pid) & listening, f"process {instance} listens on TCP"
+        mode = cluster.socket_path(instance).stat().st_mode
+        assert stat.S_ISSOCK(mode) and not mode & 0o007, oct(mode)  # nobody else may connect
+    assert not cluster.socket_dir.stat().st_mode & 0o007, oct(cluster.socket_dir.stat().st_mode)  # 700 (root: 2750)
+    if os.geteuid() == 0 and os.path.exists("/usr/bin/python3"):
+        # Another user of the machine, neither root nor nginx's workers (nobody); Debian's
+        # python, which every user may run (not a virtualenv or pyenv under /root).
+        probe = subprocess.run(["/usr/bin/python3", "-c", "import socket, sys; "
+                                "socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+                                str(cluster.socket_path(cluster.instances[0]))],
+                               user="daemon", group="daemon", capture_output=True, text=True, timeout=30)
+        assert probe.returncode == 1 and "PermissionError" in probe.stderr, probe.stderr
+    # Through nginx the address is nginx's view of the client, whatever the client claims.
+    forged = trusting(cluster.ca_file)
+    forged.headers["X-Forwarded-For"] = "203.0.113.7"
+    login(forged, cluster, "alice")
+    assert last_session_address(cluster) == "127.0.0.1"
+
+
+def test_the_processes_log_no_pkg_resources_warning(cluster, https):
+    """pyramid imports pkg_resources, which warned at every start; `make run` filtered it, the
+    cluster (like the systemd unit) did not."""
+    for instance in cluster.instances:
+        log = cluster.log_file(instance).read_text()
+        assert "pkg_resources is deprecated" not in log, log[-500:]
+
+
+def test_one_process_without_its_database_fails_no_safe_request(cluster, https):
+    """One process whose database is unreachable answers 503 to everything; nginx sends a GET
+    or HEAD that meets it on to the healthy process. A POST is not retried: the process might
+    have run it."""
+    broken = cluster.instances[1]
+    closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"  # nothing listens there
+    cluster.stop_process(broken)
+    cluster.start_process(broken, database_url=closed)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the broken process answers, with its 503
+            try:
+                if deploy.get_json("http://localhost/status", cluster.socket_path(broken), None)[0] == 503:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, cluster.log_file(broken).read_text()[-500:]
+            time.sleep(0.2)
+        marker = secrets.token_hex(6)
+        posts = []
+        for _ in range(6):
+            posts.append(https.post(f"{cluster.url}/rest/auth/1/session?m={marker}", timeout=30,
+                                    json={"username": "fred", "password": "fred-password"}).status_code)
+        assert set(posts) <= {200, 503} and 200 in posts, posts
+        for _ in range(6):  # nginx counts these as idempotent; a 503 may be a COMMIT in doubt
+            https.put(f"{cluster.url}/rest/api/2/myself/password?m={marker}", timeout=30,
+                      auth=("fred", "fred-password"), json={"currentPassword": "x", "password": "y"})
+            https.delete(f"{cluster.url}/rest/pat/latest/tokens/999999?m={marker}", timeout=30,
+                         auth=("fred", "fred-password"))
+        for _ in range(6):
+            for path in ("/rest/api/2/myself", "/issues", "/status"):
+                response = https.get(f"{cluster.url}{path}?m={marker}", timeout=30)
+                assert response.status_code == 200, (path, response.status_code, response.text[:200])
+            assert https.head(f"{cluster.url}/status?m={marker}", timeout=30).status_code == 200
+        lines = [line for line in (cluster.nginx_dir / "access.log").read_text().splitlines() if marker in line]
+        retried = [line for line in lines if "upstream_status=503, 200 " in line]
+        assert retried and all('"GET ' in line or '"HEAD ' in line for line in retried), lines
+        assert sum('"PUT ' in line or '"DELETE ' in line for line in lines) == 12, lines
+        for line in lines:
+            if not ('"GET ' in line or '"HEAD ' in line):  # one process each, never a second one
+                assert "," not in UPSTREAM_FIELDS.search(line)["addr"], line
+    finally:
+        cluster.stop_process(broken)
+        cluster.start_process(broken)
+        cluster.wait_for_process(broken)
 
 
 def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
@@ -173,11 +295,27 @@ def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
     assert "1048576 bytes" in too_big.json()["errorMessages"][0]  # nginx's refusal, as Jira's JSON
 
 
+#: The application's headers (appserver/security/perimeter.py), which nginx's own pages repeat.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def assert_security_headers(response, shape: str) -> None:
+    """``response.headers`` (requests) or a dict of lower-case names (curl) has them all."""
+    headers = {k.lower(): v for k, v in response.headers.items()} if hasattr(response, "headers") else response
+    assert headers["strict-transport-security"] == "max-age=31536000"
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["content-security-policy"] == (PAGE_POLICY if shape == "html" else JSON_POLICY)
+
+
 def assert_jira_json(response: requests.Response, status: int, text: str) -> None:
     assert response.status_code == status, (response.status_code, response.text[:200])
     assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
-    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
-    assert response.headers["Cache-Control"] == "no-store"
+    assert_security_headers(response, "json")
     body = response.json()
     assert body["errors"] == {} and text in body["errorMessages"][0], body
 
@@ -185,7 +323,7 @@ def assert_jira_json(response: requests.Response, status: int, text: str) -> Non
 def assert_error_page(response: requests.Response, status: int, text: str) -> None:
     assert response.status_code == status, (response.status_code, response.text[:200])
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert_security_headers(response, "html")
     assert response.text.startswith("<!DOCTYPE html>") and f"({status})" in response.text
     assert text in response.text
 
@@ -202,11 +340,61 @@ def test_what_nginx_refuses_itself_is_jira_json_under_rest_and_a_page_elsewhere(
     assert_jira_json(https.get(cluster.url + "/rest/api/2/myself", headers=cookie, timeout=10),
                      431, "headers are larger")
     assert_error_page(https.get(cluster.url + "/issues", headers=cookie, timeout=10), 431, "clear this site")
+    # A request line over nginx's 8 KiB buffer: 414, in the same shapes.
+    long_query = "?q=" + "a" * 9000
+    assert_jira_json(https.get(cluster.url + "/rest/api/2/search" + long_query, timeout=10),
+                     414, "URI is longer than this server accepts")
+    assert_error_page(https.get(cluster.url + "/issues" + long_query, timeout=10), 414, "URI is longer")
+    for path, shape in (("/status", "status"), ("/rest/api/2/myself", "json"), ("/issues", "html")):
+        assert error_shape_of(https.get(cluster.url + path + long_query, timeout=10), 414) == shape, path
     assert https.get(cluster.url + "/_errors/json/413", timeout=10).status_code == 404  # internal only
     # Requests no client library sends: Host twice, a header without its colon, no Host.
     for head in ("Host: 127.0.0.1\r\nHost: evil.example", "Host: 127.0.0.1\r\nX-Broken header", ""):
         assert_raw_error(cluster, f"GET /rest/api/2/myself HTTP/1.1\r\n{head}\r\n\r\n", "json")
         assert_raw_error(cluster, f"GET /issues HTTP/1.1\r\n{head}\r\n\r\n", "html")
+
+
+def error_shape_of(response: requests.Response, status: int) -> str:
+    assert response.status_code == status, (response.status_code, response.text[:200])
+    if response.headers["Content-Type"].startswith("text/html"):
+        assert_security_headers(response, "html")
+        return "html"
+    assert_security_headers(response, "json")
+    return "status" if response.json() == {"state": "ERROR"} else "json"
+
+
+def curl(cluster, *args: str) -> tuple[int, dict[str, str], str]:
+    """curl over HTTP/2 (what browsers and curl speak to nginx by default; requests cannot):
+    (status, headers with lower-case names, body)."""
+    result = subprocess.run(["curl", "--silent", "--show-error", "--http2", "--cacert", str(cluster.ca_file),
+                             "--dump-header", "-", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition("\n\n")  # text=True: curl's CRLF read as \n
+    status_line, *lines = head.splitlines()
+    assert status_line.startswith("HTTP/2 "), status_line  # the check is about HTTP/2
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_http2_gets_the_same_refusals_as_http_1_1(cluster, tmp_path):
+    """Over HTTP/2 a body over the limit got nginx's own HTML 413 for /rest and pages alike
+    (discarding the body failed the limit again inside the error location)."""
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (1024 * 1024 + 1))
+    status, headers, body = curl(cluster, "--data-binary", f"@{big}", "-H", "Content-Type: application/json",
+                                 cluster.url + "/rest/api/2/search")
+    assert status == 413 and headers["content-type"] == "application/json;charset=UTF-8", (status, body[:200])
+    assert "1048576 bytes" in json.loads(body)["errorMessages"][0]
+    assert_security_headers(headers, "json")
+    status, headers, body = curl(cluster, "--data-binary", f"@{big}", cluster.url + "/login")
+    assert status == 413 and headers["content-type"] == "text/html; charset=utf-8", (status, body[:200])
+    assert body.startswith("<!DOCTYPE html>") and "(413)" in body and "1048576 bytes" in body
+    assert_security_headers(headers, "html")
+    status, headers, body = curl(cluster, "--data-binary", f"@{big}", cluster.url + "/status")
+    assert (status, json.loads(body)) == (413, {"state": "ERROR"})
+    # And what passes over HTTP/2 is served as over HTTP/1.1.
+    status, headers, body = curl(cluster, cluster.url + "/status")
+    assert (status, json.loads(body)) == (200, {"state": "RUNNING"})
 
 
 def assert_raw_error(cluster, request: str, shape: str) -> None:
@@ -219,7 +407,7 @@ def assert_raw_error(cluster, request: str, shape: str) -> None:
         response.begin()
         body = response.read().decode()
     assert response.status == 400, (request, response.status, body[:200])
-    assert response.getheader("Strict-Transport-Security") == "max-age=31536000"
+    assert_security_headers({k.lower(): v for k, v in response.getheaders()}, shape)
     message = "The request is malformed (a header is broken, repeated or missing, such as Host)"
     if shape == "json":
         assert response.getheader("Content-Type") == "application/json;charset=UTF-8", request
@@ -232,8 +420,8 @@ def assert_raw_error(cluster, request: str, shape: str) -> None:
 def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
     """Every process down at once (a bad deploy, a restart of all): nginx's 502 says when to
     try again, in the shape the client reads."""
-    for port in cluster.ports:
-        cluster.stop_process(port)
+    for instance in cluster.instances:
+        cluster.stop_process(instance)
     try:
         down = https.get(cluster.url + "/rest/api/2/myself", timeout=10)
         assert_jira_json(down, 502, "try again in a few seconds")
@@ -241,9 +429,11 @@ def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
         page = https.get(cluster.url + "/issues", timeout=10)
         assert_error_page(page, 502, "try again in a few seconds")
         assert page.headers["Retry-After"] == "5"
-        status = https.get(cluster.url + "/status", timeout=10)  # a JSON endpoint: JSON
-        assert_jira_json(status, 502, "try again in a few seconds")
+        status = https.get(cluster.url + "/status", timeout=10)  # the application's own shape
+        assert status.status_code == 502 and status.json() == {"state": "ERROR"}, status.text[:200]
+        assert status.headers["Content-Type"] == "application/json;charset=UTF-8"
         assert status.headers["Retry-After"] == "5"
+        assert_security_headers(status, "json")
     finally:
         restore_processes(cluster)
 
@@ -289,7 +479,7 @@ def test_the_jira_client_with_the_ca_bundle_searches_and_logs_in_again(cluster, 
         jira = JIRA(cluster.url, auth=("fred", "fred-password"), options={"verify": str(cluster.ca_file)})
     assert len(jira.search_issues("project = DEMO ORDER BY key", maxResults=False)) == 200
     revoke = subprocess.run([str(BIN / "appserver"), str(ROOT / "production.ini"), "revoke-sessions", "fred"],
-                            env=cluster.environment(cluster.ports[0]), capture_output=True, text=True, timeout=60)
+                            env=cluster.environment(cluster.instances[0]), capture_output=True, text=True, timeout=60)
     assert revoke.returncode == 0, revoke.stderr
     http.clear()
     assert len(jira.search_issues("project = DEMO ORDER BY key", maxResults=False)) == 200
@@ -358,9 +548,9 @@ def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
     """SIGKILL, not a graceful stop: whatever that process was doing is gone. nginx sends each
     GET it had in flight to the other process, and new requests go there too; the sessions
     live in PostgreSQL, so every client stays logged in."""
-    victim_port = cluster.ports[1]
-    victim = deploy.live_pid(cluster.pid_file(victim_port), "pserve")
-    survivor_name = next(name for name, port in process_names(cluster).items() if port != victim_port)
+    victim_instance = cluster.instances[1]
+    victim = deploy.live_pid(cluster.pid_file(victim_instance), "pserve")
+    survivor_name = next(name for name, n in process_names(cluster).items() if n != victim_instance)
     with Load(cluster, [SEARCH, "/issues", "/rest/api/2/myself", "/status"]) as load:
         load.wait_for(15)
         killed_at = len(load.answers)
@@ -371,8 +561,10 @@ def test_killing_one_process_loses_no_session_and_no_safe_request(cluster):
     assert after == {survivor_name}, after
     # A POST too is retried when the dead process refused its connection (nothing was sent).
     assert login(trusting(cluster.ca_file), cluster).headers[PROCESS] == survivor_name
-    cluster.start_process(victim_port)
-    deploy.wait_for_status(f"http://127.0.0.1:{victim_port}/status", cluster.log_file(victim_port))
+    # The killed process left its socket file behind: the new one starts all the same.
+    assert cluster.socket_path(victim_instance).exists()
+    cluster.start_process(victim_instance)
+    cluster.wait_for_process(victim_instance)
 
 
 #: The load suite of the concurrency issue (tests/load, Locust), sized for this test: every
@@ -448,13 +640,15 @@ def test_postgresql_restarted_means_503_then_recovery_by_itself(private_postgres
         assert http.get(cluster.url + "/issues", timeout=10).headers["X-AUSERNAME"] == "fred"
 
         private_postgresql.stop()
-        for _ in range(2 * len(cluster.ports)):  # every process, whichever nginx picks
+        for _ in range(2 * len(cluster.instances)):  # every process, whichever nginx picks
             status = http.get(cluster.url + "/status", timeout=30)
             assert status.status_code == 503 and status.json() == {"state": "ERROR"}
             page = http.get(cluster.url + "/issues", timeout=30)
             assert page.status_code == 503 and "Try again" in page.text
             rest = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
             assert rest.status_code == 503 and "database is unavailable" in rest.json()["errorMessages"][0]
+            # Every process said 503 (nginx tried each): the client gets the application's own.
+            assert rest.headers["Retry-After"] and page.headers["Retry-After"], (rest.headers, page.headers)
 
         private_postgresql.start()  # nobody touches the processes or nginx
         healthy: set[str] = set()
@@ -466,7 +660,7 @@ def test_postgresql_restarted_means_503_then_recovery_by_itself(private_postgres
                 healthy.add(status.headers[PROCESS])
             else:
                 time.sleep(0.2)  # PostgreSQL is still starting
-        for _ in range(len(cluster.ports)):  # the same cookie, on every process
+        for _ in range(len(cluster.instances)):  # the same cookie, on every process
             me = http.get(cluster.url + "/rest/api/2/myself", timeout=30)
             assert me.status_code == 200 and me.json()["name"] == "fred"
     finally:

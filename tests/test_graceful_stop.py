@@ -1,5 +1,6 @@
 """SIGTERM stops ``pserve production.ini`` gracefully (``egg:appserver#waitress``): new
-connections are refused at once, requests in flight finish, then the process exits 0.
+connections are refused at once, requests in flight finish, then the process exits 0, on a
+TCP port and on a Unix socket (production's: ``APPSERVER_LISTEN=unix:PATH``) alike.
 
 Plain waitress ends at SIGTERM's default action and cuts such a request off (checked by hand
 when this runner was written); systemd, ``make cluster`` and every rolling restart stop
@@ -42,18 +43,20 @@ def served_database(request, tmp_path_factory) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def pserve(env: dict[str, str], tmp_path: Path, graceful_timeout: int | None = None):
-    """``pserve production.ini`` listening where ``APPSERVER_LISTEN`` says."""
-    port = free_port()
+def pserve(env: dict[str, str], tmp_path: Path, graceful_timeout: int | None = None, unix: bool = False):
+    """``pserve production.ini`` listening where ``APPSERVER_LISTEN`` says: a free loopback
+    port, or (``unix``) a socket in ``tmp_path``, which is then what "port" stands for."""
+    port = str(tmp_path / "appserver.sock") if unix else free_port()
+    listen = f"unix:{port}" if unix else f"127.0.0.1:{port}"
     ini = ROOT / "production.ini"
     if graceful_timeout is not None:
         ini = tmp_path / "short-graceful-timeout.ini"
         production = ROOT / "production.ini"
         ini.write_text(f"[app:main]\nuse = config:{production}#main\n\n[server:main]\n"
                        f"use = config:{production}#main\ngraceful_timeout = {graceful_timeout}\n")
-    log = (tmp_path / f"pserve-{port}.log").open("w+")
+    log = (tmp_path / f"pserve-{'unix' if unix else port}.log").open("w+")
     process = subprocess.Popen([str(BIN / "pserve"), str(ini)], cwd=tmp_path, stdout=log,
-                               stderr=subprocess.STDOUT, env={**env, "APPSERVER_LISTEN": f"127.0.0.1:{port}"})
+                               stderr=subprocess.STDOUT, env={**env, "APPSERVER_LISTEN": listen})
     try:
         deadline = time.monotonic() + 30
         while not accepts(port):
@@ -67,9 +70,23 @@ def pserve(env: dict[str, str], tmp_path: Path, graceful_timeout: int | None = N
         log.close()
 
 
-def accepts(port: int) -> bool:
+def connect(port: int | str, timeout: float = 30) -> socket.socket:
+    """A connection to the loopback ``port``, or to the Unix socket at the path ``port``."""
+    if isinstance(port, int):
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        sock.connect(port)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def accepts(port: int | str) -> bool:
+    try:
+        connect(port, timeout=1).close()
         return True
     except OSError:
         return False
@@ -95,9 +112,10 @@ def read_response(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_sigterm_finishes_a_request_whose_body_is_still_arriving(served_database, tmp_path):
-    with pserve(served_database, tmp_path) as (process, port, log):
-        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
+def test_sigterm_finishes_a_request_whose_body_is_still_arriving(served_database, tmp_path, unix):
+    with pserve(served_database, tmp_path, unix=unix) as (process, port, log):
+        client = connect(port)
         client.sendall(post_headers(len(LOGIN)) + LOGIN[:10])  # the request has begun
         process.send_signal(signal.SIGTERM)
         wait_until_refused(process, port)  # no new connections, but still alive for ours
@@ -121,15 +139,16 @@ def test_sigterm_closes_idle_keep_alive_connections_and_exits(served_database, t
         assert client.sock.recv(65536) == b""  # closed by the server, not left hanging
 
 
-def test_sigterm_waits_for_a_request_the_application_is_serving(served_database, tmp_path):
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
+def test_sigterm_waits_for_a_request_the_application_is_serving(served_database, tmp_path, unix):
     """A login that waits for a lock on the sessions table (PostgreSQL: LOCK TABLE, and the
     test sees the backend wait; SQLite: a writer holding the database, which the app's
     busy_timeout waits for) is inside the application when SIGTERM arrives; it finishes."""
     url = served_database["APPSERVER_DATABASE_URL"]
     answer: list[bytes] = []
-    with pserve(served_database, tmp_path) as (process, port, log):
+    with pserve(served_database, tmp_path, unix=unix) as (process, port, log):
         with sessions_locked(url) as wait_for_waiter:
-            client = socket.create_connection(("127.0.0.1", port), timeout=30)
+            client = connect(port)
             client.sendall(post_headers(len(LOGIN)) + LOGIN)
             reader = threading.Thread(target=lambda: answer.append(read_response(client)))
             reader.start()
@@ -188,3 +207,61 @@ def test_graceful_timeout_bounds_the_wait(served_database, tmp_path):
         assert process.wait(timeout=15) == 0
         assert "1 request(s) still in flight are cut off" in log.read_text()
         client.close()
+
+
+# --- a Unix socket: who is trusted, a socket left behind, a socket in use --------------------------
+
+
+def request_over(port: int | str, head: str) -> bytes:
+    client = connect(port)
+    client.sendall(head.encode())
+    try:
+        return read_response(client)
+    finally:
+        client.close()
+
+
+def login_url(response: bytes) -> str:
+    (challenge,) = [line for line in response.split(b"\r\n") if line.lower().startswith(b"www-authenticate:")]
+    return challenge.decode().split('login-url="', 1)[1].split('"', 1)[0]
+
+
+FORWARDED = ("GET /rest/api/2/myself HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+             "X-Forwarded-Proto: https\r\nX-Forwarded-Host: localhost\r\nX-Forwarded-Port: 443\r\n"
+             "X-Forwarded-For: 203.0.113.7\r\n\r\n")
+
+
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
+def test_who_may_send_forwarded_headers(served_database, tmp_path, unix):
+    """On its socket production.ini trusts X-Forwarded-* from whoever may connect, which the
+    socket's mode (660, production.ini's unix_socket_perms) limits to the service's user and
+    group (nginx's user joins it). On a TCP port it trusts 127.0.0.1: any local process, as
+    docs/deployment.md warns; production therefore never listens on one."""
+    with pserve(served_database, tmp_path, unix=unix) as (process, port, log):
+        assert login_url(request_over(port, FORWARDED)) == "https://localhost/rest/auth/1/session"
+        if unix:
+            assert oct(Path(port).stat().st_mode & 0o777) == oct(0o660)
+
+
+def test_a_socket_left_by_a_killed_process_does_not_stop_the_next(served_database, tmp_path):
+    with pserve(served_database, tmp_path, unix=True) as (process, path, log):
+        process.kill()  # SIGKILL: the socket file stays behind
+        process.wait(timeout=10)
+    assert Path(path).is_socket() and not accepts(path)
+    with pserve(served_database, tmp_path, unix=True) as (process, path, log):
+        assert request_over(path, "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                            ).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_socket_in_use_is_refused_in_one_line(served_database, tmp_path):
+    """waitress itself would unlink the running server's socket and take its place."""
+    with pserve(served_database, tmp_path, unix=True) as (process, path, log):
+        second = subprocess.run([str(BIN / "pserve"), str(ROOT / "production.ini")], cwd=tmp_path,
+                                env={**served_database, "APPSERVER_LISTEN": f"unix:{path}",
+                                     "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning"},
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"unix:{path} is in use — is another server running? Stop it, or give another socket path: "
+            "APPSERVER_LISTEN=unix:PATH"], second.stderr
+        assert accepts(path)  # the first one still serves

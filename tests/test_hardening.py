@@ -244,6 +244,7 @@ def test_the_configured_names_and_ports(make_app, users):
         (".internal", "appserver.allowed_hosts: '.internal' would accept every name under a top-level domain"),
         ("*.*", "appserver.allowed_hosts: '*.*': a wildcard may only open a name"),
         ("jira.*.example", "appserver.allowed_hosts: 'jira.*.example': a wildcard may only open a name"),
+        ("*.10.0.0.1", "appserver.allowed_hosts: '*.10.0.0.1': only names have subdomains"),
     ],
 )
 def test_a_bad_allowed_hosts_setting_stops_start_up(value, message):
@@ -335,6 +336,19 @@ def test_ascii_names_are_sent_unchanged(testapp, users):
 #: Names drawn exactly as another (an outside review): a combining grapheme joiner, variation
 #: selectors, a Mongolian one, the Hangul fillers; each a separate account before.
 INVISIBLE = ["fred\u034f", "fred\ufe0f", "\u3164fred", "fr\u180bed", "fred\U000e0100", "fred\u115f"]
+#: Drawn as "admin" and "fred" with a Cyrillic а and е, as "opal" with a Greek ο.
+LOOKALIKE = ["\u0430dmin", "fr\u0435d", "\u03bfpal"]
+
+
+@pytest.mark.parametrize("username", LOOKALIKE)
+def test_a_username_mixing_lookalike_alphabets_is_refused(app_request, users, username):
+    with pytest.raises(AccountError, match="one alphabet"):
+        ensure_user(app_request, username, "a long password", "X", "", False)
+
+
+@pytest.mark.parametrize("username", ["Иван", "Ελένη", "Jürgen_2", "用户", "山田太郎", "김민준", "fred用户"])
+def test_names_in_one_alphabet_and_those_without_lookalikes_are_kept(app_request, users, username):
+    ensure_user(app_request, username, "a long password", "X", "", False)
 
 
 @pytest.mark.parametrize("username", ["bad name!", "user€", "", ".fred", "a" * 256, "x\u200by", *INVISIBLE])

@@ -24,7 +24,7 @@ from appserver.settings import ConfigurationError
 
 from .conftest import DATABASES
 from .relay import TCPRelay
-from .support import base_settings, migrate
+from .support import ROOT, base_settings, migrate
 from .test_sessions import rest_login
 
 
@@ -148,8 +148,27 @@ def test_the_log_says_once_when_the_database_answers_again(interruptible, caplog
     interruptible.restart()
     with caplog.at_level(logging.WARNING, logger="appserver.health"):
         assert watch.check() and watch.check()
-    said = [record.getMessage() for record in caplog.records if "answers again" in record.getMessage()]
+    said = [record.getMessage() for record in caplog.records if "can be used again" in record.getMessage()]
     assert len(said) == 1 and "2 request(s) were answered 503" in said[0], said
+
+
+def test_a_busy_database_is_no_outage_to_watch():
+    """A lock held past lock_timeout, or a pool with no connection free, refuses requests
+    while the database answers: the watch would say "can be used again" at once (an outside
+    review). Neither starts it; a connection refused does."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import exc as sa_exc
+
+    from appserver.health import NO_REVISIONS, OutageWatch
+
+    watch = OutageWatch(SimpleNamespace(dbengine=None, code_revisions=NO_REVISIONS), interval=3600)
+    lock_timeout = sa_exc.OperationalError("SELECT", {}, SimpleNamespace(sqlstate="55P03"))
+    watch.refused_request(lock_timeout)
+    watch.refused_request(sa_exc.TimeoutError("QueuePool limit of size 5 overflow 0 reached"))
+    assert watch.since is None and watch.refused == 0
+    watch.refused_request(sa_exc.OperationalError("connect", {}, OSError("connection refused")))
+    assert watch.since is not None and watch.refused == 1
 
 
 def test_status_is_an_error_while_the_schema_is_behind_this_code(tmp_path, caplog):
@@ -157,12 +176,15 @@ def test_status_is_an_error_while_the_schema_is_behind_this_code(tmp_path, caplo
     order) fails every request that touches a new column: ERROR, saying what to run (an
     outside review: RUNNING). A revision this code does not know is a newer release's: a
     process of the previous release goes on serving while the next one rolls out."""
-    from appserver.health import code_revisions
+    from appserver.startup import app_factory
 
-    app = webtest.TestApp(appserver.main({}, **base_settings(f"sqlite:///{tmp_path / 'app.sqlite'}")))
+    path = tmp_path / "app.sqlite"
+    migrate(get_engine({"sqlalchemy.url": f"sqlite:///{path}"}))
+    # As pserve makes it: the migrations are read from the ini's [alembic] section (where an
+    # installed package finds them too, an outside review: not beside the package).
+    app = webtest.TestApp(app_factory({"__file__": str(ROOT / "development.ini")}, **base_settings(f"sqlite:///{path}")))
     engine = app.app.registry.dbengine
-    migrate(engine)
-    head, older = code_revisions()
+    head, older = app.app.registry.code_revisions
     assert head is not None and older
     try:
         for revision, status, state in ((sorted(older)[-1], 503, "ERROR"), ("9999_next_release", 200, "RUNNING"),
@@ -334,10 +356,10 @@ def test_status_answers_error_by_its_deadline_and_probes_one_at_a_time():
     connection of their own; once the database answers, RUNNING again."""
     from types import SimpleNamespace
 
-    from appserver.health import DatabaseProbe
+    from appserver.health import NO_REVISIONS, DatabaseProbe
 
     frozen = FrozenEngine()
-    probe = DatabaseProbe(SimpleNamespace(dbengine=frozen), deadline=0.05)
+    probe = DatabaseProbe(SimpleNamespace(dbengine=frozen, code_revisions=NO_REVISIONS), deadline=0.05)
     assert probe.reachable() is False
     assert probe.reachable() is False
     assert frozen.connects == 1

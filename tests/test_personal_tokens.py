@@ -156,6 +156,7 @@ BAD_REQUESTS = {
     # Drawn as nothing (an outside review): a Hangul filler, a zero-width space.
     "invisible name": ({"name": "\u3164", "expirationDuration": 30}, "name"),
     "zero-width name": ({"name": " \u200b ", "expirationDuration": 30}, "name"),
+    "braille blank name": ({"name": "\u2800\u2800", "expirationDuration": 30}, "name"),
     "name not a string": ({"name": 7, "expirationDuration": 30}, "name"),
     "name of 41 characters": ({"name": "n" * 41, "expirationDuration": 30}, "name"),
     "control characters": ({"name": "a\x00b", "expirationDuration": 30}, "name"),

@@ -486,7 +486,49 @@ def test_a_lone_port_in_appserver_listen_says_how_to_write_it(monkeypatch):
     from appserver.startup import StartupError, listen_settings
 
     monkeypatch.setenv("APPSERVER_LISTEN", "7253")
-    with pytest.raises(StartupError, match=r"^APPSERVER_LISTEN=7253: give host:port, e.g. 127.0.0.1:7253$"):
+    with pytest.raises(StartupError, match=r"^APPSERVER_LISTEN=7253: give host:port, e.g. 127.0.0.1:7253, or unix:PATH$"):
         listen_settings({"listen": "127.0.0.1:8080"}, None)
     monkeypatch.setenv("APPSERVER_LISTEN", "127.0.0.1:7253")
     assert listen_settings({"listen": "127.0.0.1:8080"}, None)["listen"] == "127.0.0.1:7253"
+
+
+def test_appserver_listen_takes_a_unix_socket_trusted_alone(monkeypatch):
+    """unix:PATH is waitress's unix_socket, and the forwarded headers are trusted from the
+    socket's peers alone: waitress names each "localhost", which no TCP peer ever is."""
+    from appserver.startup import StartupError, listen_settings
+
+    ini = {"listen": "127.0.0.1:8080", "trusted_proxy": "127.0.0.1", "unix_socket_perms": "660"}
+    monkeypatch.setenv("APPSERVER_LISTEN", "unix:/run/appserver/1.sock")
+    settings = listen_settings(ini, "7000")  # http_port too: the environment wins
+    assert settings == {"unix_socket": "/run/appserver/1.sock", "trusted_proxy": "localhost",
+                        "unix_socket_perms": "660"}
+    monkeypatch.delenv("APPSERVER_LISTEN")
+    assert listen_settings(ini, None)["trusted_proxy"] == "127.0.0.1"  # TCP: as the ini says
+    for listen, message in (("unix:run/1.sock", "give the socket's absolute path"),
+                            ("unix:/" + "x" * 120, "at most 107 bytes"),
+                            ("unix:/tmp/a.sock 127.0.0.1:80", "must be the only address")):
+        monkeypatch.setenv("APPSERVER_LISTEN", listen)
+        with pytest.raises(StartupError, match=message):
+            listen_settings(ini, None)
+    monkeypatch.delenv("APPSERVER_LISTEN")
+    with pytest.raises(StartupError, match="listens on a Unix socket"):
+        listen_settings({"listen": "unix:/tmp/a.sock"}, "7000")
+
+
+def test_check_tells_a_stale_socket_from_one_in_use(tmp_path):
+    from appserver.startup import StartupError, check_free
+
+    path = tmp_path / "a.sock"
+    check_free({"unix_socket": str(path)})  # nothing there
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(str(path))
+        holder.listen()
+        with pytest.raises(StartupError, match=rf"^unix:{path} is in use"):
+            check_free({"unix_socket": str(path)})
+    check_free({"unix_socket": str(path)})  # left behind, nobody listens: waitress replaces it
+    path.unlink()
+    path.write_text("")
+    with pytest.raises(StartupError, match="exists and is not a socket"):
+        check_free({"unix_socket": str(path)})
+    with pytest.raises(StartupError, match="does not exist"):
+        check_free({"unix_socket": str(tmp_path / "missing" / "a.sock")})

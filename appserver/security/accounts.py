@@ -14,7 +14,7 @@ from ..models import RememberToken, User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH, canonical_username
 from . import audit
 from .audit import Event
-from .characters import has_control_characters, is_invisible, looks_blank
+from .characters import has_control_characters, is_invisible, lookalike_scripts, looks_blank
 from .login import Outcome, check_user_password, unchanged_since_check
 from .sessions import acting_session_ended
 
@@ -80,6 +80,11 @@ def validate_username(username: str) -> str:
         or not all(_username_character(ch) for ch in name)
     ):
         raise AccountError(USERNAME_RULE, "username")
+    mixed = lookalike_scripts(name)
+    if len(mixed) > 1:  # "аdmin" with a Cyrillic а: drawn as "admin", another account
+        raise AccountError(
+            f"Choose a username in one alphabet: {' and '.join(sorted(s.title() for s in mixed))} "
+            "letters side by side can look exactly like another name.", "username")
     # The lookup key is stored too, and can be longer: "ß" folds to "ss", U+FDFA to 18.
     if len(canonical_username(name)) > USERNAME_MAX_LENGTH:
         raise AccountError(

@@ -33,6 +33,26 @@ def is_invisible(ch: str) -> bool:
     return any(low <= point <= high for low, high in _IGNORABLE)
 
 
+#: Drawn as an empty cell, though not default-ignorable: the braille blank, the usual
+#: "blank name" trick.
+_BLANK_GLYPHS = frozenset("\u2800")
+
+
 def looks_blank(text: str) -> bool:
     """Nothing a person would see: spaces and invisible characters only (or nothing)."""
-    return all(ch.isspace() or is_invisible(ch) for ch in text)
+    return all(ch.isspace() or is_invisible(ch) or ch in _BLANK_GLYPHS for ch in text)
+
+
+#: Alphabets with letters drawn as Latin ones (Cyrillic а е о р с х, Greek ο ρ ν, Armenian
+#: օ ս): a name mixing two of them can look exactly like another ("аdmin", "frеd").
+_LOOKALIKE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN")
+
+
+def lookalike_scripts(text: str) -> set[str]:
+    """Which of :data:`_LOOKALIKE_SCRIPTS` the letters of ``text`` come from (by their
+    Unicode names: "CYRILLIC SMALL LETTER IE", "FULLWIDTH LATIN CAPITAL LETTER A")."""
+    found = set()
+    for ch in text:
+        words = unicodedata.name(ch, "").split()
+        found.update(script for script in _LOOKALIKE_SCRIPTS if script in words)
+    return found

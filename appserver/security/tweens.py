@@ -164,7 +164,7 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             unavailable_log.warning(
                 problem, "database unavailable while authenticating %s: %s", request.path_info, problem
             )
-            registry.outage_watch.refused_request()
+            registry.outage_watch.refused_request(error)
             abandon_request_transaction(request)
             # The 503 page (its layout shows who is logged in) must not ask the database again.
             registry.security_policy.unauthenticated(request)

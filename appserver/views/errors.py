@@ -193,7 +193,7 @@ def database_unavailable(exc, request: Request):
     else:
         problem = database_problem(exc, request.registry.dbengine.url)
         unavailable_log.warning(problem, "database unavailable: %s", problem)
-        request.registry.outage_watch.refused_request()
+        request.registry.outage_watch.refused_request(exc)
     # The page's layout shows who is logged in, but after a failed flush the user's row can
     # no longer be read (a 500 instead of this 503): answer as the authentication tween does
     # when the database fails it, for nobody.
