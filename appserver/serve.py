@@ -106,7 +106,9 @@ def create_server(app: Any, **settings: Any) -> Any:
     The benchmark serves every target (its anchors and Django included) through this too, so
     that the ratios it prints compare applications, not servers.
     """
-    server = waitress.create_server(mark_reached(app), **settings)
+    # Behind a trusted proxy waitress wraps the application in its proxy-header middleware,
+    # whose refusals ProxyHeaderRefusals (below) tells from the application's answers.
+    server = waitress.create_server(mark_reached(app) if settings.get("trusted_proxy") else app, **settings)
     # Deprecated as a setting, which would warn; still what write_soon and handle_write read
     # to decide whether a running task's output is worth sending yet.
     server.adj.send_bytes = RESPONSE_BUFFER
