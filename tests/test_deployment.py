@@ -293,6 +293,10 @@ def test_waitress_sees_https_the_real_host_and_the_body_limit(cluster, https):
                          headers={"Content-Type": "application/json"}, timeout=10)
     assert too_big.status_code == 413
     assert "1048576 bytes" in too_big.json()["errorMessages"][0]  # nginx's refusal, as Jira's JSON
+    # Chunked, the size is found while the body is read, in @written: the same answer.
+    chunked = https.post(cluster.url + "/rest/auth/1/session", data=iter([b"x" * (1024 * 1024 + 1)]),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert chunked.status_code == 413 and "1048576 bytes" in chunked.json()["errorMessages"][0]
 
 
 #: The application's headers (appserver/security/perimeter.py), which nginx's own pages repeat.
@@ -434,6 +438,13 @@ def test_no_process_answering_is_a_retry_after_not_nginx_html(cluster, https):
         assert status.headers["Content-Type"] == "application/json;charset=UTF-8"
         assert status.headers["Retry-After"] == "5"
         assert_security_headers(status, "json")
+        # The methods served through @written (an error_page redirect) get the same pages.
+        posted = https.post(cluster.url + "/rest/auth/1/session", json={"username": "x", "password": "y"},
+                            timeout=10)
+        assert_jira_json(posted, 502, "try again in a few seconds")
+        put = https.put(cluster.url + "/issues", data=b"x", timeout=10)
+        assert_error_page(put, 502, "try again in a few seconds")
+        assert put.headers["Retry-After"] == "5"
     finally:
         restore_processes(cluster)
 
