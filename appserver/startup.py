@@ -289,7 +289,7 @@ def check_free_socket_path(path: str) -> None:
     that accepts a connection belongs to a running server, which waitress would quietly
     unlink and take over: that is refused here, in one line."""
     try:
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         folder = os.path.dirname(path) or "."
         if not os.path.isdir(folder):
@@ -298,7 +298,7 @@ def check_free_socket_path(path: str) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise StartupError(f"{display(path)}: permission denied: this user cannot create files in {folder}")
         return
-    if not stat.S_ISSOCK(mode):
+    if not stat.S_ISSOCK(mode):  # a symbolic link too: the bind would fail on it, with a traceback
         raise StartupError(f"{display(path)} exists and is not a socket: remove it or listen elsewhere")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(2)  # a listener whose backlog is full does not answer at once; it is still a listener

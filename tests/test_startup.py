@@ -530,5 +530,9 @@ def test_check_tells_a_stale_socket_from_one_in_use(tmp_path):
     path.write_text("")
     with pytest.raises(StartupError, match="exists and is not a socket"):
         check_free({"unix_socket": str(path)})
+    path.unlink()
+    path.symlink_to(tmp_path / "nowhere.sock")  # dangling (an outside review: a traceback)
+    with pytest.raises(StartupError, match="exists and is not a socket"):
+        check_free({"unix_socket": str(path)})
     with pytest.raises(StartupError, match="does not exist"):
         check_free({"unix_socket": str(tmp_path / "missing" / "a.sock")})
