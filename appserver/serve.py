@@ -77,7 +77,7 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
     timeout = float(settings.pop("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT))
     try:
         settings = listen_settings(settings, (global_conf or {}).get("http_port"))
-        check_free(settings)
+        check_free(settings, claim=True)
     except StartupError as error:
         exit_with(str(error))
 

@@ -11,6 +11,7 @@ is one sentence naming the file, the setting or the address, never a traceback.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import logging
 import os
@@ -264,16 +265,17 @@ def display(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check_free(server_settings: Mapping[str, Any]) -> None:
+def check_free(server_settings: Mapping[str, Any], claim: bool = False) -> None:
     """Raise StartupError when another process listens on an address this server would use.
 
     A trial bind (with SO_REUSEADDR, as waitress binds) tells a listening socket from a port
     that only has connections in TIME_WAIT. A Unix socket is checked by connecting to it:
-    see :func:`check_free_socket_path`.
+    see :func:`check_free_socket_path`; the server itself (``claim``) keeps its socket path
+    for as long as it runs.
     """
     for family, socktype, proto, address in listen_addresses(server_settings):
         if family == socket.AF_UNIX:
-            check_free_socket_path(address)
+            check_free_socket_path(address, claim)
             continue
         with socket.socket(family, socktype, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -283,11 +285,42 @@ def check_free(server_settings: Mapping[str, Any]) -> None:
                 raise StartupError(address_problem(error, address)) from None
 
 
-def check_free_socket_path(path: str) -> None:
+#: The socket paths this process serves on, each with the open file of its lock: the kernel
+#: releases the lock when the process ends, however it ends (a SIGKILL too).
+_CLAIMED: dict[str, int] = {}
+
+
+def claim_socket_path(path: str, keep: bool) -> None:
+    """An exclusive ``flock`` on ``PATH.lock``, beside the socket, taken before the socket is
+    checked and held (``keep``) until the process ends. Two servers started at the same
+    moment on one path would otherwise both find it free; the second's waitress would unlink
+    the first's socket and bind its own, and the first would go on running, reachable by no
+    one. The lock also covers a stopping server's last requests: it has closed its socket,
+    but a new process on its path waits for it to end (a restart stops, then starts)."""
+    if path in _CLAIMED:
+        return
+    try:
+        descriptor = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:  # a folder this user may not write to, a symbolic link there
+        raise StartupError(f"{path}.lock: {error.strerror or error}: the server keeps this lock "
+                           "file beside its socket") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise StartupError(address_problem(OSError(errno.EADDRINUSE, "in use"), path)) from None
+    if keep:
+        _CLAIMED[path] = descriptor
+    else:
+        os.close(descriptor)  # a check only (``appserver CONFIG check``): the server takes it
+
+
+def check_free_socket_path(path: str, claim: bool = False) -> None:
     """A socket file nobody listens on is stale (its process was killed, or stopped without
     removing it): waitress removes it and binds anew, so it must not stop the start. A socket
     that accepts a connection belongs to a running server, which waitress would quietly
-    unlink and take over: that is refused here, in one line."""
+    unlink and take over: that is refused here, in one line, as is a path another process
+    has claimed (:func:`claim_socket_path`)."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -297,9 +330,11 @@ def check_free_socket_path(path: str) -> None:
                                "(the systemd unit's RuntimeDirectory= does)") from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise StartupError(f"{display(path)}: permission denied: this user cannot create files in {folder}")
+        claim_socket_path(path, claim)
         return
     if not stat.S_ISSOCK(mode):  # a symbolic link too: the bind would fail on it, with a traceback
         raise StartupError(f"{display(path)} exists and is not a socket: remove it or listen elsewhere")
+    claim_socket_path(path, claim)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(2)  # a listener whose backlog is full does not answer at once; it is still a listener
         try:
@@ -420,7 +455,7 @@ def server_factory(global_conf: Mapping[str, Any], **settings: Any):
     free. pserve loads the server before the application, so a busy port is said at once."""
     try:
         settings = listen_settings(settings, global_conf.get("http_port"))
-        check_free(settings)
+        check_free(settings, claim=True)
     except StartupError as error:
         exit_with(str(error))
 

@@ -296,6 +296,7 @@ class Cluster:
         if self.sockets and not any(self.running().values()):  # root's folder in /tmp: ours alone
             for instance in self.instances:
                 self.socket_path(instance).unlink(missing_ok=True)
+                Path(f"{self.socket_path(instance)}.lock").unlink(missing_ok=True)  # startup.claim_socket_path
             try:
                 self.socket_dir.rmdir()
             except OSError:

@@ -265,3 +265,33 @@ def test_a_socket_in_use_is_refused_in_one_line(served_database, tmp_path):
             f"unix:{path} is in use — is another server running? Stop it, or give another socket path: "
             "APPSERVER_LISTEN=unix:PATH"], second.stderr
         assert accepts(path)  # the first one still serves
+
+
+def test_two_servers_started_at_once_on_one_socket(served_database, tmp_path):
+    """Both would find the path free and load the application; the second to bind would
+    unlink the first's socket, which would run on, reachable by no one (an outside review).
+    The lock beside the socket lets one start; the other says why it does not."""
+    path = tmp_path / "appserver.sock"
+    env = {**served_database, "APPSERVER_LISTEN": f"unix:{path}",
+           "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning"}
+    processes = [subprocess.Popen([str(BIN / "pserve"), str(ROOT / "production.ini")], cwd=tmp_path, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while not (accepts(str(path)) and any(process.poll() is not None for process in processes)):
+            assert time.monotonic() < deadline, "both still running, or neither serves"
+            time.sleep(0.05)
+        (refused,) = [process for process in processes if process.poll() is not None]
+        assert refused.returncode == 1
+        assert refused.stderr.read().strip().splitlines() == [
+            f"unix:{path} is in use — is another server running? Stop it, or give another socket path: "
+            "APPSERVER_LISTEN=unix:PATH"]
+        (running,) = [process for process in processes if process is not refused]
+        assert request_over(str(path), "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                            ).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            process.stderr.close()

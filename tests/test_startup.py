@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -536,3 +537,25 @@ def test_check_tells_a_stale_socket_from_one_in_use(tmp_path):
         check_free({"unix_socket": str(path)})
     with pytest.raises(StartupError, match="does not exist"):
         check_free({"unix_socket": str(tmp_path / "missing" / "a.sock")})
+
+
+def test_a_server_keeps_its_socket_path(tmp_path):
+    """The lock beside the socket: a check takes it and lets go, the server keeps it while it
+    runs, and any other start on that path is refused meanwhile."""
+    from appserver import startup
+
+    path = str(tmp_path / "a.sock")
+    startup.check_free({"unix_socket": path})  # a check, twice: nothing kept
+    startup.check_free({"unix_socket": path})
+    startup.check_free({"unix_socket": path}, claim=True)
+    try:
+        check = subprocess.run([sys.executable, "-c", "import sys; from appserver import startup; "
+                                "startup.check_free({'unix_socket': sys.argv[1]})", path],
+                               capture_output=True, text=True, timeout=60)
+        assert f"unix:{path} is in use" in check.stderr, check.stderr
+    finally:
+        os.close(startup._CLAIMED.pop(path))
+    Path(path + ".lock").unlink()
+    os.symlink(tmp_path / "elsewhere", path + ".lock")
+    with pytest.raises(startup.StartupError, match=r"a.sock.lock: Too many levels of symbolic links"):
+        startup.check_free({"unix_socket": path})
