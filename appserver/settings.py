@@ -7,6 +7,7 @@ request.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from pyramid.config import Configurator
 from pyramid.settings import aslist, asbool
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .hosts import HostPattern, InvalidHost, parse_host_pattern
@@ -263,8 +265,38 @@ def setting(settings: Mapping[str, Any], name: str) -> Any:
     return parse(name, settings.get(name, default))
 
 
+def check_framework_settings(settings: Mapping[str, Any]) -> None:
+    """The settings of the libraries this project configures from the same ini section, whose
+    own parsing of a bad value is a traceback (pyramid, pyramid_retry, SQLAlchemy's engine
+    options): checked first, one line each. ``pyramid.includes`` is imported by the
+    Configurator itself, before any ``includeme`` runs, so :func:`appserver.startup.app_factory`
+    calls this before building the application too."""
+    for name in aslist(settings.get("pyramid.includes", "")):
+        module = name.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):  # a parent package missing, an empty name
+            found = None
+        if found is None:
+            raise ConfigurationError(
+                f"pyramid.includes: no module named {module!r}: check the spelling, or install it "
+                "into this virtualenv"
+            )
+    attempts = settings.get("retry.attempts")
+    if attempts is not None and not (str(attempts).strip().isdigit() and int(attempts) >= 1):
+        raise ConfigurationError(f"retry.attempts: expected a whole number of 1 or more, got {attempts!r}")
+    for option, coerce in DefaultDialect.engine_config_types.items():
+        value = settings.get("sqlalchemy." + option)
+        if isinstance(value, str):
+            try:
+                coerce(value)
+            except ValueError:
+                raise ConfigurationError(f"sqlalchemy.{option}: expected a whole number, got {value!r}") from None
+
+
 def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
     check_known(settings)
+    check_framework_settings(settings)
     values = {}
     for name, (field, parse, default) in SCHEMA.items():
         raw = settings.get(name, default)

@@ -216,10 +216,11 @@ def app_factory(global_config: Mapping[str, Any], **settings: str):
     next to a starting server, a rolling upgrade).
     """
     from . import main
-    from .settings import ConfigurationError
+    from .settings import ConfigurationError, check_framework_settings
 
     source = global_config.get("__file__")
     try:
+        check_framework_settings(settings)
         app = main(dict(global_config), **settings)
     except ConfigurationError as error:
         raise SystemExit(f"{source}: {error}" if source else str(error)) from None
@@ -489,6 +490,7 @@ def app_ini_settings(config_uri: str) -> dict:
     """The application's settings as pserve would build them: ``use = config:…`` followed,
     ``%(here)s`` filled in (not yet the environment's overrides). A file that is no ini
     file, or has no such ``[app:…]`` section, is a one-line StartupError."""
+    from configparser import DuplicateOptionError, DuplicateSectionError
     from configparser import Error as IniError
 
     from plaster.exceptions import PlasterError
@@ -496,6 +498,12 @@ def app_ini_settings(config_uri: str) -> dict:
     path, _, name = config_uri.partition("#")
     try:
         return dict(ini_loader(path).get_wsgi_app_settings(name or None))
+    except DuplicateOptionError as error:  # the file is fine but for one line
+        raise StartupError(f"{path}: line {error.lineno}: {error.option} is set twice in "
+                           f"[{error.section}]: keep one of the two lines") from None
+    except DuplicateSectionError as error:
+        raise StartupError(f"{path}: line {error.lineno}: a second [{error.section}] section: "
+                           "merge the two") from None
     except (PlasterError, IniError, LookupError) as error:  # LookupError: "No section 'main'"
         reason = first_line(error).rstrip(".")
         raise StartupError(

@@ -257,10 +257,24 @@ BAD_SETTINGS = [
         "appserver.login.max_failure = 5",
         "appserver.login.max_failure: unknown setting; did you mean appserver.login.max_failures?",
     ),
+    # The libraries' settings in the same section (an outside review: each was a traceback,
+    # and ``check`` said "ready").
+    ("sqlalchemy.pool_size = abc", "sqlalchemy.pool_size: expected a whole number, got 'abc'"),
+    (
+        "sqlalchemy.poolsize = 5",
+        "sqlalchemy.poolsize: unknown setting; SQLAlchemy's create_engine has no such option "
+        "(docs/configuration.md lists the ones this project sets)",
+    ),
+    ("retry.attempts = three", "retry.attempts: expected a whole number of 1 or more, got 'three'"),
+    (
+        "pyramid.includes = pyramid_tmm",
+        "pyramid.includes: no module named 'pyramid_tmm': check the spelling, or install it into this virtualenv",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("line", "message"), BAD_SETTINGS, ids=["bad value", "typo", "singular"])
+@pytest.mark.parametrize(("line", "message"), BAD_SETTINGS, ids=[
+    "bad value", "typo", "singular", "engine value", "engine option", "retry", "includes"])
 @pytest.mark.parametrize("program", ["appserver", "pserve"])
 def test_a_bad_or_unknown_setting_is_one_line_naming_it(tmp_path, program, line, message):
     ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}", extra=line)
@@ -270,6 +284,21 @@ def test_a_bad_or_unknown_setting_is_one_line_naming_it(tmp_path, program, line,
     else:
         status, lines = run(str(BIN / "pserve"), str(ini), cwd=tmp_path)
         assert_one_line(status, lines, f"{ini}: {message}")
+
+
+@pytest.mark.parametrize("line", [line for line, _ in BAD_SETTINGS[3:]])
+def test_check_finds_the_libraries_settings_without_the_database(tmp_path, line):
+    ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}", extra=line)
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", "--no-database", cwd=tmp_path)
+    (message,) = [message for bad, message in BAD_SETTINGS if bad == line]
+    assert_one_line(status, lines, f"appserver: error: {ini}: {message}")
+
+
+def test_a_setting_written_twice_is_named_with_its_line(tmp_path):
+    ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}", extra="retry.attempts = 2\nretry.attempts = 3")
+    status, lines = run(str(BIN / "appserver"), str(ini), "check", cwd=tmp_path)
+    assert_one_line(status, lines, f"appserver: error: {ini}: line 7: retry.attempts is set twice in "
+                                   "[app:main]: keep one of the two lines")
 
 
 def test_an_unknown_setting_without_a_close_match_points_to_the_list():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -243,7 +244,17 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         options["connect_args"] = _postgresql_connect_args(settings, make_url(url).query)
     # hide_parameters: SQL logging (sqlalchemy.engine at INFO) and database error messages
     # never show bound values -- password hashes, token hashes, usernames typed as passwords.
-    engine = engine_from_config(settings, prefix, hide_parameters=True, **options)
+    try:
+        engine = engine_from_config(settings, prefix, hide_parameters=True, **options)
+    except TypeError as error:  # an option create_engine does not know: sqlalchemy.poolsize
+        from ..settings import ConfigurationError
+
+        named = re.search(r"Invalid argument\(s\) '?(.+?)'? sent to", str(error))
+        option = prefix + named.group(1).replace("','", ", " + prefix) if named else prefix + "*"
+        raise ConfigurationError(
+            f"{option}: unknown setting; SQLAlchemy's create_engine has no such option "
+            "(docs/configuration.md lists the ones this project sets)"
+        ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

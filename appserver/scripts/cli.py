@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_check(args: argparse.Namespace) -> None:
     """What ``pserve`` needs, checked before it starts: ``make run`` calls this first."""
-    app_settings(args.config_uri)
+    settings = app_settings(args.config_uri)
+    get_engine(settings).dispose()  # SQLAlchemy's options, checked without connecting
     server = startup.listen_settings(startup.server_ini_settings(args.config_uri), args.port)
     startup.check_free(server)
     addresses = ", ".join(startup.display(a[3]) for a in startup.listen_addresses(server))
