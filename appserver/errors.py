@@ -123,5 +123,23 @@ def free_tracebacks_view_deriver(view: Callable[..., Any], info: IViewDeriverInf
     return exception_view
 
 
+class MethodNotIn:
+    """The view predicate ``method_not_in=("GET", "HEAD")``: every other method, whatever its
+    name (a PROPFIND too). ``request_method=not_(...)`` says the same, but ``proutes`` cannot
+    print it and fails with a traceback (an outside review)."""
+
+    def __init__(self, methods: tuple[str, ...], config: Configurator) -> None:
+        self.methods = frozenset(methods)
+
+    def text(self) -> str:
+        return f"method_not_in = {sorted(self.methods)}"
+
+    phash = text
+
+    def __call__(self, context: Any, request: Request) -> bool:
+        return request.method not in self.methods
+
+
 def includeme(config: Configurator) -> None:
     config.add_view_deriver(free_tracebacks_view_deriver)
+    config.add_view_predicate("method_not_in", MethodNotIn)

@@ -655,6 +655,16 @@ def test_ptweens_lists_the_tweens_in_the_documented_order():
     )
 
 
+def test_proutes_lists_every_route():
+    """pyramid's own route lister runs (it failed on ``request_method=not_(...)``)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "proutes"), "development.ini"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^rest\.myself\s+/rest/api/\{version:2\|latest\}/myself\s", result.stdout, flags=re.MULTILINE), result.stdout
+
+
 # --- The database is down --------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import logging
 
-from pyramid.config import not_
 from pyramid.csrf import BadCSRFToken
 from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException, HTTPSeeOther
@@ -97,7 +96,7 @@ def method_not_allowed(request: Request, allowed: tuple[str, ...]):
 STATIC_ROUTE = "__static/"
 
 
-@view_config(route_name=STATIC_ROUTE, request_method=not_(("GET", "HEAD")),
+@view_config(route_name=STATIC_ROUTE, method_not_in=("GET", "HEAD"),
              permission=NO_PERMISSION_REQUIRED, require_csrf=False)
 def static_method_not_allowed(request: Request):
     """``add_static_view``'s view answers any method: a POST met the CSRF check (a 400 "this
