@@ -84,6 +84,26 @@ def test_log_out_all_other_sessions(testapp, users):
     assert len(laptop.get("/account").html.select("#sessions tbody tr")) == 1
 
 
+def test_log_out_all_other_sessions_keeps_the_logins_absolute_lifetime(testapp, users, clock):
+    """Its new session ends when the login's would have: repeated, it kept a session (a
+    stolen one too) alive past the 12 hours, with no password asked (an outside review)."""
+    laptop = browser(testapp, agent="Laptop")
+    for hour in range(1, 12):
+        for _ in range(3):  # in use: the idle timeout never ends it
+            clock.advance(1200)
+            laptop.get("/rest/api/2/myself", status=200)
+        response = laptop.get("/account").forms["revoke-others-form"].submit(status=303)
+        (cookie,) = [v for k, v in response.headerlist if k == "Set-Cookie" and "session" in v.split("=", 1)[0]]
+        assert f"Max-Age={43200 - hour * 3600};" in cookie
+    for _ in range(2):
+        clock.advance(1200)
+        laptop.get("/rest/api/2/myself", status=200)
+    clock.advance(1199)
+    laptop.get("/rest/api/2/myself", status=200)
+    clock.advance(1)  # 12 hours after the login
+    laptop.get("/rest/api/2/myself", status=401)
+
+
 def test_log_out_all_other_sessions_ends_their_remembered_logins_and_keeps_this_ones(testapp, users, clock):
     """Another browser's remember-me cookie would log it straight back in, silently: "log
     out all other sessions" ends the other series too, and keeps this browser's."""

@@ -394,11 +394,16 @@ class AppSecurityPolicy:
         user = attach(request.dbsession, previous.identity.user)
         settings = request.appserver_settings
         store = request.session_store
+        # The login's absolute lifetime, not a new one: "log out other sessions", repeated,
+        # would otherwise keep a session (a stolen one too) alive for ever (an outside review).
+        expires_at = previous.identity.session.expires_at
         issued = store.issue(
-            user, user_agent=client.user_agent(request), remote_addr=client.address(request), websudo_at=websudo_at
+            user, user_agent=client.user_agent(request), remote_addr=client.address(request), websudo_at=websudo_at,
+            expires_at=expires_at,
         )
         replaced = _sessions_of(previous)
-        headers = [("Set-Cookie", set_cookie(settings, settings.session_cookie, issued.token, settings.max_age))]
+        left = max(int((expires_at - request.now).total_seconds()), 1)
+        headers = [("Set-Cookie", set_cookie(settings, settings.session_cookie, issued.token, left))]
         if renew_remembered:
             presented = request.cookies.get(settings.remember_cookie)
             series = request.remember_store.current_series(presented, user.id)

@@ -103,16 +103,19 @@ class SessionStore:
         self.touch_interval = timedelta(seconds=touch_interval)
 
     def issue(
-        self, user: User, *, user_agent: str = "", remote_addr: str = "", websudo_at: datetime | None = None
+        self, user: User, *, user_agent: str = "", remote_addr: str = "", websudo_at: datetime | None = None,
+        expires_at: datetime | None = None,
     ) -> IssuedSession:
-        """``websudo_at``: a session rotated by a WebSudo confirmation starts elevated."""
+        """``websudo_at``: a session rotated by a WebSudo confirmation starts elevated.
+        ``expires_at``: a rotation's new session ends when the login's would have (the
+        absolute lifetime counts from the login, whatever rotates its token)."""
         token = new_token()
         row = UserSession(
             token_hash=hash_token(token),
             user_id=user.id,
             created_at=self.now,
             last_seen_at=self.now,
-            expires_at=self.now + self.max_age,
+            expires_at=self.now + self.max_age if expires_at is None else expires_at,
             user_agent=user_agent[:512],
             remote_addr=remote_addr[:64],
             websudo_at=websudo_at,
