@@ -176,6 +176,7 @@ def test_a_dead_remember_me_cookie_alone_is_a_401_under_rest_and_a_notice_elsewh
         client.set_cookie(REMEMBER, stale)
         search = client.get("/rest/api/2/search?maxResults=0", status=401)
         assert "Your session has expired" in search.json["errorMessages"][0]
+        assert not search.headers.getall("Set-Cookie")  # kept: the next request is a 401 too
         client.set_cookie(REMEMBER, stale)
         page = client.get("/issues")
         assert page.html.select_one("#session-expired") is not None
