@@ -107,7 +107,8 @@ def test_get_one_is_for_the_owner_or_an_administrator(testapp, users, app_reques
     assert testapp.get(path, headers=basic("admin", "admin-password")).json["userProfileResource"]["username"] == "fred"
     admin = browser(testapp, "admin")
     refused = admin.get(path, status=401)
-    assert refused.json == {"message": "This resource requires WebSudo.", "status-code": 401}
+    assert refused.json == {"message": "This resource requires WebSudo.", "status-code": 401,
+                             "errorMessages": ["This resource requires WebSudo."], "errors": {}}
     assert refused.headers["WWW-Authenticate"].startswith("Session ")
     confirm_websudo(admin, "admin-password")
     assert admin.get(path).json["name"] == "script"

@@ -287,7 +287,8 @@ def test_rest_gets_jiras_401(testapp, users, app_request):
     admin = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
     admin.post_json(LOGIN, {"username": "admin", "password": "admin-password"})
     response = admin.get(path, status=401)
-    assert response.json == {"message": "This resource requires WebSudo.", "status-code": 401}
+    assert response.json == {"message": "This resource requires WebSudo.", "status-code": 401,
+                             "errorMessages": ["This resource requires WebSudo."], "errors": {}}
     assert response.content_type == "application/json"
     assert response.headers["WWW-Authenticate"].startswith('Session realm="appserver"')
     assert response.headers["X-AUSERNAME"] == "admin"  # authenticated: only not elevated

@@ -115,7 +115,11 @@ def require(request: Request) -> Response | None:
         _extend(request, session)
         return None
     if is_rest(request):
-        response = json_response({"message": REST_MESSAGE, "status-code": 401}, 401)
+        # Jira's body, and this project's shape of every /rest error beside it: a client that
+        # reads either finds the reason.
+        response = json_response(
+            {"message": REST_MESSAGE, "status-code": 401, "errorMessages": [REST_MESSAGE], "errors": {}}, 401
+        )
         response.headers["WWW-Authenticate"] = session_challenge(request)
         response.headers["Cache-Control"] = "no-store"
         return response
