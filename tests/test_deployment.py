@@ -68,6 +68,18 @@ def test_https_with_the_generated_ca_and_http_redirects(cluster, https):
     assert wrong_port.headers["Location"] == f"{cluster.url}/issues?x=1"
 
 
+def test_plain_http_under_rest_is_told_to_use_https_not_redirected(cluster, https):
+    """A client follows a redirect without its Authorization header (and a POST as a GET):
+    its answers would then be anonymous, the 5 public issues (an outside review)."""
+    for path in ("/rest/api/2/search", "/rest", "/rest/auth/1/session"):
+        told = https.post(f"http://127.0.0.1:{cluster.http_port}{path}", json={}, allow_redirects=False, timeout=10)
+        assert told.status_code == 403 and told.headers["Content-Type"] == "application/json;charset=UTF-8"
+        assert set(told.json()) == {"errorMessages", "errors"}
+        assert f"https://127.0.0.1:{cluster.https_port}{path}" in told.json()["errorMessages"][0]
+    page = https.get(f"http://127.0.0.1:{cluster.http_port}/restful", allow_redirects=False, timeout=10)
+    assert page.status_code == 301  # not the REST prefix
+
+
 def test_redirects_name_the_site_never_the_clients_host(cluster, https):
     """Host: evil.example on the http port (and plain http to the https port) is sent to the
     site's own name, not to https://evil.example/: no open redirect through the proxy."""
