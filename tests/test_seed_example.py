@@ -78,7 +78,10 @@ def test_the_seeds_example(server, how):
     assert expired.status_code == 401
     assert "total" not in expired.json() and "session has expired" in expired.json()["errorMessages"][0]
     assert expired.headers["WWW-Authenticate"]
-    assert "appserver.session" not in client.cookies  # the stale cookie was deleted
+    # The stale cookie is kept, so the client goes on being refused until it logs in again:
+    # deleted, its next search would go without it and get the 5 public issues.
+    assert "appserver.session" in client.cookies
+    assert client.get(search, params=query).status_code == 401
 
     # log in again: 200 issues again
     assert client.post(server.url + "/rest/auth/1/session", json=CREDENTIALS).status_code == 200
