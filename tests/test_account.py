@@ -9,6 +9,8 @@ from sqlalchemy import select
 
 from appserver.models import RememberToken, UserSession
 
+from .support import confirm_websudo
+
 
 def browser(testapp, username="fred", password=None, remember=False, agent="Browser A"):
     client = webtest.TestApp(testapp.app, extra_environ={**testapp.extra_environ, "HTTP_USER_AGENT": agent})
@@ -45,6 +47,35 @@ def test_revoke_one_session(testapp, users):
     assert "The session has been logged out" in form.submit().follow().text
     phone.get("/rest/api/2/myself", status=401)
     laptop.get("/rest/api/2/myself", status=200)
+
+
+def test_logging_out_a_browser_that_rotated_its_session_meanwhile_ends_the_new_one(testapp, users):
+    """The laptop's page names the phone's session; the phone then confirms WebSudo, which
+    replaces its session with an elevated one. "Log out" on the laptop's page ended the old
+    session only, and said so, while the phone went on, elevated (an outside review)."""
+    laptop, phone = browser(testapp, "admin", agent="Laptop"), browser(testapp, "admin", agent="Phone")
+    page = laptop.get("/account")
+    phone_row = [r for r in page.html.select("#sessions tbody tr") if "Phone" in r.text][0]
+    confirm_websudo(phone, "admin-password")  # a new session for the phone
+    phone.get("/admin/users", status=200)
+    action = f"/account/sessions/{phone_row['data-session-id']}/revoke"
+    (form,) = [f for f in page.forms.values() if f.action == action]
+    form.submit().follow()
+    phone.get("/rest/api/2/myself", status=401)
+    laptop.get("/rest/api/2/myself", status=200)
+
+
+def test_a_stale_copy_of_a_replaced_cookie_does_not_reach_the_new_session(testapp, users):
+    """A login revokes the session its request presented (no fixation), and follows the
+    rotations of a session it was served by: never those of a cookie that was already stale
+    when it came, or a copy taken before a rotation could log that browser out."""
+    phone = browser(testapp, "admin", agent="Phone")
+    copy = phone.cookies["appserver.session"]
+    confirm_websudo(phone, "admin-password")  # the copy is stale from here on
+    thief = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    thief.set_cookie("appserver.session", copy)
+    thief.post_json("/rest/auth/1/session", {"username": "alice", "password": "alice-password"}, status=200)
+    phone.get("/admin/users", status=200)
 
 
 @pytest.mark.parametrize("rotated", [False, True], ids=["logged in", "back by remember-me"])

@@ -80,7 +80,9 @@ def test_a_rotated_token_cannot_be_replayed_and_replay_revokes_the_series(
 
     thief = testapp.__class__(testapp.app, extra_environ=testapp.extra_environ)
     thief.set_cookie(REMEMBER, stolen)
-    thief.get("/rest/api/2/myself", status=401)  # theft detected, nobody logged in
+    refused = thief.get("/rest/api/2/myself", status=401)  # theft detected, nobody logged in
+    assert not refused.headers.getall("Set-Cookie")  # rule 1: kept, the next request is a 401 too
+    thief.get("/issues")  # a page: the dead cookie means anonymous there, and is deleted
     assert thief.cookies.get(REMEMBER) is None
 
     live = dbsession.scalar(
@@ -117,7 +119,7 @@ def test_a_rotation_whose_answer_was_lost_ends_that_login_alone(testapp, users, 
         testapp.set_cookie(name, value)
     clock.advance(31)  # past the grace
     refused = testapp.get("/rest/api/2/myself", status=401)  # a stale login cookie: rule 1
-    assert cookie(testapp, REMEMBER) is None
+    assert not refused.headers.getall("Set-Cookie")  # kept: the next request is a 401 too
     assert "no longer valid" in refused.json["errorMessages"][0]
     assert elsewhere.get("/rest/api/2/myself").json["name"] == "fred"  # untouched
     events = [e.event for e in dbsession.scalars(select(AuthEvent).order_by(AuthEvent.id))]
@@ -155,6 +157,8 @@ def test_remember_me_expires(testapp, users, clock):
     login(testapp, remember=True)
     clock.advance(14 * 24 * 3600)
     testapp.get("/rest/api/2/myself", status=401)
+    assert cookie(testapp, REMEMBER) is not None  # rule 1: kept, the next request is a 401 too
+    testapp.get("/issues")  # a page deletes it
     assert cookie(testapp, REMEMBER) is None
 
 

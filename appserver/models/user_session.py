@@ -27,6 +27,10 @@ class UserSession(Base):
     #: used that confirmation (it rolls); None: not elevated. In the database, so every
     #: process sees it.
     websudo_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The session a rotation started in place of this one, in the same browser: a log-out
+    #: that presents this session ends that one too (it may overlap the rotation). No
+    #: foreign key: a purged successor is simply not followed (migration 0007).
+    replaced_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     user: Mapped[User] = relationship(lazy="raise")
 

@@ -16,7 +16,7 @@ from . import audit
 from .audit import Event
 from .characters import has_control_characters, is_invisible, lookalike_scripts, looks_blank
 from .login import Outcome, check_user_password, unchanged_since_check
-from .sessions import acting_session_ended
+from .sessions import acting_session_ended, add_successors
 
 MIN_PASSWORD_LENGTH = 8
 #: Besides letters, digits and combining marks of any script.
@@ -276,10 +276,15 @@ def revoke_session(request: Request, user: User, session: UserSession) -> None:
     """Log one browser out (the account page): its session, and its remembered login, first
     (remember-me tokens before sessions, the one lock order). The account's row first, as
     every revocation: a rotation of that session in flight (a WebSudo confirmation, a
-    password change) either committed first, and ``session`` is gone, or sees it revoked."""
+    password change) either committed first, and the session it started in that browser is
+    ended here too, or waits and sees its session revoked."""
     request.token_store.lock_owner(user.id)
-    request.remember_store.revoke_for_session(session)
-    request.session_store.revoke(session)
+    chain = {session.id: session}
+    add_successors(request.dbsession, chain)  # a rotation of it that committed meanwhile
+    for ended in chain.values():
+        request.remember_store.revoke_for_session(ended)
+    for ended in sorted(chain.values(), key=lambda s: s.id):
+        request.session_store.revoke(ended)
     audit.record(request, Event.SESSION_REVOKED, user, f"session started {session.created_at:%Y-%m-%d %H:%M}")
 
 

@@ -314,8 +314,9 @@ def unchanged_since_check(request: Request, user: User, checked_hash: str) -> bo
 class LoggedOut:
     headers: list[tuple[str, str]]
     #: The session had been ended by another request that committed while this one ran (a
-    #: parallel log-out, a password change that rotated it): under /rest the answer is the
-    #: stale cookie's 401, as if this request had come a moment later.
+    #: parallel log-out), and nothing was left to end: under /rest the answer is the stale
+    #: cookie's 401, as if this request had come a moment later. (A rotation that ended it
+    #: started a new session of this browser, which the log-out ends: not this case.)
     ended_meanwhile: bool = False
 
 
@@ -343,6 +344,10 @@ def log_out(request: Request) -> LoggedOut:
         drop(request, revoking=True)  # audited when the session was elevated
     ended: list = []
     headers = forget(request, ended=ended)
+    # A rotation that committed meanwhile (a password change, a WebSudo confirmation in
+    # another tab) started a session of this browser, which forget ended: a log-out. Only
+    # when another log-out ended everything first is there nothing left to do.
+    ended_meanwhile = ended_meanwhile and not ended
     if identity is not None and (ended or identity.session is None):
         owner = identity.user
         if ended and ended[0].user_id != owner.id:  # a cookie sent beside Basic: another account's

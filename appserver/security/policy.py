@@ -29,7 +29,7 @@ from .paths import credential_free
 from .personal_tokens import TokenState, TokenStore, bearer_credentials, record_refusal
 from .remember import RememberState, RememberStore
 from .request_local import RequestAttributeCache
-from .sessions import CookieState, IssuedSession, SessionEnded, SessionStore
+from .sessions import CookieState, IssuedSession, SessionEnded, SessionStore, add_successors
 from .touches import RecentTouches, touch_once
 
 ADMIN = "role:admin"
@@ -166,6 +166,16 @@ def _sessions_of(auth: Authentication, db: Session | None = None, also: Iterable
     for session_id in also:
         if session_id not in sessions and (session := db.get(UserSession, session_id)) is not None:
             sessions[session_id] = session
+    if db is not None:
+        # A rotation in another tab (WebSudo, a password change) that committed while this
+        # request waited for the account's row replaced a session this request was served
+        # by: its new one is this browser's too (an outside review: it outlived the log-out,
+        # elevated). Only those: a copy of a cookie that was stale when it came must not
+        # reach the session that replaced it (it could log the browser out).
+        chain = {session.id: session for session in (served_by, auth.presented_session)
+                 if session is not None and (session is served_by or auth.cookie is CookieState.LIVE)}
+        add_successors(db, chain)
+        sessions.update(chain)
     return [session for _, session in sorted(sessions.items())]
 
 
@@ -418,7 +428,7 @@ class AppSecurityPolicy:
                 request.remember_store.pass_on(session, issued.session)
         served = previous.identity.session
         for session in replaced:
-            if not store.revoke(session) and served is not None and session.id == served.id:
+            if not store.revoke(session, replaced_by=issued.session) and served is not None and session.id == served.id:
                 raise SessionEnded()
         set_here = {value.split("=", 1)[0] for _, value in headers}
         self._cache.set(

@@ -173,17 +173,21 @@ class SessionStore:
         set_committed_value(session, "last_seen_at", self.now)  # no extra SELECT to reload it
         return True
 
-    def revoke(self, session: UserSession) -> bool:
+    def revoke(self, session: UserSession, *, replaced_by: UserSession | None = None) -> bool:
         """True when this call revoked it (a parallel log-out's UPDATE waits, then matches
-        nothing)."""
+        nothing). ``replaced_by``: the session a rotation started in its place."""
+        values: dict = {"revoked_at": self.now}
+        if replaced_by is not None:
+            values["replaced_by_id"] = replaced_by.id
         revoked = self.db.execute(
             update(UserSession)
             .where(UserSession.id == session.id, UserSession.revoked_at.is_(None))
-            .values(revoked_at=self.now)
+            .values(**values)
             .execution_options(synchronize_session=False)
         ).rowcount > 0
         set_committed_value(session, "revoked_at", session.revoked_at or self.now)
         return revoked
+
 
     def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
         """Revoke every live session of a user (except ``keep``); returns how many."""
@@ -250,3 +254,20 @@ class SessionStore:
         # end of its idle time, whose answer is on its way) is live again and stays.
         deleted = self.db.execute(delete(UserSession).where(UserSession.id.in_(ids), dead)).rowcount
         return deleted, ids[-1]
+
+
+def add_successors(db: Session, sessions: dict[int, UserSession]) -> None:
+    """Add to ``sessions`` (by id) those that rotations started in their place, and theirs in
+    turn, as committed now. The caller holds the account's row, which every rotation takes
+    first, so none is in flight: a log-out that overlapped one ends the new session too."""
+    frontier = list(sessions)
+    while frontier:
+        found = db.scalars(
+            select(UserSession.replaced_by_id)
+            .where(UserSession.id.in_(frontier), UserSession.replaced_by_id.is_not(None))
+        ).all()
+        frontier = []
+        for session_id in found:
+            if session_id not in sessions and (successor := db.get(UserSession, session_id)) is not None:
+                sessions[session_id] = successor
+                frontier.append(session_id)
