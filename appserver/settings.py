@@ -72,6 +72,7 @@ class AppSettings:
     jql_max_terms: int
     search_statement_timeout: int
     lock_timeout: int
+    idle_in_transaction_timeout: int
     connect_timeout: int
     network_timeout: int
     audit_retention_days: int
@@ -210,6 +211,10 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     # PostgreSQL: the longest a statement waits for a lock, in ms (SQLite waits 10 s for its
     # write lock); a forgotten open transaction then costs 503s, not every worker thread.
     "appserver.database.lock_timeout": ("lock_timeout", _integer(0), 10000),
+    # PostgreSQL: a transaction idle this long, in ms, is ended by the server: a process that
+    # froze (SIGSTOP, swapping) with an account's row locked does not lock that account
+    # everywhere until it is killed.
+    "appserver.database.idle_in_transaction_timeout": ("idle_in_transaction_timeout", _integer(0), 30000),
     # PostgreSQL: seconds to wait for a connection, and for a server that stopped answering
     # (a failover that moved the address, a host gone): no TCP reset comes, and without a
     # limit a request waits for the kernel's timeout, which is minutes (0: no limit).

@@ -5,12 +5,14 @@ and the account works again as soon as the lock is gone."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import requests
 from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
 
-from appserver.models import User, get_engine
+from appserver.models import User, get_engine, is_transient
 
 from .conftest import DATABASES
 from .support import create_user, postgresql_live_server, sibling_database
@@ -45,4 +47,24 @@ def test_the_setting_reaches_every_connection():
     engine = get_engine({"sqlalchemy.url": url})  # the default
     with engine.connect() as connection:
         assert connection.execute(text("SHOW lock_timeout")).scalar() == "10s"
+    engine.dispose()
+
+
+def test_a_transaction_left_idle_is_ended_by_the_server():
+    """A process frozen (SIGSTOP) with an account's row locked held it until it was killed:
+    every other process's logins of that account waited lock_timeout and answered 503 (an
+    outside review). The server now ends such a transaction, and the lock goes with it."""
+    url = sibling_database(os.environ["TEST_DATABASE_URL"], "locks")
+    engine = get_engine({"sqlalchemy.url": url, "appserver.database.idle_in_transaction_timeout": "200"})
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "200ms"
+        connection.execute(text("SELECT 1"))  # a transaction, now idle
+        time.sleep(0.5)  # the server's own timer: nothing here to inject a clock into
+        with pytest.raises(DBAPIError) as ended:
+            connection.execute(text("SELECT 1"))
+        assert is_transient(ended.value)  # the request, had this been one, runs again
+    engine.dispose()
+    engine = get_engine({"sqlalchemy.url": url})  # the default
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "30s"
     engine.dispose()

@@ -115,8 +115,10 @@ def is_transient(error: BaseException) -> bool:
         return True
     sqlstate = getattr(error.orig, "sqlstate", None) or ""
     # 40: transaction rollback (serialization, deadlock); 08: connection exception;
-    # 57P01-03: the server is shutting down or restarting.
-    return sqlstate.startswith(("40", "08", "57P0"))
+    # 57P01-03: the server is shutting down or restarting; 25P03: the server ended a
+    # transaction left idle (appserver.database.idle_in_transaction_timeout: this process
+    # was frozen), nothing of it committed.
+    return sqlstate.startswith(("40", "08", "57P0", "25P03"))
 
 
 def transient_kind(error: BaseException) -> str:
@@ -218,11 +220,17 @@ def _postgresql_connect_args(settings: dict[str, Any], in_url: Mapping[str, Any]
     from ..settings import setting
 
     arguments: dict[str, Any] = {}
+    # Startup options of the connection: no SET, no round trip, and no transaction whose
+    # rollback would undo them.
+    options = []
     lock_timeout = setting(settings, "appserver.database.lock_timeout")
     if lock_timeout:
-        # A startup option of the connection: no SET, no round trip, and no transaction
-        # whose rollback would undo it.
-        arguments["options"] = f"-c lock_timeout={lock_timeout}"
+        options.append(f"-c lock_timeout={lock_timeout}")
+    idle_timeout = setting(settings, "appserver.database.idle_in_transaction_timeout")
+    if idle_timeout:
+        options.append(f"-c idle_in_transaction_session_timeout={idle_timeout}")
+    if options:
+        arguments["options"] = " ".join(options)
     connect_timeout = setting(settings, "appserver.database.connect_timeout")
     if connect_timeout:
         arguments["connect_timeout"] = connect_timeout
