@@ -465,6 +465,36 @@ def test_a_token_asked_for_with_basic_while_the_account_is_deactivated_is_refuse
     assert usable_tokens(server, user_id) == 0
 
 
+def test_a_token_asked_for_with_basic_while_the_password_changes_is_refused(server, monkeypatch):
+    """A Basic request checked the old password, then a password change committed: the token
+    it went on to make outlived the change, minted by a password no longer valid (an outside
+    review: 2 of 25). The locked row's hash is the checked one, or no token is made."""
+    from appserver.security import personal_tokens
+
+    with server.request() as request:
+        user = create_user(request, f"rr{next(_names)}", "right-password-1")
+        user_id, name = user.id, user.username
+    real = personal_tokens.create
+
+    def changed_meanwhile(request, user, *args, **kwargs):
+        def change():
+            with server.request() as other:
+                other.method = "POST"  # before request.dbsession: the writer's binding
+                accounts.reset_password(other, other.dbsession.get(User, user_id), "new-password-22", by="test")
+
+        if user.id == user_id:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(change).result(timeout=30)
+        return real(request, user, *args, **kwargs)
+
+    monkeypatch.setattr(personal_tokens, "create", changed_meanwhile)
+    made = requests.post(server.url + "/rest/pat/latest/tokens", auth=(name, "right-password-1"), timeout=30,
+                         json={"name": "late", "expirationDuration": 30})
+    assert made.status_code == 401, made.text
+    assert set(made.json()) == {"errorMessages", "errors"}
+    assert usable_tokens(server, user_id) == 0
+
+
 # --- what an administrator ends, against what the account does meanwhile ------------------
 
 

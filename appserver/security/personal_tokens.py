@@ -331,6 +331,16 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
         # page elsewhere, as for any revoked session.
         request.registry.security_policy.refuse(request)
         raise HTTPForbidden()
+    identity = request.authentication.identity
+    if identity is not None and identity.source.value == "basic":
+        from .login import unchanged_since_check
+
+        if not unchanged_since_check(request, user, identity.user.password_hash):
+            # The password this Basic request was checked with was changed while it ran: the
+            # old password must not mint a credential that outlives the change (an outside
+            # review). Answered as the old password is answered from now on: a 401.
+            request.registry.security_policy.refuse(request)
+            raise HTTPForbidden()
     if request.token_store.usable_count(user.id) >= settings.tokens_per_user:
         raise TokenRequestError(
             f"You already have {settings.tokens_per_user} tokens, the most allowed: revoke one first."
