@@ -88,8 +88,11 @@ def test_cookie_session_search_sees_all_and_a_stale_cookie_is_a_401_not_the_publ
     app_request.dbsession.flush()
     response = search(testapp, status=401, jql="project = DEMO")
     assert_jira_error(response, "session has expired")
-    # the stale cookie was deleted: the same client is now plainly anonymous
-    assert search(testapp, jql="project = DEMO").json["total"] == 5
+    # the stale cookie is kept: the same client is refused again, never given the 5 public
+    # issues in silence, until it logs in again
+    assert_jira_error(search(testapp, status=401, jql="project = DEMO"), "session has expired")
+    testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": "fred-password"})
+    assert search(testapp, jql="project = DEMO").json["total"] == 200
 
 
 def test_visibility_follows_the_security_levels_acl_not_the_view(testapp, demo, monkeypatch):

@@ -252,6 +252,51 @@ def test_a_token_cannot_create_tokens_on_the_account_page_either(testapp, users,
     assert [token["name"] for token in testapp.get(TOKENS, headers=bearer(raw)).json] == ["script"]
 
 
+def test_a_cookie_mints_a_token_only_within_the_websudo_window_of_a_password_check(testapp, users, clock):
+    """A stolen session cookie alone made a 365-day token, which outlived the victim's
+    log-outs and password change (an outside review). A cookie session's login (or WebSudo
+    confirmation, or password change) must have checked the password within the WebSudo
+    window; Basic presents it every time."""
+    body = {"name": "ci", "expirationDuration": 365}
+    fred = browser(testapp, "fred")
+    fred.post_json(TOKENS, {**body, "name": "fresh"}, status=201)  # just logged in
+    clock.advance(600)  # the window is over; the session is not (idle timeout 30 min)
+    refused = fred.post_json(TOKENS, body, status=401)
+    assert refused.json["errorMessages"] == [
+        "Making a personal access token needs your password within the last 10 minutes: log in again, "
+        "send Basic credentials, or confirm your password at /websudo."]
+    assert refused.json["errors"] == {} and refused.headers["WWW-Authenticate"].startswith("Session ")
+    # "Log out other sessions" rotates the session, asking no password: still refused.
+    fred.get("/account").forms["revoke-others-form"].submit(status=303)
+    fred.post_json(TOKENS, body, status=401)
+    testapp.post_json(TOKENS, body, headers=basic("fred", "fred-password"), status=201)
+    confirm_websudo(fred, "fred-password", "/account")
+    fred.post_json(TOKENS, {**body, "name": "after websudo"}, status=201)
+    assert sorted(t["name"] for t in fred.get(TOKENS).json) == ["after websudo", "ci", "fresh"]
+
+
+def test_a_remembered_login_goes_through_the_prompt_to_make_a_token(testapp, users, clock):
+    """A remember-me cookie (14 days) logs in without a password: the account page's form
+    sends the person to the password prompt, and back to the form."""
+    fred = browser(testapp)
+    form = fred.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"], form["os_cookie"] = "fred", "fred-password", True
+    form.submit(status=303)
+    clock.advance(1801)  # the session idles out; the remember-me cookie starts another
+    page = fred.get("/account")
+    form = page.forms["token-form"]
+    form["name"], form["expiration_days"] = "laptop", "30"
+    prompt = form.submit(status=303)
+    assert prompt.location.split("?")[0].endswith("/websudo") and "resubmit=1" in prompt.location
+    assert fred.get(TOKENS).json == []
+    confirm_websudo(fred, "fred-password", "/account")
+    form = fred.get("/account").forms["token-form"]
+    form["name"], form["expiration_days"] = "laptop", "30"
+    made = form.submit(status=200)
+    assert made.html.select_one("#new-token") is not None
+    assert [t["name"] for t in fred.get(TOKENS).json] == ["laptop"]
+
+
 def test_log_out_other_sessions_with_a_token_keeps_every_token(testapp, users, app_request):
     """No session asks (Basic or a token): the other sessions end, no token does."""
     raw, other = make_token(app_request, users["fred"]), make_token(app_request, users["fred"], name="other")

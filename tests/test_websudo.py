@@ -412,11 +412,17 @@ def test_the_timeout_is_a_setting(make_app, users, clock):
     prompted(admin.get(ADMIN))
 
 
-def test_only_administrators_see_the_prompt(testapp, users):
+def test_the_prompt_asks_a_user_for_a_token_and_never_opens_admin_pages(testapp, users):
+    """Anyone logged in may confirm the password (making a token asks for a recent one); an
+    administrator's page still answers 403 to everyone else, prompt or not."""
     testapp.get("/websudo", status=303).location.startswith("http://localhost/login")
     fred = html_login(testapp, "fred")
-    fred.get("/websudo", status=403)
+    prompt = fred.get("/websudo", params={"os_destination": "/account"}, status=200)
+    assert prompt.html.select_one("h1").text == "Confirm your password"
+    assert "personal access token" in prompt.text
     fred.get(ADMIN, status=403)  # the permission is checked first: no prompt for non-admins
+    confirm_websudo(fred, "fred-password", "/account")
+    fred.get(ADMIN, status=403)  # confirmed: still no administrator
     fred.delete(WEBSUDO, status=204)  # harmless: nothing to drop
 
 

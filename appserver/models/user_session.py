@@ -31,6 +31,10 @@ class UserSession(Base):
     #: that presents this session ends that one too (it may overlap the rotation). No
     #: foreign key: a purged successor is simply not followed (migration 0007).
     replaced_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: When this browser's login last checked the password (the login itself, a WebSudo
+    #: confirmation, a password change); rotations carry it over. None: started by a
+    #: remember-me cookie. Making a token asks for it to be recent (websudo.require).
+    password_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     user: Mapped[User] = relationship(lazy="raise")
 

@@ -232,7 +232,7 @@ def _write_account_first(request: Request) -> None:
     request.dbsession.flush()
 
 
-def rotated_session(request: Request) -> list[tuple[str, str]] | None:
+def rotated_session(request: Request, *, password_checked: bool = False) -> list[tuple[str, str]] | None:
     """After a password change or "log out other sessions", keep this client logged in under
     a new session token, and its remembered login under a new series: whoever holds a copy
     of either cookie is left with nothing. The Set-Cookie headers; a cookie-less (Basic) change
@@ -240,7 +240,7 @@ def rotated_session(request: Request) -> list[tuple[str, str]] | None:
     identity = request.authentication.identity
     if identity is None or not identity.cookie_based:
         return None
-    return request.registry.security_policy.rotate(request, renew_remembered=True)
+    return request.registry.security_policy.rotate(request, renew_remembered=True, password_checked=password_checked)
 
 
 def revoke_sessions(

@@ -127,7 +127,7 @@ class SessionCookieSource:
 
     def issue(
         self, request: Request, user: User, auth: Authentication, db: Session | None = None,
-        also: Iterable[int] = (),
+        also: Iterable[int] = (), password_at: datetime | None = None,
     ) -> tuple[IssuedSession, str]:
         """A new session for ``user`` in ``db`` (the request's unit of work by default); the
         ones the client presented and was served by are revoked (no fixation), and those
@@ -139,6 +139,7 @@ class SessionCookieSource:
             user,
             user_agent=client.user_agent(request),
             remote_addr=client.address(request),
+            password_at=password_at,
         )
         settings = request.appserver_settings
         return issued, set_cookie(settings, settings.session_cookie, issued.token, settings.max_age)
@@ -363,7 +364,8 @@ class AppSecurityPolicy:
             remembered, started = self.remember_me.end(request)
         if persistent:
             remembered, series_id = self.remember_me.issue(request, user)
-        issued, header = self.session.issue(request, user, previous, also=started)
+        # The login step, after the password check: a password login's session.
+        issued, header = self.session.issue(request, user, previous, also=started, password_at=request.now)
         if series_id is not None:
             # The series' session, as each rotation records it: logging this session out
             # from another browser ends the series too (accounts.revoke_session).
@@ -383,7 +385,8 @@ class AppSecurityPolicy:
         return headers
 
     def rotate(
-        self, request: Request, *, websudo_at: datetime | None = None, renew_remembered: bool = False
+        self, request: Request, *, websudo_at: datetime | None = None, renew_remembered: bool = False,
+        password_checked: bool = False,
     ) -> list:
         """The same login under a new session token: the sessions the request presented and
         was served by are revoked, so a copy of the cookie taken before is worth nothing now.
@@ -407,9 +410,12 @@ class AppSecurityPolicy:
         # The login's absolute lifetime, not a new one: "log out other sessions", repeated,
         # would otherwise keep a session (a stolen one too) alive for ever (an outside review).
         expires_at = previous.identity.session.expires_at
+        # The last password check of this login, carried over; a new one when this request
+        # checked the password (a WebSudo confirmation, a password change).
+        checked = request.now if password_checked else previous.identity.session.password_at
         issued = store.issue(
             user, user_agent=client.user_agent(request), remote_addr=client.address(request), websudo_at=websudo_at,
-            expires_at=expires_at,
+            expires_at=expires_at, password_at=checked,
         )
         replaced = _sessions_of(previous)
         left = max(int((expires_at - request.now).total_seconds()), 1)

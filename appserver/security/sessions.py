@@ -104,7 +104,7 @@ class SessionStore:
 
     def issue(
         self, user: User, *, user_agent: str = "", remote_addr: str = "", websudo_at: datetime | None = None,
-        expires_at: datetime | None = None,
+        expires_at: datetime | None = None, password_at: datetime | None = None,
     ) -> IssuedSession:
         """``websudo_at``: a session rotated by a WebSudo confirmation starts elevated.
         ``expires_at``: a rotation's new session ends when the login's would have (the
@@ -119,6 +119,7 @@ class SessionStore:
             user_agent=user_agent[:512],
             remote_addr=remote_addr[:64],
             websudo_at=websudo_at,
+            password_at=password_at,
         )
         row.user = user
         self.db.add(row)

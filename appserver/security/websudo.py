@@ -102,11 +102,24 @@ def _extend(request: Request, session: UserSession) -> None:
     request.tm.get().addAfterCommitHook(extend)
 
 
-def require(request: Request) -> Response | None:
+#: Why a token needs a recent password, under /rest (the form's prompt says it for pages).
+RECENT_PASSWORD_MESSAGE = (
+    "Making a personal access token needs your password within the last {minutes}: log in again, "
+    "send Basic credentials, or confirm your password at /websudo."
+)
+
+
+def require(request: Request, *, recent_password: bool = False) -> Response | None:
     """None when this request may go on (elevated, exempt, or WebSudo is off); otherwise the
     answer: Jira's 401 under /rest, a redirect to the password prompt elsewhere. An elevated
-    request extends the window (rolling)."""
-    if not request.appserver_settings.websudo_enabled:
+    request extends the window (rolling).
+
+    ``recent_password`` (making a token): a session whose login checked the password within
+    the window counts too, without extending anything: a fresh login need not confirm it
+    again, but a cookie copied from an older one (or a remember-me login, which checked
+    none) cannot mint a credential that outlives every log-out (an outside review)."""
+    settings = request.appserver_settings
+    if not settings.websudo_enabled:
         return None
     session = _session(request)
     if session is None:
@@ -114,11 +127,17 @@ def require(request: Request) -> Response | None:
     if remaining(request) is not None:
         _extend(request, session)
         return None
+    if recent_password and session.password_at is not None and (
+        request.now - session.password_at < timedelta(seconds=settings.websudo_timeout)
+    ):
+        return None
     if is_rest(request):
         # Jira's body, and this project's shape of every /rest error beside it: a client that
         # reads either finds the reason.
+        reason = RECENT_PASSWORD_MESSAGE.format(minutes=_duration(settings.websudo_timeout)) if recent_password \
+            else REST_MESSAGE
         response = json_response(
-            {"message": REST_MESSAGE, "status-code": 401, "errorMessages": [REST_MESSAGE], "errors": {}}, 401
+            {"message": REST_MESSAGE, "status-code": 401, "errorMessages": [reason], "errors": {}}, 401
         )
         response.headers["WWW-Authenticate"] = session_challenge(request)
         response.headers["Cache-Control"] = "no-store"
@@ -176,7 +195,7 @@ def confirm(request: Request, password: str) -> Confirmation:
             acting_session_ended(request)
         ):
             return Confirmation(attempt, ended=True)
-        headers = request.registry.security_policy.rotate(request, websudo_at=request.now)
+        headers = request.registry.security_policy.rotate(request, websudo_at=request.now, password_checked=True)
     audit.record(request, Event.WEBSUDO_GRANTED, user)
     return Confirmation(attempt, headers)
 
@@ -217,3 +236,10 @@ websudo_view_deriver.options = ("websudo",)
 
 def includeme(config: Configurator) -> None:
     config.add_view_deriver(websudo_view_deriver)
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 60:
+        return f"{seconds} seconds" if seconds != 1 else "second"
+    minutes = seconds // 60
+    return f"{minutes} minutes" if minutes != 1 else "minute"

@@ -8,7 +8,7 @@ from pyramid.view import view_config
 
 from ..ids import parse_id
 from ..models import UserSession
-from ..security import accounts, audit, personal_tokens
+from ..security import accounts, audit, personal_tokens, websudo
 from ..security.personal_tokens import TokenRequestError
 from ..security.accounts import AccountError, TooManyAttempts, rotated_session
 from ..security.login import log_out
@@ -81,7 +81,7 @@ def change_password(request: Request):
     except AccountError as error:
         request.response.status = 400
         return account_page(request, password_error=str(error))
-    return _back(request, "password-changed", rotated_session(request))
+    return _back(request, "password-changed", rotated_session(request, password_checked=True))
 
 
 @view_config(route_name="account.revoke_session", request_method="POST", permission="account")
@@ -117,6 +117,9 @@ def revoke_others(request: Request):
 def create_token(request: Request):
     """Answers with the account page itself (no redirect): the raw token is shown in this
     response only, and ``Cache-Control: no-store`` keeps it out of caches."""
+    refused = websudo.require(request, recent_password=True)  # to the prompt, and back to the form
+    if refused is not None:
+        return refused
     name = request.POST.get("name", "")
     days_text = request.POST.get("expiration_days", "").strip()
     form = {"name": name[:255], "days": days_text[:12]}

@@ -1,5 +1,6 @@
-"""The WebSudo password prompt: an administrator's cookie session confirms its password
-before admin work, then returns to the page it was on."""
+"""The WebSudo password prompt: a cookie session confirms its password before admin work
+(an administrator) or before making a personal access token (anyone, when the login's own
+password check is older than the window), then returns to the page it was on."""
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -17,7 +18,7 @@ def _destination(request: Request) -> str:
 
 
 @view_config(route_name="websudo", request_method=("GET", "POST"),
-             renderer="appserver:templates/websudo.jinja2", permission="admin")
+             renderer="appserver:templates/websudo.jinja2", permission="account")
 def prompt(request: Request):
     destination = _destination(request)
     form = {
@@ -63,7 +64,7 @@ def prompt(request: Request):
     return form
 
 
-@view_config(route_name="websudo.drop", request_method="POST", permission="admin")
+@view_config(route_name="websudo.drop", request_method="POST", permission="account")
 def drop(request: Request):
     websudo.drop(request)
     return HTTPSeeOther(request.route_url("home", _query={"notice": "websudo-dropped"}))

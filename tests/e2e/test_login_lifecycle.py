@@ -222,7 +222,9 @@ def test_page_fetch_with_expired_cookie_gets_401_without_basic_challenge(
     searches = [r for r in requests_sent if "/rest/api/2/search" in r.url]
     assert len(searches) == 1, "the browser retried the request: it answered a challenge"
     assert "authorization" not in searches[0].all_headers()
-    assert session_cookie(context, server) is None, "the 401 should delete the stale cookie"
+    # Kept (rule 1): the page's next fetch is a 401 too, never the 5 public issues.
+    assert session_cookie(context, server) is not None, "the 401 should leave the stale cookie"
+    assert page_fetch(page, "/rest/api/2/search?jql=project%20%3D%20DEMO")["status"] == 401
 
     # The tripwire: a Basic challenge (os_authType=basic asks for one) is answered by the
     # browser with the context's credentials.

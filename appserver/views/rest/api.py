@@ -91,7 +91,7 @@ def change_my_password(request: Request):
         status = 403 if error.field == "currentPassword" else 400
         return error_response(request, status, [], errors={error.field or "password": str(error)})
     # A cookie client stays logged in under a new token; a Basic client has no session.
-    return HTTPNoContent(headers=accounts.rotated_session(request))
+    return HTTPNoContent(headers=accounts.rotated_session(request, password_checked=True))
 
 
 @view_config(route_name="rest.user.password", request_method="PUT", permission="account", require_csrf=False)

@@ -50,6 +50,9 @@ class TokensResource:
     @view_config(route_name="rest.tokens", request_method="POST")
     def create(self):
         request = self.request
+        refused = websudo.require(request, recent_password=True)
+        if refused is not None:
+            return refused
         try:
             body = json_object(request)
         except BadJSON as error:
