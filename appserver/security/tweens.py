@@ -231,7 +231,9 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
     def os_authtype_tween(request: Request) -> Response:
         if not request.environ.get("QUERY_STRING"):
             return handler(request)
-        values = {v.strip().lower() for v in request.GET.getall("os_authType")}
+        # An empty value is no demand, as for Seraph (a client that builds its URL with the
+        # parameter always present): the default behaviour, as "none".
+        values = {v.strip().lower() for v in request.GET.getall("os_authType")} - {""}
         if not values or values == {"none"}:
             return handler(request)
         if len(values) > 1 or not values <= set(OS_AUTHTYPES):
