@@ -330,8 +330,15 @@ class Cluster:
             f"    curl --cacert {self.ca_file} {self.url}/status\n"
             f"  database: {self.database_url}   logs: {self.run_dir}/*.log\n"
             "  demo users: admin/admin-password, fred/fred-password, alice/alice-password\n"
-            "  stop it:    make cluster-stop"
+            f"  stop it:    {self.make_command('cluster-stop')}"
         )
+
+    def make_command(self, target: str) -> str:
+        """``make TARGET``, with the CLUSTER_DIR this cluster was started with (the second
+        cluster of docs/deployment.md): without it, make would look in the default one."""
+        if self.run_dir.resolve() == (ROOT / ".cluster").resolve():
+            return f"make {target}"
+        return f"make {target} CLUSTER_DIR={self.run_dir}"
 
 
 # --- helpers -------------------------------------------------------------------------------

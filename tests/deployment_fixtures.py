@@ -78,7 +78,9 @@ def start_cluster(run_dir: Path, database_url: str, processes: int = 2):
                           "--processes", str(processes), "--database-url", database_url)
     cluster = deploy.Cluster.load(run_dir)
     assert f"appserver cluster: {cluster.url}/" in out and str(cluster.ca_file) in out
-    assert "make cluster-stop" in out
+    # A cluster outside the default folder names it: plain "make cluster-stop" would look
+    # in .cluster (an outside review).
+    assert f"make cluster-stop CLUSTER_DIR={run_dir}" in out
     return cluster
 
 
