@@ -44,6 +44,22 @@ PAGE_SIZE = 100
 EXIT_API_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_UNREACHABLE = 1, 2, 3, 4
 
 
+def _reason(error: requests.RequestException) -> str:
+    """The one reason a person acts on, not urllib3's nested repr of every layer: "Connection
+    refused" (nothing listens there), a timeout, a certificate that failed."""
+    if isinstance(error, requests.exceptions.SSLError):
+        return "the TLS handshake failed (a certificate this client does not trust?)"
+    if isinstance(error, requests.Timeout):
+        return "no answer in time"
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__context__ or cause.__cause__ or (cause.args[0] if cause.args and
+                                                         isinstance(cause.args[0], BaseException) else None)
+    return type(error).__name__
+
+
 class AppserverError(Exception):
     """The server refused a request; ``messages`` are its Jira-style ``errorMessages``."""
 
@@ -318,7 +334,7 @@ def main(argv: Sequence[str] | None = None, *, stdout=None, stderr=None) -> int:
         print(f"appserver-client: {error}", file=err)
         return EXIT_API_ERROR
     except requests.RequestException as error:
-        print(f"appserver-client: cannot reach {args.url}: {error}", file=err)
+        print(f"appserver-client: cannot reach {args.url}: {_reason(error)}", file=err)
         return EXIT_UNREACHABLE
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly like other Unix tools, and keep the
