@@ -91,11 +91,16 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
 
 
 def say_where(server: Any, settings: dict[str, Any]) -> None:
-    """The "Serving on" line: waitress would say "http://unix:/path" for a socket."""
+    """The "Serving on" line, through this project's logger: production.ini shows it (its
+    appserver logger is at INFO, waitress's own lines only from WARN), and a person starting
+    ``pserve production.ini`` by hand sees where it listens. waitress would also say
+    "http://unix:/path" for a socket."""
     if settings.get("unix_socket"):
-        server.log_info(f"Serving on unix:{settings['unix_socket']}")
-    else:
-        server.print_listen("Serving on http://{}:{}")
+        log.info("Serving on unix:%s", settings["unix_socket"])
+        return
+    listening = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
+    for host, port, *_ in listening:
+        log.info("Serving on http://%s:%s", f"[{host}]" if ":" in str(host) else host, port)
 
 
 def create_server(app: Any, **settings: Any) -> Any:

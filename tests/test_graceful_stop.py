@@ -243,6 +243,19 @@ def test_who_may_send_forwarded_headers(served_database, tmp_path, unix):
             assert oct(Path(port).stat().st_mode & 0o777) == oct(0o660)
 
 
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
+def test_production_says_where_it_listens(served_database, tmp_path, unix):
+    """production.ini shows waitress's own lines from WARN only: its "Serving on" line went
+    unseen, and a person who started it by hand could not tell where it listened (an
+    outside review). It is said through the application's logger."""
+    with pserve(served_database, tmp_path, unix=unix) as (process, port, log):
+        deadline = time.monotonic() + 10
+        expected = f"Serving on unix:{port}" if unix else f"Serving on http://127.0.0.1:{port}"
+        while expected not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+
 def test_a_socket_left_by_a_killed_process_does_not_stop_the_next(served_database, tmp_path):
     with pserve(served_database, tmp_path, unix=True) as (process, path, log):
         process.kill()  # SIGKILL: the socket file stays behind
