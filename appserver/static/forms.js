@@ -4,6 +4,20 @@
 // out. The server stays correct without this file; it only spares people that surprise.
 "use strict";
 
+// A form's answer that opens at its card (account#tokens-card) is scrolled there, and then
+// Chromium skips autofocus: the field the answer is about (the new token to copy, the name
+// that was refused) got no focus. Given here, as autofocus would, once the page has loaded
+// (Chromium's own scroll to the card comes after DOMContentLoaded, and takes the focus back).
+window.addEventListener("load", function () {
+  var field = document.querySelector("[autofocus]");
+  if (field && (document.activeElement === null || document.activeElement === document.body)) {
+    field.focus();
+    if (field.readOnly) {
+      field.select(); // a value to copy: Ctrl+C takes it
+    }
+  }
+});
+
 document.addEventListener("submit", function (event) {
   var form = event.target;
   if (form.method.toLowerCase() !== "post") {
