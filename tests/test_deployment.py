@@ -368,6 +368,9 @@ def test_what_nginx_refuses_itself_is_jira_json_under_rest_and_a_page_elsewhere(
     for head in ("Host: 127.0.0.1\r\nHost: evil.example", "Host: 127.0.0.1\r\nX-Broken header", ""):
         assert_raw_error(cluster, f"GET /rest/api/2/myself HTTP/1.1\r\n{head}\r\n\r\n", "json")
         assert_raw_error(cluster, f"GET /issues HTTP/1.1\r\n{head}\r\n\r\n", "html")
+    # A broken %-escape: the message names it too (it blamed a header, an outside review).
+    assert_raw_error(cluster, "GET /rest/api/2/issue/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "json")
+    assert_raw_error(cluster, "GET /issues/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "html")
 
 
 def error_shape_of(response: requests.Response, status: int) -> str:
@@ -424,7 +427,7 @@ def assert_raw_error(cluster, request: str, shape: str) -> None:
         body = response.read().decode()
     assert response.status == 400, (request, response.status, body[:200])
     assert_security_headers({k.lower(): v for k, v in response.getheaders()}, shape)
-    message = "The request is malformed (a header is broken, repeated or missing, such as Host)"
+    message = "The request is malformed (a broken %-escape in its path, or a header broken, repeated or missing, such as Host)"
     if shape == "json":
         assert response.getheader("Content-Type") == "application/json;charset=UTF-8", request
         assert json.loads(body) == {"errorMessages": [message + "; send a well-formed HTTP request."], "errors": {}}
