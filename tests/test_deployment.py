@@ -368,6 +368,11 @@ def test_what_nginx_refuses_itself_is_jira_json_under_rest_and_a_page_elsewhere(
     for head in ("Host: 127.0.0.1\r\nHost: evil.example", "Host: 127.0.0.1\r\nX-Broken header", ""):
         assert_raw_error(cluster, f"GET /rest/api/2/myself HTTP/1.1\r\n{head}\r\n\r\n", "json")
         assert_raw_error(cluster, f"GET /issues HTTP/1.1\r\n{head}\r\n\r\n", "html")
+    # TRACE, which nginx refuses itself: the same shapes (it was nginx's page under /rest too).
+    for path, shape in (("/rest/api/2/myself", "json"), ("/issues", "html")):
+        traced = https.request("TRACE", cluster.url + path, timeout=10)
+        assert error_shape_of(traced, 405) == shape, (path, traced.text[:200])
+        assert traced.headers["Allow"] == "GET, HEAD, POST, PUT, DELETE"
     # A broken %-escape: the message names it too (it blamed a header, an outside review).
     assert_raw_error(cluster, "GET /rest/api/2/issue/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "json")
     assert_raw_error(cluster, "GET /issues/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "html")
