@@ -280,6 +280,29 @@ def test_login_refuses_an_attackers_token_without_the_matching_cookie(testapp, u
     assert state(dbsession) == before
 
 
+def test_a_browser_sending_basic_needs_the_token_its_page_gave(testapp, users, dbsession):
+    """A browser sends cached Basic credentials to a forged form too. The double-submit pair
+    alone (cookie ``csrf=x``, field ``x``), which an attacker can plant where cookies can be
+    set (any port of 127.0.0.1 in development), revoked an administrator's victim's sessions
+    (an outside review). The token of a Basic request is bound to the account by the secret."""
+    admin = basic("admin", "admin-password")
+    victim = browser(testapp)
+    log_in(victim, "fred")
+    fred_id = dbsession.scalar(select(User.id).where(User.username == "fred"))
+    forged = browser(testapp)
+    forged.set_cookie("csrf", "x")
+    refused = forged.post(f"/admin/users/{fred_id}/revoke-sessions", {"csrf_token": "x", "confirm": "yes"},
+                          headers=admin, status=400)
+    assert_csrf_refusal(refused)
+    assert victim.get("/rest/api/2/myself").json["name"] == "fred"
+    # The page's own form, fetched with Basic, works: its token and the cookie it set.
+    real = browser(testapp)
+    page = real.get("/admin/users", headers=admin)
+    confirm = form_for(page, f"/admin/users/{fred_id}/revoke-sessions").submit(headers=admin, status=200)
+    form_for(confirm, f"/admin/users/{fred_id}/revoke-sessions").submit(headers=admin, status=303)
+    victim.get("/rest/api/2/myself", status=401)
+
+
 def test_the_real_login_form_is_accepted(testapp, users):
     response = log_in(testapp, "fred")
     assert response.headers["X-Seraph-LoginReason"] == "OK"

@@ -2,8 +2,9 @@
 
 A logged-in user's token is an HMAC of the session (keyed by ``appserver.secret``), so it
 changes with every login and needs no storage; a Bearer request's, of its personal access
-token (no cookie is ever set for one). Anonymous visitors (the login form: login
-CSRF) get Pyramid's double-submit cookie token.
+token (no cookie is ever set for one); a Basic request's, of the account and the browser's
+double-submit cookie. Anonymous visitors (the login form: login CSRF) get Pyramid's
+double-submit cookie token.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ class SessionBoundCSRFStoragePolicy:
             message = b"csrf-token:" + identity.token.secret_hash.encode("ascii")
         elif identity is not None and identity.session is not None:
             return self._of_session(identity.session)
+        elif identity is not None:
+            # Basic has no session to bind to, and a browser sends it by itself to a forged
+            # form too. The double-submit cookie alone could be planted (in development any
+            # page of 127.0.0.1 sets one), with the matching field: an outside review had a
+            # forged pair revoke sessions. Bound to the account by the HMAC, a planted value
+            # is worth nothing without the secret.
+            cookie = self._anonymous.get_csrf_token(request)
+            message = b"csrf-basic:%d:" % identity.user.id + cookie.encode("utf-8", "replace")
         else:
             return None
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()

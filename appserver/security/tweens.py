@@ -316,7 +316,9 @@ BROWSER_POSTABLE = {"", "application/x-www-form-urlencoded", "multipart/form-dat
 def rest_xsrf_tween_factory(handler: Handler, registry: Registry) -> Handler:
     """A cookie-authenticated POST under /rest whose body a cross-site form could have sent
     needs ``X-Atlassian-Token: no-check`` (Atlassian's rule). JSON bodies cannot be sent
-    cross-site without CORS, and Basic or Bearer credentials are not sent by a forged form."""
+    cross-site without CORS. A forged form never carries a Bearer token; a browser may send
+    cached Basic credentials with one, which this rule leaves to the resources: every REST
+    POST here takes JSON only, and answers a form's body 415 (tests/test_hostile_input.py)."""
 
     def rest_xsrf_tween(request: Request) -> Response:
         if request.environ.get("REQUEST_METHOD") != "POST" or not is_rest(request):
