@@ -59,6 +59,7 @@ class AppSettings:
     os_authtype: bool
     basic_realm: str
     max_failures: int
+    max_failures_per_hour: int
     lockout_seconds: int
     max_lockout_seconds: int
     remember_cookie_name: str
@@ -191,6 +192,9 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.os_authtype": ("os_authtype", _boolean, "true"),
     "appserver.basic_realm": ("basic_realm", _realm, "appserver"),
     "appserver.login.max_failures": ("max_failures", _integer(1), 3),
+    # Failed logins of one account in an hour, whatever right passwords come in between
+    # (which start max_failures' count again): then locked until the hour is over.
+    "appserver.login.max_failures_per_hour": ("max_failures_per_hour", _integer(1), 30),
     "appserver.login.lockout_seconds": ("lockout_seconds", _integer(1), 60),
     # The cap on the doubling cool-down: longer resists guessing better, but anyone who knows a
     # name can keep that account locked with one wrong login per cool-down (docs/concurrency.md).

@@ -113,6 +113,30 @@ def test_admin_unlock_works_at_once(testapp, users, dbsession):
     assert events[-1] == "login.succeeded"
 
 
+def test_guesses_between_the_owners_polls_are_capped_per_hour(make_app, users, clock):
+    """The owner's Basic client polls; a guesser slips two wrong passwords between its
+    requests, each right password starting the consecutive count again: never locked out
+    (an outside review, 20 guesses of 20 checked). The hour's count stops it at
+    max_failures_per_hour, the owner's right password included, until the hour is over."""
+    testapp = make_app(**{"appserver.login.max_failures_per_hour": "10"})
+    owner, guess = basic("fred", "fred-password"), basic("fred", "guess")
+    checked = 0
+    for _ in range(8):
+        for _ in range(2):
+            clock.advance(10)
+            if testapp.get("/rest/api/2/myself", headers=guess, expect_errors=True).status_int == 401:
+                checked += 1
+        clock.advance(10)
+        if testapp.get("/rest/api/2/myself", headers=owner, expect_errors=True).status_int != 200:
+            break
+    assert checked == 10  # the tenth failure of the hour locked the account
+    denied = testapp.get("/rest/api/2/myself", headers=owner, status=403)
+    # Now is 150 s in; the hour began with the first guess, 10 s in.
+    assert denied.headers["Retry-After"] == str(3600 - (150 - 10))
+    clock.advance(3600)
+    assert testapp.get("/rest/api/2/myself", headers=owner).json["name"] == "fred"
+
+
 def test_unknown_usernames_behave_like_known_ones(testapp, users):
     def answers(username):
         seen = []

@@ -37,6 +37,10 @@ class User(Base):
     previous_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Failed logins in the hour that began at ``window_started_at``, which a right password
+    #: does not reset (``current_failed_logins`` it does): appserver.login.max_failures_per_hour.
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    window_failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username!r}>"

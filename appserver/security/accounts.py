@@ -313,10 +313,12 @@ def unlock(request: Request, user: User, *, by: User | str | None = None, only_i
     if only_if_locked:
         statement = statement.where(or_(User.current_failed_logins != 0, User.locked_until.is_not(None)))
     written = request.dbsession.execute(
-        statement.values(current_failed_logins=0, locked_until=None).execution_options(synchronize_session=False)
+        statement.values(current_failed_logins=0, locked_until=None, window_failed_logins=0)
+        .execution_options(synchronize_session=False)
     ).rowcount > 0
     set_committed_value(user, "current_failed_logins", 0)
     set_committed_value(user, "locked_until", None)
+    set_committed_value(user, "window_failed_logins", 0)
     if written:
         who = by.username if isinstance(by, User) else by
         audit.record(request, Event.UNLOCKED, user, f"by {who}" if who else "")

@@ -141,6 +141,7 @@ def check_user_password(request: Request, user: User, password: str, *, channel:
 #: The columns a password check may change, copied back to the caller's instance.
 _COUNTERS = (
     "current_failed_logins", "total_failed_logins", "last_failed_login_at", "locked_until", "password_hash",
+    "window_started_at", "window_failed_logins",
 )
 
 
@@ -262,11 +263,32 @@ def _count_failure(
     row.last_failed_login_at = now
     audit.record(request, Event.LOGIN_FAILED, user, detail, db=db)
     duration = lockout_duration(request.appserver_settings, row.current_failed_logins)
+    if isinstance(row, User):
+        duration = _hourly_limit(request, row, duration)
     if duration is not None:
         row.locked_until = now + duration
         audit.record(request, Event.LOCKED_OUT, user, f"for {int(duration.total_seconds())} seconds", db=db)
         return int(duration.total_seconds())
     return None
+
+
+HOUR = timedelta(hours=1)
+
+
+def _hourly_limit(request: Request, user: User, duration: timedelta | None) -> timedelta | None:
+    """Count the failure in the account's hour too. A right password starts the lock-out's
+    count again (as Jira's does), so a guesser who slipped two guesses between each poll of
+    the owner's Basic client was never locked out (an outside review); at
+    ``max_failures_per_hour`` in one hour, the account is locked until that hour is over,
+    whatever succeeded in between (ASVS 2.2.1)."""
+    now = request.now
+    if user.window_started_at is None or now - user.window_started_at >= HOUR:
+        user.window_started_at, user.window_failed_logins = now, 0
+    user.window_failed_logins = (user.window_failed_logins or 0) + 1
+    if user.window_failed_logins < request.appserver_settings.max_failures_per_hour:
+        return duration
+    rest_of_hour = user.window_started_at + HOUR - now
+    return rest_of_hour if duration is None or rest_of_hour > duration else duration
 
 
 def note_login(request: Request, user: User) -> None:
