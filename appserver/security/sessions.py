@@ -189,7 +189,6 @@ class SessionStore:
         set_committed_value(session, "revoked_at", session.revoked_at or self.now)
         return revoked
 
-
     def revoke_user_sessions(self, user_id: int, *, keep: UserSession | None = None) -> int:
         """Revoke every live session of a user (except ``keep``); returns how many."""
         statement = update(UserSession).where(
