@@ -274,6 +274,10 @@ def setting(settings: Mapping[str, Any], name: str) -> Any:
     return parse(name, settings.get(name, default))
 
 
+#: What SQLAlchemy's isolation_level takes (AUTOCOMMIT besides the SQL standard's four).
+ISOLATION_LEVELS = ("SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
+
+
 def check_framework_settings(settings: Mapping[str, Any]) -> None:
     """The settings of the libraries this project configures from the same ini section, whose
     own parsing of a bad value is a traceback (pyramid, pyramid_retry, SQLAlchemy's engine
@@ -281,7 +285,7 @@ def check_framework_settings(settings: Mapping[str, Any]) -> None:
     Configurator itself, before any ``includeme`` runs, so :func:`appserver.startup.app_factory`
     calls this before building the application too."""
     for name in aslist(settings.get("pyramid.includes", "")):
-        module = name.partition(":")[0]
+        module, _, attribute = name.partition(":")
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError):  # a parent package missing, an empty name
@@ -290,6 +294,12 @@ def check_framework_settings(settings: Mapping[str, Any]) -> None:
             raise ConfigurationError(
                 f"pyramid.includes: no module named {module!r}: check the spelling, or install it "
                 "into this virtualenv"
+            )
+        # What Configurator.include calls: the module's includeme, or the one named after ":".
+        if not callable(getattr(importlib.import_module(module), attribute or "includeme", None)):
+            raise ConfigurationError(
+                f"pyramid.includes: {module!r} has no {attribute or 'includeme'}(config): it is not a "
+                "Pyramid add-on"
             )
     attempts = settings.get("retry.attempts")
     if attempts is not None and not (str(attempts).strip().isdigit() and int(attempts) >= 1):
@@ -300,7 +310,17 @@ def check_framework_settings(settings: Mapping[str, Any]) -> None:
             try:
                 coerce(value)
             except ValueError:
-                raise ConfigurationError(f"sqlalchemy.{option}: expected a whole number, got {value!r}") from None
+                expected = ("a whole number" if option.startswith(("pool", "max")) else
+                            "true, false or debug" if option.startswith("echo") else "true or false")
+                raise ConfigurationError(f"sqlalchemy.{option}: expected {expected}, got {value!r}") from None
+    level = settings.get("sqlalchemy.isolation_level")
+    if level is not None and str(level).strip().upper() not in ISOLATION_LEVELS:
+        raise ConfigurationError(
+            f"sqlalchemy.isolation_level: expected one of {', '.join(ISOLATION_LEVELS)}, got {level!r}")
+    if isinstance(settings.get("sqlalchemy.connect_args"), str):
+        raise ConfigurationError(
+            "sqlalchemy.connect_args: not a setting for an ini file (it is a dictionary); give the "
+            "driver's parameters in the URL's query, postgresql+psycopg://HOST/NAME?sslmode=require")
 
 
 def parse_settings(settings: Mapping[str, Any]) -> AppSettings:

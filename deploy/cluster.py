@@ -441,6 +441,7 @@ def render_site(template: str, cluster: Cluster) -> str:
         (r"server_name appserver\.example\.com;",
          f"server_name {' '.join(dict.fromkeys([cluster.host, '127.0.0.1', 'localhost']))};"),
         (r"https://\$server_name\$request_uri", f"https://$server_name:{cluster.https_port}$request_uri"),
+        (r"on https://\$server_name/", f"on https://$server_name:{cluster.https_port}/"),
         (r"/var/log/nginx/appserver-access\.log", str(cluster.nginx_dir / "access.log")),
         (r"/etc/ssl/appserver/fullchain\.pem", str(tls / "server.pem")),
         (r"/etc/ssl/appserver/privkey\.pem", str(tls / "server-key.pem")),

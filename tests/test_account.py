@@ -65,6 +65,22 @@ def test_logging_out_a_browser_that_rotated_its_session_meanwhile_ends_the_new_o
     laptop.get("/rest/api/2/myself", status=200)
 
 
+def test_logging_out_this_browsers_own_older_session_id_says_it_logged_out(testapp, users):
+    """An id this browser had before a rotation (a page from before it) leads to the session
+    it has now: the answer said another browser was logged out, kept the cookie, and the next
+    request was a stale cookie's 401 (an adversarial review). It is this browser's log-out."""
+    laptop = browser(testapp, agent="Laptop")
+    old_id = laptop.get("/account").html.select_one("#sessions tr.current")["data-session-id"]
+    page = laptop.get("/account")
+    token = page.forms["revoke-others-form"]["csrf_token"].value
+    page.forms["revoke-others-form"].submit(status=303)  # rotates: a new session for the laptop
+    token = laptop.get("/account").forms["revoke-others-form"]["csrf_token"].value
+    answer = laptop.post(f"/account/sessions/{old_id}/revoke", {"csrf_token": token}, status=303)
+    assert answer.location.endswith("/?notice=logged-out")
+    assert "appserver.session" not in laptop.cookies
+    laptop.get("/rest/api/2/myself", status=401)
+
+
 def test_a_stale_copy_of_a_replaced_cookie_does_not_reach_the_new_session(testapp, users):
     """A login revokes the session its request presented (no fixation), and follows the
     rotations of a session it was served by: never those of a cookie that was already stale

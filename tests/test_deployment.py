@@ -75,7 +75,13 @@ def test_plain_http_under_rest_is_told_to_use_https_not_redirected(cluster, http
         told = https.post(f"http://127.0.0.1:{cluster.http_port}{path}", json={}, allow_redirects=False, timeout=10)
         assert told.status_code == 403 and told.headers["Content-Type"] == "application/json;charset=UTF-8"
         assert set(told.json()) == {"errorMessages", "errors"}
-        assert f"https://127.0.0.1:{cluster.https_port}{path}" in told.json()["errorMessages"][0]
+        assert f"the same path on https://127.0.0.1:{cluster.https_port}/ " in told.json()["errorMessages"][0]
+    # A raw path with a quote cannot break out of the JSON (nginx does not escape it).
+    with socket.create_connection((cluster.host, cluster.http_port), timeout=10) as raw:
+        raw.sendall(b'GET /rest/x"},"injected":1,"y":{"z":"\\ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')
+        answer = b"".join(iter(lambda: raw.recv(65536), b""))
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert set(body) == {"errorMessages", "errors"}
     page = https.get(f"http://127.0.0.1:{cluster.http_port}/restful", allow_redirects=False, timeout=10)
     assert page.status_code == 301  # not the REST prefix
 

@@ -277,6 +277,31 @@ def test_a_cookie_client_keeps_getting_the_401_until_it_logs_in_again(testapp, a
     assert testapp.get("/rest/api/2/search?maxResults=0").json["total"] == 5
 
 
+@pytest.mark.parametrize("first", [
+    "/rest/api/2/search?maxResults=0&os_authType=cookie",
+    "/rest/api/2/search?maxResults=0&os_authType=any",
+    "/rest/api/2/search?maxResults=0&os_authType=basic",
+    "/rest/api/2/search?maxResults=0&os_authType=bogus",
+    "a wrong password at the login resource",
+])
+def test_no_refusal_under_rest_leaves_the_client_anonymous(testapp, app_request, clock, first):
+    """Whatever refuses a client with a stale cookie under /rest (an os_authType demand, a
+    400, a failed login), the cookie stays, and its next plain request is rule 1's 401, not
+    the 5 public issues (an adversarial review of the first fix found these five)."""
+    for _ in seed_demo(app_request):
+        pass
+    app_request.dbsession.flush()
+    login(testapp)
+    clock.advance(1800)  # idle: the session is over
+    if first.startswith("/"):
+        refused = testapp.get(first, expect_errors=True)
+    else:
+        refused = login(testapp, password="wrong-password", status=401)
+    assert refused.status_int in (400, 401)
+    assert not refused.headers.getall("Set-Cookie")
+    testapp.get("/rest/api/2/search?maxResults=0", status=401)
+
+
 # --- The other resources ---------------------------------------------------------------------
 
 

@@ -137,6 +137,19 @@ def test_guesses_between_the_owners_polls_are_capped_per_hour(make_app, users, c
     assert testapp.get("/rest/api/2/myself", headers=owner).json["name"] == "fred"
 
 
+def test_a_password_set_by_an_administrator_starts_the_hour_again(make_app, users):
+    """The reset kept the hour's failures: the owner's new password then locked her after two
+    typos, for most of an hour (an adversarial review)."""
+    testapp = make_app(**{"appserver.login.max_failures_per_hour": "6"})
+    for password in ("wrong", "wrong", "alice-password", "wrong", "wrong", "alice-password"):
+        testapp.get("/rest/api/2/myself", headers=basic("alice", password), expect_errors=True)
+    testapp.put_json("/rest/api/2/user/password?username=alice", {"password": "a-new-password-1"},
+                     headers=basic("admin", "admin-password"), status=204)
+    for _ in range(2):
+        testapp.get("/rest/api/2/myself", headers=basic("alice", "typo"), status=401)
+    assert testapp.get("/rest/api/2/myself", headers=basic("alice", "a-new-password-1")).json["name"] == "alice"
+
+
 def test_unknown_usernames_behave_like_known_ones(testapp, users):
     def answers(username):
         seen = []

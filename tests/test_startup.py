@@ -270,11 +270,25 @@ BAD_SETTINGS = [
         "pyramid.includes = pyramid_tmm",
         "pyramid.includes: no module named 'pyramid_tmm': check the spelling, or install it into this virtualenv",
     ),
+    # An adversarial review of the above: these were still tracebacks, or the wrong words.
+    ("pyramid.includes = os", "pyramid.includes: 'os' has no includeme(config): it is not a Pyramid add-on"),
+    (
+        "sqlalchemy.isolation_level = BOGUS",
+        "sqlalchemy.isolation_level: expected one of SERIALIZABLE, REPEATABLE READ, READ COMMITTED, "
+        "READ UNCOMMITTED, AUTOCOMMIT, got 'BOGUS'",
+    ),
+    (
+        "sqlalchemy.connect_args = x",
+        "sqlalchemy.connect_args: not a setting for an ini file (it is a dictionary); give the driver's "
+        "parameters in the URL's query, postgresql+psycopg://HOST/NAME?sslmode=require",
+    ),
+    ("sqlalchemy.echo = maybe", "sqlalchemy.echo: expected true, false or debug, got 'maybe'"),
 ]
 
 
 @pytest.mark.parametrize(("line", "message"), BAD_SETTINGS, ids=[
-    "bad value", "typo", "singular", "engine value", "engine option", "retry", "includes"])
+    "bad value", "typo", "singular", "engine value", "engine option", "retry", "includes", "not an add-on",
+    "isolation level", "connect_args", "echo"])
 @pytest.mark.parametrize("program", ["appserver", "pserve"])
 def test_a_bad_or_unknown_setting_is_one_line_naming_it(tmp_path, program, line, message):
     ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite'}", extra=line)

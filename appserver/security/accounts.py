@@ -272,7 +272,7 @@ def revoke_sessions(
     return revoked
 
 
-def revoke_session(request: Request, user: User, session: UserSession) -> None:
+def revoke_session(request: Request, user: User, session: UserSession) -> set[int]:
     """Log one browser out (the account page): its session, and its remembered login, first
     (remember-me tokens before sessions, the one lock order). The account's row first, as
     every revocation: a rotation of that session in flight (a WebSudo confirmation, a
@@ -286,6 +286,7 @@ def revoke_session(request: Request, user: User, session: UserSession) -> None:
     for ended in sorted(chain.values(), key=lambda s: s.id):
         request.session_store.revoke(ended)
     audit.record(request, Event.SESSION_REVOKED, user, f"session started {session.created_at:%Y-%m-%d %H:%M}")
+    return set(chain)
 
 
 def set_active(request: Request, user: User, active: bool, *, by: User | None = None) -> None:
@@ -311,7 +312,8 @@ def unlock(request: Request, user: User, *, by: User | str | None = None, only_i
     Returns whether it was written."""
     statement = update(User).where(User.id == user.id)
     if only_if_locked:
-        statement = statement.where(or_(User.current_failed_logins != 0, User.locked_until.is_not(None)))
+        statement = statement.where(or_(
+            User.current_failed_logins != 0, User.locked_until.is_not(None), User.window_failed_logins != 0))
     written = request.dbsession.execute(
         statement.values(current_failed_logins=0, locked_until=None, window_failed_logins=0)
         .execution_options(synchronize_session=False)

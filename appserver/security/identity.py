@@ -72,12 +72,6 @@ class Authentication:
     def user(self) -> User | None:
         return self.identity.user if self.identity else None
 
-    def keep_cookies(self, *names: str) -> None:
-        """Leave the client's cookies of these names as they are: no deletion (or other
-        change) this request decided on is sent for them."""
-        for name in names:
-            self.cookies.pop(name, None)
-
     @property
     def explicit(self) -> bool:
         """An Authorization header (Basic or Bearer) was sent: it beats any cookie."""

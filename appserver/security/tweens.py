@@ -41,6 +41,7 @@ from ..repeated_warning import RepeatedWarning
 from ..startup import database_problem
 from . import client
 from .basic import basic_challenge
+from .cookies import delete_cookie
 from .header_values import encode_header_value
 from .identity import Authentication, BasicState
 from .paths import credential_free
@@ -297,13 +298,7 @@ def rest_cookie_rule_tween_factory(handler: Handler, registry: Registry) -> Hand
         if auth.identity is not None:
             return handler(request)  # someone is logged in: nothing to refuse
         if auth.stale_cookie and is_rest(request) and not _is_rest_login(request):
-            # The client keeps its stale cookies, and with them this 401, until it logs in
-            # again. Deleted here, a cookie jar's next request would go without them and be
-            # answered as anonymous (the 5 public issues): the very answer rule 1 forbids
-            # (an outside review, with the unmodified jira client). Elsewhere they are deleted.
-            settings = request.appserver_settings
-            auth.keep_cookies(settings.session_cookie, settings.remember_cookie)
-            return stale_session_response(request)
+            return stale_session_response(request)  # the cookies stay: see _finish
         return handler(request)
 
     return rest_cookie_rule_tween
@@ -357,6 +352,23 @@ VARY = ("Authorization", "Cookie")
 VARY_HEADER = ", ".join(VARY)
 
 
+def _stale_ones_kept(request: Request, auth: Authentication) -> dict[str, str]:
+    """The cookie changes of a /rest answer that names nobody, without the deletion of a
+    stale login cookie. Deleted, a client's cookie jar would send its next request without
+    it, and that request would be answered as anonymous: the 5 public issues rule 1 exists
+    to prevent (an outside review, with the unmodified jira client; and a second one, after
+    an os_authType refusal, a failed REST login or a 400). Kept, each request is refused
+    until the client logs in again. Pages delete them (a stale cookie means anonymous there),
+    as does an answer served by Basic or a token, and /rest with rule 1 switched off. New
+    cookies (a remember-me rotation that os_authType then refused) always reach the client."""
+    settings = request.appserver_settings
+    return {
+        name: header for name, header in auth.cookies.items()
+        if not (name in (settings.session_cookie, settings.remember_cookie)
+                and header == delete_cookie(settings, name))
+    }
+
+
 def _finish(request: Request, response: Response) -> None:
     """Stamp who answered and apply the cookie changes authentication decided on."""
     auth: Authentication = request.authentication
@@ -391,10 +403,12 @@ def _finish(request: Request, response: Response) -> None:
     if reason is not None and "x-seraph-loginreason" not in present:
         headerlist.append(("X-Seraph-LoginReason", reason))
     if auth.cookies:
+        keep_stale = user is None and is_rest(request) and request.appserver_settings.rest_cookie_rule
+        cookies = _stale_ones_kept(request, auth) if keep_stale else auth.cookies
         already_set = {
             value.split("=", 1)[0].strip() for name, value in headerlist if name.lower() == "set-cookie"
         }
-        for name, header in auth.cookies.items():
+        for name, header in cookies.items():
             if name not in already_set:
                 headerlist.append(("Set-Cookie", header))
     if (user is not None or auth.stale_cookie) and "cache-control" not in present:

@@ -158,7 +158,10 @@ def prompt_url(request: Request) -> str:
 
 
 def _referring_page(request: Request) -> str:
-    fallback = request.route_path("admin.users")
+    """The page the form was on (the Referer, when it is this site); else the administrator's
+    users page, or anyone else's account page (a token's form: the users page is a 403)."""
+    user = request.user
+    fallback = request.route_path("admin.users" if user is not None and user.admin else "account")
     referer = request.referer or ""
     origin = request.host_url
     if referer.startswith(origin + "/"):

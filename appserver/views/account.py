@@ -95,7 +95,11 @@ def revoke_session(request: Request):
     if identity.session is not None and identity.session.id == session.id:
         headers = log_out(request).headers
         return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
-    accounts.revoke_session(request, user, session)
+    if identity.session is not None and identity.session.id in accounts.revoke_session(request, user, session):
+        # An older id of this very browser, which a rotation replaced (a page from before
+        # it): this browser was logged out, and is told so (an outside review).
+        headers = log_out(request).headers
+        return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}), headers=headers)
     return _back(request, "session-revoked")
 
 

@@ -14,7 +14,10 @@ from .pages import SESSION_EXPIRED_PARAM
 
 
 def _destination(request: Request) -> str:
-    return safe_destination(request.params.get("os_destination"), request.route_path("admin.users"))
+    """Where the prompt returns; without one, the administrator's users page, or anyone
+    else's account page (where tokens are made: the users page would be a 403)."""
+    default = "admin.users" if request.user.admin else "account"
+    return safe_destination(request.params.get("os_destination"), request.route_path(default))
 
 
 @view_config(route_name="websudo", request_method=("GET", "POST"),
