@@ -52,7 +52,9 @@ def _reason(error: requests.RequestException) -> str:
     if isinstance(error, requests.Timeout):
         return "no answer in time"
     cause: BaseException | None = error
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # urllib3 nests its errors in args
+        seen.add(id(cause))
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
         cause = cause.__context__ or cause.__cause__ or (cause.args[0] if cause.args and
