@@ -411,10 +411,18 @@ def test_a_log_out_racing_a_password_change_of_its_session_ends_the_new_session_
     took the account's row first, waited for the change, and answered the stale cookie's
     401, leaving the new session live (a second review). It now follows the rotation to the
     session it started, and ends that: the browser is logged out, as it asked."""
+    from appserver.views.rest import session as session_resource
+
     user_id, client = logged_in_user(server)
     old_cookies = dict(client.cookies)
     real = accounts.acting_session_ended
+    real_log_out = session_resource.log_out
     log_outs = []
+    authenticated = threading.Event()
+
+    def log_out(request):
+        authenticated.set()  # served by the old session: the overlap, not a later stale copy
+        return real_log_out(request)
 
     def logging_out_meanwhile(request):
         ended = real(request)  # the change holds the account's row from here on
@@ -422,9 +430,13 @@ def test_a_log_out_racing_a_password_change_of_its_session_ends_the_new_session_
             future, started = in_thread(lambda: requests.delete(
                 server.url + "/rest/auth/1/session", cookies=old_cookies, timeout=30))
             log_outs.append(future)
+            # Authenticated before the change commits (SQLite shows no lock waiters to wait
+            # for: without this, a slow thread came after the commit, with a stale cookie).
+            assert authenticated.wait(10)
             wait_until_blocked(server, started)
         return ended
 
+    monkeypatch.setattr(session_resource, "log_out", log_out)
     monkeypatch.setattr(accounts, "acting_session_ended", logging_out_meanwhile)
     changed = client.put(server.url + "/rest/api/2/myself/password", timeout=30,
                          json={"currentPassword": "right-password-1", "password": "new-password-22"})
