@@ -428,6 +428,14 @@ def test_the_prompt_asks_a_user_for_a_token_and_never_opens_admin_pages(testapp,
     fred.delete(WEBSUDO, status=204)  # harmless: nothing to drop
 
 
+@pytest.mark.parametrize(("seconds", "said"), [("600", "10 minutes"), ("60", "1 minute"), ("15", "15 seconds")])
+def test_the_prompt_says_how_long_the_window_is(make_app, users, seconds, said):
+    """In the words the REST message uses (a 15 s window read "1 minute")."""
+    testapp = make_app(**{"appserver.websudo.timeout": seconds})
+    prompt = html_login(testapp).get("/websudo")
+    assert f"administrator mode for {said} after" in " ".join(prompt.html.select_one("main p").text.split())
+
+
 def test_elevated_already_the_prompt_just_returns(testapp, users):
     admin = html_login(testapp)
     confirm_websudo(admin, "admin-password")

@@ -46,6 +46,11 @@ class Identity:
     def cookie_based(self) -> bool:
         return self.source in (Source.SESSION, Source.REMEMBER, Source.LOGIN)
 
+    @property
+    def basic(self) -> bool:
+        """Checked by the password this very request sent (HTTP Basic)."""
+        return self.source is Source.BASIC
+
 
 @dataclass
 class Authentication:

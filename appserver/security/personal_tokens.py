@@ -221,6 +221,14 @@ class TokenStore:
         # it (the debug toolbar keeps the results of its last requests).
         return bool(self.db.scalar(select(User.active).where(User.id == user_id).with_for_update(key_share=True)))
 
+    def locked_owner(self, user_id: int) -> tuple[bool, str | None]:
+        """:meth:`lock_owner`, also reading the account's password hash as the locked row
+        holds it: a password change that committed meanwhile shows here (a token's creation)."""
+        row = self.db.execute(
+            select(User.active, User.password_hash).where(User.id == user_id).with_for_update(key_share=True)
+        ).first()
+        return (bool(row.active), row.password_hash) if row is not None else (False, None)
+
     def usable_count(self, user_id: int) -> int:
         return self.db.scalar(
             select(func.count()).select_from(PersonalToken).where(
@@ -320,7 +328,8 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
             f"The expiry must be a whole number of days from 1 to {settings.token_max_expiry_days}.",
             "expirationDuration",
         )
-    if not request.token_store.lock_owner(user.id):
+    active, password_hash = request.token_store.locked_owner(user.id)
+    if not active:
         # Deactivated while this request ran (a Basic client's, say): no new token, which
         # would come back to life with the account's reactivation.
         raise TokenRequestError("This account is deactivated: no token can be made for it.")
@@ -332,15 +341,12 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
         request.registry.security_policy.refuse(request)
         raise HTTPForbidden()
     identity = request.authentication.identity
-    if identity is not None and identity.source.value == "basic":
-        from .login import unchanged_since_check
-
-        if not unchanged_since_check(request, user, identity.user.password_hash):
-            # The password this Basic request was checked with was changed while it ran: the
-            # old password must not mint a credential that outlives the change (an outside
-            # review). Answered as the old password is answered from now on: a 401.
-            request.registry.security_policy.refuse(request)
-            raise HTTPForbidden()
+    if identity is not None and identity.basic and password_hash != identity.user.password_hash:
+        # The password this Basic request was checked with was changed while it ran: the old
+        # password must not mint a credential that outlives the change (an outside review).
+        # Answered as the old password is answered from now on: a 401.
+        request.registry.security_policy.refuse(request)
+        raise HTTPForbidden()
     if request.token_store.usable_count(user.id) >= settings.tokens_per_user:
         raise TokenRequestError(
             f"You already have {settings.tokens_per_user} tokens, the most allowed: revoke one first."

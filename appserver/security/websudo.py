@@ -134,7 +134,7 @@ def require(request: Request, *, recent_password: bool = False) -> Response | No
     if is_rest(request):
         # Jira's body, and this project's shape of every /rest error beside it: a client that
         # reads either finds the reason.
-        reason = RECENT_PASSWORD_MESSAGE.format(minutes=_duration(settings.websudo_timeout)) if recent_password \
+        reason = RECENT_PASSWORD_MESSAGE.format(minutes=window_text(settings.websudo_timeout)) if recent_password \
             else REST_MESSAGE
         response = json_response(
             {"message": REST_MESSAGE, "status-code": 401, "errorMessages": [reason], "errors": {}}, 401
@@ -241,8 +241,8 @@ def includeme(config: Configurator) -> None:
     config.add_view_deriver(websudo_view_deriver)
 
 
-def _duration(seconds: int) -> str:
-    if seconds % 60:
-        return f"{seconds} seconds" if seconds != 1 else "second"
-    minutes = seconds // 60
-    return f"{minutes} minutes" if minutes != 1 else "minute"
+def window_text(seconds: int) -> str:
+    """The WebSudo window in words, for the REST message and the prompt: "10 minutes",
+    "15 seconds" (a window under a minute read "1 minute" on the prompt)."""
+    count, unit = (seconds, "second") if seconds % 60 else (seconds // 60, "minute")
+    return f"{count} {unit}" + ("" if count == 1 else "s")

@@ -28,7 +28,7 @@ def prompt(request: Request):
         "destination": destination,
         "resubmit": request.params.get("resubmit") == "1",
         "error": None,
-        "timeout_minutes": max(1, request.appserver_settings.websudo_timeout // 60),
+        "window": websudo.window_text(request.appserver_settings.websudo_timeout),
     }
     if request.method != "POST":
         if websudo.remaining(request) is not None or websudo.require(request) is None:
