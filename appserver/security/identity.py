@@ -72,6 +72,11 @@ class Authentication:
     #: replaced: the forms of a page rendered for it are this browser's, and the CSRF check
     #: accepts their token (a page left open past the idle timeout, its Log out button).
     replaced_session: UserSession | None = None
+    #: The live session a rotation in another tab of this browser (a WebSudo confirmation, a
+    #: password change, "log out other sessions") started moments ago in place of the one
+    #: the cookie named: the rotating answer sets the browser's cookies, and this request,
+    #: answered as a stale cookie, neither deletes nor replaces them (``ROTATION_GRACE``).
+    rotated_to: UserSession | None = None
 
     @property
     def user(self) -> User | None:

@@ -120,6 +120,19 @@ class SessionCookieSource:
             if not auth.explicit:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
             return
+        if state is CookieState.REVOKED and lookup.session.replaced_by_id is not None:
+            # Another tab's rotation replaced this session moments ago, and its answer, with
+            # the new cookies, may not have reached the browser yet. Deleting the cookie
+            # here, or starting a session from the remember-me cookie, would overwrite them
+            # if this answer came last: the browser logged out, its WebSudo confirmation
+            # lost, the new session live with no cookie for a log-out to end (an outside
+            # review). So this answer, stale as any, changes no login cookie. It serves
+            # nothing either: a copy of the old cookie is worth nothing the moment a
+            # password change or "log out other sessions" commits.
+            with unit(request) as db:
+                auth.rotated_to = SessionStore.of(request, db).rotated_successor(lookup.session)
+            if auth.rotated_to is not None:
+                return
         auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
         if state in (CookieState.EXPIRED, CookieState.REVOKED):
             with unit(request, write=True) as db:
@@ -195,7 +208,7 @@ class RememberMeSource:
     def authenticate(self, request: Request, auth: Authentication, sessions: SessionCookieSource) -> None:
         settings = request.appserver_settings
         value = request.cookies.get(settings.remember_cookie)
-        if value is None or auth.identity is not None or auth.explicit:
+        if value is None or auth.identity is not None or auth.explicit or auth.rotated_to is not None:
             return
         expired = auth.presented_session if auth.cookie is CookieState.EXPIRED else None
         with unit(request, write=True) as db:

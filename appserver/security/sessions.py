@@ -22,6 +22,15 @@ from ..models.units import read_bind
 from .tokens import hash_token, is_well_formed, new_token
 
 
+#: How long after a rotation (a WebSudo confirmation, a password change, "log out other
+#: sessions") the replaced cookie is still this browser's: another tab's request sent with it
+#: before the rotating answer arrived. As long as remember-me's grace, for the same reason.
+ROTATION_GRACE = timedelta(seconds=30)
+#: Rotations followed at most, from a cookie to the live session (a chain is one per tab's
+#: rotation within the grace; more is no browser).
+MAX_ROTATIONS_FOLLOWED = 8
+
+
 class CookieState(enum.Enum):
     """What became of the session cookie a request presented."""
 
@@ -158,6 +167,24 @@ class SessionStore:
             return SessionLookup(CookieState.EXPIRED, session, user)
         due = self.now - session.last_seen_at >= self.touch_interval
         return SessionLookup(CookieState.LIVE, session, user, due_touch=due)
+
+    def rotated_successor(self, session: UserSession) -> UserSession | None:
+        """The live session that rotations started in place of ``session`` within the grace
+        (:data:`ROTATION_GRACE`), or None. A session ended any other way (a log-out, a
+        revocation), or replaced longer ago, has none: its cookie is stale."""
+        current = session
+        for _ in range(MAX_ROTATIONS_FOLLOWED):
+            if (current.replaced_by_id is None or current.revoked_at is None
+                    or self.now - current.revoked_at > ROTATION_GRACE):
+                return None
+            successor = self.db.get(UserSession, current.replaced_by_id)
+            if successor is None or successor.user_id != session.user_id:
+                return None
+            if successor.revoked_at is None:
+                live = self.now < successor.expires_at and self.now < successor.last_seen_at + self.idle
+                return successor if live else None
+            current = successor
+        return None
 
     def touch(self, session: UserSession) -> bool:
         """Note the session as used now (for the idle timeout); False if it was revoked
