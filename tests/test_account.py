@@ -119,8 +119,12 @@ def test_revoking_another_users_session_does_nothing(testapp, users, app_request
     fred = browser(testapp, "fred")
     alice_session = app_request.session_store.active_sessions(users["alice"].id)[0]
     token = fred.get("/account").forms["revoke-others-form"]["csrf_token"].value
-    fred.post(f"/account/sessions/{alice_session.id}/revoke", {"csrf_token": token}, status=303)
+    answers = [fred.post(f"/account/sessions/{session_id}/revoke", {"csrf_token": token}, status=303).follow()
+               for session_id in (alice_session.id, 999999)]
     alice.get("/rest/api/2/myself", status=200)
+    # The same answer for another user's session and for none at all; it said "logged out".
+    assert [page.html.select_one(".notice").text.strip() for page in answers] == [
+        "You have no such session: nothing was logged out."] * 2
 
 
 def test_log_out_all_other_sessions(testapp, users):
@@ -301,3 +305,26 @@ def test_rest_password_change_during_a_lock_out_is_denied(testapp, users):
     assert denied.headers["X-Seraph-LoginReason"] == "AUTHENTICATION_DENIED"
     assert denied.headers["Retry-After"] == "60"
     assert denied.headers["X-Authentication-Denied-Reason"].startswith("TOO_MANY_FAILED_LOGINS; login-url=")
+
+
+@pytest.mark.parametrize("action", ["/account/sessions/revoke-others", "/account/sessions/1/revoke",
+                                    "/account/tokens/1/revoke", "/websudo/drop"])
+def test_a_form_sent_after_the_session_expired_leads_back_to_its_page(testapp, users, clock, action):
+    """The login after an expired session's POST went to the POST-only address: a 405 page
+    (an outside review). It leads back to the form's page, and says the form was not
+    carried out."""
+    laptop = browser(testapp)
+    token = laptop.get("/account").forms["revoke-others-form"]["csrf_token"].value
+    clock.advance(1801)  # idle for longer than the idle timeout
+    sent = laptop.post(action, {"csrf_token": token}, headers={"Referer": "http://localhost/account"}, status=303)
+    assert sent.location == "http://localhost/login?os_destination=%2Faccount&unsent=1&expired=1"
+    login = sent.follow()
+    assert "was not carried out" in login.html.select_one("#form-unsent").text
+    form = login.forms["login-form"]
+    form["os_username"], form["os_password"] = "fred", "fred-password"
+    assert form.submit(status=303).location == "http://localhost/account"
+    # From another site, or with no Referer: home, never the POST-only address.
+    laptop.reset()
+    for referer in ({"Referer": "https://evil.example/account"}, {}):
+        sent = laptop.post(action, {"csrf_token": "x"}, headers=referer, status=303)
+        assert sent.location == "http://localhost/login?os_destination=%2F&unsent=1"

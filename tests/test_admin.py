@@ -69,6 +69,8 @@ def test_admin_creates_a_user_who_can_log_in(testapp, users):
     ("display_name", "C" * 256, "Display names are limited to 255 characters."),
     ("display_name", "Carol\x00", "Display names cannot contain control characters."),
     ("display_name", "Carol\nCarol", "Display names cannot contain control characters."),
+    ("display_name", "Carol \u202eloraC", "cannot contain bidirectional override or isolate characters"),
+    ("display_name", "Carol \u2066x\u2069", "cannot contain bidirectional override or isolate characters"),
 ])
 def test_admin_form_refuses_a_bad_profile_and_keeps_what_was_typed(testapp, users, field, value, says):
     """Refused, never cut to the column's size: what the admin typed is still in the form."""

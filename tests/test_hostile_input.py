@@ -981,6 +981,40 @@ def test_unknown_os_authtype_with_basic_credentials_and_several_values(wsgi, use
         assert response.status_code == 400
 
 
+def test_a_repeated_one_value_parameter_is_a_400_naming_it(testapp, users):
+    """WebOb answers the last of a repeated parameter, Jira the first: an administrator's
+    ``PUT user/password?username=alice&username=fred`` set fred's password (an outside
+    review). Every parameter that takes one value refuses a second; lists take both."""
+    auth = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-password").decode()}
+    refused = testapp.put_json("/rest/api/2/user/password?username=alice&username=fred",
+                               {"password": "dup-param-pass-1"}, headers=auth, status=400)
+    assert refused.json == {"errorMessages": ["Give the query parameter 'username' once: it was given 2 times."],
+                            "errors": {"username": "given more than once"}}
+    testapp.get("/rest/api/2/myself", headers={
+        "Authorization": "Basic " + base64.b64encode(b"fred:dup-param-pass-1").decode()}, status=401)
+    for path in ("/rest/api/2/user?username=fred&username=alice", "/rest/api/2/user?key=fred&key=alice",
+                 "/rest/api/2/search?maxResults=1&maxResults=2", "/rest/api/2/search?jql=&jql=key%3DDEMO-1",
+                 "/rest/api/2/search?startAt=0&startAt=1", "/rest/api/2/search?validateQuery=true&validateQuery=false"):
+        answer = testapp.get(path, headers=auth, status=400)
+        name = path.split("?")[1].split("=")[0]
+        assert answer.json["errors"] == {name: f"Give the query parameter '{name}' once: it was given 2 times."} \
+            or answer.json["errors"] == {name: "given more than once"}
+    page = testapp.get("/issues?page=1&page=2", status=400)
+    assert "Give the query parameter 'page' once" in page.html.text and page.html.select_one("a[href='/issues']")
+    testapp.get("/issues?jql=a&jql=b", status=400)
+
+
+def test_a_400_page_says_what_to_do_next(testapp):
+    """An unknown os_authType and an address that is not UTF-8 showed the message alone (an
+    outside review): each page now offers the next step."""
+    page = testapp.get("/issues?os_authType=bogus&jql=project%3DDEMO", status=400)
+    assert page.html.select_one("p.actions a")["href"] == "/issues?jql=project%3DDEMO"
+    page = testapp.get("/issues/%ff", status=400)
+    assert page.html.select_one("p.actions a")["href"] == "/"
+    page = testapp.get("/issues?jql=%ff", status=400)
+    assert page.html.select_one("p.actions a")["href"] == "/"
+
+
 def test_os_authtype_values_are_case_insensitive(wsgi, users):
     response = send(wsgi, "GET", SERVER_INFO, query="os_authType=BASIC")
     assert response.status_code == 401

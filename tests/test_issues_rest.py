@@ -138,6 +138,13 @@ def test_last_page_and_beyond(testapp, demo):
     assert beyond.json["issues"] == [] and beyond.json["total"] == 200
 
 
+def test_list_parameters_given_twice_both_count(testapp, demo):
+    """``fields`` and ``expand`` are lists, as Jira reads them: a second one adds to the
+    first (a one-value parameter given twice is a 400, test_hostile_input)."""
+    response = testapp.get("/rest/api/2/search?fields=summary&fields=status&maxResults=1", headers=FRED)
+    assert response.json["issues"][0]["fields"].keys() == {"summary", "status"}
+
+
 def test_max_results_zero_counts_without_issues(testapp, demo):
     response = search(testapp, headers=FRED, maxResults="0")
     assert response.json["issues"] == [] and response.json["total"] == 200

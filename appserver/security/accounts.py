@@ -14,7 +14,7 @@ from ..models import RememberToken, User, UserSession
 from ..models.user import USERNAME_MAX_LENGTH, canonical_username
 from . import audit
 from .audit import Event
-from .characters import has_control_characters, is_invisible, lookalike_scripts, looks_blank
+from .characters import has_bidi_controls, has_control_characters, is_invisible, lookalike_scripts, looks_blank
 from .login import Outcome, check_user_password, unchanged_since_check
 from .sessions import acting_session_ended, add_successors
 
@@ -106,6 +106,9 @@ def validate_profile(display_name: str, email: str) -> tuple[str, str]:
         display_name = ""
     if has_control_characters(display_name):  # NUL: PostgreSQL refuses it; the rest breaks layouts
         raise AccountError("Display names cannot contain control characters.", "display_name")
+    if has_bidi_controls(display_name):  # it would reorder the page around the name
+        raise AccountError("Display names cannot contain bidirectional override or isolate characters "
+                           "(U+202A to U+202E, U+2066 to U+2069).", "display_name")
     if len(display_name) > PROFILE_MAX_LENGTH:
         raise AccountError(f"Display names are limited to {PROFILE_MAX_LENGTH} characters.", "display_name")
     if email:

@@ -15,6 +15,18 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in _REFUSED for ch in text)
 
 
+#: The explicit embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they
+#: reorder how the text after them is drawn, up to the end of the line, so "a\u202eb" can
+#: show a name, a date or a column of a page in the wrong order ("Trojan Source").
+_BIDI_CONTROLS = frozenset(("LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"))
+
+
+def has_bidi_controls(text: str) -> bool:
+    """The marks real right-to-left text uses (LRM, RLM, ALM) pass: only the controls that
+    reorder what follows them are refused."""
+    return any(unicodedata.bidirectional(ch) in _BIDI_CONTROLS for ch in text)
+
+
 #: Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt), as ranges:
 #: what a renderer draws as nothing. Among them combining marks (the grapheme joiner,
 #: variation selectors) and letters (the Hangul fillers), which the username rule's

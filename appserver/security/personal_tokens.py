@@ -29,7 +29,7 @@ from ..models.rows import OwnedRowLoader
 from ..models.units import read_bind, unit
 from . import audit
 from .audit import Event
-from .characters import has_control_characters, looks_blank
+from .characters import has_bidi_controls, has_control_characters, looks_blank
 from .sessions import acting_session_ended
 from .tokens import hash_token, new_token
 
@@ -316,6 +316,9 @@ def validate(request: Request, user: User, name: object, days: object) -> tuple[
         )
     if has_control_characters(name):
         raise TokenRequestError("The token name cannot contain control characters.", "name")
+    if has_bidi_controls(name):  # it would reorder the account and admin pages around the name
+        raise TokenRequestError("The token name cannot contain bidirectional override or isolate characters "
+                                "(U+202A to U+202E, U+2066 to U+2069).", "name")
     if days is None:
         if not settings.tokens_without_expiry:
             raise TokenRequestError(

@@ -32,6 +32,12 @@ def challenge_for(request: Request, *, basic: bool) -> str:
     return session_challenge(request)
 
 
+def without_os_authtype(request: Request) -> str:
+    """This page's path and query without the ``os_authType`` demand."""
+    kept = [(name, value) for name, value in request.GET.items() if name != "os_authType"]
+    return request.path + (f"?{urlencode(kept)}" if kept else "")
+
+
 def unauthorized_response(
     request: Request,
     message: str,
@@ -43,10 +49,7 @@ def unauthorized_response(
     """The page offers to log in and come back. ``without_demand``: the URL demanded Basic
     (``os_authType=basic``), which no login meets: back from the login page, the same 401
     again; it returns to the page without the demand instead."""
-    destination = request.path_qs
-    if without_demand:
-        kept = [(name, value) for name, value in request.GET.items() if name != "os_authType"]
-        destination = request.path + (f"?{urlencode(kept)}" if kept else "")
+    destination = without_os_authtype(request) if without_demand else request.path_qs
     login = request.route_path("login", _query={"os_destination": destination})
     return error_response(
         request,

@@ -48,6 +48,7 @@ from .paths import credential_free
 from .personal_tokens import TokenState, bearer_challenge
 from .responses import (
     ANONYMOUS, denied_response, stale_session_response, unauthorized_response, unavailable_response,
+    without_os_authtype,
 )
 from .sessions import CookieState
 
@@ -83,7 +84,8 @@ def unreadable_request_tween_factory(handler: Handler, registry: Registry) -> Ha
         raw_path = request.environ.get("PATH_INFO", "").encode("latin-1")
         request.environ["PATH_INFO"] = quote(raw_path, safe="/")
         request.environ["QUERY_STRING"] = ""
-        return error_response(request, status, [message], headers=[ANONYMOUS])
+        return error_response(request, status, [message], headers=[ANONYMOUS],
+                              actions=[("Home", request.route_path("home"))])
 
     return unreadable_request_tween
 
@@ -244,6 +246,7 @@ def os_authtype_tween_factory(handler: Handler, registry: Registry) -> Handler:
                 400,
                 [f"Unsupported os_authType {given}: use one of {', '.join(OS_AUTHTYPES)}."],
                 errors={"os_authType": "must be one of " + ", ".join(OS_AUTHTYPES)},
+                actions=[("Open the page without os_authType", without_os_authtype(request))],
             )
         if credential_free(request):  # no credential is read there, so none is demanded
             return handler(request)

@@ -90,7 +90,8 @@ def revoke_session(request: Request):
     session_id = parse_id(request.matchdict["id"])
     session = request.dbsession.get(UserSession, session_id) if session_id is not None else None
     if session is None or session.user_id != user.id:
-        return _back(request, "session-revoked")  # nothing of another user's is revealed
+        # The same answer whether the id is another user's or nobody's: nothing is revealed.
+        return _back(request, "session-not-found")
     identity = request.authentication.identity
     if identity.session is not None and identity.session.id == session.id:
         headers = log_out(request).headers

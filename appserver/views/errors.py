@@ -28,10 +28,16 @@ from ..security.responses import (
 )
 from ..security.sessions import SessionEnded
 from ..startup import database_problem
-from .pages import SESSION_EXPIRED_PARAM, login_destination
+from .pages import FORM_UNSENT_PARAM, SESSION_EXPIRED_PARAM, login_destination
 
 log = logging.getLogger(__name__)
 unavailable_log = RepeatedWarning(log)
+
+
+def form_page(request: Request) -> str | None:
+    """The page a form was sent from, by its same-site ``Referer`` (None without one)."""
+    referer, origin = request.referer or "", request.host_url
+    return referer[len(origin):] if referer.startswith(origin + "/") else None
 
 
 @forbidden_view_config()
@@ -46,6 +52,10 @@ def forbidden(exc, request: Request):
         # The stale cookie is deleted by this very redirect, so the login page cannot see it:
         # the redirect itself says the session expired (a flag, never a text of the URL's).
         query = {"os_destination": request.path_qs}
+        if request.method not in ("GET", "HEAD"):
+            # A form's POST: after the login a GET of its address would be a 405. Back to the
+            # form's page instead, and the login page says the form was not carried out.
+            query = {"os_destination": login_destination(request, form_page(request)), FORM_UNSENT_PARAM: "1"}
         if request.authentication.stale_cookie:
             query[SESSION_EXPIRED_PARAM] = "1"
         return HTTPSeeOther(request.route_url("login", _query=query))
@@ -167,9 +177,7 @@ def session_ended(exc: SessionEnded, request: Request):
     deletion = [("Set-Cookie", delete_cookie(settings, settings.session_cookie))]
     if is_rest(request):
         return stale_session_response(request, deletion)
-    referer, origin = request.referer or "", request.host_url
-    page = referer[len(origin):] if referer.startswith(origin + "/") else None  # the form's page
-    query = {"os_destination": login_destination(request, page), SESSION_EXPIRED_PARAM: "1"}
+    query = {"os_destination": login_destination(request, form_page(request)), SESSION_EXPIRED_PARAM: "1"}
     return HTTPSeeOther(request.route_url("login", _query=query), headers=deletion)
 
 

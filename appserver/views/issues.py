@@ -18,13 +18,14 @@ from pyramid.view import view_config
 from .. import jql, search
 from ..errors import error_response
 from ..models.issue import STATUSES, find_issue
+from .query import RepeatedParameter, single
 
 PAGE_SIZE = 50
 ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 
 
 def _page_number(request: Request) -> int | None:
-    value = request.GET.get("page", "1").strip()
+    value = single(request.GET, "page", "1").strip()
     if not re.fullmatch(r"[0-9]{1,6}", value) or int(value) < 1:
         return None
     return int(value)
@@ -37,14 +38,17 @@ def _page_number(request: Request) -> int | None:
     permission=NO_PERMISSION_REQUIRED,
 )
 def issue_list(request: Request):
-    page = _page_number(request)
+    try:
+        page, text = _page_number(request), single(request.GET, "jql")
+    except RepeatedParameter as error:
+        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"},
+                              actions=[("All issues", request.route_path("issues"))])
     if page is None:
         return error_response(
             request, 400, ["The page number must be a whole number from 1 up."],
             errors={"page": "must be a whole number from 1 up"},
             actions=[("First page", request.route_path("issues"))],
         )
-    text = request.GET.get("jql", "")
     context = {
         "jql": text, "error": None, "issues": [], "total": 0, "page": page, "pages": 1,
         "first": 0, "prev_url": None, "next_url": None,

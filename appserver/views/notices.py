@@ -9,6 +9,7 @@ NOTICES = {
     "password-changed": "Your password has been changed. Your other sessions and remembered "
     "logins have been logged out.",
     "session-revoked": "The session has been logged out.",
+    "session-not-found": "You have no such session: nothing was logged out.",
     "others-revoked": "All your other sessions have been logged out.",
     "user-created": "The account has been created.",
     "user-updated": "The account has been updated.",

@@ -21,6 +21,9 @@ from .notices import notice_for
 #: ``/login?expired=1``: the login page says the session expired (set by the redirect from
 #: a login-only page, which has just deleted the stale cookie).
 SESSION_EXPIRED_PARAM = "expired"
+#: ``/login?unsent=1``: a form was sent without a login; the page says it was not carried out
+#: (the login leads back to the form's page, never to the POST-only address it was sent to).
+FORM_UNSENT_PARAM = "unsent"
 
 
 @view_config(
@@ -48,6 +51,7 @@ def login(request: Request):
         "retry_after": None,
         "destination": destination,
         "session_expired": request.GET.get(SESSION_EXPIRED_PARAM) == "1",
+        "form_unsent": request.GET.get(FORM_UNSENT_PARAM) == "1",
         # Read when the page renders: after the password check, whose unit of work must come
         # before the request's own transaction.
         "demo_users": lambda: demo_users(request),

@@ -16,6 +16,7 @@ from ...security.accounts import AccountError, TooManyAttempts
 from ...models import canonical_username
 from ...security.login import find_user
 from ...security.responses import denied_response
+from ..query import RepeatedParameter, single
 from . import BadJSON, bad_json_response, json_object, missing_strings, user_json
 
 try:
@@ -94,12 +95,20 @@ def change_my_password(request: Request):
     return HTTPNoContent(headers=accounts.rotated_session(request, password_checked=True))
 
 
+def _username_parameter(request: Request) -> str:
+    """Jira's ``?username=`` (or ``?key=``, which is the username here), each at most once."""
+    return single(request.GET, "username") or single(request.GET, "key")
+
+
 @view_config(route_name="rest.user.password", request_method="PUT", permission="account", require_csrf=False)
 def change_user_password(request: Request):
     """Jira's ``PUT /rest/api/2/user/password?username=`` {"password"} -> 204: an
     administrator sets someone's password (they are logged out everywhere); the caller's own
     needs ``currentPassword`` too, as ``myself/password`` does."""
-    username = request.GET.get("username") or request.GET.get("key") or ""
+    try:
+        username = _username_parameter(request)
+    except RepeatedParameter as error:
+        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"})
     if not username:
         return error_response(request, 400, ["Name the account: ?username=NAME."],
                               errors={"username": "username is required"})
@@ -133,7 +142,10 @@ def change_user_password(request: Request):
 
 @view_config(route_name="rest.user", request_method="GET", renderer="json", permission="account")
 def user(request: Request):
-    username = request.GET.get("username") or request.GET.get("key") or ""
+    try:
+        username = _username_parameter(request)
+    except RepeatedParameter as error:
+        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"})
     found = find_user(request, username)
     if found is None:
         return error_response(

@@ -22,6 +22,7 @@ from ...ids import MAX_ID
 from ...models.issue import STATUSES, Issue, find_issue
 from ...rendering import jira_time
 from . import BadJSON, bad_json_response, json_object
+from ..query import RepeatedParameter, single
 from .links import rest_url, user_url
 from .metadata import issue_type_json, project_json, status_json
 
@@ -245,7 +246,11 @@ def _from_query_string(request: Request) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in ("jql", "startAt", "maxResults", "validateQuery"):
         if name in params:
-            found[name] = params.getall(name)[-1]
+            try:
+                found[name] = single(params, name)
+            except RepeatedParameter as error:
+                raise BadParameter(name, str(error)) from None
+    # Jira reads these as lists: given twice, both count.
     for name in ("fields", "expand"):
         if name in params:
             found[name] = params.getall(name)

@@ -1,0 +1,24 @@
+"""Query parameters that take one value.
+
+WebOb's ``request.GET.get`` answers the last of a repeated parameter, Jira (JAX-RS) the
+first: ``?username=alice&username=fred`` set fred's password where a Jira client meant
+alice's (an outside review). Neither guess is safe, so a repeated one is a 400 that names
+it, as a repeated ``os_authType`` is.
+"""
+from __future__ import annotations
+
+from webob.multidict import MultiDict
+
+
+class RepeatedParameter(ValueError):
+    def __init__(self, name: str, count: int) -> None:
+        super().__init__(f"Give the query parameter '{name}' once: it was given {count} times.")
+        self.name = name
+
+
+def single(params: MultiDict, name: str, default: str = "") -> str:
+    """The one value of ``name`` (``default`` without one); RepeatedParameter if repeated."""
+    values = params.getall(name)
+    if len(values) > 1:
+        raise RepeatedParameter(name, len(values))
+    return values[0] if values else default
