@@ -161,6 +161,9 @@ BAD_REQUESTS = {
     "name not a string": ({"name": 7, "expirationDuration": 30}, "name"),
     "name of 41 characters": ({"name": "n" * 41, "expirationDuration": 30}, "name"),
     "control characters": ({"name": "a\x00b", "expirationDuration": 30}, "name"),
+    # Reorders the pages around it (an outside review): an override, an isolate.
+    "bidi override": ({"name": "a\u202eb", "expirationDuration": 30}, "name"),
+    "bidi isolate": ({"name": "a\u2067b", "expirationDuration": 30}, "name"),
     "no expiry": ({"name": "x"}, "expirationDuration"),
     "zero days": ({"name": "x", "expirationDuration": 0}, "expirationDuration"),
     "366 days": ({"name": "x", "expirationDuration": 366}, "expirationDuration"),
@@ -273,6 +276,28 @@ def test_a_cookie_mints_a_token_only_within_the_websudo_window_of_a_password_che
     confirm_websudo(fred, "fred-password", "/account")
     fred.post_json(TOKENS, {**body, "name": "after websudo"}, status=201)
     assert sorted(t["name"] for t in fred.get(TOKENS).json) == ["after websudo", "ci", "fresh"]
+
+
+def test_dropping_websudo_ends_the_logins_password_check_for_tokens(testapp, users, clock):
+    """A drop ended the elevation but left the login's password check: for the rest of the
+    window, a copy of the cookie still minted a token (an outside review)."""
+    body = {"name": "ci", "expirationDuration": 30}
+    for name, drop in (("fred", "rest"), ("admin", "the admin page's button")):
+        person = browser(testapp, name)
+        confirm_websudo(person, f"{name}-password", "/account")
+        if drop == "rest":
+            person.delete("/rest/auth/1/websudo", status=204)
+        else:
+            page = person.get("/admin/users")
+            [f for f in page.forms.values() if f.action == "/websudo/drop"][0].submit(status=303)
+        refused = person.post_json(TOKENS, body, status=401)
+        assert "needs your password within the last 10 minutes" in refused.json["errorMessages"][0]
+        confirm_websudo(person, f"{name}-password", "/account")
+        person.post_json(TOKENS, {**body, "name": drop}, status=201)
+    # Just logged in, never elevated: the drop still ends the login's check.
+    fred = browser(testapp, "fred")
+    fred.delete("/rest/auth/1/websudo", status=204)
+    fred.post_json(TOKENS, body, status=401)
 
 
 def test_a_remembered_login_goes_through_the_prompt_to_make_a_token(testapp, users, clock):
@@ -618,3 +643,20 @@ def test_an_administrators_token_cannot_make_accounts(testapp, users, app_reques
     form = page.forms["create-user-form"]
     form["username"], form["password"], form["display_name"] = "mallory", "mallory-pass", "M"
     form.submit(headers=basic, status=303)
+
+
+def test_a_purged_tokens_id_is_never_used_again(testapp, app_request, users, dbsession):
+    """SQLite gave a new row the largest id plus one: after a purge of the newest tokens,
+    a new token took a purged one's id, and a refusal of the old token went to the audit
+    trail of the new one's owner (an outside review; migration 0009)."""
+    from sqlalchemy import delete
+
+    made = personal_tokens.create(app_request, users["fred"], "old", 5)
+    old_raw, old_id = made.raw, made.token.id
+    dbsession.execute(delete(PersonalToken).where(PersonalToken.id == old_id))  # purged
+    newer = personal_tokens.create(app_request, users["alice"], "new", 5)
+    dbsession.flush()
+    assert newer.token.id > old_id
+    testapp.get("/rest/api/2/myself", headers=bearer(old_raw), status=401)
+    refusals = dbsession.scalars(select(AuthEvent).where(AuthEvent.event == "token.refused")).all()
+    assert [event.user_id for event in refusals] == [None]

@@ -14,6 +14,9 @@ from .user import User
 
 class PersonalToken(Base):
     __tablename__ = "personal_tokens"
+    #: An id is never used twice, on SQLite too (migration 0009): a token's id is part of
+    #: the raw token, and the account page's resent form is told by ids made after it.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     #: Part of the raw token: the lookup is by primary key, then the secret's hash is compared.
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -56,29 +56,37 @@ def remaining(request: Request) -> int | None:
     return seconds if seconds > 0 else None
 
 
-def _write(db: Session, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None) -> None:
+def _write(db: Session, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None,
+           forget_password: bool = False) -> None:
     """``unchanged_from``: write only if the elevation is still the one the request read.
     An extension written after a drop (or a new confirmation) committed would otherwise undo
     it: an admin request in flight while the person dropped WebSudo kept it for another
-    whole window."""
+    whole window. ``forget_password``: the session's last password check stops counting
+    too (a drop)."""
     condition = [UserSession.id == session.id, UserSession.revoked_at.is_(None)]
     if unchanged_from is not None:
         condition.append(UserSession.websudo_at == unchanged_from)
+    values: dict[str, datetime | None] = {"websudo_at": value}
+    if forget_password:
+        values["password_at"] = None
     db.execute(
         update(UserSession)
         .where(*condition)
-        .values(websudo_at=value)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
 
 
 def _set(
-    request: Request, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None
+    request: Request, session: UserSession, value: datetime | None, *, unchanged_from: datetime | None = None,
+    forget_password: bool = False,
 ) -> None:
     # A GET extends the window too: a safe request writes in a unit of its own.
     with writing(request) as db:
-        _write(db, session, value, unchanged_from=unchanged_from)
+        _write(db, session, value, unchanged_from=unchanged_from, forget_password=forget_password)
     set_committed_value(session, "websudo_at", value)
+    if forget_password:
+        set_committed_value(session, "password_at", None)
 
 
 def _extend(request: Request, session: UserSession) -> None:
@@ -207,13 +215,17 @@ def drop(request: Request, *, revoking: bool = False) -> bool:
     """End this session's elevation now; True when there was one. ``revoking``: the session
     is being revoked (a log-out), which ends its elevation with it; only the audit is left
     to do, and no write to the session's row, which would lock it before the log-out locks
-    the remember-me tokens (the one lock order is tokens, then sessions)."""
+    the remember-me tokens (the one lock order is tokens, then sessions).
+
+    The login's own password check stops counting for a token too: after a drop, a cookie
+    (a copy left in a shared browser, say) mints no token until the password is typed again
+    (an outside review)."""
     session = _session(request)
-    if session is None or session.websudo_at is None:
+    if session is None or (session.websudo_at is None and session.password_at is None):
         return False
     elevated = remaining(request) is not None
     if not revoking:
-        _set(request, session, None)
+        _set(request, session, None, forget_password=True)
     if elevated:
         audit.record(request, Event.WEBSUDO_DROPPED, request.user)
     return elevated
