@@ -7,6 +7,9 @@ CONFIG ?= development.ini
 PORT ?=
 PORT_VARS := $(if $(PORT),http_port=$(PORT))
 PYTEST_ARGS ?=
+# make test runs the suite in this many pytest-xdist workers, one test file each at a time
+# (the machine's two cores; much of the suite waits on servers it starts). 0: one process.
+TEST_WORKERS ?= 2
 PROCESSES ?= 2
 NGINX ?= /usr/sbin/nginx
 # make cluster HTTPS_PORT=9443 HTTP_PORT=9088 CLUSTER_DIR=/tmp/c: where nginx listens (the
@@ -50,7 +53,7 @@ run: $(VENV)/.run-deps
 	PYTHONWARNINGS='ignore:pkg_resources is deprecated:UserWarning' $(BIN)/pserve --reload $(CONFIG) $(PORT_VARS)
 
 test: $(VENV)/.test-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 e2e: $(VENV)/.test-deps
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)

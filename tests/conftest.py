@@ -39,10 +39,11 @@ REQUIRE_ALL = os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1"
 def pytest_configure(config: pytest.Config) -> None:
     if REQUIRE_ALL and "postgresql" not in DATABASES:
         raise pytest.UsageError("APPSERVER_REQUIRE_ALL_TESTS=1 needs TEST_DATABASE_URL (PostgreSQL)")
-
-
-#: nodeid -> the database a collected test runs on ("sqlite", "postgresql"), for the summary.
-_DATABASE_OF: dict[str, str] = {}
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "postgresql" in DATABASES:
+        # make test runs two pytest-xdist workers: each empties and migrates its database, and
+        # every sibling (<db>_cli, <db>_live...) is named after it, so each has its own.
+        os.environ["TEST_DATABASE_URL"] = sibling_database(os.environ["TEST_DATABASE_URL"], worker)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,7 +52,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         found = [value for value in params.values() if isinstance(value, str) and value in DATABASES]
         if found:
-            _DATABASE_OF[item.nodeid] = found[0]
+            # On the report too, which pytest-xdist carries from a worker to the summary.
+            item.user_properties.append(("database", found[0]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
@@ -61,7 +63,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for outcome in ("passed", "failed", "error", "skipped"):
         # pytest files only the call phase under "passed"; skips and errors once each.
         for report in terminalreporter.stats.get(outcome, []):
-            where = _DATABASE_OF.get(report.nodeid, "no database")
+            where = dict(report.user_properties).get("database", "no database")
             counts.setdefault(where, {}).setdefault(outcome, 0)
             counts[where][outcome] += 1
     if counts:
