@@ -434,6 +434,7 @@ def test_issue_json_shape(testapp, demo):
     assert fields["status"]["statusCategory"]["key"] in {"new", "indeterminate", "done"}
     assert fields["reporter"]["name"] == seeded["reporter"]
     assert "emailAddress" not in fields["reporter"]
+    assert fields["assignee"] is None  # no issue is assigned: Jira's null, not a missing field
     project_id = fields["project"]["id"]
     assert fields["project"] == {"self": f"http://localhost/rest/api/2/project/{project_id}", "id": project_id,
                                  "key": "DEMO", "name": "Demo project", "projectTypeKey": "software"}

@@ -83,6 +83,7 @@ def test_jira_basic_auth(server, http):
     assert issue.fields.summary == seeded["summary"]
     assert issue.fields.status.name == seeded["status"]
     assert issue.fields.reporter.name == seeded["reporter"]
+    assert issue.fields.assignee is None  # unassigned, as Jira says it (no AttributeError)
     assert issue.fields.project.key == "DEMO"
     # The library's own resources, known by their self links, print as their names.
     assert (str(issue.fields.status), str(issue.fields.project), str(issue.fields.issuetype)) == (

@@ -119,6 +119,10 @@ FIELDS: tuple[Field, ...] = (
     Field("issuetype", "Issue Type", "issuetype", True, True, (), lambda r, i: issue_type_json(r)),
     Field("project", "Project", "project", True, True, ("project",), _project),
     Field("reporter", "Reporter", "user", True, True, (), _user),
+    # The demo tracker assigns no issue: null, as Jira answers for an unassigned one. Scripts
+    # read ``issue.fields.assignee``, which the jira client raised AttributeError for while
+    # the field was missing (an outside review).
+    Field("assignee", "Assignee", "user", True, True, (), lambda r, i: None),
     Field("created", "Created", "datetime", False, True, ("created", "createdDate"),
           lambda r, i: jira_time(i.created_at)),
     Field("updated", "Updated", "datetime", False, True, ("updated", "updatedDate"),
