@@ -992,6 +992,9 @@ def test_a_repeated_one_value_parameter_is_a_400_naming_it(testapp, users):
                             "errors": {"username": "given more than once"}}
     testapp.get("/rest/api/2/myself", headers={
         "Authorization": "Basic " + base64.b64encode(b"fred:dup-param-pass-1").decode()}, status=401)
+    both = testapp.get("/rest/api/2/user?username=alice&key=fred", headers=auth, status=400)
+    assert both.json["errorMessages"] == ["Give username or key, not both: they name different users."]
+    assert testapp.get("/rest/api/2/user?username=fred&key=fred", headers=auth).json["name"] == "fred"
     for path in ("/rest/api/2/user?username=fred&username=alice", "/rest/api/2/user?key=fred&key=alice",
                  "/rest/api/2/search?maxResults=1&maxResults=2", "/rest/api/2/search?jql=&jql=key%3DDEMO-1",
                  "/rest/api/2/search?startAt=0&startAt=1", "/rest/api/2/search?validateQuery=true&validateQuery=false"):
@@ -1011,6 +1014,9 @@ def test_a_400_page_says_what_to_do_next(testapp):
     assert page.html.select_one("p.actions a")["href"] == "/issues?jql=project%3DDEMO"
     page = testapp.get("/issues/%ff", status=400)
     assert page.html.select_one("p.actions a")["href"] == "/"
+    for path in ("//evil.example/", "/%2F%2Fevil.example/"):  # the link stays on this site
+        page = testapp.get(path + "?os_authType=bogus", status=400)
+        assert page.html.select_one("p.actions a")["href"] == "/"
     page = testapp.get("/issues?jql=%ff", status=400)
     assert page.html.select_one("p.actions a")["href"] == "/"
 

@@ -10,6 +10,8 @@ deterministically: tab A's answer first, then tab B's request with the cookies f
 """
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 import webtest
 from sqlalchemy import select
@@ -103,3 +105,61 @@ def test_a_log_out_is_no_rotation(testapp, users):
     log_out(fred)
     page = other_tab(testapp, "GET", "/issues", before)
     assert page.headers["X-AUSERNAME"] == "anonymous" and "Set-Cookie" in page.headers
+
+
+@pytest.mark.parametrize("remember", [True, False], ids=["remember-me", "no remember-me"])
+@pytest.mark.parametrize("how", ["websudo", "password change", "log out other sessions"])
+def test_a_log_out_with_the_old_cookies_ends_the_browsers_login(testapp, users, dbsession, how, remember):
+    """Tab B's Log out, from a page shown before tab A's rotation, said "You have logged
+    out" and left the browser logged in, elevated after WebSudo (an outside review of the
+    grace). It ends the session the rotation started, and the remembered login with it."""
+    admin = log_in(testapp, "admin", remember)
+    before = cookies(admin)
+    token = admin.get("/").html.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
+    rotate(admin, how)
+    out = other_tab(testapp, "POST", "/logout", before, body=urlencode({"csrf_token": token}).encode(),
+                    content_type="application/x-www-form-urlencoded")
+    assert out.status_int == 303 and out.location.endswith("/?notice=logged-out")
+    deleted = {value.split("=")[0] for value in out.headers.getall("Set-Cookie")}
+    assert deleted == {SESSION, REMEMBER}
+    assert live_sessions(dbsession, users["admin"]) == []
+    # If A's answer came last, the browser holds its cookies: they log no one in.
+    assert admin.get("/rest/api/2/myself", status=401)
+    assert admin.get("/issues").headers["X-AUSERNAME"] == "anonymous"
+
+
+def test_the_old_cookie_in_the_grace_is_audited_as_any_stale_one(testapp, users, dbsession):
+    """A copy used right after a password change is the moment a thief notices: it is in the
+    audit trail, as after the grace."""
+    from appserver.models import AuthEvent
+
+    fred = log_in(testapp, "fred")
+    before = cookies(fred)
+    rotate_password = fred.get("/account").forms["password-form"]
+    rotate_password["current_password"] = "fred-password"
+    rotate_password["new_password"] = rotate_password["confirm_password"] = "fred-new-password"
+    rotate_password.submit(status=303)
+    other_tab(testapp, "GET", "/rest/api/2/myself", before)
+    assert dbsession.scalars(select(AuthEvent.detail).where(AuthEvent.event == "session.expired")).all() == ["revoked"]
+
+
+def test_a_rotation_between_the_lookup_and_the_touch(testapp, users, dbsession, clock, monkeypatch):
+    """The rotation commits after tab B's request read its session and before it touched
+    it: the touch finds the session revoked, and the row the lookup read knew of no
+    successor. The row is read again: still the grace's answer, no cookie changed."""
+    from appserver.security.sessions import SessionStore
+
+    fred = log_in(testapp, "fred")
+    before = cookies(fred)
+    clock.advance(61)  # a touch is due
+    touch = SessionStore.touch
+
+    def rotated_first(store, session):
+        issued = store.issue(session.user, user_agent="tab A", remote_addr="127.0.0.1")
+        store.revoke(session, replaced_by=issued.session)
+        return touch(store, session)
+
+    monkeypatch.setattr(SessionStore, "touch", rotated_first)
+    page = other_tab(testapp, "GET", "/issues", before)
+    assert page.headers["X-AUSERNAME"] == "anonymous" and "Set-Cookie" not in page.headers
+    assert len(live_sessions(dbsession, users["fred"])) == 1  # no session from remember-me

@@ -360,6 +360,8 @@ def log_out(request: Request) -> LoggedOut:
     if identity is not None and session is not None:
         request.token_store.lock_owner(session.user_id)
         ended_meanwhile = acting_session_ended(request)
+    elif auth.rotated_to is not None:  # the cookies from before another tab's rotation
+        request.token_store.lock_owner(auth.rotated_to.user_id)
     if identity is not None:
         from .websudo import drop  # websudo checks passwords with this module
 
@@ -375,6 +377,8 @@ def log_out(request: Request) -> LoggedOut:
         if ended and ended[0].user_id != owner.id:  # a cookie sent beside Basic: another account's
             owner = request.dbsession.get(User, ended[0].user_id) or owner
         audit.record(request, Event.LOGGED_OUT, owner)
+    elif identity is None and ended:  # the session another tab's rotation started
+        audit.record(request, Event.LOGGED_OUT, request.dbsession.get(User, ended[0].user_id))
     request.login_reason = "OUT"
     return LoggedOut(headers, ended_meanwhile)
 

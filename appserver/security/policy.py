@@ -106,6 +106,7 @@ class SessionCookieSource:
             return
         lookup = SessionStore.reader(request).lookup(token)
         state = lookup.state
+        revoked_on_the_way = False
         # Only a session that serves the request is touched: Basic or a token beats the
         # cookie (``explicit``), and a client that sends both must not keep an unused
         # session from idling out.
@@ -114,13 +115,14 @@ class SessionCookieSource:
             lambda db: SessionStore.of(request, db).touch(lookup.session),
         ):
             state = CookieState.REVOKED  # revoked while this request was on its way
+            revoked_on_the_way = True
         auth.cookie = state
         auth.presented_session = lookup.session
         if state is CookieState.LIVE:
             if not auth.explicit:
                 auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
             return
-        if state is CookieState.REVOKED and lookup.session.replaced_by_id is not None:
+        if state is CookieState.REVOKED and (lookup.session.replaced_by_id is not None or revoked_on_the_way):
             # Another tab's rotation replaced this session moments ago, and its answer, with
             # the new cookies, may not have reached the browser yet. Deleting the cookie
             # here, or starting a session from the remember-me cookie, would overwrite them
@@ -128,12 +130,15 @@ class SessionCookieSource:
             # lost, the new session live with no cookie for a log-out to end (an outside
             # review). So this answer, stale as any, changes no login cookie. It serves
             # nothing either: a copy of the old cookie is worth nothing the moment a
-            # password change or "log out other sessions" commits.
+            # password change or "log out other sessions" commits. (A log-out with it ends
+            # the new session: ``login.log_out``.)
             with unit(request) as db:
-                auth.rotated_to = SessionStore.of(request, db).rotated_successor(lookup.session)
-            if auth.rotated_to is not None:
-                return
-        auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
+                # Revoked between the lookup and its touch: the row as the rotation left it.
+                presented = db.get(UserSession, lookup.session.id) if revoked_on_the_way else lookup.session
+                if presented is not None:
+                    auth.rotated_to = SessionStore.of(request, db).rotated_successor(presented)
+        if auth.rotated_to is None:
+            auth.cookies[settings.session_cookie] = delete_cookie(settings, settings.session_cookie)
         if state in (CookieState.EXPIRED, CookieState.REVOKED):
             with unit(request, write=True) as db:
                 audit.record(request, Event.SESSION_EXPIRED, lookup.user, state.value, db=db)
@@ -466,8 +471,22 @@ class AppSecurityPolicy:
         cookies: the logout step. ``ended`` (``forget(request, ended=[])``) receives the
         sessions this call revoked."""
         remembered, started = self.remember_me.end(request)  # tokens before sessions (see remember)
+        auth = self.authentication(request)
+        rotated: dict[int, UserSession] = {}
+        if auth.rotated_to is not None:
+            # The cookies from before another tab's rotation, moments ago: the session it
+            # started is this browser's login now, and a log-out ends it (an outside review:
+            # "You have logged out", the browser still logged in, elevated), with the
+            # remembered login that rotation started for it (a password change replaces the
+            # series), or the new cookies would log the browser in again. A copy of the old
+            # cookie can log the browser out for those 30 s; it gains nothing. (A new login
+            # with it does not reach them: see _sessions_of.)
+            rotated = {auth.rotated_to.id: auth.rotated_to}
+            add_successors(request.dbsession, rotated)
+            for session in rotated.values():
+                request.remember_store.revoke_for_session(session)
         headers = [
-            ("Set-Cookie", self.session.end(request, self.authentication(request), ended, also=started)),
+            ("Set-Cookie", self.session.end(request, auth, ended, also=[*started, *rotated])),
             ("Set-Cookie", remembered),
         ]
         self._cache.set(request, Authentication())

@@ -12,6 +12,7 @@ from pyramid.response import Response
 
 from ..errors import error_response
 from .basic import basic_challenge
+from .redirects import safe_destination
 
 RETRY_AFTER_SECONDS = 30
 #: On an answer made before anyone could be authenticated (an unreadable request, a refused
@@ -35,7 +36,8 @@ def challenge_for(request: Request, *, basic: bool) -> str:
 def without_os_authtype(request: Request) -> str:
     """This page's path and query without the ``os_authType`` demand."""
     kept = [(name, value) for name, value in request.GET.items() if name != "os_authType"]
-    return request.path + (f"?{urlencode(kept)}" if kept else "")
+    # A link on this site's page: "//evil.example/" as a path would lead elsewhere.
+    return safe_destination(request.path + (f"?{urlencode(kept)}" if kept else ""))
 
 
 def unauthorized_response(

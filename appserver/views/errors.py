@@ -49,8 +49,9 @@ def forbidden(exc, request: Request):
                 "You are not authenticated. Authentication required to perform this operation.",
                 basic=False,
             )
-        # The stale cookie is deleted by this very redirect, so the login page cannot see it:
-        # the redirect itself says the session expired (a flag, never a text of the URL's).
+        # The stale cookie is deleted by this very redirect (kept, moments after another
+        # tab's rotation, whose cookies stand), so the login page cannot see it: the
+        # redirect itself says the session expired (a flag, never a text of the URL's).
         query = {"os_destination": request.path_qs}
         if request.method not in ("GET", "HEAD"):
             # A form's POST: after the login a GET of its address would be a 405. Back to the

@@ -146,6 +146,10 @@ def logout_again(request: Request):
     where the first click landed on the home page; it lands there too, and the dead cookie
     is deleted as on any page. A POST that presented no session (a cross-site form, whose
     cookies SameSite kept back) is checked as every form is, and says so if it fails."""
+    if request.authentication.rotated_to is not None:
+        # The cookies from before another tab's rotation (a WebSudo confirmation, a
+        # password change): the session it started is this browser's, and is logged out.
+        return logout(request)
     if not request.authentication.stale_cookie:
         check_csrf_token(request, token=TOKEN_FIELD, header=TOKEN_HEADER)
     return HTTPSeeOther(request.route_url("home", _query={"notice": "logged-out"}))

@@ -11,8 +11,8 @@ from webob.multidict import MultiDict
 
 
 class RepeatedParameter(ValueError):
-    def __init__(self, name: str, count: int) -> None:
-        super().__init__(f"Give the query parameter '{name}' once: it was given {count} times.")
+    def __init__(self, name: str, count: int, message: str = "") -> None:
+        super().__init__(message or f"Give the query parameter '{name}' once: it was given {count} times.")
         self.name = name
 
 

@@ -96,8 +96,12 @@ def change_my_password(request: Request):
 
 
 def _username_parameter(request: Request) -> str:
-    """Jira's ``?username=`` (or ``?key=``, which is the username here), each at most once."""
-    return single(request.GET, "username") or single(request.GET, "key")
+    """Jira's ``?username=`` (or ``?key=``, which is the username here), each at most once,
+    and not both with different names (neither guess is safe)."""
+    username, key = single(request.GET, "username"), single(request.GET, "key")
+    if username and key and username != key:
+        raise RepeatedParameter("username", 2, "Give username or key, not both: they name different users.")
+    return username or key
 
 
 @view_config(route_name="rest.user.password", request_method="PUT", permission="account", require_csrf=False)
