@@ -27,6 +27,12 @@ def run_migrations(connection) -> None:
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # One transaction around every migration, on SQLite too (whose DDL is transactional,
+        # though alembic does not assume it): alembic otherwise committed after each one, and
+        # a second `initdb` waiting for the write lock could get it between two of them, read
+        # the revision in between, and run the next migration again ("table personal_tokens
+        # already exists": seen once in CI, with nine migrations to run).
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":

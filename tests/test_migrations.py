@@ -102,3 +102,20 @@ def test_the_models_match_the_migrations(scratch_engine):
         )
         differences = compare_metadata(context, metadata)
     assert differences == []
+
+
+def test_every_migration_runs_in_one_transaction(scratch_engine):
+    """On SQLite alembic committed after each migration (it does not assume transactional
+    DDL): a second `initdb`, waiting for the write lock, could get it between two of them,
+    read the revision in between and run the next migration again (CI saw "table
+    personal_tokens already exists" once). One transaction: the second waits for all."""
+    from sqlalchemy import event
+
+    commits: list[int] = []
+    event.listen(scratch_engine, "commit", lambda connection: commits.append(1))
+    with scratch_engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        if connection.in_transaction():
+            connection.commit()
+    assert len(commits) == 1
+    assert APP_TABLES <= set(inspect(scratch_engine).get_table_names())
