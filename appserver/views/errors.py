@@ -52,8 +52,9 @@ def forbidden(exc, request: Request):
         # The stale cookie is deleted by this very redirect (kept, moments after another
         # tab's rotation, whose cookies stand), so the login page cannot see it: the
         # redirect itself says the session expired (a flag, never a text of the URL's).
-        query = {"os_destination": request.path_qs}
-        if request.method not in ("GET", "HEAD"):
+        if request.method in ("GET", "HEAD"):
+            query = {"os_destination": request.path_qs}
+        else:
             # A form's POST: after the login a GET of its address would be a 405. Back to the
             # form's page instead, and the login page says the form was not carried out.
             query = {"os_destination": login_destination(request, form_page(request)), FORM_UNSENT_PARAM: "1"}

@@ -18,7 +18,7 @@ from pyramid.view import view_config
 from .. import jql, search
 from ..errors import error_response
 from ..models.issue import STATUSES, find_issue
-from .query import RepeatedParameter, single
+from .query import RepeatedParameter, repeated_response, single
 
 PAGE_SIZE = 50
 ISSUE_NOT_FOUND = "Issue does not exist or you do not have permission to see it."
@@ -41,8 +41,7 @@ def issue_list(request: Request):
     try:
         page, text = _page_number(request), single(request.GET, "jql")
     except RepeatedParameter as error:
-        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"},
-                              actions=[("All issues", request.route_path("issues"))])
+        return repeated_response(request, error, actions=[("All issues", request.route_path("issues"))])
     if page is None:
         return error_response(
             request, 400, ["The page number must be a whole number from 1 up."],

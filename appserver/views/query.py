@@ -7,7 +7,13 @@ it, as a repeated ``os_authType`` is.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from pyramid.request import Request
+from pyramid.response import Response
 from webob.multidict import MultiDict
+
+from ..errors import error_response
 
 
 class RepeatedParameter(ValueError):
@@ -22,3 +28,12 @@ def single(params: MultiDict, name: str, default: str = "") -> str:
     if len(values) > 1:
         raise RepeatedParameter(name, len(values))
     return values[0] if values else default
+
+
+def repeated_response(
+    request: Request, error: RepeatedParameter, actions: Iterable[tuple[str, str]] = ()
+) -> Response:
+    """The 400 that names the parameter: Jira's JSON under /rest, a page elsewhere."""
+    return error_response(
+        request, 400, [str(error)], errors={error.name: "given more than once"}, actions=actions
+    )

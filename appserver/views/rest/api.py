@@ -16,7 +16,7 @@ from ...security.accounts import AccountError, TooManyAttempts
 from ...models import canonical_username
 from ...security.login import find_user
 from ...security.responses import denied_response
-from ..query import RepeatedParameter, single
+from ..query import RepeatedParameter, repeated_response, single
 from . import BadJSON, bad_json_response, json_object, missing_strings, user_json
 
 try:
@@ -112,7 +112,7 @@ def change_user_password(request: Request):
     try:
         username = _username_parameter(request)
     except RepeatedParameter as error:
-        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"})
+        return repeated_response(request, error)
     if not username:
         return error_response(request, 400, ["Name the account: ?username=NAME."],
                               errors={"username": "username is required"})
@@ -149,7 +149,7 @@ def user(request: Request):
     try:
         username = _username_parameter(request)
     except RepeatedParameter as error:
-        return error_response(request, 400, [str(error)], errors={error.name: "given more than once"})
+        return repeated_response(request, error)
     found = find_user(request, username)
     if found is None:
         return error_response(
