@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from .models import Issue, Project, User, canonical_username
 from .models.issue import PUBLIC, USERS
 from .security.accounts import validate_new_password, validate_username
+from .security.password_policy import context_words
 from .security.login import find_user
 
 #: (username, password, display name, email, admin). Shown in the README.
@@ -31,7 +32,7 @@ def ensure_user(
     if user is not None:
         return user, False
     username = validate_username(username)
-    validate_new_password(request, password)
+    validate_new_password(request, password, context=context_words(username, display_name, email))
     now = request.now
     user = User(
         username=username,

@@ -64,6 +64,8 @@ class AppSettings:
     max_lockout_seconds: int
     remember_cookie_name: str
     remember_max_age: int
+    min_password_length: int
+    min_password_strength: int
     max_password_bytes: int
     max_concurrent_hashes: int
     credential_cache_size: int
@@ -97,7 +99,7 @@ class AppSettings:
         return f"__Host-{self.remember_cookie_name}" if self.secure_cookies else self.remember_cookie_name
 
 
-def _integer(minimum: int) -> Callable[[str, Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
     def parse(name: str, value: Any) -> int:
         try:
             number = int(str(value).strip())
@@ -105,6 +107,8 @@ def _integer(minimum: int) -> Callable[[str, Any], int]:
             raise ConfigurationError(f"{name}: expected a whole number, got {value!r}") from None
         if number < minimum:
             raise ConfigurationError(f"{name}: must be at least {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            raise ConfigurationError(f"{name}: must be at most {maximum}, got {number}")
         return number
 
     return parse
@@ -201,6 +205,10 @@ SCHEMA: dict[str, tuple[str, Callable[[str, Any], Any], Any]] = {
     "appserver.login.max_lockout_seconds": ("max_lockout_seconds", _integer(1), 900),
     "appserver.remember.cookie_name": ("remember_cookie_name", _cookie_name, "appserver.remember"),
     "appserver.remember.max_age": ("remember_max_age", _integer(60), 14 * 24 * 3600),
+    # ASVS 4.0.3 2.1.1: at least 12 characters (NIST SP 800-63B's floor is 8).
+    "appserver.password.min_length": ("min_password_length", _integer(8), 12),
+    # zxcvbn's score a new password needs, 0-4 (0: no estimate): security/password_policy.py.
+    "appserver.password.min_strength": ("min_password_strength", _integer(0, 4), 2),
     "appserver.password.max_bytes": ("max_password_bytes", _integer(8), 1024),
     "appserver.password.max_concurrent_hashes": ("max_concurrent_hashes", _integer(1), 4),
     # Verified credentials kept per process so HTTP Basic skips argon2 (0: off).
@@ -344,6 +352,13 @@ def parse_settings(settings: Mapping[str, Any]) -> AppSettings:
             "appserver.login.max_lockout_seconds: must not be shorter than appserver.login.lockout_seconds "
             f"({parsed.max_lockout_seconds} < {parsed.lockout_seconds}): set it to "
             f"{parsed.lockout_seconds} or more"
+        )
+    if parsed.min_password_length * 4 > parsed.max_password_bytes:
+        # A character takes up to four bytes in UTF-8: every password long enough must fit.
+        raise ConfigurationError(
+            "appserver.password.max_bytes: must be at least four times appserver.password.min_length "
+            f"({parsed.max_password_bytes} < 4 x {parsed.min_password_length}), or some passwords "
+            "long enough would be refused as too long"
         )
     if parsed.token_name_max_length > TOKEN_NAME_COLUMN_LENGTH:
         raise ConfigurationError(

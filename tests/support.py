@@ -337,6 +337,18 @@ def record_http(monkeypatch) -> list[Exchange]:
     return exchanges
 
 
+def browser_logged_in(testapp, username: str, password: str | None = None):
+    """A WebTest client of ``testapp``'s app with a cookie jar of its own, logged in through
+    the login form as a person does (``<username>-password`` by default)."""
+    import webtest
+
+    client = webtest.TestApp(testapp.app, extra_environ=testapp.extra_environ)
+    form = client.get("/login").forms["login-form"]
+    form["os_username"], form["os_password"] = username, password or f"{username}-password"
+    form.submit(status=303)
+    return client
+
+
 def confirm_websudo(client, password: str, destination: str = "/admin/users"):
     """Confirm the password at the WebSudo prompt the way a person does (the real form, CSRF
     token and all), so a logged-in administrator's cookie session may do admin work; returns

@@ -200,7 +200,7 @@ def test_password_change_needs_the_current_password_and_a_good_new_one(testapp, 
     mismatch = change_password(laptop, "fred-password", "a-new-password", "another-one", status=400)
     assert "do not match" in mismatch.text
     short = change_password(laptop, "fred-password", "short", status=400)
-    assert "at least 8 characters" in short.text
+    assert "at least 12 characters" in short.text
     testapp.get("/rest/api/2/myself", headers=basic("fred", "fred-password"), status=200)
 
 
@@ -274,7 +274,7 @@ def test_rest_password_change_with_basic_credentials(testapp, users):
         ({"currentPassword": "wrong-password", "password": "a-new-password"}, 403,
          {"currentPassword": "Your current password is not correct."}),
         ({"currentPassword": "fred-password", "password": "short"}, 400,
-         {"password": "Choose a password of at least 8 characters."}),
+         {"password": "Choose a password of at least 12 characters."}),
         ({"password": "a-new-password"}, 400, {"currentPassword": "currentPassword is required"}),
         ({"currentPassword": "fred-password", "password": 12345678}, 400,
          {"password": "password must be a string"}),

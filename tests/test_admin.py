@@ -184,7 +184,7 @@ def test_setting_a_password_checks_it_like_every_other_password(testapp, users):
     assert page.html.select_one("#set-password-error").text == "The two new passwords do not match."
     form = page.forms["set-password-form"]
     form["new_password"] = form["confirm_password"] = "short"
-    assert "at least 8 characters" in form.submit(status=400).html.select_one("#set-password-error").text
+    assert "at least 12 characters" in form.submit(status=400).html.select_one("#set-password-error").text
 
 
 def test_your_own_password_is_set_on_the_account_page(testapp, users):
@@ -222,7 +222,7 @@ def test_rest_sets_a_password_as_jira_does(testapp, users, app_request):
     missing = testapp.put_json(url + "?username=nobody", {"password": "x" * 10}, headers=admin, status=404)
     assert missing.json == {"errorMessages": ["The user named 'nobody' does not exist"], "errors": {}}
     short = testapp.put_json(url + "?username=fred", {"password": "short"}, headers=admin, status=400)
-    assert "at least 8 characters" in short.json["errors"]["password"]
+    assert "at least 12 characters" in short.json["errors"]["password"]
     unnamed = testapp.put_json(url, {"password": "x" * 10}, headers=admin, status=400)
     assert unnamed.json["errors"] == {"username": "username is required"}
     empty = testapp.put_json(url + "?username=fred", {}, headers=admin, status=400)

@@ -567,7 +567,7 @@ def test_a_lock_out_committed_while_a_password_is_set_ends_with_it(server, monke
             requests.post(server.url + "/rest/auth/1/session", timeout=30,
                           json={"username": name, "password": f"wrong-guess-{attempt}"})
 
-    def guessed_meanwhile(request, password, confirm=None):
+    def guessed_meanwhile(request, password, confirm=None, **account):
         if not guessing:
             future, started = in_thread(guesses)
             guessing.append(future)
@@ -575,7 +575,7 @@ def test_a_lock_out_committed_while_a_password_is_set_ends_with_it(server, monke
                 future.result(timeout=30)
             else:
                 wait_until_blocked(server, started)
-        return real(request, password, confirm)
+        return real(request, password, confirm, **account)
 
     monkeypatch.setattr(accounts, "validate_new_password", guessed_meanwhile)
     changed = requests.put(server.url + "/rest/api/2/user/password", params={"username": name},

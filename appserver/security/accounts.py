@@ -4,6 +4,7 @@ the admin pages and the command line: each revokes what it must and leaves an au
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from pyramid.request import Request
@@ -16,9 +17,9 @@ from . import audit
 from .audit import Event
 from .characters import has_bidi_controls, has_control_characters, is_invisible, lookalike_scripts, looks_blank
 from .login import Outcome, check_user_password, unchanged_since_check
+from .password_policy import context_words, weakness
 from .sessions import acting_session_ended, add_successors
 
-MIN_PASSWORD_LENGTH = 8
 #: Besides letters, digits and combining marks of any script.
 USERNAME_SYMBOLS = "._-@+"
 USERNAME_RULE = (
@@ -121,17 +122,28 @@ def validate_profile(display_name: str, email: str) -> tuple[str, str]:
     return display_name, email
 
 
-def validate_new_password(request: Request, password: str, confirm: str | None = None) -> None:
+def validate_new_password(
+    request: Request, password: str, confirm: str | None = None, *, account: User | None = None,
+    context: Iterable[str] = (),
+) -> None:
     """The one rule for new passwords, wherever they are set (account page, REST, admin
-    form, command line, demo data)."""
+    form, command line, demo data). ``account`` (or, for one not made yet, ``context``): the
+    words of the account a password must not lean on (``password_policy``)."""
     if confirm is not None and password != confirm:
         raise AccountError("The two new passwords do not match.", "password")
     if has_control_characters(password):  # NUL, newlines: no client can send them in Basic
         raise AccountError("Passwords cannot contain control characters.", "password")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.", "password")
+    settings = request.appserver_settings
+    if len(password) < settings.min_password_length:
+        raise AccountError(f"Choose a password of at least {settings.min_password_length} characters.",
+                           "password")
     if request.passwords.too_long(password):
         raise AccountError(f"Passwords are limited to {request.passwords.max_bytes} bytes.", "password")
+    if account is not None:
+        context = context_words(account.username, account.display_name, account.email or "")
+    problem = weakness(password, context, min_score=settings.min_password_strength)
+    if problem is not None:
+        raise AccountError(problem, "password")
 
 
 def change_own_password(request: Request, user: User, current: str, new: str, confirm: str | None = None) -> int:
@@ -146,7 +158,7 @@ def change_own_password(request: Request, user: User, current: str, new: str, co
         raise TooManyAttempts(attempt.retry_after or 1)
     if not attempt.ok:
         raise AccountError("Your current password is not correct.", "currentPassword")
-    validate_new_password(request, new, confirm)
+    validate_new_password(request, new, confirm, account=user)
     identity = request.authentication.identity
     keep = identity.session if identity else None
     return set_password(
@@ -185,7 +197,7 @@ def set_password(
     is then locked and compared, as a login does, and this change is refused: the first one
     stands and its revocations with it.
     """
-    validate_new_password(request, password)
+    validate_new_password(request, password, account=user)
     new_hash = request.passwords.hash(password)  # before the lock: a hash takes a while
     if checked_hash is not None and (
         not unchanged_since_check(request, user, checked_hash) or acting_session_ended(request)

@@ -158,7 +158,7 @@ def set_user_password(request: Request):
     password = request.POST.get("new_password", "")
     try:
         accounts.refuse_tokens(request, "set passwords")
-        accounts.validate_new_password(request, password, request.POST.get("confirm_password", ""))
+        accounts.validate_new_password(request, password, request.POST.get("confirm_password", ""), account=user)
         accounts.reset_password(request, user, password, by=request.user)
     except AccountError as error:
         request.response.status = error.status
