@@ -323,6 +323,14 @@ def test_a_form_sent_after_the_session_expired_leads_back_to_its_page(testapp, u
     form = login.forms["login-form"]
     form["os_username"], form["os_password"] = "fred", "fred-password"
     assert form.submit(status=303).location == "http://localhost/account"
+    # A page that demanded Basic (os_authType=basic): no login by form meets that demand.
+    laptop = browser(testapp)
+    clock.advance(1801)
+    sent = laptop.post(action, {"csrf_token": token}, status=303,
+                       headers={"Referer": "http://localhost/account?os_authType=basic&x=1"})
+    form = sent.follow().forms["login-form"]
+    form["os_username"], form["os_password"] = "fred", "fred-password"
+    assert form.submit(status=303).location == "http://localhost/account?x=1"
     # From another site, or with no Referer: home, never the POST-only address.
     laptop.reset()
     for referer in ({"Referer": "https://evil.example/account"}, {}):

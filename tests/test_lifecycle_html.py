@@ -166,6 +166,18 @@ def test_a_non_ascii_destination_is_kept_percent_encoded(testapp, users):
     assert response.headers["Location"] == "http://localhost/issues?q=%E2%82%AC"
 
 
+@pytest.mark.parametrize("destination, location", [
+    ("/issues?page=2&os_authType=basic", "/issues?page=2"),  # the same 401 after the login
+    ("/issues?os_authType=BASIC", "/issues"),
+    ("/issues?os_authType=cookie", "/issues?os_authType=cookie"),  # met by the login
+    ("/issues?os_authType=any&page=2", "/issues?os_authType=any&page=2"),
+])
+def test_a_login_by_form_drops_only_a_demand_for_basic_from_its_destination(testapp, users, destination, location):
+    response = submit_login(testapp, destination=destination, status=303)
+    assert response.headers["Location"] == "http://localhost" + location
+    response.follow(status=200)
+
+
 # --- The account page needs a login ----------------------------------------------------------
 
 

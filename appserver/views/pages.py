@@ -1,7 +1,7 @@
 """HTML pages: home, log in, log out."""
 from __future__ import annotations
 
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pyramid.csrf import check_csrf_token
 from pyramid.httpexceptions import HTTPSeeOther
@@ -108,10 +108,25 @@ def login_destination(request: Request, candidate: str | None) -> str:
     for _ in range(NESTED_LOGINS):
         parts = urlsplit(destination)
         if unquote(parts.path) != login_path:
-            return destination
+            return _without_basic_demand(destination)
         inner = parse_qs(parts.query).get("os_destination")
         destination = safe_destination(inner[0] if inner else None)
     return DEFAULT_DESTINATION
+
+
+def _without_basic_demand(destination: str) -> str:
+    """``destination`` without an ``os_authType=basic`` demand, which no login by form or
+    cookie meets: the page would answer the same 401 (and a browser its password dialog)
+    right after the login. A form's page found by its ``Referer`` can carry one too."""
+    parts = urlsplit(destination)
+    if "os_authType" not in parts.query:
+        return destination
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, value) for name, value in pairs
+            if not (name == "os_authType" and value.strip().lower() == "basic")]
+    if len(kept) == len(pairs):
+        return destination
+    return safe_destination(urlunsplit(parts._replace(query=urlencode(kept))))
 
 
 def demo_users(request: Request) -> list[tuple[str, str, str]]:
