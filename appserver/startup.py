@@ -358,6 +358,9 @@ def address_problem(error: OSError, address: Any) -> str:
             return f"{display(address)}: permission denied — this user may not use that socket"
         return f"cannot listen on {display(address)}: {error.strerror or error}"
     if error.errno == errno.EADDRINUSE:
+        if os.environ.get(LISTEN_VARIABLE):  # it beats PORT and http_port: they would not help
+            return (f"{display(address)} is in use — is another server running? Another address: "
+                    f"{LISTEN_VARIABLE}=HOST:PORT (it is set, and wins over PORT and http_port)")
         return (f"{display(address)} is in use — is another server running? Another port: "
                 "make run PORT=N, or pserve CONFIG http_port=N")
     if error.errno == errno.EACCES:

@@ -356,7 +356,8 @@ def test_create_token_prints_only_the_token_which_then_works(appserver_cli, web)
     [
         (("create-token", "fred", "no expiry"),
          "appserver: error: give --expires-days N (1 to 365): tokens without an expiry date are not allowed"),
-        (("create-token", "fred", "x", "--expires-days", "366"), "give --expires-days N (1 to 365): The expiry"),
+        (("create-token", "fred", "x", "--expires-days", "366"),
+         "appserver: error: --expires-days 366: give a whole number of days from 1 to 365\n"),
         (("create-token", "fred", ""), "Give the token a name"),
         (("create-token", "nobody", "x", "--expires-days", "1"), "no user named 'nobody'"),
         (("revoke-tokens", "nobody"), "no user named 'nobody'"),

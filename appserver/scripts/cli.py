@@ -199,7 +199,8 @@ def cmd_create_token(args: argparse.Namespace) -> None:
             if error.field == "expirationDuration":  # say it in the command's own words
                 allowed = request.appserver_settings.token_max_expiry_days
                 raise CommandError(
-                    f"give --expires-days N (1 to {allowed}): {error}" if args.expires_days is not None
+                    f"--expires-days {args.expires_days}: give a whole number of days from 1 to {allowed}"
+                    if args.expires_days is not None
                     else f"give --expires-days N (1 to {allowed}): tokens without an expiry date are "
                     "not allowed here (appserver.tokens.allow_no_expiry)"
                 ) from None
