@@ -33,7 +33,8 @@ class Journal:
     #: every request that got no HTTP answer: {t0, t1, server, kind, error}
     connection_errors: list[dict[str, Any]] = field(default_factory=list)
     #: a client that held credentials it believed live was treated as logged out:
-    #: {user, issued, t1, kind, status, in_doubt}; judged against ``revocations``
+    #: {user, issued (when the request that set its cookie was sent), t1, kind, status,
+    #: in_doubt}; judged against ``revocations``
     refusals: list[dict[str, Any]] = field(default_factory=list)
     #: administrator "log out everywhere": {user, t0, t1 (None: not acknowledged)}
     revocations: list[dict[str, Any]] = field(default_factory=list)

@@ -67,7 +67,10 @@ class LoadUser(HttpUser):
         number = _next_number(type(self).__name__)
         self.server = number % len(PLAN.servers)
         self.jar = CookieJar()
-        self.issued = 0.0  # when the session cookie we hold was issued
+        # When the request that set the session cookie we hold was sent: the session may exist
+        # from then on, so a revocation that ends after it may have caught it, although the
+        # login's answer (and so the cookie) arrived after the revocation's.
+        self.issued = 0.0
         self.in_doubt = False  # a request of ours died without an answer since then
         self.tasks_done = 0
         if self.account_kind:
@@ -135,7 +138,7 @@ class LoadUser(HttpUser):
                 if jar is not None:
                     changed = jar.update(response)
                     if jar is self.jar and PLAN.session_cookie in changed:
-                        self.issued, self.in_doubt = t1, False
+                        self.issued, self.in_doubt = t0, False
                         JOURNAL.session_issued(self.username, jar.header(only=PLAN.session_cookie), t1)
                 if problems:
                     response.failure(problems[0])
