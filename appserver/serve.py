@@ -170,8 +170,16 @@ class GracefulServer:
         """The signal handler: only sets a flag; the loop notices within one loop timeout."""
         self.stop_requested = True
 
+    def hang_up(self, signum: int = signal.SIGHUP, frame: Any = None) -> None:
+        """SIGHUP's default action ended the process at once, silently, with an exit that
+        systemd's ``Restart=on-failure`` counts as clean (an outside review): a daemon's
+        "reload" took the process down for good. Nothing here can be reloaded in place."""
+        log.warning("SIGHUP ignored: this server has nothing to reload; restart it to read new "
+                    "code or settings (systemctl restart appserver@N, or make cluster-restart)")
+
     def serve(self) -> None:
         previous = signal.signal(signal.SIGTERM, self.request_stop)
+        previous_hangup = signal.signal(signal.SIGHUP, self.hang_up)
         try:
             while True:
                 wasyncore.loop(
@@ -184,6 +192,7 @@ class GracefulServer:
                     break
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGHUP, previous_hangup)
             self.server.task_dispatcher.shutdown(timeout=5)
 
     def _drained(self) -> bool:

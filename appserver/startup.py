@@ -98,6 +98,8 @@ def database_problem(error: BaseException, url: Any) -> str:
         )
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
         return f"the database {where} has no tables: run 'appserver CONFIG initdb'"
+    if "no such column" in lowered or ("column" in lowered and "does not exist" in lowered):
+        return f"the database {where} is behind this code ({reason}): run 'appserver CONFIG initdb'"
     if make_url(str(url)).get_backend_name() == "sqlite":
         return (
             f"cannot use the database {where}: {reason}. Check that its folder exists and "
@@ -176,8 +178,11 @@ def missing_sqlite_file(url: Any) -> bool:
 
 
 def database_status(engine: Engine, config_uri: str | None) -> str | None:
-    """None when the database answers and is migrated to this code's newest revision,
-    else the one line that says what to do."""
+    """None when the database answers and is migrated to this code's newest revision, or to
+    a revision this code does not know: a newer release's, whose migrations only add (as
+    the servers of this release go on serving it, its commands go on working: the hourly
+    purge of a machine not upgraded yet, an emergency revoke-sessions after a rollback).
+    Else the one line that says what to do."""
     config_path = Path(ini_path(config_uri)) if config_uri else None
     initdb = f"appserver {config_path or 'CONFIG'} initdb"
     problem = migrations_problem(config_path) if config_path is not None else None
@@ -195,13 +200,27 @@ def database_status(engine: Engine, config_uri: str | None) -> str | None:
                 return f"the database {safe_url(engine.url)} is empty: run '{initdb}'"
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError) as error:
         return database_problem(error, engine.url)
-    head = head_revision(config_path)
-    if head is not None and current != head:
+    head, older = code_revisions(config_path)
+    if head is not None and (current in older or current is None):
         return (
             f"the database {safe_url(engine.url)} is at revision {current}, this code needs "
             f"{head}: run '{initdb}'"
         )
     return None
+
+
+def newer_revision(engine: Engine, config_uri: str) -> str | None:
+    """The database's revision when it is one this code does not know (a newer release
+    migrated it), else None: ``initdb`` cannot go back."""
+    head, older = code_revisions(Path(ini_path(config_uri)))
+    if head is None:
+        return None
+    with engine.connect() as connection:
+        try:
+            current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (sa_exc.OperationalError, sa_exc.ProgrammingError):
+            return None  # no alembic_version yet: an empty database
+    return current if current is not None and current != head and current not in older else None
 
 
 # --- pserve: the application ----------------------------------------------------------------

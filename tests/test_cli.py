@@ -3,6 +3,7 @@ served for real by ``pserve`` (issue 2: command line, configuration, serving; ac
 """
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
@@ -19,15 +20,16 @@ from urllib.parse import quote
 import pytest
 import requests
 import webtest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 import appserver
 from appserver.models import AuthEvent, User, UserSession, get_engine
+from appserver import startup
 from appserver.scripts import cli
 from appserver.settings import ConfigurationError, parse_settings
 
 from .conftest import DATABASES
-from .support import ROOT, SECRET, base_settings, production_environment, reset_database, sibling_database
+from .support import ROOT, SECRET, base_settings, migrate, production_environment, reset_database, sibling_database
 
 #: The console scripts of the environment running the tests (make test: .venv/bin).
 BIN = Path(sys.executable).parent
@@ -160,6 +162,60 @@ def test_initdb_migrates_an_empty_database(appserver_cli, ini, database):
 
     assert {"users", "sessions", "alembic_version"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def _set_revision(database: str, revision: str) -> None:
+    engine = get_engine({"sqlalchemy.url": database})
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+    engine.dispose()
+
+
+def test_a_database_a_newer_release_migrated_serves_this_release_s_commands(appserver_cli, web, database):
+    """After a rollback, or on a machine not upgraded yet, the database is at a revision this
+    code does not know. Its servers go on serving (migrations only add), and so do its
+    commands now: they refused with "run initdb", and initdb died on a traceback (an outside
+    review). initdb alone refuses, in one line: it cannot go back."""
+    appserver_cli("initdb", "--demo")
+    token = rest_login(web, "fred", "fred-password").json["session"]["value"]
+    _set_revision(database, "9999_next_release")
+    status, out, err = appserver_cli("revoke-sessions", "fred")
+    assert (status, err) == (0, ""), err
+    web.get("/rest/api/2/myself", headers={"Cookie": f"appserver.session={token}"}, status=401)
+    status, out, err = appserver_cli("initdb")
+    head = startup.head_revision(ROOT / "development.ini")
+    assert status == 1 and out == "" and err == (
+        "appserver: error: the database is at revision 9999_next_release, which this code does not "
+        f"know: a newer release migrated it (this one goes up to {head}). Nothing was changed; run that "
+        "release's initdb. This release's servers and commands keep working with it (docs/deployment.md, "
+        '"Rolling back a release")\n')
+
+
+def test_a_server_started_before_initdb_answers_503_not_500(appserver_cli, ini, database, caplog):
+    """A process of the new release on a database of the old one (restarted before initdb):
+    on PostgreSQL a missing column is a ProgrammingError, which was a 500 with a traceback
+    per request, 100,000 log lines in 25 s (an outside review); SQLite's is an
+    OperationalError, a 503 already. Now both are the database's state: 503, Retry-After,
+    one rate-limited line saying what to run."""
+    engine = get_engine({"sqlalchemy.url": database})
+    migrate(engine, "0006")  # before sessions.replaced_by_id (0007) and the hourly failures (0008)
+    engine.dispose()
+    from pyramid.paster import get_app
+
+    app = webtest.TestApp(get_app(ini), extra_environ={"HTTP_HOST": "localhost"})
+    cookie = {"Cookie": "appserver.session=" + "A" * 43}
+    basic = {"Authorization": "Basic " + base64.b64encode(b"fred:fred-password").decode()}
+    try:
+        for path, headers in (("/rest/api/2/myself", cookie), ("/rest/api/2/myself", basic), ("/issues", cookie)):
+            answer = app.get(path, headers=headers, status=503)
+            assert answer.headers["Retry-After"], path
+        assert answer.content_type == "text/html"
+        rest = app.get("/rest/api/2/myself", headers=basic, status=503)
+        assert rest.json["errors"] == {} and rest.json["errorMessages"]
+        assert "unhandled error" not in caplog.text
+        assert "run 'appserver CONFIG initdb'" in caplog.text
+    finally:
+        app.app.registry.dbengine.dispose()
 
 
 def test_initdb_demo_twice_is_idempotent(appserver_cli, ini):

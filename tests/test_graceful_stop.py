@@ -139,6 +139,24 @@ def test_sigterm_closes_idle_keep_alive_connections_and_exits(served_database, t
         assert client.sock.recv(65536) == b""  # closed by the server, not left hanging
 
 
+def test_sighup_is_said_and_ignored(served_database, tmp_path):
+    """Its default action ended the process at once, with no line, and systemd's
+    Restart=on-failure did not start it again (an outside review)."""
+    with pserve(served_database, tmp_path) as (process, port, log):
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "SIGHUP ignored" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)  # waiting for the line
+        assert "restart it to read new code or settings" in log.read_text()
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        client.request("GET", "/status")
+        assert client.getresponse().status == 200
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
 @pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
 def test_sigterm_waits_for_a_request_the_application_is_serving(served_database, tmp_path, unix):
     """A login that waits for a lock on the sessions table (PostgreSQL: LOCK TABLE, and the

@@ -33,9 +33,24 @@ configure_mappers()
 
 log = logging.getLogger(__name__)
 
-#: Errors that mean "the database cannot be reached right now" (down, restarting, pool
-#: exhausted): answered with 503 and Retry-After, never with anonymous content.
-DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+#: Errors that may mean "the database cannot serve this request right now" (down,
+#: restarting, pool exhausted, not migrated yet): answered with 503 and Retry-After, never
+#: with anonymous content. A ``ProgrammingError`` only when :func:`is_unavailable` says so.
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.ProgrammingError)
+
+#: PostgreSQL's undefined_table and undefined_column: the schema is behind the code (a
+#: process started before ``initdb``; SQLite reports these as an OperationalError).
+SCHEMA_BEHIND_SQLSTATES = frozenset({"42P01", "42703"})
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (one of :data:`DATABASE_UNAVAILABLE`) is the database's state, a
+    503 until it changes, and not a bug in a statement, which is a 500. A table or column
+    missing on PostgreSQL is the first: every request of a process that started before the
+    migration it needs failed with a 500 and a traceback (an outside review)."""
+    if isinstance(error, sa_exc.ProgrammingError):
+        return getattr(error.orig, "sqlstate", None) in SCHEMA_BEHIND_SQLSTATES
+    return isinstance(error, DATABASE_UNAVAILABLE)
 
 #: Methods whose requests only read: on SQLite their transactions begin without the write lock.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -119,6 +119,18 @@ def cmd_initdb(args: argparse.Namespace) -> None:
     if problem is not None:  # before connecting: SQLite would make an empty file
         raise CommandError(problem)
     require_database(args.config_uri, migrated=False)
+    engine = get_engine(app_settings(args.config_uri))
+    try:
+        newer = startup.newer_revision(engine, args.config_uri)
+    finally:
+        engine.dispose()
+    if newer is not None:
+        raise CommandError(
+            f"the database is at revision {newer}, which this code does not know: a newer release "
+            f"migrated it (this one goes up to {startup.head_revision(startup.config_file(args.config_uri))}). "
+            "Nothing was changed; run that release's initdb. This release's servers and commands "
+            "keep working with it (docs/deployment.md, \"Rolling back a release\")"
+        )
     migrate(args.config_uri)
     print("database migrated to the latest revision")
     if args.demo:
@@ -374,8 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         return fail(f"{startup.ini_path(args.config_uri)}: {error}")
     except DATABASE_UNAVAILABLE as error:  # checked before, so it failed while the command ran
-        url = startup.safe_url(app_settings(args.config_uri).get("sqlalchemy.url"))
-        return fail(f"the database {url} failed: {startup.first_line(error)}")
+        url = app_settings(args.config_uri).get("sqlalchemy.url")
+        if getattr(getattr(error, "orig", None), "sqlstate", None) == "55P03":  # a lock wait: whose?
+            problem = startup.database_problem(error, url)
+        else:
+            problem = f"the database {startup.safe_url(url)} failed: {startup.first_line(error)}"
+        if args.func is cmd_initdb:  # every migration in one transaction: nothing half-done
+            problem += "; nothing was changed"
+        return fail(problem)
     except SystemExit as error:  # the app factory's one line (it is pserve's too)
         if isinstance(error.code, str):
             return fail(error.code)

@@ -36,7 +36,9 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..errors import error_response, is_rest
-from ..models import DATABASE_UNAVAILABLE, abandon_request_transaction, retry_transient, transient_kind
+from ..models import (
+    DATABASE_UNAVAILABLE, abandon_request_transaction, is_unavailable, retry_transient, transient_kind,
+)
 from ..repeated_warning import RepeatedWarning
 from ..startup import database_problem
 from . import client
@@ -156,6 +158,8 @@ def authentication_tween_factory(handler: Handler, registry: Registry) -> Handle
             # go); the request's transaction only begins when the view uses request.dbsession.
             auth = request.authentication
         except DATABASE_UNAVAILABLE as error:
+            if not is_unavailable(error):
+                raise  # a bug: the exception views answer 500
             if retry_transient(request, error):
                 log.info(
                     "transient database error while authenticating, running %s again: %s",

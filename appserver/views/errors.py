@@ -17,6 +17,7 @@ from ..models import (
     DATABASE_UNAVAILABLE,
     abandon_request_transaction,
     commit_in_doubt,
+    is_unavailable,
     retry_transient,
     transient_kind,
 )
@@ -186,7 +187,10 @@ def session_ended(exc: SessionEnded, request: Request):
 @exception_view_config(DATABASE_UNAVAILABLE[0])
 @exception_view_config(DATABASE_UNAVAILABLE[1])
 @exception_view_config(DATABASE_UNAVAILABLE[2])
+@exception_view_config(DATABASE_UNAVAILABLE[3])
 def database_unavailable(exc, request: Request):
+    if not is_unavailable(exc):
+        return server_error(exc, request)
     # A transient error (SQLite busy, a serialization failure, a cut connection) is marked
     # for pyramid_retry, which throws this answer away and runs the request again; only the
     # last attempt's 503 reaches the client. A COMMIT that got no answer is never run again.
