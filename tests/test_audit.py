@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import webtest
 from sqlalchemy import select
@@ -74,3 +75,33 @@ def test_account_page_shows_recent_activity(testapp, users):
     testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": "fred-password"})
     activity = testapp.get("/account").html.select_one("#activity").text
     assert "Failed login" in activity and "Logged in" in activity
+
+
+def test_each_event_is_a_line_of_the_process_log_once_committed(testapp, users, caplog):
+    """An operator reading journald sees failed logins, lock-outs and password changes as
+    they happen (they were in the database only: an outside review). No secret, and no
+    name typed for an account that does not exist (people type passwords there)."""
+    caplog.set_level(logging.INFO, logger="appserver.audit")
+    for password in ("wrong-1", "wrong-2", "wrong-3"):
+        testapp.post_json("/rest/auth/1/session", {"username": "fred", "password": password}, status=401)
+    testapp.post_json("/rest/auth/1/session", {"username": "ghost-secret-typed-here", "password": "boo"}, status=401)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "appserver.audit"]
+    failed = ("INFO", "login.failed user=fred address=127.0.0.1 detail='rest: wrong password'")
+    assert lines[:3] == [failed] * 3
+    assert lines[3][0] == "WARNING" and lines[3][1].startswith("account.locked user=fred address=127.0.0.1")
+    assert lines[4] == ("INFO", "login.failed user=- address=127.0.0.1 detail='rest: unknown user'")
+    assert "wrong-" not in caplog.text and "ghost-secret" not in caplog.text and "boo" not in caplog.text
+
+
+def test_an_event_whose_transaction_rolled_back_is_not_logged(app_request, users, caplog):
+    from appserver.security import audit
+
+    caplog.set_level(logging.INFO, logger="appserver.audit")
+    session = app_request.dbsession
+    audit.record(app_request, audit.Event.USER_CREATED, users["fred"], "outside the savepoint")
+    savepoint = session.begin_nested()
+    audit.record(app_request, audit.Event.PASSWORD_CHANGED, users["fred"], "never happened")
+    session.flush()
+    savepoint.rollback()
+    lines = [line for _, line in session.info["appserver.audit_lines"]]
+    assert [detail for *_, detail in lines] == ["outside the savepoint"]  # logged at the commit

@@ -2,15 +2,21 @@
 
 Rows never hold a password or a token; usernames are recorded only through the account
 they belong to, since people type passwords into username fields.
+
+Each row also becomes one line of the process log (logger ``appserver.audit``) once its
+transaction commits: an operator reading journald sees the failed logins, lock-outs and
+revocations as they happen, even after a database restore rolled the rows back (an outside
+review: they were in the database only). A repeat counted on an earlier row adds no line.
 """
 from __future__ import annotations
 
 import enum
+import logging
 from datetime import timedelta
 
 from pyramid.request import Request
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, event as sa_event, func, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
 from ..models import AuthEvent, User
 from . import client
@@ -64,6 +70,15 @@ DESCRIPTIONS = {
     Event.WEBSUDO_DROPPED: "Administrator access dropped",
 }
 
+#: Events an operator should look at: logged as warnings, the others as information.
+NOTABLE = frozenset({Event.LOCKED_OUT, Event.LOGIN_DENIED, Event.REMEMBER_THEFT, Event.REMEMBER_REUSED,
+                     Event.WEBSUDO_REFUSED, Event.TOKEN_REFUSED})
+
+log = logging.getLogger("appserver.audit")
+
+#: In ``Session.info``: the log lines of the events added to the session's transaction.
+_PENDING_LINES = "appserver.audit_lines"
+
 #: Events a client can repeat at will (replaying a revoked cookie, retrying during a lock-out,
 #: a script retrying a revoked token): written at most once per user, detail, address and
 #: ``appserver.audit.collapse_seconds``; the repeats are counted on that row.
@@ -106,6 +121,33 @@ def record(
             repeats=0,
         )
     )
+    level = logging.WARNING if name in NOTABLE else logging.INFO
+    who = user.username if user is not None else "-"
+    within = db.get_nested_transaction() or db.get_transaction()
+    db.info.setdefault(_PENDING_LINES, []).append((within, (level, name, who, address or "-", detail)))
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _log_committed(session: Session) -> None:
+    for _, (level, name, who, address, detail) in session.info.pop(_PENDING_LINES, ()):
+        log.log(level, "%s user=%s address=%s detail=%r", name, who, address, detail)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Drop the lines of the transaction rolled back (a savepoint: only its own)."""
+    pending = session.info.get(_PENDING_LINES)
+    if pending:
+        pending[:] = [(within, line) for within, line in pending
+                      if not _inside(within, previous_transaction)]
+
+
+def _inside(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def _count_repeat(
