@@ -91,6 +91,12 @@ def test_each_event_is_a_line_of_the_process_log_once_committed(testapp, users, 
     assert lines[3][0] == "WARNING" and lines[3][1].startswith("account.locked user=fred address=127.0.0.1")
     assert lines[4] == ("INFO", "login.failed user=- address=127.0.0.1 detail='rest: unknown user'")
     assert "wrong-" not in caplog.text and "ghost-secret" not in caplog.text and "boo" not in caplog.text
+    # An event of the request's own transaction (pyramid_tm's commit), not of a unit:
+    admin = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-password").decode()}
+    testapp.put_json("/rest/api/2/user/password?username=alice", {"password": "a-much-better-one"}, headers=admin,
+                     status=204)
+    assert [r.getMessage() for r in caplog.records if "password.changed" in r.getMessage()] == [
+        "password.changed user=alice address=127.0.0.1 detail='0 session(s) revoked by admin'"]
 
 
 def test_an_event_whose_transaction_rolled_back_is_not_logged(app_request, users, caplog):

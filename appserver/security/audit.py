@@ -142,6 +142,14 @@ def _forget_rolled_back(session: Session, previous_transaction: SessionTransacti
                       if not _inside(within, previous_transaction)]
 
 
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    """A session closed without a commit: its lines go (and with them the references to its
+    transactions, which would keep the session in a reference cycle)."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING_LINES, None)
+
+
 def _inside(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
     while transaction is not None:
         if transaction is ancestor:
