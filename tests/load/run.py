@@ -97,10 +97,26 @@ def after_the_run(plan: Plan, journal: dict[str, Any], server: str, database_url
                 break
             time.sleep(0.5)
         named = (answer.headers.get("X-AUSERNAME") or "").casefold()
+        if auth is not None and answer.headers.get("X-Seraph-LoginReason") == "AUTHENTICATION_DENIED":
+            # Locked out: the run's own checks of old passwords are failed logins, and an
+            # account whose password changed 15 times in the run reaches the hourly cap
+            # (appserver.login.max_failures_per_hour), as it should. Its password is then
+            # asked of the stored hash, as a login would check it.
+            return stored_password_is(user, auth[1]), answer.status_code
         return answer.ok and named == user.casefold(), answer.status_code
 
+    def stored_password_is(user: str, password: str) -> bool:
+        from appserver.security.passwords import PasswordService
+
+        engine = create_engine(database_url)
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT password_hash FROM users WHERE username = :name"),
+                                        {"name": user}).scalar_one()
+        engine.dispose()
+        return PasswordService().verify(password, stored)[0]
+
     after: dict[str, Any] = {"lost_writes": set(), "lost_examples": [], "half_written": [],
-                             "lockout_excess": [], "uncounted": []}
+                             "lockout_excess": [], "uncounted": [], "locked": []}
     for write in journal["writes"]:
         for cookie in write["dead_cookies"]:
             if serves(write["user"], cookie)[0]:
@@ -110,6 +126,8 @@ def after_the_run(plan: Plan, journal: dict[str, Any], server: str, database_url
         works, status = serves(name, auth=(name, state["password"]))
         if not works and state.get("unsure"):
             works, status = serves(name, auth=(name, state["unsure"]))
+        if status == 403:
+            after["locked"].append(name)
         if not works:
             after["lost_writes"].add(f"final-{name}")
             after["lost_examples"].append(f"after the run: the last password of {name} is refused ({status})")

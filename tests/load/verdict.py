@@ -153,4 +153,9 @@ def judge(journal: dict[str, Any], faults: list[Fault], after: dict[str, Any]) -
         f"{len(journal['refusals']) - len(unexplained)} logouts by the administrator noticed, "
         f"{len(journal['writes'])} writes checked after the run"
     )
+    if after.get("locked"):
+        verdict.notes.append(
+            "locked out by the hourly cap on failed logins (the run's checks of old passwords), their "
+            f"passwords checked against the stored hash: {', '.join(after['locked'])}"
+        )
     return verdict
