@@ -7,10 +7,9 @@ CONFIG ?= development.ini
 PORT ?=
 PORT_VARS := $(if $(PORT),http_port=$(PORT))
 PYTEST_ARGS ?=
-# make test TEST_WORKERS=2: the suite in two pytest-xdist workers, one test file each at a
-# time (much of it waits on servers it starts: 10.5 instead of 16 minutes here). Not the
-# default yet: two tests are not reliable there (docs/testing.md). 0: one process.
-TEST_WORKERS ?= 0
+# make test: the suite in two pytest-xdist workers, one test file each at a time (much of it
+# waits on servers it starts; docs/testing.md has the figures). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 PROCESSES ?= 2
 NGINX ?= /usr/sbin/nginx
 # make cluster HTTPS_PORT=9443 HTTP_PORT=9088 CLUSTER_DIR=/tmp/c: where nginx listens (the

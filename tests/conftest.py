@@ -37,6 +37,10 @@ REQUIRE_ALL = os.environ.get("APPSERVER_REQUIRE_ALL_TESTS") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "loadscopereorder", None):
+        # pytest-xdist's --dist loadfile hands files out in the workers' collection order,
+        # which slowest_files_first sets, instead of most tests first.
+        config.option.loadscopereorder = False
     if REQUIRE_ALL and "postgresql" not in DATABASES:
         raise pytest.UsageError("APPSERVER_REQUIRE_ALL_TESTS=1 needs TEST_DATABASE_URL (PostgreSQL)")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
@@ -46,7 +50,40 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["TEST_DATABASE_URL"] = sibling_database(os.environ["TEST_DATABASE_URL"], worker)
 
 
+#: Files of a few tests that wait on processes and servers for most of a minute (tests/load,
+#: nginx clusters, pserve, the command line): in pytest-xdist workers they are handed out
+#: first, so that no worker is left running one alone at the end (xdist's own order, most
+#: tests first, put test_loadtest.py's two last).
+SLOW_FILES = (
+    "tests/test_cli.py",
+    "tests/test_startup.py",
+    "tests/test_deployment.py",
+    "tests/test_graceful_stop.py",
+    "tests/test_loadtest.py",
+)
+
+
+def slowest_files_first(items: list[pytest.Item]) -> None:
+    """The order pytest-xdist hands files out in (``--dist loadfile`` without reordering):
+    SLOW_FILES first, then the other files with the most tests first. Every worker collects
+    the same order, as xdist requires."""
+    per_file: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        per_file[path] = per_file.get(path, 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        path = item.nodeid.split("::")[0]
+        if path in SLOW_FILES:
+            return (0, SLOW_FILES.index(path), path)
+        return (1, -per_file[path], path)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slowest_files_first(items)
     for item in items:
         # Every database fixture (database_url, live_database_url, the CLI's) has params=DATABASES.
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -116,7 +116,9 @@ def test_forged_form_post_is_refused_and_the_session_kept(
     with page.expect_response(is_forged_post) as posted:
         page.goto(attacker_origin + attack_path)
     response = posted.value
-    page.wait_for_load_state()
+    # The answer has come, but the page may not be its document yet (a busy renderer):
+    # wait until the browser has left the attacker's page, then read where it is.
+    page.wait_for_url(lambda url: not url.startswith(attacker_origin))
 
     sent = response.request.all_headers()
     assert sent.get("origin") == attacker_origin, sent  # it really came from the other origin
