@@ -67,6 +67,12 @@ OFF_SITE = [
     "\\",  # a backslash alone is not a path, even though browsers read it as one
     "\\issues",
     "%2Fissues",  # only a literal '/' starts a path
+    # a backslash that comes to the front once the dot segments are resolved (the property
+    # test below found "/./\\": "/%5C", which decoded reads as "//")
+    "/./\\",
+    "/./\\example.com",
+    "/a/../\\example.com",
+    "/%2e/%5cexample.com",
 ]
 
 KEPT = [
