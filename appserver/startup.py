@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy import make_url, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +192,13 @@ def database_status(engine: Engine, config_uri: str | None) -> str | None:
         return f"the database {safe_url(engine.url)} does not exist yet: run '{initdb}'"
     try:
         with engine.connect() as connection:
-            try:
-                current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except (sa_exc.OperationalError, sa_exc.ProgrammingError) as error:
-                if "alembic_version" not in first_line(error):
-                    raise
-                return f"the database {safe_url(engine.url)} is empty: run '{initdb}'"
+            current = stored_revision(connection)
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError) as error:
         return database_problem(error, engine.url)
+    if current is None:
+        return f"the database {safe_url(engine.url)} is empty: run '{initdb}'"
     head, older = code_revisions(config_path)
-    if head is not None and (current in older or current is None):
+    if head is not None and current in older:
         return (
             f"the database {safe_url(engine.url)} is at revision {current}, this code needs "
             f"{head}: run '{initdb}'"
@@ -209,18 +206,23 @@ def database_status(engine: Engine, config_uri: str | None) -> str | None:
     return None
 
 
+def stored_revision(connection: Connection) -> str | None:
+    """The migration the database is at; None for an empty one (no ``alembic_version``)."""
+    try:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (sa_exc.OperationalError, sa_exc.ProgrammingError) as error:
+        if "alembic_version" not in first_line(error):
+            raise
+        return None
+
+
 def newer_revision(engine: Engine, config_uri: str) -> str | None:
     """The database's revision when it is one this code does not know (a newer release
     migrated it), else None: ``initdb`` cannot go back."""
     head, older = code_revisions(Path(ini_path(config_uri)))
-    if head is None:
-        return None
     with engine.connect() as connection:
-        try:
-            current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except (sa_exc.OperationalError, sa_exc.ProgrammingError):
-            return None  # no alembic_version yet: an empty database
-    return current if current is not None and current != head and current not in older else None
+        current = stored_revision(connection)
+    return current if head is not None and current not in (None, head, *older) else None
 
 
 # --- pserve: the application ----------------------------------------------------------------
