@@ -30,18 +30,24 @@ JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 
 
 class JiraJSON(JSON):
-    """Pyramid's JSON renderer, answering with :data:`JSON_CONTENT_TYPE`."""
+    """Pyramid's JSON renderer, answering with :data:`JSON_CONTENT_TYPE` (a view that set a
+    content type of its own keeps it, as with Pyramid's).
 
-    def __call__(self, info: Any) -> Callable[[Any, dict], str]:
-        render = super().__call__(info)
+    It answers bytes, which Pyramid sets as the body as they are: a string would be encoded
+    by the response's charset, read again from the Content-Type header. The JSON is ASCII
+    (non-ASCII characters are escaped), the same bytes in any charset a view could name."""
 
-        def _render(value: Any, system: dict) -> str:
+    def __call__(self, info: Any) -> Callable[[Any, dict], bytes]:
+        serialize = self.serializer
+        options = self.kw
+
+        def _render(value: Any, system: dict) -> bytes:
             request = system.get("request")
             if request is not None:
                 response = request.response
                 if response.content_type == response.default_content_type:
                     response.headers["Content-Type"] = JSON_CONTENT_TYPE
-            return render(value, system)
+            return serialize(value, default=self._make_default(request), **options).encode("ascii")
 
         return _render
 

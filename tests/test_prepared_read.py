@@ -153,3 +153,18 @@ def test_a_database_that_cannot_be_reached_raises_sqlalchemy_s_error(live_databa
     engine = reader(get_engine({"sqlalchemy.url": unreachable}))
     with pytest.raises(sa_exc.OperationalError):
         sessions._LOOKUP.first(engine, {"token_hash": "f" * 64})
+
+
+def test_sqlite_text_with_an_offset_of_its_own_is_read_in_utc():
+    """The stored form is naive UTC text; text that names an offset (written by another tool)
+    is converted, not misread."""
+    from sqlalchemy.dialects import sqlite
+
+    from appserver.models.meta import UTCDateTime
+
+    process = UTCDateTime().result_processor(sqlite.dialect(), None)
+    assert process(None) is None
+    assert process("2026-11-30 12:00:00.123456") == NOW
+    assert process("2026-11-30 12:00:00.123456").tzinfo is timezone.utc
+    assert process("2026-11-30 14:00:00.123456+02:00") == NOW
+    assert process("2026-11-30 14:00:00.123456+02:00").tzinfo == timezone.utc

@@ -139,3 +139,43 @@ def test_a_hundred_bearer_gets_write_last_accessed_at_most_once_and_no_session(
     assert len(writes) == 1 and TOKEN_UPDATE.match(writes[0]), writes
     assert len(count_statements) == 101
     assert session_updates(count_statements) == 0
+
+
+@pytest.fixture
+def objects_made(monkeypatch) -> list:
+    """Every pair of ORM objects made from a session lookup's row."""
+    from appserver.security import sessions
+
+    made: list = []
+    rows = sessions._SESSION_ROWS
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(rows, name)
+
+        def load(self, row):
+            made.append(row)
+            return rows.load(row)
+
+    monkeypatch.setattr(sessions, "_SESSION_ROWS", Counting())
+    return made
+
+
+def test_a_steady_cookie_get_of_myself_makes_no_orm_object(testapp, fred_cookie, objects_made, clock):
+    """Who the request is, its principals, ``X-AUSERNAME`` and ``GET myself`` come from the
+    lookup's row; the session and user objects are made only when something needs them."""
+    response = testapp.get("/rest/api/2/myself", headers=fred_cookie)
+    assert response.json["name"] == "fred" and response.json["emailAddress"] == "fred@example.com"
+    assert response.headers["X-AUSERNAME"] == "fred"
+    assert objects_made == []
+
+    clock.advance(TOUCH_INTERVAL)  # the touch writes through the session object
+    testapp.get("/rest/api/2/myself", headers=fred_cookie)
+    assert len(objects_made) == 1
+
+
+def test_a_page_makes_the_objects_it_shows(testapp, fred_cookie, objects_made):
+    """``request.user`` is the ORM object, made on first use: a page gets what it always got."""
+    page = testapp.get("/", headers=fred_cookie)
+    assert "Fred" in page.text
+    assert len(objects_made) == 1

@@ -48,7 +48,9 @@ class _Plan:
     #: None for a named one (psycopg's pyformat takes the dict).
     positions: tuple[str, ...] | None
     bind_processors: Mapping[str, Processor]
-    result_processors: tuple[Processor | None, ...]
+    #: (position, processor) of the columns whose values are converted; the others (most:
+    #: strings and integers) come back from the driver as they are.
+    result_processors: tuple[tuple[int, Processor], ...]
     #: psycopg connections come out of the pool with autocommit off; SQLite's are in
     #: autocommit already (``appserver.models._sqlite_connect``).
     toggle_autocommit: bool
@@ -86,12 +88,14 @@ class PreparedRead:
             raise sa_exc.DBAPIError.instance(
                 plan.sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
             ) from error
-        if row is None:
-            return None
-        return tuple(
-            value if process is None or value is None else process(value)
-            for process, value in zip(plan.result_processors, row)
-        )
+        if row is None or not plan.result_processors:
+            return row
+        values = list(row)
+        for position, process in plan.result_processors:
+            value = values[position]
+            if value is not None:
+                values[position] = process(value)
+        return tuple(values)
 
     def _plan(self, engine: Engine) -> _Plan:
         dialect = engine.dialect
@@ -108,8 +112,9 @@ class PreparedRead:
             positions=tuple(compiled.positiontup) if compiled.positional else None,
             bind_processors=bind_processors,
             result_processors=tuple(
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in self.statement.selected_columns
+                (position, process)
+                for position, column in enumerate(self.statement.selected_columns)
+                if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
             ),
             toggle_autocommit=dialect.name != "sqlite",
         )

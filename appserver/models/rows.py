@@ -57,6 +57,10 @@ class OwnedRowLoader(Generic[T]):
         self.item: RowLoader[T] = RowLoader(cls, prefix)
         self.owner: RowLoader[User] = RowLoader(User, "u_")
         self.columns = (*self.item.columns, *self.owner.columns)
+        #: Where each attribute's value is in the row: ``row[item_index["id"]]`` without
+        #: making the objects.
+        self.item_index = {key: position for position, key in enumerate(self.item.keys)}
+        self.owner_index = {key: len(self.item.keys) + position for position, key in enumerate(self.owner.keys)}
 
     def load(self, row: Sequence[Any]) -> tuple[T, User]:
         item = self.item.load(row)

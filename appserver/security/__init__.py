@@ -7,6 +7,7 @@ from pyramid.request import Request
 from pyramid.tweens import EXCVIEW, INGRESS
 
 from ..models import User
+from .account import Account
 from .cookies import TolerantRequestCookies
 from .personal_tokens import TokenStore
 from .policy import AppSecurityPolicy
@@ -20,6 +21,12 @@ def _cookies(request: Request) -> TolerantRequestCookies:
 
 def _user(request: Request) -> User | None:
     return request.authentication.user
+
+
+def _account(request: Request) -> User | Account | None:
+    """Who the request is served as, for an answer that only shows it: no ORM object is made
+    for a cookie's session (``request.user`` is the object, to change the account)."""
+    return request.authentication.account
 
 
 def _session_store(request: Request) -> SessionStore:
@@ -52,6 +59,7 @@ def includeme(config: Configurator) -> None:
     # replacements (refuse, unauthenticated, log_in) are what the attribute returns.
     config.add_request_method(policy.authentication, "authentication", reify=True)
     config.add_request_method(_user, "user", property=True)
+    config.add_request_method(_account, "account", property=True)
     config.add_request_method(_session_store, "session_store", reify=True)
     config.add_request_method(_remember_store, "remember_store", reify=True)
     config.add_request_method(_token_store, "token_store", reify=True)

@@ -10,9 +10,10 @@ import enum
 from dataclasses import dataclass, field
 
 from ..models import PersonalToken, User, UserSession
+from .account import Account
 from .personal_tokens import TokenState
 from .remember import RememberState
-from .sessions import CookieState, IssuedSession
+from .sessions import CookieState, IssuedSession, SessionLookup
 
 
 class BasicState(enum.Enum):
@@ -35,12 +36,42 @@ class Source(enum.Enum):
     BEARER = "bearer"  # a personal access token (Authorization: Bearer)
 
 
-@dataclass(frozen=True)
 class Identity:
-    user: User
-    source: Source
-    session: UserSession | None = None
-    token: PersonalToken | None = None  # with Source.BEARER
+    """Who a request is served as, and by which credential. ``user`` and ``session`` are ORM
+    objects; an identity made from a session lookup makes them on first use, and
+    :attr:`account` says who it is without them (a steady cookie request never needs them)."""
+
+    __slots__ = ("source", "token", "_user", "_session", "_lookup")
+
+    def __init__(
+        self, user: User | None, source: Source, session: UserSession | None = None,
+        token: PersonalToken | None = None,  # with Source.BEARER
+    ) -> None:
+        self.source = source
+        self.token = token
+        self._user = user
+        self._session = session
+        self._lookup: SessionLookup | None = None
+
+    @classmethod
+    def from_lookup(cls, lookup: SessionLookup, source: Source) -> Identity:
+        """Served by the session a cookie named (its objects made when asked for)."""
+        identity = cls(None, source)
+        identity._lookup = lookup
+        return identity
+
+    @property
+    def user(self) -> User:
+        return self._lookup.user if self._lookup is not None else self._user
+
+    @property
+    def session(self) -> UserSession | None:
+        return self._lookup.session if self._lookup is not None else self._session
+
+    @property
+    def account(self) -> User | Account:
+        """Who it is: the user object where there is one, else the lookup's snapshot."""
+        return self._lookup.account if self._lookup is not None else self._user
 
     @property
     def cookie_based(self) -> bool:
@@ -51,6 +82,9 @@ class Identity:
         """Checked by the password this very request sent (HTTP Basic)."""
         return self.source is Source.BASIC
 
+    def __repr__(self) -> str:
+        return f"<Identity {self.account.username!r} by {self.source.value}>"
+
 
 @dataclass
 class Authentication:
@@ -59,8 +93,9 @@ class Authentication:
     basic: BasicState = BasicState.ABSENT
     bearer: TokenState = TokenState.ABSENT
     remember: RememberState = RememberState.ABSENT
-    #: The session row the cookie named, whatever its state: login revokes it (no fixation).
-    presented_session: UserSession | None = None
+    #: The session the cookie named, whatever its state (login revokes it: no fixation): the
+    #: lookup, whose objects are made when asked for (``presented_session``), or a session.
+    presented: SessionLookup | UserSession | None = None
     #: Seconds until a locked account may try again (with BasicState.DENIED).
     retry_after: int | None = None
     #: Set-Cookie headers the response must carry (stale-cookie deletion, re-issued cookies),
@@ -79,8 +114,22 @@ class Authentication:
     rotated_to: UserSession | None = None
 
     @property
+    def presented_session(self) -> UserSession | None:
+        presented = self.presented
+        return presented.session if isinstance(presented, SessionLookup) else presented
+
+    @presented_session.setter
+    def presented_session(self, session: UserSession | None) -> None:
+        self.presented = session
+
+    @property
     def user(self) -> User | None:
         return self.identity.user if self.identity else None
+
+    @property
+    def account(self) -> User | Account | None:
+        """Who the request is served as, without making an ORM object (Identity.account)."""
+        return self.identity.account if self.identity else None
 
     @property
     def explicit(self) -> bool:

@@ -111,18 +111,19 @@ class SessionCookieSource:
         # cookie (``explicit``), and a client that sends both must not keep an unused
         # session from idling out.
         if lookup.due_touch and not auth.explicit and not touch_once(
-            request, self.touches, ("session", lookup.session.token_hash, lookup.session.last_seen_at),
+            request, self.touches,
+            ("session", lookup.session_value("token_hash"), lookup.session_value("last_seen_at")),
             lambda db: SessionStore.of(request, db).touch(lookup.session),
         ):
             state = CookieState.REVOKED  # revoked while this request was on its way
             revoked_on_the_way = True
         auth.cookie = state
-        auth.presented_session = lookup.session
+        auth.presented = lookup  # its objects are made when something asks for them
         if state is CookieState.LIVE:
             if not auth.explicit:
-                auth.identity = Identity(lookup.user, Source.SESSION, lookup.session)
+                auth.identity = Identity.from_lookup(lookup, Source.SESSION)
             return
-        if state is CookieState.REVOKED and (lookup.session.replaced_by_id is not None or revoked_on_the_way):
+        if state is CookieState.REVOKED and (lookup.session_value("replaced_by_id") is not None or revoked_on_the_way):
             # Another tab's rotation replaced this session moments ago, and its answer, with
             # the new cookies, may not have reached the browser yet. Deleting the cookie
             # here, or starting a session from the remember-me cookie, would overwrite them
@@ -353,14 +354,15 @@ class AppSecurityPolicy:
 
     def authenticated_userid(self, request: Request) -> str | None:
         identity = self.identity(request)
-        return str(identity.user.id) if identity else None
+        return str(identity.account.id) if identity else None
 
     def principals(self, request: Request) -> list[str]:
         principals = [Everyone]
         identity = self.identity(request)
         if identity is not None:
-            principals += [Authenticated, user_principal(identity.user.id)]
-            if identity.user.admin:
+            account = identity.account  # no ORM object made for it
+            principals += [Authenticated, user_principal(account.id)]
+            if account.admin:
                 principals.append(ADMIN)
         return principals
 
@@ -396,7 +398,7 @@ class AppSecurityPolicy:
             Authentication(
                 identity=Identity(user, Source.LOGIN, issued.session),
                 cookie=CookieState.LIVE,
-                presented_session=issued.session,
+                presented=issued.session,
                 issued=issued,
             ),
         )
@@ -460,7 +462,7 @@ class AppSecurityPolicy:
             dataclasses.replace(
                 previous,
                 identity=Identity(user, previous.identity.source, issued.session),
-                presented_session=issued.session,
+                presented=issued.session,
                 cookies={name: value for name, value in previous.cookies.items() if name not in set_here},
             ),
         )

@@ -389,7 +389,7 @@ def _finish(request: Request, response: Response) -> None:
             headerlist.append(("X-AUSERNAME", "anonymous"))
             headerlist.append(("Vary", VARY_HEADER))
             return
-    user = auth.user
+    user = auth.account  # who: no ORM object is made for it
     # Headers appended to the list directly, after one pass to see which are there already:
     # response.headers scans every header again for each lookup, on every response.
     headerlist = response.headerlist

@@ -8,6 +8,7 @@ from pyramid.request import Request
 
 from ...errors import error_response
 from ...models import User
+from ...security.account import Account
 from ...rendering import jira_time
 from .links import user_url
 
@@ -93,7 +94,7 @@ def login_info(user: User) -> dict[str, Any]:
     return info
 
 
-def user_json(request: Request, user: User) -> dict[str, Any]:
+def user_json(request: Request, user: User | Account) -> dict[str, Any]:
     return {
         "self": user_url(request, user),
         "key": user.username_key,

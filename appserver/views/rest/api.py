@@ -64,7 +64,7 @@ def server_info_body(base_url: str, now: datetime) -> dict:
 
 @view_config(route_name="rest.myself", request_method="GET", renderer="json", permission="account")
 def myself(request: Request) -> dict:
-    return user_json(request, request.user)
+    return user_json(request, request.account)  # shown, not changed: no ORM object needed
 
 
 @view_config(
