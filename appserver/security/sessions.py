@@ -64,7 +64,7 @@ class SessionLookup:
     and freeing them, cost about a tenth of a cookie request over HTTP (docs/performance.md).
     """
 
-    __slots__ = ("state", "due_touch", "_row", "_objects")
+    __slots__ = ("state", "due_touch", "_row", "_objects", "_account")
 
     def __init__(self, state: CookieState, row: Sequence[Any] | None = None, *, due_touch: bool = False) -> None:
         self.state = state
@@ -72,6 +72,7 @@ class SessionLookup:
         self.due_touch = due_touch
         self._row = row
         self._objects: tuple[UserSession, User] | None = None
+        self._account: Account | None = None
 
     def _loaded(self) -> tuple[UserSession, User] | None:
         if self._objects is None and self._row is not None:
@@ -100,9 +101,9 @@ class SessionLookup:
         since), else a snapshot of the row."""
         if self._objects is not None:
             return self._objects[1]
-        if self._row is None:
-            return None
-        return Account.from_row(self._row, _SESSION_ROWS.owner_index)
+        if self._account is None and self._row is not None:
+            self._account = Account.from_row(self._row, _SESSION_ROWS.owner_index)
+        return self._account
 
 
 @dataclass(frozen=True)
