@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert, text
 
-from appserver.models import User, UserSession, get_engine, reader
+from appserver.models import User, UserSession, get_engine, prepared, reader
 from appserver.security import sessions
 
 from .support import DriverStatements, fresh_database
@@ -77,9 +77,9 @@ def test_the_lookup_is_one_statement_without_a_transaction(engine):
         pooled.close()
 
 
-def kill_pooled_connection(engine):
-    """The one pooled connection dies under the pool: PostgreSQL's backend is terminated,
-    as when the server restarts; SQLite's connection is closed behind the pool's back."""
+def kill_the_reads_connection(engine):
+    """The connection the lookups read on dies: PostgreSQL's backends are terminated, as
+    when the server restarts; SQLite's connection is closed behind the reader's back."""
     if engine.dialect.name == "postgresql":
         with get_engine({"sqlalchemy.url": engine.url.render_as_string(hide_password=False)}).connect() as other:
             killed = other.execute(
@@ -88,16 +88,15 @@ def kill_pooled_connection(engine):
             ).all()
         assert killed
     else:
-        raw = engine.raw_connection()
-        driver = raw.driver_connection
-        raw.close()  # back in the pool, then closed there
-        driver.close()
+        idle = prepared._readers_of(engine).idle
+        assert len(idle) == 1
+        idle[0].close()
 
 
-def test_a_dead_pooled_connection_is_discarded_and_the_read_answers(engine):
+def test_a_dead_connection_is_discarded_and_the_read_answers(engine):
     live = "live".ljust(64, "0")
-    assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # pooled
-    kill_pooled_connection(engine)
+    assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # a reader made
+    kill_the_reads_connection(engine)
     assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
     assert sessions._LOOKUP.first(engine, {"token_hash": live})[1] == live
 
@@ -116,10 +115,15 @@ def reads_refused(engine):
     else:
         import sqlite3
 
-        raw = engine.raw_connection()
-        raw.driver_connection.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
-        raw.close()
+        from sqlalchemy import event
+
+        def deny(dbapi_connection, record):
+            dbapi_connection.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
+
+        engine.dispose()  # the lookups' connections too: the next one is made, and denied
+        event.listen(engine, "connect", deny)
         yield
+        event.remove(engine, "connect", deny)
 
 
 def test_another_driver_error_is_sqlalchemy_s_at_once_and_the_connection_discarded(live_database_url):

@@ -23,6 +23,7 @@ from .auth_event import AuthEvent  # noqa: F401
 from .issue import Issue, Project  # noqa: F401
 from .login_throttle import LoginThrottle  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
+from .prepared import note_variant
 from .personal_token import PersonalToken  # noqa: F401
 from .remember_token import RememberToken  # noqa: F401
 from .transaction_events import MANAGER_KEY, register_once
@@ -293,6 +294,7 @@ def _variant(engine: Engine, name: str, **options: Any) -> Engine:
     variants = _VARIANTS.setdefault(engine, {})
     if name not in variants:
         variants[name] = engine.execution_options(**options)
+        note_variant(variants[name], engine)
     return variants[name]
 
 

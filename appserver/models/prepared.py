@@ -8,12 +8,15 @@ and on PostgreSQL the set-and-reset of autocommit through the isolation-level ma
 database's own work is a few microseconds on SQLite and one round trip on PostgreSQL.
 
 A :class:`PreparedRead` keeps what SQLAlchemy is for and drops only the execution path:
-SQLAlchemy compiles the statement (once per engine), owns the pool, and converts every value
-with the column types' own result processors; the statement itself runs on the pooled
-driver connection's cursor, in autocommit (one statement is a transaction of its own, as
-``appserver.models.reader`` has it). psycopg prepares it on the server after a few runs.
+SQLAlchemy compiles the statement (once per engine), makes and sets up the connections, and
+converts the values with the column types' own result processors; the statement itself runs
+on a driver connection's cursor, in autocommit (one statement is a transaction of its own,
+as ``appserver.models.reader`` has it). The connections are the engine's readers
+(:class:`_Readers`): made by the pool, detached from it, and handed from read to read, at
+most one per thread reading at once. psycopg prepares the statement on the server after a
+few runs.
 
-Errors stay SQLAlchemy's: a driver error discards the connection. When the server went away
+Errors stay SQLAlchemy's: a driver error closes the reader. When the server went away
 (a dropped connection, a restart), the read runs once more through ``Connection``, which
 reads on a live connection or invalidates the pool and raises the error marked as a
 disconnect, for pyramid_retry, exactly as before; a read twice is harmless. Any other error
@@ -25,12 +28,15 @@ Tests count statements at the driver instead (``tests/support.py``, ``DriverStat
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -129,6 +135,34 @@ def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[An
     for name, process in plan.bind_processors.items():
         values[name] = process(values[name])
     arguments: Any = values if plan.positions is None else [values[name] for name in plan.positions]
+    readers = _readers_of(engine)
+    if readers is None:
+        return _run_pooled(engine, plan, arguments)
+    connection = readers.take()
+    cursor = None
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(plan.sql, arguments)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except BaseException as error:
+        dialect = engine.dialect
+        disconnected = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, connection, cursor
+        )
+        _close(connection)  # whatever state the driver is in, it is not used again
+        if disconnected:
+            raise _Disconnected() from error
+        raise
+    readers.give_back(connection)
+    return row
+
+
+def _run_pooled(engine: Engine, plan: _Plan, arguments: Any) -> Sequence[Any] | None:
+    """The read on a connection checked out of the pool for it (a pool that is not a
+    :class:`QueuePool`: SQLite in memory, whose every connection is another database)."""
     connection = engine.raw_connection()
     cursor = None
     try:
@@ -158,3 +192,98 @@ def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[An
     finally:
         connection.close()
     return row
+
+
+class _Readers:
+    """The driver connections an engine's credential lookups run on, each used by one thread
+    at a time.
+
+    Each is made by the engine's pool (its connect events set it up: SQLite's pragmas) and
+    then detached from it (``PoolProxiedConnection.detach``), put in autocommit once, and
+    handed from read to read. A checkout from the pool and its return, with their events and
+    reset, were about a tenth of a cookie request over HTTP (docs/performance.md). There are
+    at most as many as threads read at once (a process's waitress threads), beside the pool's
+    own. One that fails a read is closed, never handed out again; ``engine.dispose()`` closes
+    the idle ones, and those in use when they come back."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.idle: list[Any] = []  # list.append and list.pop are atomic: no lock needed
+        self.generation = 0
+        #: id of each connection handed out -> the generation it was made in.
+        self._generations: dict[int, int] = {}
+        event.listen(engine, "engine_disposed", self.close_idle)
+
+    def take(self) -> Any:
+        try:
+            return self.idle.pop()
+        except IndexError:
+            pass
+        proxied = self.engine.raw_connection()
+        connection = proxied.dbapi_connection
+        try:
+            proxied.detach()
+            if self.engine.dialect.name != "sqlite":  # SQLite's are in autocommit already
+                connection.autocommit = True  # no BEGIN before a SELECT, no ROLLBACK after
+        except BaseException:
+            _close(connection)
+            raise
+        self._generations[id(connection)] = self.generation
+        return connection
+
+    def give_back(self, connection: Any) -> None:
+        if self._generations.get(id(connection)) == self.generation:
+            self.idle.append(connection)
+        else:
+            self._generations.pop(id(connection), None)
+            _close(connection)
+
+    def close_idle(self, engine: Engine | None = None) -> None:
+        self.generation += 1
+        while True:
+            try:
+                connection = self.idle.pop()
+            except IndexError:
+                return
+            self._generations.pop(id(connection), None)
+            _close(connection)
+
+
+def _close(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception:  # a connection that is broken already
+        pass
+
+
+_READERS: WeakKeyDictionary[Engine, _Readers | None] = WeakKeyDictionary()
+_READERS_LOCK = threading.Lock()
+
+
+def _readers_of(bind: Engine) -> _Readers | None:
+    """The readers of the engine ``bind`` is a variant of (``Engine.execution_options``
+    shares the engine's pool), or None for a pool whose connections must stay in it."""
+    try:
+        return _READERS[bind]
+    except KeyError:
+        pass
+    with _READERS_LOCK:
+        if bind not in _READERS:
+            root = _ROOTS.get(bind, bind)
+            if not isinstance(root.pool, QueuePool):
+                _READERS[bind] = None
+            else:
+                if root not in _READERS or _READERS[root] is None:
+                    _READERS[root] = _Readers(root)
+                _READERS[bind] = _READERS[root]
+        return _READERS[bind]
+
+
+#: variant -> the engine it was made from (appserver.models._variant notes each).
+_ROOTS: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+
+
+def note_variant(variant: Engine, root: Engine) -> None:
+    """``variant`` is ``root.execution_options(...)``: its reads use ``root``'s readers, which
+    ``root.dispose()`` closes (the event is the root's own)."""
+    _ROOTS[variant] = root
