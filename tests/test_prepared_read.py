@@ -172,3 +172,34 @@ def test_sqlite_text_with_an_offset_of_its_own_is_read_in_utc():
     assert process("2026-11-30 12:00:00.123456").tzinfo is timezone.utc
     assert process("2026-11-30 14:00:00.123456+02:00") == NOW
     assert process("2026-11-30 14:00:00.123456+02:00").tzinfo == timezone.utc
+
+
+def test_the_reads_share_one_reader_and_leave_the_pool_alone(engine):
+    """Read after read on one thread: one driver connection, made once, never checked out of
+    the pool again (a checkout and its return cost more than the read)."""
+    live = "live".ljust(64, "0")
+    with DriverStatements(engine) as driver:
+        for _ in range(5):
+            assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None
+        readers = prepared._readers_of(engine)
+        assert len(readers.idle) == 1
+        assert engine.pool.checkedout() == 0
+    assert driver.verbs() == ["SELECT"] * 5
+
+
+def test_dispose_closes_the_readers_idle_and_in_use(engine):
+    live = "live".ljust(64, "0")
+    readers = prepared._readers_of(engine)
+    in_use = readers.take()  # another thread's, in the middle of its read
+    assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None
+    idle = readers.idle[0]
+    assert idle is not in_use
+    engine.dispose()
+    assert readers.idle == []
+    readers.give_back(in_use)
+    assert readers.idle == []
+    for connection in (idle, in_use):
+        with pytest.raises(Exception):  # closed: each driver says so in its own words
+            connection.cursor().execute("SELECT 1")
+    assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # a new one
+    assert len(readers.idle) == 1

@@ -139,22 +139,10 @@ def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[An
     if readers is None:
         return _run_pooled(engine, plan, arguments)
     connection = readers.take()
-    cursor = None
     try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute(plan.sql, arguments)
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-    except BaseException as error:
-        dialect = engine.dialect
-        disconnected = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-            error, connection, cursor
-        )
+        row = _fetch(engine, connection, plan, arguments)
+    except BaseException:
         _close(connection)  # whatever state the driver is in, it is not used again
-        if disconnected:
-            raise _Disconnected() from error
         raise
     readers.give_back(connection)
     return row
@@ -164,34 +152,39 @@ def _run_pooled(engine: Engine, plan: _Plan, arguments: Any) -> Sequence[Any] | 
     """The read on a connection checked out of the pool for it (a pool that is not a
     :class:`QueuePool`: SQLite in memory, whose every connection is another database)."""
     connection = engine.raw_connection()
-    cursor = None
     try:
         driver = connection.driver_connection
         if plan.toggle_autocommit:
             driver.autocommit = True  # no BEGIN before the SELECT, no ROLLBACK after it
-        cursor = connection.cursor()
-        try:
-            cursor.execute(plan.sql, arguments)
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
+        row = _fetch(engine, connection.dbapi_connection, plan, arguments)
         if plan.toggle_autocommit:
             driver.autocommit = False  # as SQLAlchemy expects it back from the pool
-    except BaseException as error:
-        # Asked before the connection is discarded, which closes it (psycopg's answer
-        # depends on whether the connection is closed or broken).
-        dialect = engine.dialect
-        disconnected = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-            error, connection.dbapi_connection, cursor
-        )
+    except BaseException:
         # Whatever state the driver is in, it does not go back to the pool.
         connection.invalidate()
-        if disconnected:
-            raise _Disconnected() from error
         raise
     finally:
         connection.close()
     return row
+
+
+def _fetch(engine: Engine, connection: Any, plan: _Plan, arguments: Any) -> Sequence[Any] | None:
+    """The first row of the plan's statement on the driver's ``connection``; a driver error
+    that says the server went away is :class:`_Disconnected`."""
+    cursor = None
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(plan.sql, arguments)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    except engine.dialect.loaded_dbapi.Error as error:
+        # Asked before the connection is closed (psycopg's answer depends on whether the
+        # connection is closed or broken).
+        if engine.dialect.is_disconnect(error, connection, cursor):
+            raise _Disconnected() from error
+        raise
 
 
 class _Readers:
