@@ -203,3 +203,18 @@ def test_dispose_closes_the_readers_idle_and_in_use(engine):
             connection.cursor().execute("SELECT 1")
     assert sessions._LOOKUP.first(engine, {"token_hash": live}) is not None  # a new one
     assert len(readers.idle) == 1
+
+
+def test_a_reader_given_back_during_a_dispose_is_not_handed_out(engine):
+    """A thread gives its reader back while another disposes the engine, after the dispose
+    emptied the idle ones: the next take closes it and makes a new one."""
+    readers = prepared._readers_of(engine)
+    old = readers.take()
+    engine.dispose()
+    readers.idle.append(old)  # where the racing give_back leaves it
+    fresh = readers.take()
+    assert fresh is not old
+    with pytest.raises(Exception):
+        old.cursor().execute("SELECT 1")
+    readers.give_back(fresh)
+    assert readers.idle == [fresh]

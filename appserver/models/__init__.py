@@ -23,8 +23,8 @@ from .auth_event import AuthEvent  # noqa: F401
 from .issue import Issue, Project  # noqa: F401
 from .login_throttle import LoginThrottle  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
-from .prepared import note_variant
 from .personal_token import PersonalToken  # noqa: F401
+from .prepared import note_variant
 from .remember_token import RememberToken  # noqa: F401
 from .transaction_events import MANAGER_KEY, register_once
 from .user import User, canonical_username  # noqa: F401

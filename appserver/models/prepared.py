@@ -36,9 +36,9 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import QueuePool
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Select
 
 Processor = Callable[[Any], Any]
@@ -142,7 +142,7 @@ def _run(engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> Sequence[An
     try:
         row = _fetch(engine, connection, plan, arguments)
     except BaseException:
-        _close(connection)  # whatever state the driver is in, it is not used again
+        readers.discard(connection)  # whatever state the driver is in, it is not used again
         raise
     readers.give_back(connection)
     return row
@@ -208,10 +208,14 @@ class _Readers:
         event.listen(engine, "engine_disposed", self.close_idle)
 
     def take(self) -> Any:
-        try:
-            return self.idle.pop()
-        except IndexError:
-            pass
+        while True:
+            try:
+                connection = self.idle.pop()
+            except IndexError:
+                break
+            if self._generations.get(id(connection)) == self.generation:
+                return connection
+            self.discard(connection)  # given back while a dispose ran
         proxied = self.engine.raw_connection()
         connection = proxied.dbapi_connection
         try:
@@ -228,18 +232,19 @@ class _Readers:
         if self._generations.get(id(connection)) == self.generation:
             self.idle.append(connection)
         else:
-            self._generations.pop(id(connection), None)
-            _close(connection)
+            self.discard(connection)
+
+    def discard(self, connection: Any) -> None:
+        self._generations.pop(id(connection), None)
+        _close(connection)
 
     def close_idle(self, engine: Engine | None = None) -> None:
         self.generation += 1
         while True:
             try:
-                connection = self.idle.pop()
+                self.discard(self.idle.pop())
             except IndexError:
                 return
-            self._generations.pop(id(connection), None)
-            _close(connection)
 
 
 def _close(connection: Any) -> None:
