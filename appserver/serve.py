@@ -73,6 +73,9 @@ def server_factory(global_conf: dict | None = None, **settings: Any) -> Callable
     pserve loads the server before the application, so a busy address is said here, in one
     line, before anything else starts (as ``egg:appserver#main`` does).
     """
+    # Before anything listens: a SIGHUP between the bind and the loop (a reload sent as the
+    # unit starts) took its default action, ending the process silently.
+    signal.signal(signal.SIGHUP, hang_up)
     settings = dict(settings)
     timeout = float(settings.pop("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT))
     try:
@@ -155,6 +158,14 @@ class WholeResponseChannel(HTTPChannel):
     error_task_class = ServerErrorTask
 
 
+def hang_up(signum: int = signal.SIGHUP, frame: Any = None) -> None:
+    """SIGHUP's default action ended the process at once, silently, with an exit that
+    systemd's ``Restart=on-failure`` counts as clean (an outside review): a daemon's
+    "reload" took the process down for good. Nothing here can be reloaded in place."""
+    log.warning("SIGHUP ignored: this server has nothing to reload; restart it to read new "
+                "code or settings (systemctl restart appserver@N, or make cluster-restart)")
+
+
 class GracefulServer:
     """Runs waitress's loop until SIGTERM, then drains it (see the module's docstring)."""
 
@@ -170,16 +181,8 @@ class GracefulServer:
         """The signal handler: only sets a flag; the loop notices within one loop timeout."""
         self.stop_requested = True
 
-    def hang_up(self, signum: int = signal.SIGHUP, frame: Any = None) -> None:
-        """SIGHUP's default action ended the process at once, silently, with an exit that
-        systemd's ``Restart=on-failure`` counts as clean (an outside review): a daemon's
-        "reload" took the process down for good. Nothing here can be reloaded in place."""
-        log.warning("SIGHUP ignored: this server has nothing to reload; restart it to read new "
-                    "code or settings (systemctl restart appserver@N, or make cluster-restart)")
-
     def serve(self) -> None:
         previous = signal.signal(signal.SIGTERM, self.request_stop)
-        previous_hangup = signal.signal(signal.SIGHUP, self.hang_up)
         try:
             while True:
                 wasyncore.loop(
@@ -192,7 +195,6 @@ class GracefulServer:
                     break
         finally:
             signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGHUP, previous_hangup)
             self.server.task_dispatcher.shutdown(timeout=5)
 
     def _drained(self) -> bool:

@@ -157,6 +157,21 @@ def test_sighup_is_said_and_ignored(served_database, tmp_path):
         assert process.wait(timeout=15) == 0
 
 
+def test_sighup_is_ignored_before_the_server_listens():
+    """The handler is in place when pserve has only loaded the server, before it binds the
+    address and loads the application: a SIGHUP in between ended the process silently (a
+    run of the test above met that window)."""
+    from appserver import serve
+
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        serve.server_factory({}, listen=f"127.0.0.1:{free_port()}")
+        assert signal.getsignal(signal.SIGHUP) is serve.hang_up
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 @pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
 def test_sigterm_waits_for_a_request_the_application_is_serving(served_database, tmp_path, unix):
     """A login that waits for a lock on the sessions table (PostgreSQL: LOCK TABLE, and the

@@ -268,12 +268,9 @@ def _readers_of(bind: Engine) -> _Readers | None:
     with _READERS_LOCK:
         if bind not in _READERS:
             root = _ROOTS.get(bind, bind)
-            if not isinstance(root.pool, QueuePool):
-                _READERS[bind] = None
-            else:
-                if root not in _READERS or _READERS[root] is None:
-                    _READERS[root] = _Readers(root)
-                _READERS[bind] = _READERS[root]
+            if root not in _READERS:
+                _READERS[root] = _Readers(root) if isinstance(root.pool, QueuePool) else None
+            _READERS[bind] = _READERS[root]
         return _READERS[bind]
 
 
